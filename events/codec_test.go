@@ -1,0 +1,126 @@
+package events
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// goldenEvents holds one example of every type. Golden files written from it
+// must stay decodable forever: when a type changes, add a new file, never
+// edit an old one.
+func goldenEvents() []Event {
+	t0 := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	ev := func(i uint64, guest, node string, p Payload) Event {
+		e := New(t0.Add(time.Duration(i)*time.Second), "cli:root", p)
+		e.Index, e.Guest, e.Node = i, guest, node
+		return e
+	}
+	return []Event{
+		ev(1, "", "n1", &NodeRegistered{ID: "n1", Address: "10.0.0.1", CPUs: 8, MemoryBytes: 16 << 30, ReserveCPUs: 1, ReserveMemoryBytes: 1 << 30,
+			Drivers: map[string]string{"process": "1"}, Labels: map[string]string{"rack": "a"}, CgroupMode: "v1", Controllers: []string{"cpu", "memory"}}),
+		ev(2, "", "n1", &NodeUp{}),
+		ev(3, "", "n1", &NodeDown{}),
+		ev(4, "web", "", &GuestDefined{Name: "web", Driver: "process", MemoryBytes: 512 << 20, VCPUs: 2, CPUShares: 1024,
+			Command: []string{"/bin/sleep", "1000"}, Labels: map[string]string{"app": "web"}}),
+		ev(5, "web", "n1", &GuestPlaced{Node: "n1", Generation: 5}),
+		ev(6, "web", "", &GuestStartRequested{}),
+		ev(7, "web", "", &GuestStopRequested{}),
+		ev(8, "web", "n1", &GuestStarted{Node: "n1", Generation: 5, PID: 4242, Cgroups: []string{"/sys/fs/cgroup/cpu/corral/process/web"}}),
+		ev(9, "web", "n1", &GuestExited{Node: "n1", Generation: 5, Code: 137, Signal: "killed", OOMKilled: true}),
+		ev(10, "web", "", &GuestUndefined{}),
+		ev(11, "web", "", &GuestTuned{Knob: "cpu_shares", Old: "1024", New: "500", Live: true, Persistent: true}),
+		ev(12, "", "", &ServerRegistered{ID: "s1", RaftAddr: "127.0.0.1:7000", HTTPAddr: "127.0.0.1:4646"}),
+	}
+}
+
+func TestGolden(t *testing.T) {
+	seen := map[Type]bool{}
+	for _, e := range goldenEvents() {
+		seen[e.Type] = true
+		path := filepath.Join("testdata", "v1", e.Type.String()+".json")
+		if *update {
+			b, err := Marshal(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%s: %v (run go test ./events -update once to write it)", e.Type, err)
+		}
+		got, err := Unmarshal(b)
+		if err != nil {
+			t.Fatalf("%s: golden encoding no longer decodes: %v", path, err)
+		}
+		if !reflect.DeepEqual(got, e) {
+			t.Errorf("%s decodes to\n%#v\nwant\n%#v", path, got, e)
+		}
+	}
+	for _, typ := range Types() {
+		if !seen[typ] {
+			t.Errorf("type %s has no golden encoding; add it to goldenEvents", typ)
+		}
+	}
+}
+
+func TestUnmarshalRejects(t *testing.T) {
+	cases := map[string]struct {
+		in   string
+		want error
+	}{
+		"unknown type":     {`{"index":1,"type":"guest.exploded","v":1,"payload":{}}`, ErrUnknownType},
+		"numeric type":     {`{"index":1,"type":99,"v":1,"payload":{}}`, ErrUnknownType},
+		"unknown field":    {`{"index":1,"type":"node.up","v":1,"payload":{},"extra":1}`, ErrMalformed},
+		"payload field":    {`{"index":1,"type":"node.up","v":1,"payload":{"x":1}}`, ErrMalformed},
+		"no payload":       {`{"index":1,"type":"node.up","v":1}`, ErrMalformed},
+		"future version":   {`{"index":1,"type":"node.up","v":9,"payload":{}}`, ErrMalformed},
+		"trailing":         {`{"index":1,"type":"node.up","v":1,"payload":{}} {}`, ErrMalformed},
+		"not json":         {`hello`, ErrMalformed},
+		"wrong value type": {`{"index":"x","type":"node.up","v":1,"payload":{}}`, ErrMalformed},
+	}
+	for name, c := range cases {
+		_, err := Unmarshal([]byte(c.in))
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s: got %v, want %v", name, err, c.want)
+		}
+	}
+}
+
+func TestMarshalRejectsMismatch(t *testing.T) {
+	e := New(time.Now(), "x", &NodeUp{})
+	e.Type = TypeNodeDown
+	if _, err := Marshal(e); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func FuzzUnmarshal(f *testing.F) {
+	for _, e := range goldenEvents() {
+		b, _ := Marshal(e)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, err := Unmarshal(b)
+		if err != nil {
+			return
+		}
+		// Whatever decodes must encode and decode to the same event.
+		b2, err := Marshal(e)
+		if err != nil {
+			t.Fatalf("decoded event does not encode: %v", err)
+		}
+		if _, err := Unmarshal(b2); err != nil {
+			t.Fatalf("re-encoded event does not decode: %v", err)
+		}
+	})
+}

@@ -1,0 +1,107 @@
+package events
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Knob is a tunable of a guest, named as virsh names it.
+type Knob struct {
+	Name string
+	// Default is the canonical value a guest starts with.
+	Default string
+	// Help says what values are allowed.
+	Help  string
+	parse func(string) (string, error)
+}
+
+// Unlimited is the canonical value of a limit that is not set.
+const Unlimited = "unlimited"
+
+var knobs = map[string]Knob{
+	"cpu_shares": {Name: "cpu_shares", Default: "1024", Help: "2 to 262144 (relative CPU weight)",
+		parse: intRange("cpu_shares", MinCPUShares, MaxCPUShares)},
+	"vcpu_period": {Name: "vcpu_period", Default: "100000", Help: "1000 to 1000000 microseconds",
+		parse: intRange("vcpu_period", 1000, 1000000)},
+	"vcpu_quota": {Name: "vcpu_quota", Default: "-1", Help: "-1 (unlimited) or 1000 to 17592186044415 microseconds",
+		parse: quota},
+	"hard_limit":      {Name: "hard_limit", Default: Unlimited, Help: "a size such as 512MiB, or unlimited", parse: sizeOrUnlimited("hard_limit")},
+	"soft_limit":      {Name: "soft_limit", Default: Unlimited, Help: "a size such as 256MiB, or unlimited", parse: sizeOrUnlimited("soft_limit")},
+	"swap_hard_limit": {Name: "swap_hard_limit", Default: Unlimited, Help: "a size such as 1GiB, or unlimited", parse: sizeOrUnlimited("swap_hard_limit")},
+}
+
+// LookupKnob returns the knob with the given name.
+func LookupKnob(name string) (Knob, error) {
+	k, ok := knobs[name]
+	if !ok {
+		return Knob{}, fieldErr("knob", name, "use one of "+strings.Join(KnobNames(), ", "))
+	}
+	return k, nil
+}
+
+// KnobNames lists every knob, sorted.
+func KnobNames() []string {
+	out := make([]string, 0, len(knobs))
+	for n := range knobs {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Canonical parses a value for k and returns its canonical form: decimal
+// integers for CPU knobs, bytes or "unlimited" for memory knobs.
+func (k Knob) Canonical(value string) (string, error) { return k.parse(strings.TrimSpace(value)) }
+
+func intRange(field string, lo, hi int64) func(string) (string, error) {
+	return func(s string) (string, error) {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < lo || n > hi {
+			return "", fieldErr(field, s, fmt.Sprintf("use a whole number from %d to %d", lo, hi))
+		}
+		return strconv.FormatInt(n, 10), nil
+	}
+}
+
+func quota(s string) (string, error) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err == nil && n == -1 {
+		return "-1", nil
+	}
+	return intRange("vcpu_quota", 1000, 17592186044415)(s)
+}
+
+func sizeOrUnlimited(field string) func(string) (string, error) {
+	return func(s string) (string, error) {
+		if s == Unlimited || s == "-1" {
+			return Unlimited, nil
+		}
+		n, err := ParseSize(field, s)
+		if err != nil {
+			return "", err
+		}
+		return strconv.FormatInt(n, 10), nil
+	}
+}
+
+// Validate checks a tuning event: the knob exists and both values are
+// canonical for it.
+func (t *GuestTuned) Validate() error {
+	k, err := LookupKnob(t.Knob)
+	if err != nil {
+		return err
+	}
+	c, err := k.Canonical(t.New)
+	if err != nil {
+		return err
+	}
+	if c != t.New {
+		return fieldErr(t.Knob, t.New, "not in canonical form "+c)
+	}
+	if !t.Live && !t.Persistent {
+		return fieldErr("mode", "", "a tuning must be live, persistent or both")
+	}
+	return nil
+}

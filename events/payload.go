@@ -1,0 +1,112 @@
+package events
+
+// Drivers a guest can run under.
+const (
+	DriverProcess = "process"
+	DriverLXC     = "lxc"
+	DriverQEMU    = "qemu"
+)
+
+// NodeRegistered says a host's agent joined (or re-joined) the cluster and
+// what it offers.
+type NodeRegistered struct {
+	ID                 string            `json:"id"`
+	Address            string            `json:"address,omitempty"`
+	CPUs               int               `json:"cpus"`
+	MemoryBytes        int64             `json:"memory_bytes"`
+	ReserveCPUs        int               `json:"reserve_cpus,omitempty"`
+	ReserveMemoryBytes int64             `json:"reserve_memory_bytes,omitempty"`
+	Drivers            map[string]string `json:"drivers,omitempty"` // name -> version
+	Labels             map[string]string `json:"labels,omitempty"`
+	CgroupMode         string            `json:"cgroup_mode,omitempty"`
+	Controllers        []string          `json:"controllers,omitempty"`
+}
+
+// NodeUp says a node's agent is reachable again.
+type NodeUp struct{}
+
+// NodeDown says the coordinator declared a node lost. Guests placed on it
+// may be placed elsewhere after this event.
+type NodeDown struct{}
+
+// GuestDefined creates a guest. Memory is in bytes.
+type GuestDefined struct {
+	Name        string            `json:"name"`
+	Driver      string            `json:"driver"`
+	MemoryBytes int64             `json:"memory_bytes"`
+	VCPUs       int               `json:"vcpus"`
+	CPUShares   int               `json:"cpu_shares"`
+	Command     []string          `json:"command,omitempty"`
+	Rootfs      string            `json:"rootfs,omitempty"`
+	Kernel      string            `json:"kernel,omitempty"`
+	Initrd      string            `json:"initrd,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+}
+
+// GuestPlaced assigns a guest to a node. Generation is the index of this
+// event, filled in by the state machine when it applies it; agents key their
+// actions by (guest, generation).
+type GuestPlaced struct {
+	Node       string `json:"node"`
+	Generation uint64 `json:"generation"`
+}
+
+// GuestStartRequested sets a guest's desired state to running.
+type GuestStartRequested struct{}
+
+// GuestStopRequested sets a guest's desired state to stopped.
+type GuestStopRequested struct{}
+
+// GuestStarted is an agent's report that a guest runs inside its groups.
+type GuestStarted struct {
+	Node       string   `json:"node"`
+	Generation uint64   `json:"generation"`
+	PID        int      `json:"pid"`
+	Cgroups    []string `json:"cgroups,omitempty"`
+}
+
+// GuestExited is an agent's report that a guest's process ended, or that it
+// could not be started (Error set).
+type GuestExited struct {
+	Node       string `json:"node"`
+	Generation uint64 `json:"generation"`
+	Code       int    `json:"code"`
+	Signal     string `json:"signal,omitempty"`
+	OOMKilled  bool   `json:"oom_killed,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
+
+// GuestUndefined removes a guest. Its agent stops it and removes its groups.
+type GuestUndefined struct{}
+
+// GuestTuned changes one tunable of a guest. Old and New are canonical
+// string forms (see Knobs); Live means apply to the running guest now,
+// Persistent means keep it for later starts.
+type GuestTuned struct {
+	Knob       string `json:"knob"`
+	Old        string `json:"old"`
+	New        string `json:"new"`
+	Live       bool   `json:"live"`
+	Persistent bool   `json:"persistent"`
+}
+
+// ServerRegistered records a coordinator server's addresses so that any
+// server can forward writes to the leader's HTTP API.
+type ServerRegistered struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr"`
+}
+
+func (*NodeRegistered) EventType() Type      { return TypeNodeRegistered }
+func (*NodeUp) EventType() Type              { return TypeNodeUp }
+func (*NodeDown) EventType() Type            { return TypeNodeDown }
+func (*GuestDefined) EventType() Type        { return TypeGuestDefined }
+func (*GuestPlaced) EventType() Type         { return TypeGuestPlaced }
+func (*GuestStartRequested) EventType() Type { return TypeGuestStartRequested }
+func (*GuestStopRequested) EventType() Type  { return TypeGuestStopRequested }
+func (*GuestStarted) EventType() Type        { return TypeGuestStarted }
+func (*GuestExited) EventType() Type         { return TypeGuestExited }
+func (*GuestUndefined) EventType() Type      { return TypeGuestUndefined }
+func (*GuestTuned) EventType() Type          { return TypeGuestTuned }
+func (*ServerRegistered) EventType() Type    { return TypeServerRegistered }

@@ -1,0 +1,283 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("corral: invalid value")
+
+// FieldError says which field was wrong, what it held and what it must be.
+type FieldError struct {
+	Field string
+	Value string
+	Want  string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("%s %q is invalid: %s", e.Field, e.Value, e.Want)
+}
+
+// Unwrap lets errors.Is(err, ErrInvalid) match.
+func (e *FieldError) Unwrap() error { return ErrInvalid }
+
+func fieldErr(field, value, want string) error {
+	return &FieldError{Field: field, Value: value, Want: want}
+}
+
+// MaxIDLen is the longest guest or node ID.
+const MaxIDLen = 63
+
+const idRule = "use 1 to 63 characters from a-z, 0-9 and '-', starting with a letter or digit"
+
+// ValidateID checks a guest or node ID: [a-z0-9][a-z0-9-]{0,62}. IDs become
+// path components and NATS subject tokens, so nothing else is allowed.
+func ValidateID(field, id string) error {
+	if id == "" {
+		return fieldErr(field, id, "it is empty; "+idRule)
+	}
+	if len(id) > MaxIDLen {
+		return fieldErr(field, truncate(id), fmt.Sprintf("it is %d characters long; %s", len(id), idRule))
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c == '-' && i > 0:
+		default:
+			return fieldErr(field, id, fmt.Sprintf("character %q at position %d is not allowed; %s", c, i+1, idRule))
+		}
+	}
+	return nil
+}
+
+func truncate(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
+
+var sizeUnits = map[string]int64{
+	"": 1, "b": 1,
+	"k": 1 << 10, "kib": 1 << 10, "kb": 1000,
+	"m": 1 << 20, "mib": 1 << 20, "mb": 1000 * 1000,
+	"g": 1 << 30, "gib": 1 << 30, "gb": 1000 * 1000 * 1000,
+	"t": 1 << 40, "tib": 1 << 40, "tb": 1000 * 1000 * 1000 * 1000,
+}
+
+// ParseSize parses a byte size such as "512MiB", "1G", "64m" or "1048576".
+// K, M, G and T (with or without "iB") are powers of 1024; KB, MB, GB and TB
+// are powers of 1000. The result is positive.
+func ParseSize(field, s string) (int64, error) {
+	const want = "give a positive whole number with an optional unit: 512MiB, 1G, 64M, 2048K or plain bytes"
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return 0, fieldErr(field, s, want)
+	}
+	n, err := strconv.ParseInt(t[:i], 10, 64)
+	if err != nil {
+		return 0, fieldErr(field, s, want)
+	}
+	mult, ok := sizeUnits[strings.ToLower(strings.TrimSpace(t[i:]))]
+	if !ok {
+		return 0, fieldErr(field, s, want)
+	}
+	if n <= 0 {
+		return 0, fieldErr(field, s, "it must be greater than zero; "+want)
+	}
+	if n > math.MaxInt64/mult {
+		return 0, fieldErr(field, s, "it is too large")
+	}
+	return n * mult, nil
+}
+
+// FormatSize prints bytes in the largest binary unit that divides it.
+func FormatSize(b int64) string {
+	for _, u := range []struct {
+		n    int64
+		name string
+	}{{1 << 40, "TiB"}, {1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}} {
+		if b >= u.n && b%u.n == 0 {
+			return strconv.FormatInt(b/u.n, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(b, 10) + "B"
+}
+
+// Limits on guest resources.
+const (
+	MinMemoryBytes   = 4 << 20
+	MaxMemoryBytes   = 4 << 40
+	MaxVCPUs         = 1024
+	MinCPUShares     = 2
+	MaxCPUShares     = 262144
+	DefaultCPUShares = 1024
+	maxLabels        = 64
+	maxLabelLen      = 63
+	maxPathLen       = 4096
+	maxCommandArgs   = 256
+	maxArgLen        = 4096
+)
+
+// ValidateLabels checks label keys and values.
+func ValidateLabels(field string, labels map[string]string) error {
+	if len(labels) > maxLabels {
+		return fieldErr(field, fmt.Sprint(len(labels)), fmt.Sprintf("at most %d labels", maxLabels))
+	}
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if err := validateLabelPart(field+" key", k, false); err != nil {
+			return err
+		}
+		if err := validateLabelPart(field+" "+k, labels[k], true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validateLabelPart(field, s string, emptyOK bool) error {
+	const rule = "use up to 63 characters from a-z, A-Z, 0-9, '.', '_' and '-'"
+	if s == "" && !emptyOK {
+		return fieldErr(field, s, "it is empty; "+rule)
+	}
+	if len(s) > maxLabelLen {
+		return fieldErr(field, truncate(s), rule)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fieldErr(field, s, fmt.Sprintf("character %q is not allowed; %s", c, rule))
+		}
+	}
+	return nil
+}
+
+func validatePath(field, p string, required bool) error {
+	if p == "" {
+		if required {
+			return fieldErr(field, p, "it is required for this driver; give an absolute path")
+		}
+		return nil
+	}
+	if !strings.HasPrefix(p, "/") || len(p) > maxPathLen || strings.ContainsAny(p, "\x00\n\r") {
+		return fieldErr(field, truncate(p), "give an absolute path without control characters")
+	}
+	return nil
+}
+
+// Validate checks every field of a guest definition.
+func (g *GuestDefined) Validate() error {
+	if err := ValidateID("guest name", g.Name); err != nil {
+		return err
+	}
+	switch g.Driver {
+	case DriverProcess, DriverLXC, DriverQEMU:
+	default:
+		return fieldErr("driver", g.Driver, "use process, lxc or qemu")
+	}
+	if g.MemoryBytes < MinMemoryBytes || g.MemoryBytes > MaxMemoryBytes {
+		return fieldErr("memory", strconv.FormatInt(g.MemoryBytes, 10), fmt.Sprintf("use %s to %s", FormatSize(MinMemoryBytes), FormatSize(MaxMemoryBytes)))
+	}
+	if g.VCPUs < 1 || g.VCPUs > MaxVCPUs {
+		return fieldErr("vcpus", strconv.Itoa(g.VCPUs), fmt.Sprintf("use 1 to %d", MaxVCPUs))
+	}
+	if err := ValidateCPUShares(g.CPUShares); err != nil {
+		return err
+	}
+	if len(g.Command) > maxCommandArgs {
+		return fieldErr("command", fmt.Sprint(len(g.Command)), fmt.Sprintf("at most %d arguments", maxCommandArgs))
+	}
+	for _, a := range g.Command {
+		if len(a) > maxArgLen || strings.ContainsRune(a, 0) {
+			return fieldErr("command", truncate(a), fmt.Sprintf("arguments are at most %d bytes and contain no NUL", maxArgLen))
+		}
+	}
+	switch g.Driver {
+	case DriverProcess:
+		if len(g.Command) == 0 || g.Command[0] == "" {
+			return fieldErr("command", "", "the process driver needs a command to run")
+		}
+	case DriverLXC:
+		if err := validatePath("rootfs", g.Rootfs, true); err != nil {
+			return err
+		}
+	case DriverQEMU:
+		if err := validatePath("kernel", g.Kernel, true); err != nil {
+			return err
+		}
+	}
+	if err := validatePath("rootfs", g.Rootfs, false); err != nil {
+		return err
+	}
+	if err := validatePath("kernel", g.Kernel, false); err != nil {
+		return err
+	}
+	if err := validatePath("initrd", g.Initrd, false); err != nil {
+		return err
+	}
+	return ValidateLabels("label", g.Labels)
+}
+
+// ValidateCPUShares checks a cpu_shares value.
+func ValidateCPUShares(n int) error {
+	if n < MinCPUShares || n > MaxCPUShares {
+		return fieldErr("cpu_shares", strconv.Itoa(n), fmt.Sprintf("use %d to %d (default %d)", MinCPUShares, MaxCPUShares, DefaultCPUShares))
+	}
+	return nil
+}
+
+// ValidateNode checks a node registration.
+func (n *NodeRegistered) Validate() error {
+	if err := ValidateID("node id", n.ID); err != nil {
+		return err
+	}
+	if n.CPUs < 1 || n.CPUs > 1<<16 {
+		return fieldErr("cpus", strconv.Itoa(n.CPUs), "use 1 to 65536")
+	}
+	if n.MemoryBytes < MinMemoryBytes {
+		return fieldErr("memory", strconv.FormatInt(n.MemoryBytes, 10), "a node needs at least 4MiB")
+	}
+	if n.ReserveCPUs < 0 || n.ReserveCPUs >= n.CPUs && n.ReserveCPUs != 0 {
+		return fieldErr("reserve_cpus", strconv.Itoa(n.ReserveCPUs), "use 0 up to one less than the node's CPUs")
+	}
+	if n.ReserveMemoryBytes < 0 || n.ReserveMemoryBytes >= n.MemoryBytes {
+		return fieldErr("reserve_memory", strconv.FormatInt(n.ReserveMemoryBytes, 10), "use 0 up to less than the node's memory")
+	}
+	return ValidateLabels("label", n.Labels)
+}
+
+// strictDecode decodes exactly one JSON value, refusing unknown fields and
+// trailing data.
+func strictDecode(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("unexpected data after the JSON value")
+	}
+	return nil
+}
+
+// DecodeStrict is the decoder used for API request bodies: one JSON value,
+// no unknown fields, nothing after it.
+func DecodeStrict(b []byte, v any) error { return strictDecode(b, v) }
