@@ -1,0 +1,327 @@
+package coordinator
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/corral-dev/corral/events"
+)
+
+// Client talks to the HTTP API of one or more servers. Writes carry a
+// request ID and are retried on other servers when one is unreachable or
+// has no leader, so a retry never applies a command twice.
+type Client struct {
+	addrs []string
+	http  *http.Client
+	// Actor is recorded in every event this client causes.
+	Actor string
+	// Retry bounds how long a write keeps trying when servers are
+	// unavailable.
+	Retry time.Duration
+}
+
+// NewClient returns a client for a comma-separated list of addresses
+// (host:port or http://host:port).
+func NewClient(addrs string) (*Client, error) {
+	c := &Client{http: &http.Client{}, Retry: 15 * time.Second}
+	for _, a := range strings.Split(addrs, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			continue
+		}
+		u, err := url.Parse(baseURL(a))
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("corral: address %q is not host:port or http://host:port", a)
+		}
+		c.addrs = append(c.addrs, u.String())
+	}
+	if len(c.addrs) == 0 {
+		return nil, errors.New("corral: no server address given: use --addr or CORRAL_ADDR")
+	}
+	return c, nil
+}
+
+// NewRequestID returns a random request ID.
+func NewRequestID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func decodeAPIError(status int, body []byte) error {
+	var e struct {
+		Error *APIError `json:"error"`
+	}
+	if json.Unmarshal(body, &e) == nil && e.Error != nil {
+		return e.Error
+	}
+	return &APIError{Code: CodeInternal, Message: fmt.Sprintf("server answered %d: %s", status, strings.TrimSpace(string(body)))}
+}
+
+// retryable reports whether another try, maybe on another server, may
+// succeed.
+func retryable(err error) bool {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.Code == CodeUnavailable
+	}
+	return err != nil // transport errors
+}
+
+// do sends one request, trying each address in turn and retrying
+// unavailable answers until c.Retry passes.
+func (c *Client) do(ctx context.Context, method, path, reqID string, in, out any) error {
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return err
+		}
+	}
+	deadline := time.Now().Add(c.Retry)
+	backoff := 50 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		addr := c.addrs[attempt%len(c.addrs)]
+		err := c.once(ctx, method, addr+path, reqID, body, out)
+		if err == nil || !retryable(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		if attempt%len(c.addrs) == len(c.addrs)-1 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+		}
+	}
+}
+
+func (c *Client) once(ctx context.Context, method, u, reqID string, body []byte, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if reqID != "" {
+		req.Header.Set(HeaderRequestID, reqID)
+	}
+	if c.Actor != "" {
+		req.Header.Set(HeaderActor, c.Actor)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("corral: %s %s: %w", method, u, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("corral: read answer of %s: %w", u, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return decodeAPIError(resp.StatusCode, b)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(b, out)
+}
+
+func (c *Client) writeCmd(ctx context.Context, method, path string, in any) (WriteResult, error) {
+	var res WriteResult
+	err := c.do(ctx, method, path, NewRequestID(), in, &res)
+	return res, err
+}
+
+// CreateGuest defines a guest (and starts it unless NoStart).
+func (c *Client) CreateGuest(ctx context.Context, g CreateGuest) (WriteResult, error) {
+	return c.writeCmd(ctx, "POST", "/v1/guests", g)
+}
+
+// GuestAction starts, stops or destroys a guest.
+func (c *Client) GuestAction(ctx context.Context, name, action string) (WriteResult, error) {
+	if err := events.ValidateID("guest name", name); err != nil {
+		return WriteResult{}, err
+	}
+	switch action {
+	case "start", "stop":
+		return c.writeCmd(ctx, "POST", "/v1/guests/"+name+"/"+action, nil)
+	case "destroy":
+		return c.writeCmd(ctx, "DELETE", "/v1/guests/"+name, nil)
+	}
+	return WriteResult{}, badRequest("action", action, "use start, stop or destroy")
+}
+
+// Tune changes knobs of a guest.
+func (c *Client) Tune(ctx context.Context, t TuneGuest) (WriteResult, error) {
+	if err := events.ValidateID("guest name", t.Name); err != nil {
+		return WriteResult{}, err
+	}
+	return c.writeCmd(ctx, "POST", "/v1/guests/"+t.Name+"/tune", t)
+}
+
+// RegisterNode registers or re-registers a node.
+func (c *Client) RegisterNode(ctx context.Context, n events.NodeRegistered) (WriteResult, error) {
+	return c.writeCmd(ctx, "POST", "/v1/nodes", n)
+}
+
+// Guests lists every guest.
+func (c *Client) Guests(ctx context.Context) ([]*Guest, error) {
+	var out []*Guest
+	return out, c.do(ctx, "GET", "/v1/guests", "", nil, &out)
+}
+
+// Guest returns one guest.
+func (c *Client) Guest(ctx context.Context, name string) (*Guest, error) {
+	if err := events.ValidateID("guest name", name); err != nil {
+		return nil, err
+	}
+	var out Guest
+	return &out, c.do(ctx, "GET", "/v1/guests/"+name, "", nil, &out)
+}
+
+// NodeView is a node with what is allocated on it.
+type NodeView struct {
+	Node
+	AllocatedMemoryBytes int64 `json:"allocated_memory_bytes"`
+	AllocatedVCPUs       int   `json:"allocated_vcpus"`
+	Guests               int   `json:"guests"`
+}
+
+// Nodes lists every node.
+func (c *Client) Nodes(ctx context.Context) ([]NodeView, error) {
+	var out []NodeView
+	return out, c.do(ctx, "GET", "/v1/nodes", "", nil, &out)
+}
+
+// Members lists the coordinator servers.
+func (c *Client) Members(ctx context.Context) ([]Member, error) {
+	var out []Member
+	return out, c.do(ctx, "GET", "/v1/cluster/members", "", nil, &out)
+}
+
+// State returns the state after index at, or the current state when at is
+// nil.
+func (c *Client) State(ctx context.Context, at *uint64) (*State, error) {
+	path := "/v1/state"
+	if at != nil {
+		path += "?at=" + strconv.FormatUint(*at, 10)
+	}
+	out := NewState()
+	return out, c.do(ctx, "GET", path, "", nil, out)
+}
+
+// EventQuery selects events for Events.
+type EventQuery struct {
+	Since  uint64
+	Follow bool
+	Types  []string
+	Guest  string
+	Node   string
+}
+
+func (q EventQuery) path(since uint64) string {
+	v := url.Values{}
+	v.Set("since", strconv.FormatUint(since, 10))
+	if q.Follow {
+		v.Set("follow", "1")
+	}
+	if len(q.Types) > 0 {
+		v.Set("type", strings.Join(q.Types, ","))
+	}
+	if q.Guest != "" {
+		v.Set("guest", q.Guest)
+	}
+	if q.Node != "" {
+		v.Set("node", q.Node)
+	}
+	return "/v1/events?" + v.Encode()
+}
+
+// History calls fn for every retained event about a guest.
+func (c *Client) History(ctx context.Context, name string, fn func(events.Event) error) error {
+	if err := events.ValidateID("guest name", name); err != nil {
+		return err
+	}
+	return c.stream(ctx, c.addrs[0]+"/v1/guests/"+name+"/history", fn)
+}
+
+// Events calls fn for each event the query selects, in index order. With
+// Follow it keeps going until ctx ends, moving to another server (resuming
+// after the last index it delivered) when one goes away; no event is
+// delivered twice and none is skipped.
+func (c *Client) Events(ctx context.Context, q EventQuery, fn func(events.Event) error) error {
+	last := q.Since
+	backoff := 50 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		addr := c.addrs[attempt%len(c.addrs)]
+		err := c.stream(ctx, addr+q.path(last), func(e events.Event) error {
+			if e.Index <= last {
+				return nil
+			}
+			last = e.Index
+			return fn(e)
+		})
+		if !q.Follow || ctx.Err() != nil {
+			return err
+		}
+		if err != nil && !retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+var errStreamEnded = errors.New("corral: event stream ended")
+
+func (c *Client) stream(ctx context.Context, u string, fn func(events.Event) error) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("corral: GET %s: %w", u, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return decodeAPIError(resp.StatusCode, b)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if bytes.HasPrefix(line, []byte(`{"error"`)) {
+			return decodeAPIError(http.StatusGone, line)
+		}
+		e, err := events.Unmarshal(line)
+		if err != nil {
+			return err
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%w: %v", errStreamEnded, err)
+	}
+	return nil
+}

@@ -1,0 +1,258 @@
+package coordinator
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/corral-dev/corral/events"
+)
+
+// Command is a user's or agent's intent. Decide validates it against the
+// current state and returns the events to propose; it never changes state
+// and does no I/O. A command that would be wrong is refused here with an
+// error that names the problem, so nothing is appended.
+type Command interface {
+	Decide(s *State, now time.Time, actor string) ([]events.Event, error)
+}
+
+// CreateGuest defines a guest and, unless NoStart, asks for it to run.
+type CreateGuest struct {
+	Name      string            `json:"name"`
+	Driver    string            `json:"driver"`
+	Memory    string            `json:"memory"`
+	VCPUs     int               `json:"vcpus"`
+	CPUShares int               `json:"cpu_shares,omitempty"`
+	Command   []string          `json:"command,omitempty"`
+	Rootfs    string            `json:"rootfs,omitempty"`
+	Kernel    string            `json:"kernel,omitempty"`
+	Initrd    string            `json:"initrd,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	NoStart   bool              `json:"no_start,omitempty"`
+}
+
+// Definition turns the command into a validated guest definition.
+func (c *CreateGuest) Definition() (*events.GuestDefined, error) {
+	mem, err := events.ParseSize("memory", c.Memory)
+	if err != nil {
+		return nil, err
+	}
+	shares := c.CPUShares
+	if shares == 0 {
+		shares = events.DefaultCPUShares
+	}
+	vcpus := c.VCPUs
+	if vcpus == 0 {
+		vcpus = 1
+	}
+	d := &events.GuestDefined{
+		Name: c.Name, Driver: c.Driver, MemoryBytes: mem, VCPUs: vcpus, CPUShares: shares,
+		Command: slices.Clone(c.Command), Rootfs: c.Rootfs, Kernel: c.Kernel, Initrd: c.Initrd,
+		Labels: maps.Clone(c.Labels),
+	}
+	return d, d.Validate()
+}
+
+func (c *CreateGuest) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
+	d, err := c.Definition()
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := s.Guests[d.Name]; ok {
+		return nil, fmt.Errorf("%w: guest %q is already defined; choose another name or destroy it first", ErrExists, d.Name)
+	}
+	out := []events.Event{subject(events.New(now, actor, d), d.Name, "")}
+	if !c.NoStart {
+		out = append(out, subject(events.New(now, actor, &events.GuestStartRequested{}), d.Name, ""))
+	}
+	return out, nil
+}
+
+// GuestAction is start, stop or destroy of one guest.
+type GuestAction struct {
+	Name   string `json:"name"`
+	Action string `json:"action"`
+	Reason string `json:"reason,omitempty"`
+}
+
+func (c *GuestAction) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
+	if err := events.ValidateID("guest name", c.Name); err != nil {
+		return nil, err
+	}
+	if _, err := s.guest(c.Name); err != nil {
+		return nil, err
+	}
+	var p events.Payload
+	switch c.Action {
+	case "start":
+		p = &events.GuestStartRequested{}
+	case "stop":
+		p = &events.GuestStopRequested{}
+	case "destroy":
+		p = &events.GuestUndefined{}
+	default:
+		return nil, &events.FieldError{Field: "action", Value: c.Action, Want: "use start, stop or destroy"}
+	}
+	e := subject(events.New(now, actor, p), c.Name, "")
+	e.Reason = c.Reason
+	return []events.Event{e}, nil
+}
+
+// TuneGuest changes knobs of a guest, one guest.tuned event per knob whose
+// value changes.
+type TuneGuest struct {
+	Name string            `json:"name"`
+	Set  map[string]string `json:"set"`
+	// Live and Persistent select where the change applies, as virsh's
+	// --live and --config do; neither given means both.
+	Live       bool   `json:"live,omitempty"`
+	Persistent bool   `json:"persistent,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
+	if err := events.ValidateID("guest name", c.Name); err != nil {
+		return nil, err
+	}
+	g, err := s.guest(c.Name)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.Set) == 0 {
+		return nil, &events.FieldError{Field: "set", Value: "", Want: "name at least one knob=value (knobs: " + strings.Join(events.KnobNames(), ", ") + ")"}
+	}
+	live, persistent := c.Live, c.Persistent
+	if !live && !persistent {
+		live, persistent = true, true
+	}
+	var out []events.Event
+	for _, name := range slices.Sorted(maps.Keys(c.Set)) {
+		k, err := events.LookupKnob(name)
+		if err != nil {
+			return nil, err
+		}
+		v, err := k.Canonical(c.Set[name])
+		if err != nil {
+			return nil, err
+		}
+		old := g.Knob(name)
+		if old == v {
+			continue
+		}
+		e := subject(events.New(now, actor, &events.GuestTuned{Knob: name, Old: old, New: v, Live: live, Persistent: persistent}), c.Name, "")
+		e.Reason = c.Reason
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// RegisterNode records a host joining or re-joining.
+type RegisterNode struct {
+	events.NodeRegistered
+}
+
+func (c *RegisterNode) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
+	p := c.NodeRegistered
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return []events.Event{subject(events.New(now, actor, &p), "", p.ID)}, nil
+}
+
+// SetNodeStatus declares a node up or down.
+type SetNodeStatus struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+}
+
+func (c *SetNodeStatus) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
+	n, err := s.node(c.ID)
+	if err != nil {
+		return nil, err
+	}
+	var p events.Payload
+	switch c.Status {
+	case NodeStatusUp:
+		p = &events.NodeUp{}
+	case NodeStatusDown:
+		p = &events.NodeDown{}
+	default:
+		return nil, &events.FieldError{Field: "status", Value: c.Status, Want: "use up or down"}
+	}
+	if n.Status == c.Status {
+		return nil, nil
+	}
+	e := subject(events.New(now, actor, p), "", c.ID)
+	e.Reason = c.Reason
+	return []events.Event{e}, nil
+}
+
+// PlaceGuests proposes placements, as the scheduler on the leader does.
+type PlaceGuests struct {
+	Placements []Placement `json:"placements"`
+}
+
+// Placement puts one guest on one node.
+type Placement struct {
+	Guest string `json:"guest"`
+	Node  string `json:"node"`
+}
+
+func (c *PlaceGuests) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
+	out := make([]events.Event, 0, len(c.Placements))
+	for _, p := range c.Placements {
+		out = append(out, subject(events.New(now, actor, &events.GuestPlaced{Node: p.Node}), p.Guest, p.Node))
+	}
+	return out, nil
+}
+
+// ReportGuest is an agent's report about one of its guests: started or
+// exited.
+type ReportGuest struct {
+	Guest   string              `json:"guest"`
+	Started *events.GuestStarted `json:"started,omitempty"`
+	Exited  *events.GuestExited  `json:"exited,omitempty"`
+}
+
+func (c *ReportGuest) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
+	g, err := s.guest(c.Guest)
+	if err != nil {
+		return nil, err
+	}
+	var p events.Payload
+	var node string
+	var gen uint64
+	switch {
+	case c.Started != nil && c.Exited == nil:
+		p, node, gen = c.Started, c.Started.Node, c.Started.Generation
+	case c.Exited != nil && c.Started == nil:
+		p, node, gen = c.Exited, c.Exited.Node, c.Exited.Generation
+	default:
+		return nil, &events.FieldError{Field: "report", Value: "", Want: "give exactly one of started or exited"}
+	}
+	if g.Node != node || g.Generation != gen {
+		return nil, fmt.Errorf("%w: guest %q is placed on %q generation %d, not %q generation %d", ErrConflict, g.Name, g.Node, g.Generation, node, gen)
+	}
+	return []events.Event{subject(events.New(now, actor, p), c.Guest, node)}, nil
+}
+
+// registerServer records a coordinator server's addresses.
+type registerServer struct {
+	events.ServerRegistered
+}
+
+func (c *registerServer) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
+	if cur, ok := s.Servers[c.ID]; ok && *cur == c.ServerRegistered {
+		return nil, nil
+	}
+	p := c.ServerRegistered
+	return []events.Event{events.New(now, actor, &p)}, nil
+}
+
+func subject(e events.Event, guest, node string) events.Event {
+	e.Guest, e.Node = guest, node
+	return e
+}

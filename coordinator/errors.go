@@ -1,0 +1,116 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/corral-dev/corral/events"
+)
+
+// Error codes are stable: clients and scripts may switch on them.
+const (
+	CodeInvalid     = "invalid_argument"
+	CodeNotFound    = "not_found"
+	CodeExists      = "already_exists"
+	CodeConflict    = "conflict"
+	CodeGone        = "gone"
+	CodeUnavailable = "unavailable"
+	CodeInternal    = "internal"
+)
+
+// Sentinel errors, matched with errors.Is.
+var (
+	ErrNotFound    = errors.New("corral: not found")
+	ErrExists      = errors.New("corral: already exists")
+	ErrConflict    = errors.New("corral: conflict")
+	ErrGone        = errors.New("corral: no longer retained")
+	ErrUnavailable = errors.New("corral: unavailable")
+	ErrNotLeader   = errors.New("corral: not the leader")
+)
+
+// APIError is an error as it crosses the API: a stable code and a message
+// that says what was wrong and what to do.
+type APIError struct {
+	Code       string `json:"code"`
+	Message    string `json:"message"`
+	FirstIndex uint64 `json:"first_index,omitempty"`
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+// Is maps codes back to the sentinels so errors.Is works across the wire.
+func (e *APIError) Is(target error) bool {
+	switch e.Code {
+	case CodeInvalid:
+		return target == events.ErrInvalid
+	case CodeNotFound:
+		return target == ErrNotFound
+	case CodeExists:
+		return target == ErrExists
+	case CodeConflict:
+		return target == ErrConflict
+	case CodeGone:
+		return target == ErrGone
+	case CodeUnavailable:
+		return target == ErrUnavailable
+	}
+	return false
+}
+
+// toAPIError classifies err.
+func toAPIError(err error) *APIError {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var ge *goneError
+	if errors.As(err, &ge) {
+		return &APIError{Code: CodeGone, Message: err.Error(), FirstIndex: ge.first}
+	}
+	code := CodeInternal
+	switch {
+	case errors.Is(err, events.ErrInvalid), errors.Is(err, events.ErrMalformed), errors.Is(err, events.ErrUnknownType):
+		code = CodeInvalid
+	case errors.Is(err, ErrNotFound):
+		code = CodeNotFound
+	case errors.Is(err, ErrExists):
+		code = CodeExists
+	case errors.Is(err, ErrConflict):
+		code = CodeConflict
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrNotLeader):
+		code = CodeUnavailable
+	}
+	return &APIError{Code: code, Message: err.Error()}
+}
+
+func httpStatus(code string) int {
+	switch code {
+	case CodeInvalid:
+		return http.StatusBadRequest
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeExists, CodeConflict:
+		return http.StatusConflict
+	case CodeGone:
+		return http.StatusGone
+	case CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// goneError says an index is older than what retention kept.
+type goneError struct {
+	asked, first uint64
+}
+
+func (e *goneError) Error() string {
+	return fmt.Sprintf("events before index %d are no longer retained (asked for %d); resume from %d or rebuild from current state", e.first, e.asked, e.first)
+}
+
+func (e *goneError) Is(target error) bool { return target == ErrGone }
+
+func notFound(what, name string) error {
+	return fmt.Errorf("%w: %s %q does not exist", ErrNotFound, what, name)
+}

@@ -1,0 +1,178 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/corral-dev/corral/events"
+)
+
+// proposal is the body of one raft log entry: the events one command
+// produced. Sequential proposals stop at the first event the state refuses
+// (a guest's start request is worthless if its definition failed);
+// independent ones apply each event on its own (a batch of placements).
+type proposal struct {
+	RequestID   string            `json:"req,omitempty"`
+	Independent bool              `json:"ind,omitempty"`
+	Events      []json.RawMessage `json:"events"`
+}
+
+func encodeProposal(reqID string, independent bool, evs []events.Event) ([]byte, error) {
+	p := proposal{RequestID: reqID, Independent: independent, Events: make([]json.RawMessage, len(evs))}
+	for i, e := range evs {
+		b, err := events.Marshal(e)
+		if err != nil {
+			return nil, err
+		}
+		p.Events[i] = b
+	}
+	return json.Marshal(p)
+}
+
+// fsm adapts State to raft. Its Apply wraps the pure State.Apply with the
+// effects that follow a commit: the event store and the request table.
+// raft calls ApplyBatch, Snapshot and Restore from its FSM goroutine; the
+// API reads the state under mu from any goroutine.
+type fsm struct {
+	mu    sync.RWMutex
+	state *State
+
+	store           *Store
+	checkpointEvery uint64
+	lastCheckpoint  uint64
+	log             *slog.Logger
+}
+
+var _ raft.BatchingFSM = (*fsm)(nil)
+
+func newFSM(store *Store, every uint64, log *slog.Logger) *fsm {
+	return &fsm{state: NewState(), store: store, checkpointEvery: every, log: log}
+}
+
+// read runs f with the state locked for reading. f must not keep s.
+func (f *fsm) read(fn func(s *State)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.state)
+}
+
+func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+// ApplyBatch applies a batch of committed entries and stores their events in
+// one event-store transaction.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	var recs []Record
+	f.mu.Lock()
+	for i, l := range logs {
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		o, committed := f.applyProposal(l.Data)
+		out[i] = o
+		for _, e := range committed {
+			b, err := events.Marshal(e)
+			if err != nil { // cannot happen: it decoded a moment ago
+				panic(fmt.Sprintf("corral: encode committed event %d: %v", e.Index, err))
+			}
+			recs = append(recs, Record{Index: e.Index, Data: b})
+		}
+	}
+	var cp *Record
+	if idx := f.state.Index; idx/f.checkpointEvery > f.lastCheckpoint/f.checkpointEvery {
+		b, err := json.Marshal(f.state)
+		if err != nil {
+			panic(fmt.Sprintf("corral: encode checkpoint: %v", err))
+		}
+		cp = &Record{Index: idx, Data: b}
+		f.lastCheckpoint = idx
+	}
+	f.mu.Unlock()
+	if err := f.store.Append(recs, cp); err != nil {
+		// The raft log still holds these events; a restart replays them.
+		f.log.Error("event store append failed", "err", err)
+	}
+	return out
+}
+
+func (f *fsm) applyProposal(data []byte) (*Outcome, []events.Event) {
+	var p proposal
+	if err := json.Unmarshal(data, &p); err != nil {
+		return &Outcome{Err: toAPIError(fmt.Errorf("%w: proposal: %v", events.ErrMalformed, err))}, nil
+	}
+	if o, ok := f.state.Requests[p.RequestID]; ok && p.RequestID != "" {
+		return o, nil
+	}
+	o := &Outcome{}
+	var committed []events.Event
+	for _, raw := range p.Events {
+		e, err := events.Unmarshal(raw)
+		if err == nil {
+			e, err = f.state.Apply(e)
+		}
+		if err != nil {
+			if o.Err == nil {
+				o.Err = toAPIError(err)
+			}
+			if p.Independent {
+				continue
+			}
+			break
+		}
+		o.Indexes = append(o.Indexes, e.Index)
+		committed = append(committed, e)
+	}
+	f.state.Record(p.RequestID, o)
+	return o, committed
+}
+
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	// The store must hold everything the snapshot covers before raft may
+	// compact the log entries it was built from.
+	if err := f.store.Sync(); err != nil {
+		return nil, err
+	}
+	f.mu.RLock()
+	s := f.state.Clone()
+	f.mu.RUnlock()
+	return &fsmSnapshot{state: s}, nil
+}
+
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		return err
+	}
+	s := NewState()
+	if err := json.Unmarshal(data, s); err != nil {
+		return fmt.Errorf("corral: decode snapshot: %w", err)
+	}
+	if _, last := f.store.Bounds(); last < s.Index {
+		if err := f.store.Reset(s.Index, data); err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	f.state = s
+	f.lastCheckpoint = s.Index
+	f.mu.Unlock()
+	return nil
+}
+
+type fsmSnapshot struct{ state *State }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := json.NewEncoder(sink).Encode(s.state); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}

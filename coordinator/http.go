@@ -1,0 +1,530 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/corral-dev/corral/events"
+)
+
+// HTTP headers of the API.
+const (
+	HeaderRequestID = "X-Corral-Request-ID"
+	HeaderActor     = "X-Corral-Actor"
+	headerForwarded = "X-Corral-Forwarded"
+	maxBody         = 1 << 20
+)
+
+// WriteResult is the answer to a write: the indexes of the events it
+// committed.
+type WriteResult struct {
+	Index   uint64   `json:"index"`
+	Indexes []uint64 `json:"indexes"`
+}
+
+// Member is one coordinator server as `corral cluster members` shows it.
+type Member struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr,omitempty"`
+	Suffrage string `json:"suffrage"`
+	Leader   bool   `json:"leader"`
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/guests", func(w http.ResponseWriter, r *http.Request) {
+		s.write(w, r, func(body []byte) (Command, error) {
+			var c CreateGuest
+			return &c, events.DecodeStrict(body, &c)
+		})
+	})
+	for _, action := range []string{"start", "stop"} {
+		mux.HandleFunc("POST /v1/guests/{name}/"+action, func(w http.ResponseWriter, r *http.Request) {
+			s.write(w, r, func(body []byte) (Command, error) {
+				c := GuestAction{Name: r.PathValue("name"), Action: action}
+				return &c, decodeOptional(body, &c)
+			})
+		})
+	}
+	mux.HandleFunc("DELETE /v1/guests/{name}", func(w http.ResponseWriter, r *http.Request) {
+		s.write(w, r, func(body []byte) (Command, error) {
+			c := GuestAction{Name: r.PathValue("name"), Action: "destroy"}
+			return &c, decodeOptional(body, &c)
+		})
+	})
+	mux.HandleFunc("POST /v1/guests/{name}/tune", func(w http.ResponseWriter, r *http.Request) {
+		s.write(w, r, func(body []byte) (Command, error) {
+			var c TuneGuest
+			err := events.DecodeStrict(body, &c)
+			if c.Name != "" && c.Name != r.PathValue("name") {
+				return nil, &events.FieldError{Field: "name", Value: c.Name, Want: "must match the guest in the path"}
+			}
+			c.Name = r.PathValue("name")
+			return &c, err
+		})
+	})
+	mux.HandleFunc("POST /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
+		s.write(w, r, func(body []byte) (Command, error) {
+			var c RegisterNode
+			return &c, events.DecodeStrict(body, &c.NodeRegistered)
+		})
+	})
+	mux.HandleFunc("POST /v1/reports", func(w http.ResponseWriter, r *http.Request) {
+		s.write(w, r, func(body []byte) (Command, error) {
+			var c ReportGuest
+			return &c, events.DecodeStrict(body, &c)
+		})
+	})
+	mux.HandleFunc("GET /v1/guests", s.listGuests)
+	mux.HandleFunc("GET /v1/guests/{name}", s.getGuest)
+	mux.HandleFunc("GET /v1/guests/{name}/history", s.guestHistory)
+	mux.HandleFunc("GET /v1/nodes", s.listNodes)
+	mux.HandleFunc("GET /v1/events", s.streamEvents)
+	mux.HandleFunc("GET /v1/state", s.getState)
+	mux.HandleFunc("GET /v1/cluster/members", s.members)
+	mux.HandleFunc("POST /v1/cluster/join", s.handleJoin)
+	return mux
+}
+
+func decodeOptional(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	return events.DecodeStrict(body, v)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	ae := toAPIError(err)
+	writeJSON(w, httpStatus(ae.Code), map[string]any{"error": ae})
+}
+
+func badRequest(field, value, want string) error {
+	return &events.FieldError{Field: field, Value: value, Want: want}
+}
+
+// validHeader checks a free-text header value used as request ID or actor.
+func validHeader(name, v string, max int) error {
+	if len(v) > max {
+		return badRequest(name, v[:max]+"…", fmt.Sprintf("at most %d characters", max))
+	}
+	for _, c := range v {
+		if c < 0x20 || c == 0x7f {
+			return badRequest(name, v, "no control characters")
+		}
+	}
+	return nil
+}
+
+// write decodes a command, submits it on the leader or forwards it there,
+// and answers with the committed indexes.
+func (s *Server) write(w http.ResponseWriter, r *http.Request, parse func([]byte) (Command, error)) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		writeError(w, badRequest("body", "", "at most 1 MiB: "+err.Error()))
+		return
+	}
+	reqID, actor := r.Header.Get(HeaderRequestID), r.Header.Get(HeaderActor)
+	if err := errors.Join(validHeader(HeaderRequestID, reqID, 128), validHeader(HeaderActor, actor, 128)); err != nil {
+		writeError(w, err)
+		return
+	}
+	if actor == "" {
+		actor = "api"
+	}
+	cmd, err := parse(body)
+	if err != nil {
+		if !errors.Is(err, events.ErrInvalid) {
+			err = fmt.Errorf("%w: request body: %v", events.ErrInvalid, err)
+		}
+		writeError(w, err)
+		return
+	}
+	o, err := s.Submit(r.Context(), reqID, actor, cmd)
+	if errors.Is(err, ErrNotLeader) {
+		s.forward(w, r, body)
+		return
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if o.Err != nil && len(o.Indexes) == 0 {
+		writeError(w, o.Err)
+		return
+	}
+	res := WriteResult{Indexes: o.Indexes}
+	if len(o.Indexes) > 0 {
+		res.Index = o.Indexes[len(o.Indexes)-1]
+	} else {
+		_, res.Index = s.store.Bounds()
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// forward sends a write to the leader and, once the leader answers, waits
+// until this server has applied the result, so a client reading from here
+// next sees its own write.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
+	if r.Header.Get(headerForwarded) != "" {
+		writeError(w, fmt.Errorf("%w: this server is not the leader either; retry", ErrUnavailable))
+		return
+	}
+	_, id := s.raft.LeaderWithID()
+	var addr string
+	s.fsm.read(func(st *State) {
+		if m, ok := st.Servers[string(id)]; ok {
+			addr = m.HTTPAddr
+		}
+	})
+	if addr == "" {
+		writeError(w, fmt.Errorf("%w: no leader is known yet; retry in a moment", ErrUnavailable))
+		return
+	}
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, baseURL(addr)+r.URL.RequestURI(), bytes.NewReader(body))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	for _, h := range []string{HeaderRequestID, HeaderActor, "Content-Type"} {
+		req.Header.Set(h, r.Header.Get(h))
+	}
+	req.Header.Set(headerForwarded, s.cfg.ID)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		writeError(w, fmt.Errorf("%w: forward to leader %s: %v", ErrUnavailable, id, err))
+		return
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		writeError(w, fmt.Errorf("%w: read leader's answer: %v", ErrUnavailable, err))
+		return
+	}
+	var res WriteResult
+	if resp.StatusCode == http.StatusOK && json.Unmarshal(out, &res) == nil && res.Index > 0 {
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		s.store.Wait(ctx, res.Index-1)
+		cancel()
+	}
+	w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+	w.WriteHeader(resp.StatusCode)
+	w.Write(out)
+}
+
+func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var m events.ServerRegistered
+	if err := events.DecodeStrict(body, &m); err != nil {
+		writeError(w, fmt.Errorf("%w: join request: %v", events.ErrInvalid, err))
+		return
+	}
+	if s.raft.State() != raft.Leader {
+		s.forward(w, r, body)
+		return
+	}
+	if err := s.join(r.Context(), m); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"joined": m.ID})
+}
+
+func (s *Server) listGuests(w http.ResponseWriter, r *http.Request) {
+	var out []*Guest
+	s.fsm.read(func(st *State) {
+		for _, name := range slices.Sorted(maps.Keys(st.Guests)) {
+			g := *st.Guests[name]
+			out = append(out, &g)
+		}
+	})
+	if out == nil {
+		out = []*Guest{}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getGuest(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := events.ValidateID("guest name", name); err != nil {
+		writeError(w, err)
+		return
+	}
+	var g *Guest
+	s.fsm.read(func(st *State) {
+		if x, ok := st.Guests[name]; ok {
+			c := *x
+			g = &c
+		}
+	})
+	if g == nil {
+		writeError(w, notFound("guest", name))
+		return
+	}
+	writeJSON(w, http.StatusOK, g)
+}
+
+func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
+	type nodeView struct {
+		*Node
+		AllocatedMemoryBytes int64 `json:"allocated_memory_bytes"`
+		AllocatedVCPUs       int   `json:"allocated_vcpus"`
+		Guests               int   `json:"guests"`
+	}
+	var out []nodeView
+	s.fsm.read(func(st *State) {
+		count := map[string]int{}
+		for _, g := range st.Guests {
+			count[g.Node]++
+		}
+		for _, id := range slices.Sorted(maps.Keys(st.Nodes)) {
+			n := *st.Nodes[id]
+			mem, cpu := st.Allocated(id)
+			out = append(out, nodeView{Node: &n, AllocatedMemoryBytes: mem, AllocatedVCPUs: cpu, Guests: count[id]})
+		}
+	})
+	if out == nil {
+		out = []nodeView{}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) members(w http.ResponseWriter, r *http.Request) {
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		writeError(w, fmt.Errorf("%w: %v", ErrUnavailable, err))
+		return
+	}
+	_, leader := s.raft.LeaderWithID()
+	var out []Member
+	s.fsm.read(func(st *State) {
+		for _, srv := range cf.Configuration().Servers {
+			m := Member{ID: string(srv.ID), RaftAddr: string(srv.Address), Suffrage: strings.ToLower(srv.Suffrage.String()), Leader: srv.ID == leader}
+			if info, ok := st.Servers[m.ID]; ok {
+				m.HTTPAddr = info.HTTPAddr
+			}
+			out = append(out, m)
+		}
+	})
+	writeJSON(w, http.StatusOK, out)
+}
+
+func parseIndex(r *http.Request, name string) (uint64, bool, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return 0, false, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, false, badRequest(name, v, "give a whole number ≥ 0")
+	}
+	return n, true, nil
+}
+
+// getState answers the state as of ?at=N, or the current state.
+func (s *Server) getState(w http.ResponseWriter, r *http.Request) {
+	at, given, err := parseIndex(r, "at")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var st *State
+	if given {
+		st, err = s.StateAt(at)
+	} else {
+		s.fsm.read(func(cur *State) { st = cur.Clone() })
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	st.Requests, st.ReqOrder = nil, nil
+	writeJSON(w, http.StatusOK, st)
+}
+
+// StateAt rebuilds the cluster's state as it was right after event index n,
+// from the newest checkpoint at or below n plus the events after it.
+func (s *Server) StateAt(n uint64) (*State, error) {
+	first, last := s.store.Bounds()
+	if n > last {
+		return nil, badRequest("at", strconv.FormatUint(n, 10), fmt.Sprintf("the last committed event is %d", last))
+	}
+	st := NewState()
+	cp, ok, err := s.store.Checkpoint(n)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		if err := json.Unmarshal(cp.Data, st); err != nil {
+			return nil, fmt.Errorf("corral: decode checkpoint %d: %w", cp.Index, err)
+		}
+	}
+	if st.Index+1 < first {
+		return nil, &goneError{asked: n, first: first - 1}
+	}
+	for st.Index < n {
+		recs, err := s.store.Read(st.Index, int(min(n-st.Index, 4096)))
+		if err != nil {
+			return nil, err
+		}
+		if len(recs) == 0 {
+			return nil, fmt.Errorf("corral: event store ends at %d before %d", st.Index, n)
+		}
+		for _, rec := range recs {
+			e, err := events.Unmarshal(rec.Data)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := st.Apply(e); err != nil {
+				return nil, fmt.Errorf("corral: replay event %d: %w", rec.Index, err)
+			}
+		}
+	}
+	return st, nil
+}
+
+// eventFilter selects events by type, guest and node.
+type eventFilter struct {
+	types       map[events.Type]bool
+	guest, node string
+}
+
+func parseFilter(r *http.Request) (eventFilter, error) {
+	q := r.URL.Query()
+	f := eventFilter{guest: q.Get("guest"), node: q.Get("node")}
+	if t := q.Get("type"); t != "" {
+		f.types = map[events.Type]bool{}
+		for _, name := range strings.Split(t, ",") {
+			typ, err := events.ParseType(strings.TrimSpace(name))
+			if err != nil {
+				return f, fmt.Errorf("%w: type filter: %v", events.ErrInvalid, err)
+			}
+			f.types[typ] = true
+		}
+	}
+	if f.guest != "" {
+		if err := events.ValidateID("guest", f.guest); err != nil {
+			return f, err
+		}
+	}
+	if f.node != "" {
+		if err := events.ValidateID("node", f.node); err != nil {
+			return f, err
+		}
+	}
+	return f, nil
+}
+
+func (f eventFilter) match(data []byte) bool {
+	if f.types == nil && f.guest == "" && f.node == "" {
+		return true
+	}
+	var e struct {
+		Type  events.Type `json:"type"`
+		Guest string      `json:"guest"`
+		Node  string      `json:"node"`
+	}
+	if json.Unmarshal(data, &e) != nil {
+		return false
+	}
+	return (f.types == nil || f.types[e.Type]) && (f.guest == "" || e.Guest == f.guest) && (f.node == "" || e.Node == f.node)
+}
+
+// streamEvents answers GET /v1/events?since=N&follow=1&type=&guest=&node=
+// with newline-delimited JSON, one event per line, index > since.
+func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
+	since, _, err := parseIndex(r, "since")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	follow := r.URL.Query().Get("follow")
+	if follow != "" && follow != "0" && follow != "1" && follow != "true" && follow != "false" {
+		writeError(w, badRequest("follow", follow, "use 1 or 0"))
+		return
+	}
+	following := follow == "1" || follow == "true"
+	f, err := parseFilter(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.streamFrom(w, r, since, following, f)
+}
+
+func (s *Server) streamFrom(w http.ResponseWriter, r *http.Request, since uint64, follow bool, f eventFilter) {
+	cursor := since
+	recs, err := s.store.Read(cursor, 1024)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	_, last := s.store.Bounds()
+	w.Header().Set("X-Corral-Index", strconv.FormatUint(last, 10))
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	for {
+		for _, rec := range recs {
+			cursor = rec.Index
+			if !f.match(rec.Data) {
+				continue
+			}
+			if _, err := w.Write(append(rec.Data, '\n')); err != nil {
+				return
+			}
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		if len(recs) == 0 {
+			if !follow {
+				return
+			}
+			if err := s.store.Wait(r.Context(), cursor); err != nil {
+				return
+			}
+		}
+		recs, err = s.store.Read(cursor, 1024)
+		if err != nil {
+			// Retention overtook a slow follower: say so in-band and stop.
+			b, _ := json.Marshal(map[string]any{"error": toAPIError(err)})
+			w.Write(append(b, '\n'))
+			return
+		}
+	}
+}
+
+func (s *Server) guestHistory(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := events.ValidateID("guest name", name); err != nil {
+		writeError(w, err)
+		return
+	}
+	first, _ := s.store.Bounds()
+	s.streamFrom(w, r, first-1, false, eventFilter{guest: name})
+}

@@ -1,0 +1,262 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/corral-dev/corral/events"
+	"github.com/corral-dev/corral/natsbus"
+)
+
+// applyTimeout bounds how long a command waits to be enqueued in raft.
+const applyTimeout = 10 * time.Second
+
+// Submit validates cmd against the current state and commits the events it
+// produces. Only the leader submits; others get ErrNotLeader and forward.
+// A request ID seen before returns that request's outcome and commits
+// nothing new.
+func (s *Server) Submit(ctx context.Context, reqID, actor string, cmd Command) (*Outcome, error) {
+	if s.raft.State() != raft.Leader {
+		return nil, ErrNotLeader
+	}
+	var (
+		evs   []events.Event
+		prior *Outcome
+		err   error
+	)
+	now := time.Now()
+	s.fsm.read(func(st *State) {
+		if o, ok := st.Requests[reqID]; ok && reqID != "" {
+			prior = o
+			return
+		}
+		evs, err = cmd.Decide(st, now, actor)
+	})
+	if prior != nil {
+		return prior, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return &Outcome{}, nil
+	}
+	_, independent := cmd.(*PlaceGuests)
+	data, err := encodeProposal(reqID, independent, evs)
+	if err != nil {
+		return nil, err
+	}
+	f := s.raft.Apply(data, applyTimeout)
+	errc := make(chan error, 1)
+	go func() { errc <- f.Error() }()
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		// The command may still commit; a retry with the same request ID
+		// finds out.
+		return nil, fmt.Errorf("%w: %v; retry with the same request ID to learn the outcome", ErrUnavailable, ctx.Err())
+	}
+	if err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return nil, fmt.Errorf("%w: leadership changed while committing; retry with the same request ID", ErrUnavailable)
+		}
+		return nil, fmt.Errorf("%w: commit: %v", ErrUnavailable, err)
+	}
+	return f.Response().(*Outcome), nil
+}
+
+// leaderLoop runs the leader's duties while this server leads.
+func (s *Server) leaderLoop(ctx context.Context) {
+	stop := func() {}
+	defer func() { stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case lead := <-s.leaderNotify:
+			stop()
+			stop = func() {}
+			if lead {
+				lctx, cancel := context.WithCancel(ctx)
+				stop = cancel
+				s.goLoop(func() { s.leaderDuties(lctx) })
+			}
+		}
+	}
+}
+
+func (s *Server) leaderDuties(ctx context.Context) {
+	s.log.Info("became leader")
+	// Apply everything earlier leaders committed before deciding anything.
+	if err := s.raft.Barrier(applyTimeout).Error(); err != nil {
+		s.log.Warn("barrier failed", "err", err)
+		return
+	}
+	self := &registerServer{events.ServerRegistered{ID: s.cfg.ID, RaftAddr: s.RaftAddr(), HTTPAddr: s.HTTPAddr()}}
+	if _, err := s.Submit(ctx, "", "server:"+s.cfg.ID, self); err != nil {
+		s.log.Warn("register self", "err", err)
+	}
+	for _, n := range s.cfg.Nodes {
+		var known bool
+		s.fsm.read(func(st *State) { _, known = st.Nodes[n.ID] })
+		if !known {
+			if _, err := s.Submit(ctx, "", "server:"+s.cfg.ID, &RegisterNode{n}); err != nil {
+				s.log.Warn("register node", "node", n.ID, "err", err)
+			}
+		}
+	}
+	var seen uint64
+	for {
+		_, last := s.store.Bounds()
+		seen = last
+		s.schedule(ctx)
+		if err := s.store.Wait(ctx, seen); err != nil {
+			return
+		}
+	}
+}
+
+// schedule places pending guests. It is the stand-in placement until the
+// scheduler package takes over: first fit by free memory, nodes by ID.
+func (s *Server) schedule(ctx context.Context) {
+	var plan []Placement
+	s.fsm.read(func(st *State) { plan = firstFit(st) })
+	if len(plan) == 0 {
+		return
+	}
+	o, err := s.Submit(ctx, "", "scheduler:"+s.cfg.ID, &PlaceGuests{Placements: plan})
+	if err != nil {
+		s.log.Warn("placement", "err", err)
+	} else if o.Err != nil {
+		s.log.Info("placement refused", "err", o.Err.Message)
+	}
+}
+
+func firstFit(st *State) []Placement {
+	var pending []*Guest
+	for _, g := range st.Guests {
+		if g.Status == StatusPending {
+			pending = append(pending, g)
+		}
+	}
+	if len(pending) == 0 {
+		return nil
+	}
+	slices.SortFunc(pending, func(a, b *Guest) int { return int(a.CreateIndex) - int(b.CreateIndex) })
+	free := map[string]int64{}
+	var ids []string
+	for id, n := range st.Nodes {
+		if n.Status == NodeStatusUp {
+			free[id] = n.MemoryBytes - n.ReserveMemoryBytes
+			ids = append(ids, id)
+		}
+	}
+	for _, g := range st.Guests {
+		if _, ok := free[g.Node]; ok {
+			free[g.Node] -= g.MemoryBytes
+		}
+	}
+	slices.Sort(ids)
+	var plan []Placement
+	for _, g := range pending {
+		for _, id := range ids {
+			if free[id] >= g.MemoryBytes {
+				free[id] -= g.MemoryBytes
+				plan = append(plan, Placement{Guest: g.Name, Node: id})
+				break
+			}
+		}
+	}
+	return plan
+}
+
+// publishLoop sends every committed event to NATS while this server leads.
+// A new leader publishes from where its own store is, so events committed
+// in the instant of a leader change may not be published: consumers detect
+// the gap by index and fetch from the event store.
+func (s *Server) publishLoop(ctx context.Context) {
+	_, cursor := s.store.Bounds()
+	for {
+		if err := s.store.Wait(ctx, cursor); err != nil {
+			return
+		}
+		recs, err := s.store.Read(cursor, 1024)
+		var gone *goneError
+		if errors.As(err, &gone) {
+			cursor = gone.first - 1
+			continue
+		}
+		if err != nil {
+			s.log.Error("publish: read event store", "err", err)
+			return
+		}
+		lead := s.raft.State() == raft.Leader
+		for _, r := range recs {
+			cursor = r.Index
+			if !lead {
+				continue
+			}
+			var e struct {
+				Type events.Type `json:"type"`
+			}
+			if err := json.Unmarshal(r.Data, &e); err != nil {
+				s.log.Error("publish: decode", "index", r.Index, "err", err)
+				continue
+			}
+			if err := natsbus.PublishEvent(s.nc, r.Index, e.Type, r.Data); err != nil {
+				s.log.Warn("publish", "index", r.Index, "err", err)
+			}
+		}
+	}
+}
+
+// retentionTick is how often retention runs.
+const retentionTick = 30 * time.Second
+
+func (s *Server) retentionLoop(ctx context.Context) {
+	t := time.NewTicker(retentionTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if n, err := s.store.Trim(now); err != nil {
+				s.log.Error("retention", "err", err)
+			} else if n > 0 {
+				s.log.Info("retention trimmed events", "count", n)
+			}
+		}
+	}
+}
+
+// join adds a server to the raft configuration and records its addresses.
+// It runs on the leader.
+func (s *Server) join(ctx context.Context, m events.ServerRegistered) error {
+	if err := events.ValidateID("server id", m.ID); err != nil {
+		return err
+	}
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	present := false
+	for _, srv := range cf.Configuration().Servers {
+		if srv.ID == raft.ServerID(m.ID) {
+			present = srv.Address == raft.ServerAddress(m.RaftAddr)
+		}
+	}
+	if !present {
+		if err := s.raft.AddVoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), 0, applyTimeout).Error(); err != nil {
+			return fmt.Errorf("%w: add voter %s: %v", ErrUnavailable, m.ID, err)
+		}
+	}
+	_, err := s.Submit(ctx, "", "server:"+s.cfg.ID, &registerServer{m})
+	return err
+}

@@ -1,0 +1,427 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/corral-dev/corral/events"
+	"github.com/corral-dev/corral/natsbus"
+)
+
+// RaftConfig holds the raft settings corral exposes.
+type RaftConfig struct {
+	HeartbeatTimeout time.Duration
+	ElectionTimeout  time.Duration
+	LeaderLease      time.Duration
+	// MaxAppendEntries is how many queued commands raft writes with one
+	// fsync and sends in one message: the batching knob.
+	MaxAppendEntries  int
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+}
+
+// DefaultRaftConfig suits servers on one LAN.
+func DefaultRaftConfig() RaftConfig {
+	return RaftConfig{
+		HeartbeatTimeout:  500 * time.Millisecond,
+		ElectionTimeout:   500 * time.Millisecond,
+		LeaderLease:       250 * time.Millisecond,
+		MaxAppendEntries:  512,
+		SnapshotThreshold: 8192,
+		TrailingLogs:      10240,
+	}
+}
+
+// Config configures one coordinator server.
+type Config struct {
+	ID       string // server ID, [a-z0-9][a-z0-9-]{0,62}
+	DataDir  string
+	RaftAddr string // host:port raft binds and advertises; port 0 picks one
+	HTTPAddr string // host:port of the HTTP API; port 0 picks one
+	// Bootstrap makes a new server the first member of a new cluster. It is
+	// ignored when the data directory already holds raft state.
+	Bootstrap bool
+	// Join lists HTTP addresses of existing servers to ask for membership.
+	Join []string
+	// NATSURL is an external NATS cluster; empty runs an embedded server
+	// configured by NATS.
+	NATSURL string
+	NATS    natsbus.EmbeddedConfig
+	Store   StoreConfig
+	Raft    RaftConfig
+	// Nodes are registered by the leader when missing: corral dev uses it
+	// for its local host until the node agent registers itself.
+	Nodes  []events.NodeRegistered
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a single-server configuration under dataDir.
+func DefaultConfig(dataDir string) Config {
+	return Config{
+		ID:        "s1",
+		DataDir:   dataDir,
+		RaftAddr:  "127.0.0.1:4647",
+		HTTPAddr:  "127.0.0.1:4646",
+		Bootstrap: true,
+		NATS:      natsbus.EmbeddedConfig{Port: 4222},
+		Store:     DefaultStoreConfig(),
+		Raft:      DefaultRaftConfig(),
+	}
+}
+
+// Validate checks the configuration and says what to fix.
+func (c *Config) Validate() error {
+	if err := events.ValidateID("server id", c.ID); err != nil {
+		return err
+	}
+	if c.DataDir == "" {
+		return errors.New("corral: data dir is empty: give --data-dir")
+	}
+	for name, a := range map[string]string{"raft address": c.RaftAddr, "http address": c.HTTPAddr} {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("corral: %s %q is not host:port", name, a)
+		}
+	}
+	if c.Bootstrap && len(c.Join) > 0 {
+		return errors.New("corral: give either --bootstrap (first server) or --join (later servers), not both")
+	}
+	if c.Raft.MaxAppendEntries < 1 {
+		return errors.New("corral: raft max append entries must be at least 1")
+	}
+	if c.NATSURL == "" {
+		if err := c.NATS.Validate(); err != nil {
+			return err
+		}
+	}
+	return c.Store.Validate()
+}
+
+// Server is one coordinator: raft, the state machine, the event store,
+// NATS publishing and the HTTP API. Create it with New, start it with Run,
+// wait for Ready, stop it with Close.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	raft  *raft.Raft
+	trans *raft.NetworkTransport
+	logs  *raftboltdb.BoltStore
+	fsm   *fsm
+	store *Store
+
+	nats   *server.Server // nil with an external NATS
+	nc     *nats.Conn
+	httpLn net.Listener
+	http   *http.Server
+	client *http.Client
+
+	leaderNotify chan bool
+	ready        chan struct{}
+	readyOnce    sync.Once
+	closeOnce    sync.Once
+	closeErr     error
+	done         chan struct{}
+	wg           sync.WaitGroup
+}
+
+// New opens the data directory, starts raft, NATS and the HTTP listener. It
+// does not serve until Run.
+func New(cfg Config) (_ *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("server", cfg.ID)
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("corral: data dir: %w", err)
+	}
+	s := &Server{cfg: cfg, log: log, ready: make(chan struct{}), done: make(chan struct{}),
+		leaderNotify: make(chan bool, 16), client: &http.Client{Timeout: 30 * time.Second}}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+
+	if s.store, err = OpenStore(filepath.Join(cfg.DataDir, "events.db"), cfg.Store); err != nil {
+		return nil, err
+	}
+	s.fsm = newFSM(s.store, cfg.Store.CheckpointEvery, log)
+
+	if cfg.NATSURL == "" {
+		if s.nats, err = natsbus.StartEmbedded(cfg.NATS); err != nil {
+			return nil, err
+		}
+		s.nc, err = natsbus.Connect(s.nats.ClientURL(), "corral-server-"+cfg.ID)
+	} else {
+		s.nc, err = natsbus.Connect(cfg.NATSURL, "corral-server-"+cfg.ID)
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("corral: http listen %s: %w (is another corral running? use --http-addr)", cfg.HTTPAddr, err)
+	}
+	if err = s.startRaft(); err != nil {
+		return nil, err
+	}
+	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+func (s *Server) startRaft() error {
+	cfg := s.cfg
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.HeartbeatTimeout = cfg.Raft.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.Raft.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.Raft.LeaderLease
+	rc.MaxAppendEntries = cfg.Raft.MaxAppendEntries
+	rc.BatchApplyCh = true
+	rc.SnapshotThreshold = cfg.Raft.SnapshotThreshold
+	rc.TrailingLogs = cfg.Raft.TrailingLogs
+	rc.NotifyCh = s.leaderNotify
+	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{s.log}})
+	rc.Logger = hl
+
+	var err error
+	s.logs, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	if err != nil {
+		return fmt.Errorf("corral: raft log store: %w", err)
+	}
+	logs, err := raft.NewLogCache(1024, s.logs)
+	if err != nil {
+		return err
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hl)
+	if err != nil {
+		return fmt.Errorf("corral: raft snapshot store: %w", err)
+	}
+	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+	if err != nil {
+		return fmt.Errorf("corral: raft address %q: %w", cfg.RaftAddr, err)
+	}
+	var adv net.Addr
+	if addr.Port != 0 {
+		adv = addr
+	}
+	s.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 10*time.Second, hl)
+	if err != nil {
+		return fmt.Errorf("corral: raft transport on %s: %w", cfg.RaftAddr, err)
+	}
+	existing, err := raft.HasExistingState(logs, s.logs, snaps)
+	if err != nil {
+		return err
+	}
+	if s.raft, err = raft.NewRaft(rc, s.fsm, logs, s.logs, snaps, s.trans); err != nil {
+		return fmt.Errorf("corral: start raft: %w", err)
+	}
+	if cfg.Bootstrap && !existing {
+		f := s.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+			ID: rc.LocalID, Address: s.trans.LocalAddr(),
+		}}})
+		if err := f.Error(); err != nil {
+			return fmt.Errorf("corral: bootstrap: %w", err)
+		}
+	}
+	return nil
+}
+
+// HTTPAddr returns the address the API listens on.
+func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
+
+// RaftAddr returns the address raft listens on.
+func (s *Server) RaftAddr() string { return string(s.trans.LocalAddr()) }
+
+// NATSURL returns the URL of the NATS the server publishes to.
+func (s *Server) NATSURL() string {
+	if s.nats != nil {
+		return s.nats.ClientURL()
+	}
+	return s.cfg.NATSURL
+}
+
+// NATSClusterURL returns the route URL of the embedded NATS server, or ""
+// when it is not clustered.
+func (s *Server) NATSClusterURL() string {
+	if s.nats == nil || s.cfg.NATS.ClusterPort == 0 {
+		return ""
+	}
+	a := s.nats.ClusterAddr()
+	if a == nil {
+		return ""
+	}
+	return "nats-route://" + a.String()
+}
+
+// ID returns the server's ID.
+func (s *Server) ID() string { return s.cfg.ID }
+
+// Ready is closed once the server knows a leader and has applied what was
+// committed when it learned of it.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// IsLeader reports whether this server is the raft leader.
+func (s *Server) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Run serves the API and runs the background loops until ctx ends or Close
+// is called. It returns nil on a clean stop.
+func (s *Server) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() {
+		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.goLoop(func() { s.readyLoop(ctx) })
+	s.goLoop(func() { s.leaderLoop(ctx) })
+	s.goLoop(func() { s.publishLoop(ctx) })
+	s.goLoop(func() { s.retentionLoop(ctx) })
+	if len(s.cfg.Join) > 0 {
+		s.goLoop(func() { s.joinLoop(ctx) })
+	}
+	select {
+	case <-ctx.Done():
+	case <-s.done:
+	case err := <-errc:
+		cancel()
+		s.Close()
+		return fmt.Errorf("corral: http: %w", err)
+	}
+	cancel()
+	return s.Close()
+}
+
+func (s *Server) goLoop(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// Close stops the server: HTTP, loops, raft, NATS and the stores. It is
+// safe to call more than once.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		if s.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			s.http.Shutdown(ctx)
+			cancel()
+			s.http.Close()
+		} else if s.httpLn != nil {
+			s.httpLn.Close()
+		}
+		s.wg.Wait()
+		var errs []error
+		if s.raft != nil {
+			errs = append(errs, s.raft.Shutdown().Error())
+		}
+		if s.trans != nil {
+			errs = append(errs, s.trans.Close())
+		}
+		if s.logs != nil {
+			errs = append(errs, s.logs.Close())
+		}
+		if s.store != nil {
+			errs = append(errs, s.store.Close())
+		}
+		if s.nc != nil {
+			s.nc.Drain()
+			s.nc.Close()
+		}
+		if s.nats != nil {
+			s.nats.Shutdown()
+			s.nats.WaitForShutdown()
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+func (s *Server) readyLoop(ctx context.Context) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if _, id := s.raft.LeaderWithID(); id != "" && s.raft.AppliedIndex() >= s.raft.CommitIndex() {
+			s.readyOnce.Do(func() { close(s.ready) })
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// joinLoop asks the configured servers to add this one until one accepts.
+func (s *Server) joinLoop(ctx context.Context) {
+	body, _ := json.Marshal(events.ServerRegistered{ID: s.cfg.ID, RaftAddr: s.RaftAddr(), HTTPAddr: s.HTTPAddr()})
+	backoff := 50 * time.Millisecond
+	for {
+		for _, addr := range s.cfg.Join {
+			req, err := http.NewRequestWithContext(ctx, "POST", baseURL(addr)+"/v1/cluster/join", bytes.NewReader(body))
+			if err != nil {
+				s.log.Error("join", "addr", addr, "err", err)
+				continue
+			}
+			resp, err := s.client.Do(req)
+			if err == nil {
+				msg, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					s.log.Info("joined cluster", "via", addr)
+					return
+				}
+				err = fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
+			}
+			s.log.Warn("join failed; retrying", "addr", addr, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+func baseURL(addr string) string {
+	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
+		return strings.TrimRight(addr, "/")
+	}
+	return "http://" + addr
+}
+
+// slogWriter feeds raft's hclog lines into slog.
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.log.Warn(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

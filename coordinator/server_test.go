@@ -1,0 +1,37 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/corral-dev/corral/events"
+)
+
+func TestSingleServerCreate(t *testing.T) {
+	cfg := TestConfig(t, "s1", t.TempDir())
+	cfg.Nodes = []events.NodeRegistered{{ID: "local", CPUs: 2, MemoryBytes: 4 << 30}}
+	s := StartTestServer(t, cfg)
+	<-s.Ready()
+	c, err := NewClient(s.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	res, err := c.CreateGuest(ctx, CreateGuest{Name: "web", Driver: "process", Memory: "64MiB", VCPUs: 1, Command: []string{"/bin/sleep", "100"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Indexes) != 2 {
+		t.Fatalf("create committed %v, want defined and start requested", res.Indexes)
+	}
+	WaitFor(t, 5*time.Second, "placement", func() bool {
+		g, err := c.Guest(ctx, "web")
+		return err == nil && g.Status == StatusPlaced && g.Node == "local"
+	})
+	_, err = c.CreateGuest(ctx, CreateGuest{Name: "web", Driver: "process", Memory: "64MiB", Command: []string{"/bin/true"}})
+	if !errors.Is(err, ErrExists) {
+		t.Fatalf("second create: %v", err)
+	}
+}

@@ -1,0 +1,378 @@
+package coordinator
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/corral-dev/corral/events"
+)
+
+// Guest statuses as the state machine knows them.
+const (
+	StatusPending = "pending" // defined, not placed
+	StatusPlaced  = "placed"  // placed, not (yet) reported running
+	StatusRunning = "running"
+	StatusExited  = "exited"
+	StatusFailed  = "failed" // the agent could not start it
+)
+
+// Desired states.
+const (
+	DesiredRunning = "running"
+	DesiredStopped = "stopped"
+)
+
+// Node statuses.
+const (
+	NodeStatusUp   = "up"
+	NodeStatusDown = "down"
+)
+
+// Guest is the state machine's record of one guest.
+type Guest struct {
+	events.GuestDefined
+	Desired     string              `json:"desired"`
+	Status      string              `json:"status"`
+	Node        string              `json:"node,omitempty"`
+	Generation  uint64              `json:"generation,omitempty"`
+	PID         int                 `json:"pid,omitempty"`
+	Tuning      map[string]string   `json:"tuning,omitempty"` // knob -> canonical value, when not the default
+	LastExit    *events.GuestExited `json:"last_exit,omitempty"`
+	CreateIndex uint64              `json:"create_index"`
+	ModifyIndex uint64              `json:"modify_index"`
+}
+
+// Knob returns the guest's current value of a knob in canonical form.
+func (g *Guest) Knob(name string) string {
+	if v, ok := g.Tuning[name]; ok {
+		return v
+	}
+	if name == "cpu_shares" {
+		return fmt.Sprint(g.CPUShares)
+	}
+	k, err := events.LookupKnob(name)
+	if err != nil {
+		return ""
+	}
+	return k.Default
+}
+
+// Node is the state machine's record of one host.
+type Node struct {
+	events.NodeRegistered
+	Status      string `json:"status"`
+	CreateIndex uint64 `json:"create_index"`
+	ModifyIndex uint64 `json:"modify_index"`
+}
+
+// ServerInfo is a coordinator server's addresses.
+type ServerInfo = events.ServerRegistered
+
+// Outcome is what a request produced, kept so that a retry with the same
+// request ID gets the first call's answer.
+type Outcome struct {
+	Indexes []uint64  `json:"indexes,omitempty"`
+	Err     *APIError `json:"error,omitempty"`
+}
+
+// maxRequests bounds the request-ID table. Retries older than the last
+// maxRequests requests are treated as new requests.
+const maxRequests = 1 << 16
+
+// State is the cluster as of event Index. Only Apply changes it.
+type State struct {
+	Index    uint64                 `json:"index"`
+	Servers  map[string]*ServerInfo `json:"servers"`
+	Nodes    map[string]*Node       `json:"nodes"`
+	Guests   map[string]*Guest      `json:"guests"`
+	Requests map[string]*Outcome    `json:"requests"`
+	// ReqOrder is the request IDs in the order they were recorded, oldest first.
+	ReqOrder []string `json:"req_order"`
+}
+
+// NewState returns the empty state at index 0.
+func NewState() *State {
+	return &State{
+		Servers:  map[string]*ServerInfo{},
+		Nodes:    map[string]*Node{},
+		Guests:   map[string]*Guest{},
+		Requests: map[string]*Outcome{},
+	}
+}
+
+// Apply applies one event at index s.Index+1 and returns the event as
+// committed (with Index, and for placements Generation, filled in). An event
+// that no longer fits the state is refused with an error and leaves the
+// state unchanged. Apply is deterministic: no I/O, no clock, no randomness.
+func (s *State) Apply(e events.Event) (events.Event, error) {
+	idx := s.Index + 1
+	e.Index = idx
+	if err := s.apply(idx, &e); err != nil {
+		return events.Event{}, err
+	}
+	s.Index = idx
+	return e, nil
+}
+
+func (s *State) apply(idx uint64, e *events.Event) error {
+	switch p := e.Payload.(type) {
+	case *events.NodeRegistered:
+		return s.applyNodeRegistered(idx, e, p)
+	case *events.NodeUp:
+		return s.applyNodeStatus(idx, e, NodeStatusUp)
+	case *events.NodeDown:
+		return s.applyNodeStatus(idx, e, NodeStatusDown)
+	case *events.GuestDefined:
+		return s.applyGuestDefined(idx, e, p)
+	case *events.GuestPlaced:
+		return s.applyGuestPlaced(idx, e, p)
+	case *events.GuestStartRequested:
+		return s.applyDesired(idx, e, DesiredRunning)
+	case *events.GuestStopRequested:
+		return s.applyDesired(idx, e, DesiredStopped)
+	case *events.GuestStarted:
+		return s.applyGuestStarted(idx, e, p)
+	case *events.GuestExited:
+		return s.applyGuestExited(idx, e, p)
+	case *events.GuestUndefined:
+		if _, err := s.guest(e.Guest); err != nil {
+			return err
+		}
+		delete(s.Guests, e.Guest)
+		return nil
+	case *events.GuestTuned:
+		return s.applyGuestTuned(idx, e, p)
+	case *events.ServerRegistered:
+		if err := events.ValidateID("server id", p.ID); err != nil {
+			return err
+		}
+		c := *p
+		s.Servers[p.ID] = &c
+		return nil
+	}
+	return fmt.Errorf("%w: no state transition for %s", events.ErrUnknownType, e.Type)
+}
+
+func (s *State) guest(name string) (*Guest, error) {
+	g, ok := s.Guests[name]
+	if !ok {
+		return nil, notFound("guest", name)
+	}
+	return g, nil
+}
+
+func (s *State) node(id string) (*Node, error) {
+	n, ok := s.Nodes[id]
+	if !ok {
+		return nil, notFound("node", id)
+	}
+	return n, nil
+}
+
+func (s *State) applyNodeRegistered(idx uint64, e *events.Event, p *events.NodeRegistered) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	if e.Node != p.ID {
+		return fmt.Errorf("%w: node registration for %q carries subject %q", events.ErrInvalid, p.ID, e.Node)
+	}
+	n, ok := s.Nodes[p.ID]
+	if !ok {
+		n = &Node{CreateIndex: idx}
+		s.Nodes[p.ID] = n
+	}
+	n.NodeRegistered = *p
+	n.Status = NodeStatusUp
+	n.ModifyIndex = idx
+	return nil
+}
+
+func (s *State) applyNodeStatus(idx uint64, e *events.Event, status string) error {
+	n, err := s.node(e.Node)
+	if err != nil {
+		return err
+	}
+	n.Status = status
+	n.ModifyIndex = idx
+	return nil
+}
+
+func (s *State) applyGuestDefined(idx uint64, e *events.Event, p *events.GuestDefined) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	if e.Guest != p.Name {
+		return fmt.Errorf("%w: guest definition for %q carries subject %q", events.ErrInvalid, p.Name, e.Guest)
+	}
+	if _, ok := s.Guests[p.Name]; ok {
+		return fmt.Errorf("%w: guest %q is already defined; choose another name or destroy it first", ErrExists, p.Name)
+	}
+	s.Guests[p.Name] = &Guest{
+		GuestDefined: *p, Desired: DesiredStopped, Status: StatusPending,
+		CreateIndex: idx, ModifyIndex: idx,
+	}
+	return nil
+}
+
+// Allocated returns the memory and vCPUs held on node id by placed guests.
+func (s *State) Allocated(id string) (memory int64, vcpus int) {
+	for _, g := range s.Guests {
+		if g.Node == id {
+			memory += g.MemoryBytes
+			vcpus += g.VCPUs
+		}
+	}
+	return memory, vcpus
+}
+
+func (s *State) applyGuestPlaced(idx uint64, e *events.Event, p *events.GuestPlaced) error {
+	g, err := s.guest(e.Guest)
+	if err != nil {
+		return err
+	}
+	n, err := s.node(p.Node)
+	if err != nil {
+		return err
+	}
+	if n.Status != NodeStatusUp {
+		return fmt.Errorf("%w: node %q is %s; it cannot take guest %q", ErrConflict, n.ID, n.Status, g.Name)
+	}
+	if g.Node != p.Node {
+		mem, _ := s.Allocated(p.Node)
+		free := n.MemoryBytes - n.ReserveMemoryBytes - mem
+		if g.MemoryBytes > free {
+			return fmt.Errorf("%w: node %q has %s free, guest %q needs %s", ErrConflict, n.ID, events.FormatSize(free), g.Name, events.FormatSize(g.MemoryBytes))
+		}
+	}
+	g.Node = p.Node
+	g.Generation = idx
+	g.Status = StatusPlaced
+	g.PID = 0
+	g.ModifyIndex = idx
+	p.Generation = idx
+	e.Node = p.Node
+	return nil
+}
+
+func (s *State) applyDesired(idx uint64, e *events.Event, desired string) error {
+	g, err := s.guest(e.Guest)
+	if err != nil {
+		return err
+	}
+	g.Desired = desired
+	g.ModifyIndex = idx
+	return nil
+}
+
+// current checks that a report from an agent is about the guest's current
+// placement; a late report about an old generation is refused.
+func (s *State) current(e *events.Event, node string, gen uint64) (*Guest, error) {
+	g, err := s.guest(e.Guest)
+	if err != nil {
+		return nil, err
+	}
+	if g.Node != node || g.Generation != gen {
+		return nil, fmt.Errorf("%w: report for guest %q on node %q generation %d, but it is placed on %q generation %d",
+			ErrConflict, g.Name, node, gen, g.Node, g.Generation)
+	}
+	return g, nil
+}
+
+func (s *State) applyGuestStarted(idx uint64, e *events.Event, p *events.GuestStarted) error {
+	g, err := s.current(e, p.Node, p.Generation)
+	if err != nil {
+		return err
+	}
+	g.Status = StatusRunning
+	g.PID = p.PID
+	g.ModifyIndex = idx
+	return nil
+}
+
+func (s *State) applyGuestExited(idx uint64, e *events.Event, p *events.GuestExited) error {
+	g, err := s.current(e, p.Node, p.Generation)
+	if err != nil {
+		return err
+	}
+	g.Status = StatusExited
+	if p.Error != "" {
+		g.Status = StatusFailed
+	}
+	g.PID = 0
+	c := *p
+	g.LastExit = &c
+	g.ModifyIndex = idx
+	return nil
+}
+
+func (s *State) applyGuestTuned(idx uint64, e *events.Event, p *events.GuestTuned) error {
+	g, err := s.guest(e.Guest)
+	if err != nil {
+		return err
+	}
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	if cur := g.Knob(p.Knob); cur != p.Old {
+		return fmt.Errorf("%w: %s of guest %q is %s, not %s: it changed meanwhile; read it again and retry", ErrConflict, p.Knob, g.Name, cur, p.Old)
+	}
+	if g.Tuning == nil {
+		g.Tuning = map[string]string{}
+	}
+	g.Tuning[p.Knob] = p.New
+	g.ModifyIndex = idx
+	return nil
+}
+
+// Record remembers the outcome of a request ID, forgetting the oldest when
+// the table is full. It is part of the replicated state.
+func (s *State) Record(id string, o *Outcome) {
+	if id == "" {
+		return
+	}
+	if _, ok := s.Requests[id]; ok {
+		return
+	}
+	s.Requests[id] = o
+	s.ReqOrder = append(s.ReqOrder, id)
+	if len(s.ReqOrder) > maxRequests {
+		old := s.ReqOrder[0]
+		s.ReqOrder = s.ReqOrder[1:]
+		delete(s.Requests, old)
+	}
+}
+
+// Clone returns a deep copy of s.
+func (s *State) Clone() *State {
+	c := &State{
+		Index:    s.Index,
+		Servers:  make(map[string]*ServerInfo, len(s.Servers)),
+		Nodes:    make(map[string]*Node, len(s.Nodes)),
+		Guests:   make(map[string]*Guest, len(s.Guests)),
+		Requests: maps.Clone(s.Requests),
+		ReqOrder: slices.Clone(s.ReqOrder),
+	}
+	for k, v := range s.Servers {
+		x := *v
+		c.Servers[k] = &x
+	}
+	for k, v := range s.Nodes {
+		x := *v
+		x.Drivers = maps.Clone(v.Drivers)
+		x.Labels = maps.Clone(v.Labels)
+		x.Controllers = slices.Clone(v.Controllers)
+		c.Nodes[k] = &x
+	}
+	for k, v := range s.Guests {
+		x := *v
+		x.Labels = maps.Clone(v.Labels)
+		x.Command = slices.Clone(v.Command)
+		x.Tuning = maps.Clone(v.Tuning)
+		c.Guests[k] = &x
+	}
+	if c.Requests == nil {
+		c.Requests = map[string]*Outcome{}
+	}
+	return c
+}

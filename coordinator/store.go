@@ -1,0 +1,342 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// StoreConfig sets the event store's retention. Zero means unbounded.
+// Retention trims only up to a checkpoint, so a store keeps up to
+// CheckpointEvery events more than asked; that way the state at every
+// retained index can still be rebuilt.
+type StoreConfig struct {
+	MaxEvents       uint64
+	MaxAge          time.Duration
+	CheckpointEvery uint64
+}
+
+// DefaultStoreConfig keeps everything and checkpoints every 10,000 events.
+func DefaultStoreConfig() StoreConfig { return StoreConfig{CheckpointEvery: 10000} }
+
+// Validate checks the configuration.
+func (c StoreConfig) Validate() error {
+	if c.CheckpointEvery == 0 {
+		return errors.New("corral: event store checkpoint interval must be at least 1")
+	}
+	if c.MaxAge < 0 {
+		return errors.New("corral: event retention age must not be negative")
+	}
+	return nil
+}
+
+var (
+	bucketEvents      = []byte("events")
+	bucketCheckpoints = []byte("checkpoints")
+	bucketMeta        = []byte("meta")
+	keyFirst          = []byte("first")
+	keyLast           = []byte("last")
+)
+
+// Record is one stored event: its index and its encoding.
+type Record struct {
+	Index uint64
+	Data  []byte
+}
+
+// Store keeps committed events by index on one server, independently of
+// raft's log compaction, plus state checkpoints from which the state at any
+// retained index is rebuilt. Writes come from the state machine goroutine
+// only; reads and waits from any goroutine.
+//
+// Writes are not fsynced one by one: the raft log is the durable copy and
+// is replayed into the store after a crash. Sync is called before every raft
+// snapshot, so the store never falls behind what raft can still replay.
+type Store struct {
+	db  *bolt.DB
+	cfg StoreConfig
+
+	mu     sync.Mutex
+	first  uint64 // first retained index; last+1 when empty
+	last   uint64
+	notify chan struct{} // closed and replaced on every append
+}
+
+// OpenStore opens or creates the store at path.
+func OpenStore(path string, cfg StoreConfig) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoSync: true, NoFreelistSync: true})
+	if err != nil {
+		return nil, fmt.Errorf("corral: open event store %s: %w", path, err)
+	}
+	s := &Store{db: db, cfg: cfg, first: 1, notify: make(chan struct{})}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketEvents, bucketCheckpoints, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		m := tx.Bucket(bucketMeta)
+		if v := m.Get(keyFirst); v != nil {
+			s.first = binary.BigEndian.Uint64(v)
+		}
+		if v := m.Get(keyLast); v != nil {
+			s.last = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("corral: open event store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func u64(i uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], i)
+	return b[:]
+}
+
+// Bounds returns the first retained and the last stored index. The store is
+// empty when first > last.
+func (s *Store) Bounds() (first, last uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.first, s.last
+}
+
+// Append stores records that must continue the store without a gap, and a
+// checkpoint of the state after the last of them when cp is not nil.
+// Records at or below the last stored index are skipped: replay after a
+// restart appends what is already there.
+func (s *Store) Append(recs []Record, cp *Record) error {
+	s.mu.Lock()
+	last := s.last
+	s.mu.Unlock()
+	start := 0
+	for start < len(recs) && recs[start].Index <= last {
+		start++
+	}
+	recs = recs[start:]
+	if len(recs) == 0 && cp == nil {
+		return nil
+	}
+	if len(recs) > 0 && recs[0].Index != last+1 {
+		return fmt.Errorf("corral: event store gap: last stored %d, next %d", last, recs[0].Index)
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEvents)
+		b.FillPercent = 1.0 // append-only keys
+		for _, r := range recs {
+			if err := b.Put(u64(r.Index), r.Data); err != nil {
+				return err
+			}
+		}
+		if cp != nil {
+			if err := tx.Bucket(bucketCheckpoints).Put(u64(cp.Index), cp.Data); err != nil {
+				return err
+			}
+		}
+		if len(recs) > 0 {
+			return tx.Bucket(bucketMeta).Put(keyLast, u64(recs[len(recs)-1].Index))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("corral: event store append: %w", err)
+	}
+	if len(recs) > 0 {
+		s.mu.Lock()
+		s.last = recs[len(recs)-1].Index
+		close(s.notify)
+		s.notify = make(chan struct{})
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// Reset empties the store and restarts it after index at, with a checkpoint
+// of the state at that index. It is used when a raft snapshot brings the
+// state past what the store holds (a new server, or a lost disk).
+func (s *Store) Reset(at uint64, state []byte) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketEvents, bucketCheckpoints} {
+			if err := tx.DeleteBucket(b); err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucket(b); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bucketCheckpoints).Put(u64(at), state); err != nil {
+			return err
+		}
+		m := tx.Bucket(bucketMeta)
+		if err := m.Put(keyFirst, u64(at+1)); err != nil {
+			return err
+		}
+		return m.Put(keyLast, u64(at))
+	})
+	if err != nil {
+		return fmt.Errorf("corral: event store reset: %w", err)
+	}
+	s.mu.Lock()
+	s.first, s.last = at+1, at
+	close(s.notify)
+	s.notify = make(chan struct{})
+	s.mu.Unlock()
+	return s.Sync()
+}
+
+// Read returns up to max records with index > after. It returns a goneError
+// when after+1 is older than what is retained.
+func (s *Store) Read(after uint64, max int) ([]Record, error) {
+	first, last := s.Bounds()
+	if after+1 < first {
+		return nil, &goneError{asked: after + 1, first: first}
+	}
+	if after >= last {
+		return nil, nil
+	}
+	var out []Record
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEvents).Cursor()
+		for k, v := c.Seek(u64(after + 1)); k != nil && len(out) < max; k, v = c.Next() {
+			out = append(out, Record{Index: binary.BigEndian.Uint64(k), Data: append([]byte(nil), v...)})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Wait blocks until an index greater than after is stored or ctx ends.
+func (s *Store) Wait(ctx context.Context, after uint64) error {
+	for {
+		s.mu.Lock()
+		last, ch := s.last, s.notify
+		s.mu.Unlock()
+		if last > after {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Checkpoint returns the newest checkpoint at or below index, or ok=false
+// when there is none (the empty state at index 0 is always implied when
+// nothing was trimmed).
+func (s *Store) Checkpoint(index uint64) (Record, bool, error) {
+	var r Record
+	var ok bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketCheckpoints).Cursor()
+		k, v := c.Seek(u64(index))
+		if k == nil || binary.BigEndian.Uint64(k) > index {
+			k, v = c.Prev()
+		}
+		if k != nil {
+			r = Record{Index: binary.BigEndian.Uint64(k), Data: append([]byte(nil), v...)}
+			ok = true
+		}
+		return nil
+	})
+	return r, ok, err
+}
+
+// Trim applies retention as of now and returns how many events it removed.
+func (s *Store) Trim(now time.Time) (int, error) {
+	first, last := s.Bounds()
+	if first > last {
+		return 0, nil
+	}
+	var upTo uint64 // remove events <= upTo
+	if s.cfg.MaxEvents > 0 && last-first+1 > s.cfg.MaxEvents {
+		upTo = last - s.cfg.MaxEvents
+	}
+	if s.cfg.MaxAge > 0 {
+		cutoff := now.Add(-s.cfg.MaxAge)
+		err := s.db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketEvents).Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				var e struct {
+					Time time.Time `json:"time"`
+				}
+				if json.Unmarshal(v, &e) != nil || !e.Time.Before(cutoff) {
+					break
+				}
+				upTo = max(upTo, binary.BigEndian.Uint64(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	if upTo < first {
+		return 0, nil
+	}
+	cp, ok, err := s.Checkpoint(upTo)
+	if err != nil || !ok || cp.Index < first {
+		return 0, err
+	}
+	upTo = cp.Index
+	n := 0
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		// Collect keys first: deleting under a moving cursor skips keys.
+		n, err = deleteBelow(tx.Bucket(bucketEvents), upTo+1)
+		if err != nil {
+			return err
+		}
+		if _, err := deleteBelow(tx.Bucket(bucketCheckpoints), upTo); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyFirst, u64(upTo+1))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("corral: event store trim: %w", err)
+	}
+	s.mu.Lock()
+	s.first = upTo + 1
+	s.mu.Unlock()
+	return n, nil
+}
+
+// Sync flushes the store to disk.
+func (s *Store) Sync() error { return s.db.Sync() }
+
+// Close syncs and closes the store.
+func (s *Store) Close() error {
+	if err := s.db.Sync(); err != nil {
+		s.db.Close()
+		return err
+	}
+	return s.db.Close()
+}
+
+// deleteBelow removes every key below limit from b.
+func deleteBelow(b *bolt.Bucket, limit uint64) (int, error) {
+	var keys [][]byte
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) < limit; k, _ = c.Next() {
+		keys = append(keys, append([]byte(nil), k...))
+	}
+	for _, k := range keys {
+		if err := b.Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	return len(keys), nil
+}
