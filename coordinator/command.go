@@ -212,7 +212,7 @@ func (c *PlaceGuests) Decide(s *State, now time.Time, actor string) ([]events.Ev
 // ReportGuest is an agent's report about one of its guests: started or
 // exited.
 type ReportGuest struct {
-	Guest   string              `json:"guest"`
+	Guest   string               `json:"guest"`
 	Started *events.GuestStarted `json:"started,omitempty"`
 	Exited  *events.GuestExited  `json:"exited,omitempty"`
 }
