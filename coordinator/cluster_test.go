@@ -17,7 +17,7 @@ import (
 // testCluster is n servers over real TCP on loopback with bbolt in a temp
 // dir. Servers can be stopped and restarted from their data dirs.
 type testCluster struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	servers []*Server
 	stops   []func()
@@ -98,6 +98,26 @@ func (c *testCluster) waitLeader() (int, *Server) {
 		return s != nil
 	})
 	return i, s
+}
+
+// waitConverged waits until every live server has stored what the leader
+// has.
+func (c *testCluster) waitConverged() {
+	WaitFor(c.t, 10*time.Second, "servers to converge", func() bool {
+		_, l := c.leader()
+		if l == nil {
+			return false
+		}
+		_, want := l.store.Bounds()
+		for _, s := range c.servers {
+			if s != nil {
+				if _, last := s.store.Bounds(); last != want {
+					return false
+				}
+			}
+		}
+		return true
+	})
 }
 
 func (c *testCluster) addrs(skip int) string {
@@ -221,27 +241,23 @@ func TestLeaderFailover(t *testing.T) {
 		acked[k] = v
 	}
 	// Every server that is up holds the same events once it has caught up.
-	_, last := nl.store.Bounds()
-	WaitFor(t, 10*time.Second, "survivors to catch up", func() bool {
-		for _, s := range c.servers {
-			if s != nil {
-				if _, l := s.store.Bounds(); l < last {
-					return false
-				}
-			}
-		}
-		return true
-	})
+	c.waitConverged()
 	checkStores(t, c, acked)
 
 	// The stopped server restarts from its data dir and catches up.
 	c.cfgs[li].Bootstrap = false
 	c.cfgs[li].Join = []string{nl.HTTPAddr()}
 	c.start(li)
-	WaitFor(t, 10*time.Second, "restarted server to catch up", func() bool {
-		_, l := c.servers[li].store.Bounds()
-		return l >= last
+	WaitFor(t, 10*time.Second, "restarted server to re-register", func() bool {
+		var addr string
+		c.servers[li].fsm.read(func(st *State) {
+			if m, ok := st.Servers[c.cfgs[li].ID]; ok {
+				addr = m.HTTPAddr
+			}
+		})
+		return addr == c.servers[li].HTTPAddr()
 	})
+	c.waitConverged()
 	checkStores(t, c, acked)
 }
 

@@ -64,11 +64,13 @@ func (f *fsm) read(fn func(s *State)) {
 func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 
 // ApplyBatch applies a batch of committed entries and stores their events in
-// one event-store transaction.
+// one event-store transaction, under the state lock, so that a reader never
+// sees the state ahead of the store.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
-	var recs []Record
+	var recs, cps []Record
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
 			continue
@@ -82,18 +84,18 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			}
 			recs = append(recs, Record{Index: e.Index, Data: b})
 		}
-	}
-	var cp *Record
-	if idx := f.state.Index; idx/f.checkpointEvery > f.lastCheckpoint/f.checkpointEvery {
-		b, err := json.Marshal(f.state)
-		if err != nil {
-			panic(fmt.Sprintf("corral: encode checkpoint: %v", err))
+		// Checkpoint per entry, not per batch, so that checkpoints stay
+		// about checkpointEvery apart however raft batches.
+		if idx := f.state.Index; idx/f.checkpointEvery > f.lastCheckpoint/f.checkpointEvery {
+			b, err := json.Marshal(f.state)
+			if err != nil {
+				panic(fmt.Sprintf("corral: encode checkpoint: %v", err))
+			}
+			cps = append(cps, Record{Index: idx, Data: b})
+			f.lastCheckpoint = idx
 		}
-		cp = &Record{Index: idx, Data: b}
-		f.lastCheckpoint = idx
 	}
-	f.mu.Unlock()
-	if err := f.store.Append(recs, cp); err != nil {
+	if err := f.store.Append(recs, cps); err != nil {
 		// The raft log still holds these events; a restart replays them.
 		f.log.Error("event store append failed", "err", err)
 	}

@@ -114,11 +114,11 @@ func (s *Store) Bounds() (first, last uint64) {
 	return s.first, s.last
 }
 
-// Append stores records that must continue the store without a gap, and a
-// checkpoint of the state after the last of them when cp is not nil.
+// Append stores records that must continue the store without a gap, and
+// checkpoints of the state at some of their indexes.
 // Records at or below the last stored index are skipped: replay after a
 // restart appends what is already there.
-func (s *Store) Append(recs []Record, cp *Record) error {
+func (s *Store) Append(recs []Record, cps []Record) error {
 	s.mu.Lock()
 	last := s.last
 	s.mu.Unlock()
@@ -127,7 +127,7 @@ func (s *Store) Append(recs []Record, cp *Record) error {
 		start++
 	}
 	recs = recs[start:]
-	if len(recs) == 0 && cp == nil {
+	if len(recs) == 0 && len(cps) == 0 {
 		return nil
 	}
 	if len(recs) > 0 && recs[0].Index != last+1 {
@@ -141,7 +141,7 @@ func (s *Store) Append(recs []Record, cp *Record) error {
 				return err
 			}
 		}
-		if cp != nil {
+		for _, cp := range cps {
 			if err := tx.Bucket(bucketCheckpoints).Put(u64(cp.Index), cp.Data); err != nil {
 				return err
 			}
@@ -244,7 +244,10 @@ func (s *Store) Checkpoint(index uint64) (Record, bool, error) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketCheckpoints).Cursor()
 		k, v := c.Seek(u64(index))
-		if k == nil || binary.BigEndian.Uint64(k) > index {
+		switch {
+		case k == nil:
+			k, v = c.Last()
+		case binary.BigEndian.Uint64(k) > index:
 			k, v = c.Prev()
 		}
 		if k != nil {

@@ -1,0 +1,202 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// benchWindow is how long each configuration is measured.
+const benchWindow = 3 * time.Second
+
+type commitStats struct {
+	ops      int
+	perSec   float64
+	p50, p99 time.Duration
+}
+
+// measure runs clients goroutines calling op until benchWindow passes.
+func measure(clients int, op func(n int64) error) (commitStats, error) {
+	var (
+		mu   sync.Mutex
+		lats []time.Duration
+		seq  atomic.Int64
+		wg   sync.WaitGroup
+		ferr atomic.Value
+	)
+	start := time.Now()
+	deadline := start.Add(benchWindow)
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				if err := op(seq.Add(1)); err != nil {
+					ferr.Store(err)
+					return
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			lats = append(lats, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if err, ok := ferr.Load().(error); ok {
+		return commitStats{}, err
+	}
+	el := time.Since(start)
+	slices.Sort(lats)
+	st := commitStats{ops: len(lats), perSec: float64(len(lats)) / el.Seconds()}
+	if len(lats) > 0 {
+		st.p50 = lats[len(lats)/2]
+		st.p99 = lats[len(lats)*99/100]
+	}
+	return st, nil
+}
+
+// BenchmarkCommit measures events committed per second and commit latency
+// on three servers on loopback with fsync on, through corral's Submit
+// (validation, raft, state machine, event store, NATS) and, in the same
+// run, through bare hashicorp/raft with a no-op FSM on the same log store
+// and raft settings. It prints both and the ratio.
+//
+//	go test ./coordinator -run '^$' -bench Commit -benchtime 1x
+func BenchmarkCommit(b *testing.B) {
+	for range b.N {
+		bare := startBareRaft(b, 3)
+		c := newBenchCluster(b)
+		_, leader := c.waitLeader()
+		payload, _ := encodeProposal("", false, nil)
+		payload = append(payload, make([]byte, 300)...) // about a guest definition's size
+		fmt.Fprintf(os.Stdout, "\n3 servers on loopback, fsync on, raft MaxAppendEntries=%d, BatchApplyCh=true, %v per row\n",
+			DefaultRaftConfig().MaxAppendEntries, benchWindow)
+		fmt.Fprintf(os.Stdout, "%-8s %12s %10s %10s   %12s %10s %10s   %s\n", "clients", "corral ev/s", "p50", "p99", "raft ev/s", "p50", "p99", "corral/raft")
+		for _, clients := range []int{1, 16, 256} {
+			cs, err := measure(clients, func(n int64) error {
+				cmd := &CreateGuest{Name: fmt.Sprintf("b%d-%d", clients, n), Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true}
+				o, err := leader.Submit(context.Background(), "", "bench", cmd)
+				if err == nil && o.Err != nil {
+					err = o.Err
+				}
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rs, err := measure(clients, func(int64) error { return bare.Apply(payload, applyTimeout).Error() })
+			if err != nil {
+				b.Fatal(err)
+			}
+			fmt.Fprintf(os.Stdout, "%-8d %12.0f %10v %10v   %12.0f %10v %10v   %.2f\n", clients,
+				cs.perSec, cs.p50.Round(time.Microsecond), cs.p99.Round(time.Microsecond),
+				rs.perSec, rs.p50.Round(time.Microsecond), rs.p99.Round(time.Microsecond), cs.perSec/rs.perSec)
+			b.ReportMetric(cs.perSec, fmt.Sprintf("corral-ev/s-%d", clients))
+			b.ReportMetric(rs.perSec, fmt.Sprintf("raft-ev/s-%d", clients))
+		}
+	}
+}
+
+func newBenchCluster(b *testing.B) *testCluster {
+	c := &testCluster{t: b, dir: b.TempDir(), servers: make([]*Server, 3), stops: make([]func(), 3), cfgs: make([]Config, 3)}
+	for i := range 3 {
+		cfg := TestConfig(b, fmt.Sprintf("s%d", i+1), c.dir)
+		cfg.Raft = DefaultRaftConfig()
+		cfg.Bootstrap = i == 0
+		if i > 0 {
+			cfg.Join = []string{c.servers[0].HTTPAddr()}
+		}
+		c.cfgs[i] = cfg
+		c.start(i)
+		if i == 0 {
+			<-c.servers[0].Ready()
+		}
+	}
+	WaitFor(b, 10*time.Second, "servers to join", func() bool {
+		var n int
+		c.servers[0].fsm.read(func(st *State) { n = len(st.Servers) })
+		return n == 3
+	})
+	return c
+}
+
+type noopFSM struct{}
+
+func (noopFSM) Apply(*raft.Log) any                 { return nil }
+func (noopFSM) Snapshot() (raft.FSMSnapshot, error) { return noopSnap{}, nil }
+func (noopFSM) Restore(rc io.ReadCloser) error      { return rc.Close() }
+
+type noopSnap struct{}
+
+func (noopSnap) Persist(s raft.SnapshotSink) error { return s.Close() }
+func (noopSnap) Release()                          {}
+
+// startBareRaft starts n raft servers with corral's raft settings and log
+// store and a no-op FSM, and returns the leader.
+func startBareRaft(b *testing.B, n int) *raft.Raft {
+	dir := b.TempDir()
+	rcfg := DefaultRaftConfig()
+	var rafts []*raft.Raft
+	var trans []*raft.NetworkTransport
+	var servers []raft.Server
+	for i := range n {
+		tr, err := raft.NewTCPTransportWithLogger("127.0.0.1:0", nil, 3, 10*time.Second, hclog.NewNullLogger())
+		if err != nil {
+			b.Fatal(err)
+		}
+		trans = append(trans, tr)
+		servers = append(servers, raft.Server{ID: raft.ServerID(fmt.Sprint("r", i)), Address: tr.LocalAddr()})
+	}
+	for i := range n {
+		c := raft.DefaultConfig()
+		c.LocalID = servers[i].ID
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = rcfg.HeartbeatTimeout, rcfg.ElectionTimeout, rcfg.LeaderLease
+		c.MaxAppendEntries, c.BatchApplyCh = rcfg.MaxAppendEntries, true
+		c.SnapshotThreshold, c.TrailingLogs = rcfg.SnapshotThreshold, rcfg.TrailingLogs
+		c.Logger = hclog.NewNullLogger()
+		d := filepath.Join(dir, fmt.Sprint(i))
+		os.MkdirAll(d, 0o700)
+		store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(d, "raft.db")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		logs, _ := raft.NewLogCache(1024, store)
+		snaps, _ := raft.NewFileSnapshotStoreWithLogger(d, 2, hclog.NewNullLogger())
+		r, err := raft.NewRaft(c, noopFSM{}, logs, store, snaps, trans[i])
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.BootstrapCluster(raft.Configuration{Servers: servers})
+		rafts = append(rafts, r)
+		b.Cleanup(func() {
+			r.Shutdown().Error()
+			trans[i].Close()
+			store.Close()
+		})
+	}
+	var leader *raft.Raft
+	WaitFor(b, 10*time.Second, "bare raft leader", func() bool {
+		for _, r := range rafts {
+			if r.State() == raft.Leader {
+				leader = r
+				return true
+			}
+		}
+		return false
+	})
+	return leader
+}
