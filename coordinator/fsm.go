@@ -64,26 +64,28 @@ func (f *fsm) read(fn func(s *State)) {
 func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 
 // ApplyBatch applies a batch of committed entries and stores their events in
-// one event-store transaction, under the state lock, so that a reader never
-// sees the state ahead of the store.
+// one event-store transaction. Decoding and encoding happen outside the
+// state lock, so readers and the leader's command validation wait only for
+// the state changes themselves. A reader may see the state up to one batch
+// ahead of the store; Server.WaitIndex waits for the store.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
-	var recs, cps []Record
+	props := make([]decodedProposal, len(logs))
+	for i, l := range logs {
+		if l.Type == raft.LogCommand {
+			props[i] = decodeProposal(l.Data)
+		}
+	}
+	var committed []events.Event
+	var cps []Record
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		o, committed := f.applyProposal(l.Data)
+		o, evs := f.applyProposal(props[i])
 		out[i] = o
-		for _, e := range committed {
-			b, err := events.Marshal(e)
-			if err != nil { // cannot happen: it decoded a moment ago
-				panic(fmt.Sprintf("corral: encode committed event %d: %v", e.Index, err))
-			}
-			recs = append(recs, Record{Index: e.Index, Data: b})
-		}
+		committed = append(committed, evs...)
 		// Checkpoint per entry, not per batch, so that checkpoints stay
 		// about checkpointEvery apart however raft batches.
 		if idx := f.state.Index; idx/f.checkpointEvery > f.lastCheckpoint/f.checkpointEvery {
@@ -95,6 +97,15 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			f.lastCheckpoint = idx
 		}
 	}
+	f.mu.Unlock()
+	recs := make([]Record, len(committed))
+	for i, e := range committed {
+		b, err := events.Marshal(e)
+		if err != nil { // cannot happen: it decoded a moment ago
+			panic(fmt.Sprintf("corral: encode committed event %d: %v", e.Index, err))
+		}
+		recs[i] = Record{Index: e.Index, Data: b}
+	}
 	if err := f.store.Append(recs, cps); err != nil {
 		// The raft log still holds these events; a restart replays them.
 		f.log.Error("event store append failed", "err", err)
@@ -102,18 +113,38 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	return out
 }
 
-func (f *fsm) applyProposal(data []byte) (*Outcome, []events.Event) {
+type decodedProposal struct {
+	reqID       string
+	independent bool
+	events      []events.Event
+	errs        []error // per event: why it did not decode
+	err         error   // the proposal itself did not decode
+}
+
+func decodeProposal(data []byte) decodedProposal {
 	var p proposal
 	if err := json.Unmarshal(data, &p); err != nil {
-		return &Outcome{Err: toAPIError(fmt.Errorf("%w: proposal: %v", events.ErrMalformed, err))}, nil
+		return decodedProposal{err: fmt.Errorf("%w: proposal: %v", events.ErrMalformed, err)}
 	}
-	if o, ok := f.state.Requests[p.RequestID]; ok && p.RequestID != "" {
+	d := decodedProposal{reqID: p.RequestID, independent: p.Independent,
+		events: make([]events.Event, len(p.Events)), errs: make([]error, len(p.Events))}
+	for i, raw := range p.Events {
+		d.events[i], d.errs[i] = events.Unmarshal(raw)
+	}
+	return d
+}
+
+func (f *fsm) applyProposal(p decodedProposal) (*Outcome, []events.Event) {
+	if p.err != nil {
+		return &Outcome{Err: toAPIError(p.err)}, nil
+	}
+	if o, ok := f.state.Requests[p.reqID]; ok && p.reqID != "" {
 		return o, nil
 	}
 	o := &Outcome{}
 	var committed []events.Event
-	for _, raw := range p.Events {
-		e, err := events.Unmarshal(raw)
+	for i, e := range p.events {
+		err := p.errs[i]
 		if err == nil {
 			e, err = f.state.Apply(e)
 		}
@@ -121,7 +152,7 @@ func (f *fsm) applyProposal(data []byte) (*Outcome, []events.Event) {
 			if o.Err == nil {
 				o.Err = toAPIError(err)
 			}
-			if p.Independent {
+			if p.independent {
 				continue
 			}
 			break
@@ -129,7 +160,7 @@ func (f *fsm) applyProposal(data []byte) (*Outcome, []events.Event) {
 		o.Indexes = append(o.Indexes, e.Index)
 		committed = append(committed, e)
 	}
-	f.state.Record(p.RequestID, o)
+	f.state.Record(p.reqID, o)
 	return o, committed
 }
 
@@ -155,6 +186,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err := json.Unmarshal(data, s); err != nil {
 		return fmt.Errorf("corral: decode snapshot: %w", err)
 	}
+	s.reindex()
 	if _, last := f.store.Bounds(); last < s.Index {
 		if err := f.store.Reset(s.Index, data); err != nil {
 			return err

@@ -224,7 +224,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 	var res WriteResult
 	if resp.StatusCode == http.StatusOK && json.Unmarshal(out, &res) == nil && res.Index > 0 {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		s.store.Wait(ctx, res.Index-1)
+		s.WaitIndex(ctx, res.Index)
 		cancel()
 	}
 	w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
@@ -382,6 +382,7 @@ func (s *Server) StateAt(n uint64) (*State, error) {
 		if err := json.Unmarshal(cp.Data, st); err != nil {
 			return nil, fmt.Errorf("corral: decode checkpoint %d: %w", cp.Index, err)
 		}
+		st.reindex()
 	}
 	if st.Index+1 < first {
 		return nil, &goneError{asked: n, first: first - 1}

@@ -139,23 +139,20 @@ func (s *Server) schedule(ctx context.Context) {
 }
 
 func firstFit(st *State) []Placement {
-	var pending []*Guest
-	for _, g := range st.Guests {
-		if g.Status == StatusPending {
-			pending = append(pending, g)
-		}
-	}
-	if len(pending) == 0 {
-		return nil
-	}
-	slices.SortFunc(pending, func(a, b *Guest) int { return int(a.CreateIndex) - int(b.CreateIndex) })
-	free := map[string]int64{}
 	var ids []string
+	free := map[string]int64{}
 	for id, n := range st.Nodes {
 		if n.Status == NodeStatusUp {
 			free[id] = n.MemoryBytes - n.ReserveMemoryBytes
 			ids = append(ids, id)
 		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	pending := st.Pending()
+	if len(pending) == 0 {
+		return nil
 	}
 	for _, g := range st.Guests {
 		if _, ok := free[g.Node]; ok {
@@ -259,4 +256,20 @@ func (s *Server) join(ctx context.Context, m events.ServerRegistered) error {
 	}
 	_, err := s.Submit(ctx, "", "server:"+s.cfg.ID, &registerServer{m})
 	return err
+}
+
+// WaitIndex blocks until this server's event store holds index idx, so that
+// both its state and its event stream include it, or ctx ends.
+func (s *Server) WaitIndex(ctx context.Context, idx uint64) error {
+	if idx == 0 {
+		return nil
+	}
+	return s.store.Wait(ctx, idx-1)
+}
+
+// AppliedIndex returns the index of the last event in this server's state.
+func (s *Server) AppliedIndex() uint64 {
+	var i uint64
+	s.fsm.read(func(st *State) { i = st.Index })
+	return i
 }

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -89,6 +90,50 @@ type State struct {
 	Requests map[string]*Outcome    `json:"requests"`
 	// ReqOrder is the request IDs in the order they were recorded, oldest first.
 	ReqOrder []string `json:"req_order"`
+
+	// pending indexes the guests with StatusPending. It is derived: built
+	// by NewState and reindex, kept up to date by Apply.
+	pending map[string]bool
+}
+
+// Pending returns the guests waiting for a placement, oldest first. It
+// does not change s, so readers may call it concurrently.
+func (s *State) Pending() []*Guest {
+	var out []*Guest
+	if s.pending == nil {
+		for _, g := range s.Guests {
+			if g.Status == StatusPending {
+				out = append(out, g)
+			}
+		}
+	} else {
+		for name := range s.pending {
+			out = append(out, s.Guests[name])
+		}
+	}
+	slices.SortFunc(out, func(a, b *Guest) int { return cmp.Compare(a.CreateIndex, b.CreateIndex) })
+	return out
+}
+
+// reindex rebuilds the derived indexes, after decoding or copying.
+func (s *State) reindex() {
+	s.pending = map[string]bool{}
+	for name, g := range s.Guests {
+		if g.Status == StatusPending {
+			s.pending[name] = true
+		}
+	}
+}
+
+func (s *State) setPending(name string, on bool) {
+	if s.pending == nil {
+		return
+	}
+	if on {
+		s.pending[name] = true
+	} else {
+		delete(s.pending, name)
+	}
 }
 
 // NewState returns the empty state at index 0.
@@ -98,6 +143,7 @@ func NewState() *State {
 		Nodes:    map[string]*Node{},
 		Guests:   map[string]*Guest{},
 		Requests: map[string]*Outcome{},
+		pending:  map[string]bool{},
 	}
 }
 
@@ -140,6 +186,7 @@ func (s *State) apply(idx uint64, e *events.Event) error {
 			return err
 		}
 		delete(s.Guests, e.Guest)
+		s.setPending(e.Guest, false)
 		return nil
 	case *events.GuestTuned:
 		return s.applyGuestTuned(idx, e, p)
@@ -212,6 +259,7 @@ func (s *State) applyGuestDefined(idx uint64, e *events.Event, p *events.GuestDe
 		GuestDefined: *p, Desired: DesiredStopped, Status: StatusPending,
 		CreateIndex: idx, ModifyIndex: idx,
 	}
+	s.setPending(p.Name, true)
 	return nil
 }
 
@@ -248,6 +296,7 @@ func (s *State) applyGuestPlaced(idx uint64, e *events.Event, p *events.GuestPla
 	g.Node = p.Node
 	g.Generation = idx
 	g.Status = StatusPlaced
+	s.setPending(g.Name, false)
 	g.PID = 0
 	g.ModifyIndex = idx
 	p.Generation = idx
@@ -374,5 +423,6 @@ func (s *State) Clone() *State {
 	if c.Requests == nil {
 		c.Requests = map[string]*Outcome{}
 	}
+	c.reindex()
 	return c
 }

@@ -200,6 +200,9 @@ func TestBadInputAppendsNothing(t *testing.T) {
 	c := newTestCluster(t, 1, nil)
 	_, s := c.waitLeader()
 	base := "http://" + s.HTTPAddr()
+	if err := s.WaitIndex(context.Background(), s.AppliedIndex()); err != nil {
+		t.Fatal(err)
+	}
 	_, before := s.store.Bounds()
 	cases := []struct {
 		method, path, body string
