@@ -1,0 +1,386 @@
+package scheduler
+
+import (
+	"math/bits"
+	"slices"
+	"strings"
+)
+
+// working is the mutable state of one Schedule (or CheckPlacement) call: the
+// snapshot's usage summed per node, then updated as the plan places guests,
+// so that placements within one plan account for each other. Nodes are laid
+// out by position in a seeded permutation, so a scan in that order walks
+// memory sequentially.
+type working struct {
+	cfg   Config
+	nodes []Node  // sorted by ID
+	order []int32 // position -> index in nodes
+	posOf []int32 // index in nodes -> position
+	hot   []hotNode
+	cold  []coldNode
+
+	classes  []int32                 // class -> a representative node index
+	feasible map[string][]ReasonCode // Guest.feasibilityKey -> nodeAccepts per class
+
+	// Anti-affinity. Only labels whose key some guest spreads by are
+	// tracked: labels counts guests carrying key=value on a node, claims
+	// counts guests spreading by key with that value on a node.
+	spreadKeys map[string]bool
+	pairs      map[string]int32
+	labels     map[pairAt]int32
+	claims     map[pairAt]int32
+
+	// planned lists, per position, the plan placements that reasons may
+	// have to name (pinned or anti-affinity-relevant); indices into plan.
+	plan    *Plan
+	planned [][]int32
+	cursor  int
+
+	// Scan levels (see open and closeIfFull). Level (k, j) holds the nodes
+	// that may still take a guest of at least memT[k] bytes and, for j > 0,
+	// at least cpuT[j] shared vCPUs; level (0, 0) holds those that may take
+	// any pending guest. skips[k*len(cpuT)+j][pos] == pos while pos is open
+	// at that level; a closed position points further on, and the entry at
+	// len(hot) is the end sentinel.
+	skips        [][]int32
+	memT, cpuT   []int64
+	minPin       int64
+	sharedLevels bool
+}
+
+// maxMemLevels and maxCPULevels bound the scan levels: thresholds double,
+// so 8 memory levels cover guests 128 times the smallest.
+const (
+	maxMemLevels = 8
+	maxCPULevels = 4
+)
+
+// hotNode is what the feasibility scan reads for every node; keep it small.
+type hotNode struct {
+	memFree    int64 // memory capacity minus use; negative when over-committed
+	sharedFree int64 // shared vCPU capacity minus use
+	freePin    int64 // allocatable CPUs not pinned
+	class      int64 // feasibility class, -1 when not up and eligible
+}
+
+type coldNode struct {
+	node      *Node
+	memCap    int64
+	memUsed   int64
+	alloc     int64 // len(CPUs) - ReservedCPUs
+	pinned    int64 // pinned CPUs outside the reserve
+	shared    int64 // vCPUs of unpinned guests
+	sharedCap int64 // overcommitted(alloc - pinned)
+	taken     []uint64
+}
+
+type pairAt struct{ pair, pos int32 }
+
+// demand is one guest's requirements, resolved against the working state.
+type demand struct {
+	g          *Guest
+	mem        int64
+	vcpus      int64 // shared vCPUs; 0 when pinned
+	pin        int64 // exclusive CPUs
+	cpuset     CPUSet
+	class      []ReasonCode // nodeAccepts per node class
+	spreadPair int32        // pair of (SpreadBy, its value), -1 when not spreading
+	labelPairs []int32      // pairs of the guest's labels under tracked keys
+}
+
+func (d *demand) spreading() bool { return d.spreadPair >= 0 || len(d.labelPairs) > 0 }
+
+func newWorking(nodes []Node, pending []Guest, cfg Config, seed uint64) *working {
+	n := len(nodes)
+	w := &working{
+		cfg:      cfg,
+		nodes:    nodes,
+		order:    permutation(n, seed),
+		posOf:    make([]int32, n),
+		hot:      make([]hotNode, n),
+		cold:     make([]coldNode, n),
+		planned:  make([][]int32, n),
+		feasible: make(map[string][]ReasonCode),
+	}
+	for i := range pending {
+		w.addSpreadKey(pending[i].SpreadBy)
+	}
+	w.levels(pending)
+	words := 0
+	for i := range nodes {
+		for j := range nodes[i].Allocations {
+			w.addSpreadKey(nodes[i].Allocations[j].SpreadBy)
+		}
+		words += (len(nodes[i].CPUs) + 63) / 64
+	}
+	taken := make([]uint64, words) // pinned-CPU bitsets, one slice per node
+	classOf := make(map[string]int32)
+	var key strings.Builder
+	for pos, idx := range w.order {
+		w.posOf[idx] = int32(pos)
+		node := &nodes[idx]
+		c := &w.cold[pos]
+		c.node = node
+		nw := (len(node.CPUs) + 63) / 64
+		c.taken, taken = taken[:nw:nw], taken[nw:]
+		w.account(int32(pos), node)
+		h := &w.hot[pos]
+		h.class = -1
+		if node.Status == NodeUp && node.Eligibility == Eligible {
+			key.Reset()
+			writeClassKey(&key, node)
+			id, ok := classOf[key.String()]
+			if !ok {
+				id = int32(len(w.classes))
+				classOf[key.String()] = id
+				w.classes = append(w.classes, idx)
+			}
+			h.class = int64(id)
+		}
+		w.closeIfFull(pos)
+	}
+	return w
+}
+
+// account sums the node's existing allocations into its position.
+func (w *working) account(pos int32, node *Node) {
+	c, h := &w.cold[pos], &w.hot[pos]
+	c.memCap = overcommitted(int64(node.MemoryBytes-node.ReservedMemoryBytes), w.cfg.MemoryOvercommit)
+	c.alloc = int64(len(node.CPUs) - node.ReservedCPUs)
+	for i := range node.Allocations {
+		a := &node.Allocations[i]
+		c.memUsed += int64(a.MemoryBytes)
+		if len(a.CPUs) == 0 {
+			c.shared += int64(a.VCPUs)
+		}
+		for _, cpu := range a.CPUs {
+			if j, ok := slices.BinarySearch(node.CPUs, cpu); ok {
+				c.taken[j/64] |= 1 << (j % 64)
+				if j >= node.ReservedCPUs {
+					c.pinned++
+				}
+			}
+		}
+		if len(w.spreadKeys) > 0 {
+			w.countLabels(pos, a.Labels, a.SpreadBy, 1)
+		}
+	}
+	c.sharedCap = overcommitted(c.alloc-c.pinned, w.cfg.CPUOvercommit)
+	h.memFree = c.memCap - c.memUsed
+	h.sharedFree = c.sharedCap - c.shared
+	h.freePin = c.alloc - c.pinned
+}
+
+func writeClassKey(b *strings.Builder, n *Node) {
+	ds := slices.Clone(n.Drivers)
+	slices.Sort(ds)
+	for _, d := range ds {
+		b.WriteString(d)
+		b.WriteByte(0)
+	}
+	for _, k := range sortedKeys(n.Labels) {
+		b.WriteByte(1)
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(n.Labels[k])
+	}
+}
+
+func (w *working) addSpreadKey(k string) {
+	if k == "" {
+		return
+	}
+	if w.spreadKeys == nil {
+		w.spreadKeys = make(map[string]bool)
+		w.pairs = make(map[string]int32)
+		w.labels = make(map[pairAt]int32)
+		w.claims = make(map[pairAt]int32)
+	}
+	w.spreadKeys[k] = true
+}
+
+func (w *working) pair(k, v string) int32 {
+	s := k + "\x00" + v
+	id, ok := w.pairs[s]
+	if !ok {
+		id = int32(len(w.pairs))
+		w.pairs[s] = id
+	}
+	return id
+}
+
+// countLabels adds delta guests with these labels (spreading by spreadBy)
+// to the anti-affinity counts at pos.
+func (w *working) countLabels(pos int32, labels map[string]string, spreadBy string, delta int32) {
+	for k, v := range labels {
+		if w.spreadKeys[k] {
+			w.labels[pairAt{w.pair(k, v), pos}] += delta
+		}
+	}
+	if v, ok := labels[spreadBy]; ok && spreadBy != "" {
+		w.claims[pairAt{w.pair(spreadBy, v), pos}] += delta
+	}
+}
+
+// demandOf fills d for g, reusing d's slices.
+func (w *working) demandOf(g *Guest, d *demand) {
+	*d = demand{g: g, mem: int64(g.MemoryBytes), cpuset: g.CPUSet, spreadPair: -1, labelPairs: d.labelPairs[:0]}
+	d.pin = int64(g.pinCount())
+	if d.pin == 0 {
+		d.vcpus = int64(g.VCPUs)
+	}
+	key := g.feasibilityKey()
+	codes, cached := w.feasible[key]
+	if !cached {
+		codes = make([]ReasonCode, len(w.classes))
+		for c, idx := range w.classes {
+			codes[c] = nodeAccepts(&w.nodes[idx], g)
+		}
+		w.feasible[key] = codes
+	}
+	d.class = codes
+	if len(w.spreadKeys) == 0 {
+		return
+	}
+	for k, v := range g.Labels {
+		if w.spreadKeys[k] {
+			d.labelPairs = append(d.labelPairs, w.pair(k, v))
+		}
+	}
+	if v, ok := g.Labels[g.SpreadBy]; ok && g.SpreadBy != "" {
+		d.spreadPair = w.pair(g.SpreadBy, v)
+	}
+}
+
+// nodeAccepts checks the requirements a node class decides: driver and
+// constraints. The first failing one is returned.
+func nodeAccepts(n *Node, g *Guest) ReasonCode {
+	if !slices.Contains(n.Drivers, g.Driver) {
+		return ReasonDriver
+	}
+	for _, c := range g.Constraints {
+		if !c.matches(n.Labels) {
+			return ReasonConstraint
+		}
+	}
+	return ReasonNone
+}
+
+// fits is the hot feasibility check; it must agree with explain.
+func (w *working) fits(pos int, d *demand) bool {
+	h := &w.hot[pos]
+	if h.class < 0 || d.class[h.class] != ReasonNone || d.mem > h.memFree {
+		return false
+	}
+	if d.pin == 0 {
+		if d.vcpus > h.sharedFree {
+			return false
+		}
+	} else if d.pin > h.freePin {
+		return false
+	} else if code, _ := w.pinCheck(pos, d); code != ReasonNone {
+		return false
+	}
+	return !d.spreading() || !w.spreadConflict(int32(pos), d)
+}
+
+// pinCheck checks a pinned guest's CPUs at pos: an explicit cpuset's CPUs
+// must be on the node, outside the reserve and free; the count must be free;
+// and the shared pool, shrunk by the pinned CPUs, must still hold the shared
+// vCPUs already on it.
+func (w *working) pinCheck(pos int, d *demand) (ReasonCode, int) {
+	c, h := &w.cold[pos], &w.hot[pos]
+	n := c.node
+	for _, cpu := range d.cpuset {
+		i, ok := slices.BinarySearch(n.CPUs, cpu)
+		switch {
+		case !ok:
+			return ReasonCPUMissing, cpu
+		case i < n.ReservedCPUs:
+			return ReasonCPUReserved, cpu
+		case c.taken[i/64]&(1<<(i%64)) != 0:
+			return ReasonCPUTaken, cpu
+		}
+	}
+	if d.pin > h.freePin {
+		return ReasonPinnedCPUs, 0
+	}
+	if c.shared > overcommitted(c.alloc-c.pinned-d.pin, w.cfg.CPUOvercommit) {
+		return ReasonSharedCPUs, 0
+	}
+	return ReasonNone, 0
+}
+
+func (w *working) spreadConflict(pos int32, d *demand) bool {
+	if d.spreadPair >= 0 && w.labels[pairAt{d.spreadPair, pos}] > 0 {
+		return true
+	}
+	for _, p := range d.labelPairs {
+		if w.claims[pairAt{p, pos}] > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// commit places d at pos and returns the exclusive CPUs it took.
+func (w *working) commit(pos int, d *demand, placement int) CPUSet {
+	c, h := &w.cold[pos], &w.hot[pos]
+	c.memUsed += d.mem
+	h.memFree -= d.mem
+	var cpus CPUSet
+	if d.pin > 0 {
+		n := c.node
+		if len(d.cpuset) > 0 {
+			cpus = d.cpuset
+			for _, cpu := range cpus {
+				i, _ := slices.BinarySearch(n.CPUs, cpu)
+				c.taken[i/64] |= 1 << (i % 64)
+			}
+		} else {
+			cpus = make(CPUSet, 0, d.pin)
+			for i := n.ReservedCPUs; i < len(n.CPUs) && int64(len(cpus)) < d.pin; i++ {
+				if c.taken[i/64]&(1<<(i%64)) == 0 {
+					c.taken[i/64] |= 1 << (i % 64)
+					cpus = append(cpus, n.CPUs[i])
+				}
+			}
+		}
+		c.pinned += d.pin
+		c.sharedCap = overcommitted(c.alloc-c.pinned, w.cfg.CPUOvercommit)
+		h.freePin -= d.pin
+		h.sharedFree = c.sharedCap - c.shared
+	} else {
+		c.shared += d.vcpus
+		h.sharedFree -= d.vcpus
+	}
+	if d.spreading() {
+		w.countLabels(int32(pos), d.g.Labels, d.g.SpreadBy, 1)
+	}
+	if d.pin > 0 || d.spreading() {
+		w.planned[pos] = append(w.planned[pos], int32(placement))
+	}
+	w.closeIfFull(pos)
+	return cpus
+}
+
+// permutation returns a seeded Fisher–Yates shuffle of 0..n-1. It uses its
+// own generator (splitmix64) so that plans, and the golden files that pin
+// them, do not change with the Go release.
+func permutation(n int, seed uint64) []int32 {
+	p := make([]int32, n)
+	for i := range p {
+		p[i] = int32(i)
+	}
+	s := seed
+	for i := n - 1; i > 0; i-- {
+		s += 0x9e3779b97f4a7c15
+		z := s
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+		z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+		z ^= z >> 31
+		j, _ := bits.Mul64(z, uint64(i+1))
+		p[i], p[j] = p[j], p[i]
+	}
+	return p
+}
