@@ -24,7 +24,7 @@ type testCluster struct {
 	cfgs    []Config
 }
 
-func newTestCluster(t *testing.T, n int, tweak func(*Config)) *testCluster {
+func newTestCluster(t *testing.T, n int, tweak func(i int, cfg *Config, started []*Server)) *testCluster {
 	c := &testCluster{t: t, dir: t.TempDir(), servers: make([]*Server, n), stops: make([]func(), n), cfgs: make([]Config, n)}
 	for i := range n {
 		cfg := TestConfig(t, fmt.Sprintf("s%d", i+1), c.dir)
@@ -33,7 +33,7 @@ func newTestCluster(t *testing.T, n int, tweak func(*Config)) *testCluster {
 			cfg.Join = []string{c.servers[0].HTTPAddr()}
 		}
 		if tweak != nil {
-			tweak(&cfg)
+			tweak(i, &cfg, c.servers[:i])
 		}
 		c.cfgs[i] = cfg
 		c.start(i)
@@ -262,7 +262,7 @@ func TestLeaderFailover(t *testing.T) {
 }
 
 func TestSnapshotRestoreRoundTrip(t *testing.T) {
-	c := newTestCluster(t, 1, func(cfg *Config) {
+	c := newTestCluster(t, 1, func(_ int, cfg *Config, _ []*Server) {
 		cfg.Nodes = []events.NodeRegistered{{ID: "n1", CPUs: 4, MemoryBytes: 8 << 30}}
 	})
 	_, s := c.waitLeader()

@@ -61,7 +61,7 @@ func TestStreamResumeOnAnotherServer(t *testing.T) {
 }
 
 func TestStreamGoneAfterRetention(t *testing.T) {
-	c := newTestCluster(t, 1, func(cfg *Config) {
+	c := newTestCluster(t, 1, func(_ int, cfg *Config, _ []*Server) {
 		cfg.Store = StoreConfig{MaxEvents: 10, CheckpointEvery: 5}
 	})
 	_, s := c.waitLeader()
