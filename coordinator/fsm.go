@@ -1,10 +1,13 @@
 package coordinator
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -12,26 +15,45 @@ import (
 	"github.com/corral-dev/corral/events"
 )
 
-// proposal is the body of one raft log entry: the events one command
+// A proposal is the body of one raft log entry: the events one command
 // produced. Sequential proposals stop at the first event the state refuses
 // (a guest's start request is worthless if its definition failed);
 // independent ones apply each event on its own (a batch of placements).
-type proposal struct {
-	RequestID   string            `json:"req,omitempty"`
-	Independent bool              `json:"ind,omitempty"`
-	Events      []json.RawMessage `json:"events"`
-}
+//
+// Encoding (version 1): a version byte, a flags byte (bit 0: independent),
+// the request ID and then each event's JSON encoding, every string and
+// event preceded by its length as a uvarint. The framing is binary so the
+// events' JSON is neither re-escaped nor scanned twice.
+const proposalV1 = 1
 
 func encodeProposal(reqID string, independent bool, evs []events.Event) ([]byte, error) {
-	p := proposal{RequestID: reqID, Independent: independent, Events: make([]json.RawMessage, len(evs))}
-	for i, e := range evs {
+	buf := make([]byte, 0, 64+len(reqID)+len(evs)*400)
+	buf = append(buf, proposalV1, 0)
+	if independent {
+		buf[1] = 1
+	}
+	buf = binary.AppendUvarint(buf, uint64(len(reqID)))
+	buf = append(buf, reqID...)
+	buf = binary.AppendUvarint(buf, uint64(len(evs)))
+	for _, e := range evs {
 		b, err := events.Marshal(e)
 		if err != nil {
 			return nil, err
 		}
-		p.Events[i] = b
+		buf = binary.AppendUvarint(buf, uint64(len(b)))
+		buf = append(buf, b...)
 	}
-	return json.Marshal(p)
+	return buf, nil
+}
+
+var errShortProposal = fmt.Errorf("%w: proposal is truncated", events.ErrMalformed)
+
+func readChunk(b []byte) (chunk, rest []byte, err error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || uint64(len(b)-k) < n {
+		return nil, nil, errShortProposal
+	}
+	return b[k : k+int(n)], b[k+int(n):], nil
 }
 
 // fsm adapts State to raft. Its Apply wraps the pure State.Apply with the
@@ -76,7 +98,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			props[i] = decodeProposal(l.Data)
 		}
 	}
-	var committed []events.Event
+	var committed []committedEvent
 	var cps []Record
 	f.mu.Lock()
 	for i, l := range logs {
@@ -99,12 +121,8 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 	f.mu.Unlock()
 	recs := make([]Record, len(committed))
-	for i, e := range committed {
-		b, err := events.Marshal(e)
-		if err != nil { // cannot happen: it decoded a moment ago
-			panic(fmt.Sprintf("corral: encode committed event %d: %v", e.Index, err))
-		}
-		recs[i] = Record{Index: e.Index, Data: b}
+	for i, c := range committed {
+		recs[i] = Record{Index: c.index, Data: withIndex(c.raw, c.index)}
 	}
 	if err := f.store.Append(recs, cps); err != nil {
 		// The raft log still holds these events; a restart replays them.
@@ -113,28 +131,68 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	return out
 }
 
+// committedEvent is an applied event's index and its encoding as proposed.
+type committedEvent struct {
+	index uint64
+	raw   []byte
+}
+
+// unindexed is how every proposed event starts: events.Marshal writes the
+// index first, and proposers leave it zero.
+var unindexed = []byte(`{"index":0,`)
+
+// withIndex returns the stored encoding of a proposed event: the same bytes
+// with its index filled in, so the state machine need not encode it again.
+func withIndex(raw []byte, idx uint64) []byte {
+	rest := raw[len(unindexed):]
+	out := make([]byte, 0, len(raw)+20)
+	out = append(out, `{"index":`...)
+	out = strconv.AppendUint(out, idx, 10)
+	out = append(out, ',')
+	return append(out, rest...)
+}
+
 type decodedProposal struct {
 	reqID       string
 	independent bool
+	raw         [][]byte
 	events      []events.Event
 	errs        []error // per event: why it did not decode
 	err         error   // the proposal itself did not decode
 }
 
 func decodeProposal(data []byte) decodedProposal {
-	var p proposal
-	if err := json.Unmarshal(data, &p); err != nil {
-		return decodedProposal{err: fmt.Errorf("%w: proposal: %v", events.ErrMalformed, err)}
+	if len(data) < 2 || data[0] != proposalV1 {
+		return decodedProposal{err: fmt.Errorf("%w: unknown proposal encoding", events.ErrMalformed)}
 	}
-	d := decodedProposal{reqID: p.RequestID, independent: p.Independent,
-		events: make([]events.Event, len(p.Events)), errs: make([]error, len(p.Events))}
-	for i, raw := range p.Events {
-		d.events[i], d.errs[i] = events.Unmarshal(raw)
+	d := decodedProposal{independent: data[1]&1 != 0}
+	req, rest, err := readChunk(data[2:])
+	if err != nil {
+		return decodedProposal{err: err}
+	}
+	d.reqID = string(req)
+	n, k := binary.Uvarint(rest)
+	if k <= 0 || n > uint64(len(rest)) {
+		return decodedProposal{err: errShortProposal}
+	}
+	rest = rest[k:]
+	d.raw = make([][]byte, n)
+	d.events = make([]events.Event, n)
+	d.errs = make([]error, n)
+	for i := range d.raw {
+		if d.raw[i], rest, err = readChunk(rest); err != nil {
+			return decodedProposal{err: err}
+		}
+		if !bytes.HasPrefix(d.raw[i], unindexed) {
+			d.errs[i] = fmt.Errorf("%w: a proposed event must start with %s", events.ErrMalformed, unindexed)
+			continue
+		}
+		d.events[i], d.errs[i] = events.Unmarshal(d.raw[i])
 	}
 	return d
 }
 
-func (f *fsm) applyProposal(p decodedProposal) (*Outcome, []events.Event) {
+func (f *fsm) applyProposal(p decodedProposal) (*Outcome, []committedEvent) {
 	if p.err != nil {
 		return &Outcome{Err: toAPIError(p.err)}, nil
 	}
@@ -142,7 +200,7 @@ func (f *fsm) applyProposal(p decodedProposal) (*Outcome, []events.Event) {
 		return o, nil
 	}
 	o := &Outcome{}
-	var committed []events.Event
+	var committed []committedEvent
 	for i, e := range p.events {
 		err := p.errs[i]
 		if err == nil {
@@ -158,7 +216,7 @@ func (f *fsm) applyProposal(p decodedProposal) (*Outcome, []events.Event) {
 			break
 		}
 		o.Indexes = append(o.Indexes, e.Index)
-		committed = append(committed, e)
+		committed = append(committed, committedEvent{index: e.Index, raw: p.raw[i]})
 	}
 	f.state.Record(p.reqID, o)
 	return o, committed

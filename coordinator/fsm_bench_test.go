@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/corral-dev/corral/events"
 )
 
 // BenchmarkApplyBatch measures the state machine's cost per event on one
@@ -34,5 +36,32 @@ func BenchmarkApplyBatch(b *testing.B) {
 			logs[j] = &raft.Log{Type: raft.LogCommand, Data: data}
 		}
 		f.ApplyBatch(logs)
+	}
+}
+
+// TestStoredEncodingIsCanonical checks that splicing the index into the
+// proposed bytes gives exactly what encoding the committed event gives.
+func TestStoredEncodingIsCanonical(t *testing.T) {
+	store, err := OpenStore(filepath.Join(t.TempDir(), "events.db"), DefaultStoreConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	f := newFSM(store, 10000, slog.New(slog.DiscardHandler))
+	cmd := &CreateGuest{Name: "g", Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}}
+	evs, _ := cmd.Decide(f.state, time.Now(), "t")
+	data, _ := encodeProposal("", false, evs)
+	f.ApplyBatch([]*raft.Log{{Type: raft.LogCommand, Data: data}})
+	recs, _ := store.Read(0, 10)
+	if len(recs) != 2 {
+		t.Fatalf("%d records", len(recs))
+	}
+	for i, r := range recs {
+		e := evs[i]
+		e.Index = r.Index
+		want, _ := events.Marshal(e)
+		if string(r.Data) != string(want) {
+			t.Fatalf("stored %s\nwant   %s", r.Data, want)
+		}
 	}
 }

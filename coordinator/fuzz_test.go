@@ -48,3 +48,28 @@ func FuzzCreateGuest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeProposal: whatever bytes a raft entry holds, decoding must not
+// panic, and an entry that decodes must re-encode to the same events.
+func FuzzDecodeProposal(f *testing.F) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	evs, _ := (&CreateGuest{Name: "g", Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}}).Decide(NewState(), now, "fuzz")
+	good, _ := encodeProposal("req", false, evs)
+	f.Add(good)
+	f.Add([]byte{1, 0, 0, 1, 3, '{', '}', '}'})
+	f.Add([]byte{1, 1, 200, 200, 200, 200})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d := decodeProposal(b)
+		if d.err != nil {
+			return
+		}
+		for i, e := range d.events {
+			if d.errs[i] != nil {
+				continue
+			}
+			if _, err := events.Marshal(e); err != nil {
+				t.Fatalf("decoded event does not encode: %v", err)
+			}
+		}
+	})
+}

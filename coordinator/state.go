@@ -148,7 +148,7 @@ func NewState() *State {
 }
 
 // Apply applies one event at index s.Index+1 and returns the event as
-// committed (with Index, and for placements Generation, filled in). An event
+// committed (with Index filled in). An event
 // that no longer fits the state is refused with an error and leaves the
 // state unchanged. Apply is deterministic: no I/O, no clock, no randomness.
 func (s *State) Apply(e events.Event) (events.Event, error) {
@@ -275,6 +275,9 @@ func (s *State) Allocated(id string) (memory int64, vcpus int) {
 }
 
 func (s *State) applyGuestPlaced(idx uint64, e *events.Event, p *events.GuestPlaced) error {
+	if e.Node != p.Node {
+		return fmt.Errorf("%w: placement on %q carries subject node %q", events.ErrInvalid, p.Node, e.Node)
+	}
 	g, err := s.guest(e.Guest)
 	if err != nil {
 		return err
@@ -299,8 +302,6 @@ func (s *State) applyGuestPlaced(idx uint64, e *events.Event, p *events.GuestPla
 	s.setPending(g.Name, false)
 	g.PID = 0
 	g.ModifyIndex = idx
-	p.Generation = idx
-	e.Node = p.Node
 	return nil
 }
 

@@ -29,7 +29,7 @@ func goldenEvents() []Event {
 		ev(3, "", "n1", &NodeDown{}),
 		ev(4, "web", "", &GuestDefined{Name: "web", Driver: "process", MemoryBytes: 512 << 20, VCPUs: 2, CPUShares: 1024,
 			Command: []string{"/bin/sleep", "1000"}, Labels: map[string]string{"app": "web"}}),
-		ev(5, "web", "n1", &GuestPlaced{Node: "n1", Generation: 5}),
+		ev(5, "web", "n1", &GuestPlaced{Node: "n1"}),
 		ev(6, "web", "", &GuestStartRequested{}),
 		ev(7, "web", "", &GuestStopRequested{}),
 		ev(8, "web", "n1", &GuestStarted{Node: "n1", Generation: 5, PID: 4242, Cgroups: []string{"/sys/fs/cgroup/cpu/corral/process/web"}}),

@@ -43,12 +43,11 @@ type GuestDefined struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 }
 
-// GuestPlaced assigns a guest to a node. Generation is the index of this
-// event, filled in by the state machine when it applies it; agents key their
-// actions by (guest, generation).
+// GuestPlaced assigns a guest to a node. The index of this event is the
+// placement's generation: agents key their actions by (guest, generation),
+// and reports about the guest name it.
 type GuestPlaced struct {
-	Node       string `json:"node"`
-	Generation uint64 `json:"generation"`
+	Node string `json:"node"`
 }
 
 // GuestStartRequested sets a guest's desired state to running.
