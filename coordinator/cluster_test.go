@@ -288,6 +288,7 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	}
 	defer store.Close()
 	f := newFSM(store, 10000, s.log)
+	defer f.close()
 	if err := f.Restore(sink.reader()); err != nil {
 		t.Fatal(err)
 	}

@@ -68,12 +68,44 @@ type fsm struct {
 	checkpointEvery uint64
 	lastCheckpoint  uint64
 	log             *slog.Logger
+
+	// Checkpoints are encoded and written by their own goroutine from a
+	// copy of the state, so that a large state never stalls commits.
+	checkpoints chan *State
+	cpDone      chan struct{}
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
 
 func newFSM(store *Store, every uint64, log *slog.Logger) *fsm {
-	return &fsm{state: NewState(), store: store, checkpointEvery: every, log: log}
+	f := &fsm{state: NewState(), store: store, checkpointEvery: every, log: log,
+		checkpoints: make(chan *State, 1), cpDone: make(chan struct{})}
+	go f.checkpointLoop()
+	return f
+}
+
+func (f *fsm) checkpointLoop() {
+	defer close(f.cpDone)
+	for st := range f.checkpoints {
+		b, err := json.Marshal(st)
+		if err == nil {
+			err = f.store.PutCheckpoint(Record{Index: st.Index, Data: b})
+		}
+		if err != nil {
+			f.log.Error("checkpoint", "index", st.Index, "err", err)
+		}
+	}
+}
+
+// close stops the checkpoint goroutine after it wrote what it was given.
+func (f *fsm) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.checkpoints != nil {
+		close(f.checkpoints)
+		<-f.cpDone
+		f.checkpoints = nil
+	}
 }
 
 // read runs f with the state locked for reading. f must not keep s.
@@ -99,7 +131,6 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 	}
 	var committed []committedEvent
-	var cps []Record
 	f.mu.Lock()
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
@@ -109,13 +140,16 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		out[i] = o
 		committed = append(committed, evs...)
 		// Checkpoint per entry, not per batch, so that checkpoints stay
-		// about checkpointEvery apart however raft batches.
-		if idx := f.state.Index; idx/f.checkpointEvery > f.lastCheckpoint/f.checkpointEvery {
-			b, err := json.Marshal(f.state)
-			if err != nil {
-				panic(fmt.Sprintf("corral: encode checkpoint: %v", err))
+		// about checkpointEvery apart however raft batches, and never
+		// closer than the state has records, so that encoding them costs
+		// O(1) per event. When the last one is still being written, this
+		// one is skipped.
+		every := max(f.checkpointEvery, uint64(len(f.state.Guests)+len(f.state.Nodes)))
+		if idx := f.state.Index; idx-f.lastCheckpoint >= every && f.checkpoints != nil {
+			select {
+			case f.checkpoints <- f.state.Clone():
+			default:
 			}
-			cps = append(cps, Record{Index: idx, Data: b})
 			f.lastCheckpoint = idx
 		}
 	}
@@ -124,7 +158,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	for i, c := range committed {
 		recs[i] = Record{Index: c.index, Data: withIndex(c.raw, c.index)}
 	}
-	if err := f.store.Append(recs, cps); err != nil {
+	if err := f.store.Append(recs); err != nil {
 		// The raft log still holds these events; a restart replays them.
 		f.log.Error("event store append failed", "err", err)
 	}
@@ -187,7 +221,7 @@ func decodeProposal(data []byte) decodedProposal {
 			d.errs[i] = fmt.Errorf("%w: a proposed event must start with %s", events.ErrMalformed, unindexed)
 			continue
 		}
-		d.events[i], d.errs[i] = events.Unmarshal(d.raw[i])
+		d.events[i], d.errs[i] = events.Decode(d.raw[i])
 	}
 	return d
 }

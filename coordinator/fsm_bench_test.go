@@ -21,6 +21,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 	}
 	defer store.Close()
 	f := newFSM(store, 10000, slog.New(slog.DiscardHandler))
+	defer f.close()
 	now := time.Now()
 	const batch = 256
 	logs := make([]*raft.Log, batch)
@@ -48,6 +49,7 @@ func TestStoredEncodingIsCanonical(t *testing.T) {
 	}
 	defer store.Close()
 	f := newFSM(store, 10000, slog.New(slog.DiscardHandler))
+	defer f.close()
 	cmd := &CreateGuest{Name: "g", Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}}
 	evs, _ := cmd.Decide(f.state, time.Now(), "t")
 	data, _ := encodeProposal("", false, evs)

@@ -347,6 +347,9 @@ func (s *Server) Close() error {
 		if s.logs != nil {
 			errs = append(errs, s.logs.Close())
 		}
+		if s.fsm != nil {
+			s.fsm.close()
+		}
 		if s.store != nil {
 			errs = append(errs, s.store.Close())
 		}

@@ -13,9 +13,10 @@ import (
 )
 
 // StoreConfig sets the event store's retention. Zero means unbounded.
-// Retention trims only up to a checkpoint, so a store keeps up to
-// CheckpointEvery events more than asked; that way the state at every
-// retained index can still be rebuilt.
+// Retention trims only up to a checkpoint, so that the state at every
+// retained index can still be rebuilt; a store keeps up to one checkpoint
+// interval more than asked. Checkpoints are CheckpointEvery events apart, or
+// as many events as the state has guests and nodes if that is more.
 type StoreConfig struct {
 	MaxEvents       uint64
 	MaxAge          time.Duration
@@ -114,11 +115,10 @@ func (s *Store) Bounds() (first, last uint64) {
 	return s.first, s.last
 }
 
-// Append stores records that must continue the store without a gap, and
-// checkpoints of the state at some of their indexes.
+// Append stores records that must continue the store without a gap.
 // Records at or below the last stored index are skipped: replay after a
 // restart appends what is already there.
-func (s *Store) Append(recs []Record, cps []Record) error {
+func (s *Store) Append(recs []Record) error {
 	s.mu.Lock()
 	last := s.last
 	s.mu.Unlock()
@@ -127,7 +127,7 @@ func (s *Store) Append(recs []Record, cps []Record) error {
 		start++
 	}
 	recs = recs[start:]
-	if len(recs) == 0 && len(cps) == 0 {
+	if len(recs) == 0 {
 		return nil
 	}
 	if len(recs) > 0 && recs[0].Index != last+1 {
@@ -141,25 +141,26 @@ func (s *Store) Append(recs []Record, cps []Record) error {
 				return err
 			}
 		}
-		for _, cp := range cps {
-			if err := tx.Bucket(bucketCheckpoints).Put(u64(cp.Index), cp.Data); err != nil {
-				return err
-			}
-		}
-		if len(recs) > 0 {
-			return tx.Bucket(bucketMeta).Put(keyLast, u64(recs[len(recs)-1].Index))
-		}
-		return nil
+		return tx.Bucket(bucketMeta).Put(keyLast, u64(recs[len(recs)-1].Index))
 	})
 	if err != nil {
 		return fmt.Errorf("corral: event store append: %w", err)
 	}
-	if len(recs) > 0 {
-		s.mu.Lock()
-		s.last = recs[len(recs)-1].Index
-		close(s.notify)
-		s.notify = make(chan struct{})
-		s.mu.Unlock()
+	s.mu.Lock()
+	s.last = recs[len(recs)-1].Index
+	close(s.notify)
+	s.notify = make(chan struct{})
+	s.mu.Unlock()
+	return nil
+}
+
+// PutCheckpoint stores the encoded state as of cp.Index.
+func (s *Store) PutCheckpoint(cp Record) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketCheckpoints).Put(u64(cp.Index), cp.Data)
+	})
+	if err != nil {
+		return fmt.Errorf("corral: event store checkpoint: %w", err)
 	}
 	return nil
 }

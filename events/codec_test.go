@@ -58,12 +58,14 @@ func TestGolden(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v (run go test ./events -update once to write it)", e.Type, err)
 		}
-		got, err := Unmarshal(b)
-		if err != nil {
-			t.Fatalf("%s: golden encoding no longer decodes: %v", path, err)
-		}
-		if !reflect.DeepEqual(got, e) {
-			t.Errorf("%s decodes to\n%#v\nwant\n%#v", path, got, e)
+		for name, dec := range map[string]func([]byte) (Event, error){"Unmarshal": Unmarshal, "Decode": Decode} {
+			got, err := dec(b)
+			if err != nil {
+				t.Fatalf("%s: golden encoding no longer decodes with %s: %v", path, name, err)
+			}
+			if !reflect.DeepEqual(got, e) {
+				t.Errorf("%s: %s gives\n%#v\nwant\n%#v", path, name, got, e)
+			}
 		}
 	}
 	for _, typ := range Types() {

@@ -175,10 +175,18 @@ func Marshal(e Event) ([]byte, error) {
 }
 
 // Unmarshal decodes an event written by any released version of Marshal.
-// Unknown types, unknown payload fields and a missing payload are errors.
-func Unmarshal(b []byte) (Event, error) {
+// Unknown types, unknown fields, a missing payload and trailing data are
+// errors: it is for input from outside.
+func Unmarshal(b []byte) (Event, error) { return decode(b, strictDecode) }
+
+// Decode decodes an event from corral's own log: like Unmarshal, but fields
+// it does not know are ignored and it does half the work. The state machine
+// uses it for committed entries, which the leader validated.
+func Decode(b []byte) (Event, error) { return decode(b, json.Unmarshal) }
+
+func decode(b []byte, dec func([]byte, any) error) (Event, error) {
 	var w wireEvent
-	if err := strictDecode(b, &w); err != nil {
+	if err := dec(b, &w); err != nil {
 		var ut *json.UnmarshalTypeError
 		if errors.Is(err, ErrUnknownType) || errors.As(err, &ut) && ut.Field == "type" {
 			return Event{}, fmt.Errorf("%w: %v", ErrUnknownType, err)
@@ -196,7 +204,7 @@ func Unmarshal(b []byte) (Event, error) {
 		return Event{}, fmt.Errorf("%w: %s event has no payload", ErrMalformed, w.Type)
 	}
 	p := info.new()
-	if err := strictDecode(w.Payload, p); err != nil {
+	if err := dec(w.Payload, p); err != nil {
 		return Event{}, fmt.Errorf("%w: %s payload: %v", ErrMalformed, w.Type, err)
 	}
 	return Event{
