@@ -132,6 +132,11 @@ type Server struct {
 	http   *http.Server
 	client *http.Client
 
+	// baseCtx is the parent of every request's context; Close cancels it
+	// first so that event streams end at once instead of holding Shutdown.
+	baseCtx    context.Context
+	cancelBase context.CancelFunc
+
 	leaderNotify chan bool
 	ready        chan struct{}
 	readyOnce    sync.Once
@@ -186,7 +191,9 @@ func New(cfg Config) (_ *Server, err error) {
 	if err = s.startRaft(); err != nil {
 		return nil, err
 	}
-	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
+	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return s.baseCtx }}
 	return s, nil
 }
 
@@ -329,6 +336,7 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.done)
 		if s.http != nil {
+			s.cancelBase()
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			s.http.Shutdown(ctx)
 			cancel()
