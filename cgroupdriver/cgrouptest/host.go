@@ -1,0 +1,126 @@
+package cgrouptest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/corral-dev/corral/cgroupdriver"
+)
+
+// RequireHost skips t, saying why, unless it runs as root on a host whose
+// cgroup hierarchies can be detected and written. It returns the report.
+func RequireHost(t testing.TB) cgroupdriver.Report {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping real-cgroup test: needs root")
+	}
+	rep, err := cgroupdriver.DetectHost()
+	if err != nil {
+		t.Skipf("skipping real-cgroup test: %v", err)
+	}
+	for _, h := range rep.Hierarchies {
+		if err := unix.Access(h.MountPoint, unix.W_OK); err != nil {
+			t.Skipf("skipping real-cgroup test: %s not writable: %v", h, err)
+		}
+	}
+	return rep
+}
+
+// NewPartition returns a partition path unique to this test,
+// /corraltest-<random>, and registers a cleanup that removes it from every
+// hierarchy of rep (thawing and killing whatever is left inside) and fails
+// the test if any directory remains.
+func NewPartition(t testing.TB, rep cgroupdriver.Report) string {
+	t.Helper()
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	p := "/corraltest-" + hex.EncodeToString(b[:])
+	t.Cleanup(func() {
+		for _, h := range rep.Hierarchies {
+			dir, err := h.Dir(p)
+			if err != nil {
+				t.Errorf("cleanup: %v", err)
+				continue
+			}
+			if err := RemoveTree(dir, 10*time.Second); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("cleanup left %s behind", dir)
+			}
+		}
+	})
+	return p
+}
+
+// RemoveTree removes a cgroup directory and everything below it, deepest
+// first, thawing and killing the tasks it finds, and retrying busy groups
+// until timeout.
+func RemoveTree(dir string, timeout time.Duration) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			if err := RemoveTree(filepath.Join(dir, e.Name()), timeout); err != nil {
+				return err
+			}
+		}
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		err := unix.Rmdir(dir)
+		if err == nil || err == unix.ENOENT {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return &os.PathError{Op: "rmdir", Path: dir, Err: err}
+		}
+		_ = os.WriteFile(filepath.Join(dir, "freezer.state"), []byte("THAWED"), 0)
+		_ = os.WriteFile(filepath.Join(dir, "cgroup.freeze"), []byte("0"), 0)
+		procs, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		for _, f := range strings.Fields(string(procs)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				_ = unix.Kill(pid, unix.SIGKILL)
+			}
+		}
+		<-time.After(5 * time.Millisecond) // retry interval while the kernel reaps
+	}
+}
+
+// MountV1 mounts a new cgroup v1 hierarchy with the given options (say
+// "net_cls,net_prio") at a fresh temporary directory and unmounts it when
+// the test ends. It skips the test, saying why, when the kernel refuses.
+//
+// A v1 controller can be in one hierarchy only: options must name
+// controllers that are not mounted elsewhere, or exactly the set of an
+// existing hierarchy. The kernel keeps an unmounted v1 hierarchy alive, so
+// a later mount must use the same set again.
+func MountV1(t testing.TB, options string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("corraltest", dir, "cgroup", 0, options); err != nil {
+		t.Skipf("skipping: cannot mount cgroup v1 -o %s: %v", options, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}

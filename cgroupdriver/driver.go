@@ -1,0 +1,278 @@
+package cgroupdriver
+
+import (
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Config configures a [Driver]. Start from [DefaultConfig].
+type Config struct {
+	// Partition is the cgroup path, the same in every hierarchy, under which
+	// corral keeps its tree: <Partition>/corral/<kind>/<guest>. Empty means
+	// the agent's own group in each hierarchy, as /proc/self/cgroup lists
+	// it. Missing levels are created.
+	Partition string
+	// Report is the cgroup layout to drive; nil means [DetectHost].
+	Report *Report
+	// Host replaces probing the host ([HostInfo]); nil means probe.
+	Host *HostInfo
+	// RemoveTimeout bounds how long [Driver.Remove] retries a busy group
+	// when its context has no deadline.
+	RemoveTimeout time.Duration
+	// FreezeTimeout bounds how long [Driver.Freeze] and [Driver.Thaw] wait
+	// for the kernel when their context has no deadline.
+	FreezeTimeout time.Duration
+}
+
+// DefaultConfig returns the configuration the agent uses unless told
+// otherwise.
+func DefaultConfig() Config {
+	return Config{RemoveTimeout: 5 * time.Second, FreezeTimeout: 10 * time.Second}
+}
+
+// Validate reports a configuration that [New] would refuse.
+func (c Config) Validate() error {
+	if err := validatePartition(c.Partition); err != nil {
+		return err
+	}
+	if c.RemoveTimeout <= 0 || c.FreezeTimeout <= 0 {
+		return fmt.Errorf("corral: cgroup RemoveTimeout (%v) and FreezeTimeout (%v) must be positive", c.RemoveTimeout, c.FreezeTimeout)
+	}
+	return nil
+}
+
+// Driver manages the groups of guests on one host. It holds no mutable
+// state after [New]: its methods may be called from any goroutine, and
+// concurrently for different guests. Calls for the same guest must not
+// overlap (the agent serialises work per guest).
+type Driver struct {
+	cfg  Config
+	rep  Report
+	host HostInfo
+	l    *layout
+}
+
+// New detects (or takes) the layout, resolves the partition in every
+// hierarchy and probes the host. It touches nothing on disk.
+func New(cfg Config) (*Driver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var rep Report
+	if cfg.Report != nil {
+		rep = cfg.Report.clone()
+	} else {
+		var err error
+		if rep, err = DetectHost(); err != nil {
+			return nil, err
+		}
+	}
+	l, err := newLayout(rep, cfg.Partition)
+	if err != nil {
+		return nil, err
+	}
+	var host HostInfo
+	if cfg.Host != nil {
+		host = *cfg.Host
+		host.V2Controllers = slices.Clone(host.V2Controllers)
+		host.BlockDevices = slices.Clone(host.BlockDevices)
+		l.resolve(host.V2Controllers)
+	} else if host, err = probeHost(l); err != nil {
+		return nil, err
+	}
+	return &Driver{cfg: cfg, rep: rep, host: host, l: l}, nil
+}
+
+// Report returns the layout the driver works on.
+func (d *Driver) Report() Report { return d.rep.clone() }
+
+// Host returns what the driver knows about the host.
+func (d *Driver) Host() HostInfo {
+	h := d.host
+	h.V2Controllers = slices.Clone(h.V2Controllers)
+	h.BlockDevices = slices.Clone(h.BlockDevices)
+	return h
+}
+
+// Paths returns the guest's directory in every hierarchy, in report order.
+func (d *Driver) Paths(g Guest) ([]string, error) {
+	if err := g.Validate(); err != nil {
+		return nil, err
+	}
+	out := make([]string, len(d.l.hs))
+	for i := range d.l.hs {
+		out[i] = d.l.guestDir(i, g)
+	}
+	return out, nil
+}
+
+// RootDirs returns the corral root (<partition>/corral) in every hierarchy.
+func (d *Driver) RootDirs() []string {
+	out := make([]string, len(d.l.hs))
+	for i := range d.l.hs {
+		out[i] = d.l.rootDir(i)
+	}
+	return out
+}
+
+// DefaultDevices returns libvirt's default ACL for this host (with /dev/kvm
+// when present) plus extra, typically the guest's configured block devices.
+func (d *Driver) DefaultDevices(extra ...DeviceRule) *DeviceACL {
+	return &DeviceACL{Allow: append(DefaultDeviceRules(d.host.KVM), extra...)}
+}
+
+// Validate reports every field of r that this host cannot take, each as a
+// [*FieldError], joined. It does no I/O.
+func (d *Driver) Validate(r Resources) error { return validate(d.l, &d.host, &r) }
+
+// Plan validates r and returns the writes [Driver.Apply] would perform for
+// g, in order. It does no I/O.
+func (d *Driver) Plan(g Guest, r Resources) ([]Write, error) { return plan(d.l, &d.host, g, &r) }
+
+// PlanTree returns the steps [Driver.Create] takes the first time, to set
+// up the corral tree below an existing partition: a [Write] with an empty
+// File is a mkdir of Dir. It does no I/O.
+func (d *Driver) PlanTree() []Write { return planTree(d.l, &d.host) }
+
+// Create makes the guest's group in every hierarchy, creating the corral
+// tree on first use. Creating an existing group is not an error.
+func (d *Driver) Create(g Guest) error {
+	if err := g.Validate(); err != nil {
+		return err
+	}
+	treeReady := false
+	for i := range d.l.hs {
+		dir := d.l.guestDir(i, g)
+		err := mkdir(dir)
+		if err != nil && isErrno(err, unix.ENOENT) && !treeReady {
+			if err = d.ensureTree(); err == nil {
+				treeReady = true
+				err = mkdir(dir)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("corral: create %s: %w", g, err)
+		}
+	}
+	return nil
+}
+
+// Apply validates r, then writes it for g, whose groups must exist. Nothing
+// is written when r is invalid. It returns the writes performed: all of
+// them, or those before the one that failed.
+func (d *Driver) Apply(g Guest, r Resources) ([]Write, error) {
+	ws, err := d.Plan(g, r)
+	if err != nil {
+		return nil, err
+	}
+	for i, w := range ws {
+		if err := applyWrite(w); err != nil {
+			return ws[:i], fmt.Errorf("corral: apply %s for %s: %s = %q: %w", w.Knob, g, w.Path(), w.Value, err)
+		}
+	}
+	return ws, nil
+}
+
+func applyWrite(w Write) error {
+	if w.File == DeviceProgramFile {
+		return attachDeviceProgram(w.Dir, w.Value)
+	}
+	return writeFile(w.Path(), w.Value)
+}
+
+// ensureTree creates the partition (where missing) and the corral tree in
+// every hierarchy. It is idempotent.
+func (d *Driver) ensureTree() error {
+	for i := range d.l.hs {
+		if err := d.ensurePartition(i); err != nil {
+			return err
+		}
+	}
+	for _, op := range planTree(d.l, &d.host) {
+		if err := runOp(op); err != nil {
+			if op.File == "cgroup.subtree_control" && isErrno(err, unix.EBUSY) {
+				return fmt.Errorf("corral: enable controllers in %s: it holds processes, which cgroup v2 forbids below the root; call Reserve to move the agent into %s/agent, or configure a partition: %w", op.Dir, path.Join(op.Dir, "corral"), err)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// runOp performs one step of planTree: a mkdir when File is empty.
+func runOp(op Write) error {
+	if op.File == "" {
+		return mkdir(op.Dir)
+	}
+	return writeFile(op.Path(), op.Value)
+}
+
+// ensurePartition creates the missing levels of the partition in hierarchy
+// i, making each usable: on v1 cpuset a copy of its parent's CPUs and
+// memory nodes, on v2 the needed controllers enabled on the way down.
+func (d *Driver) ensurePartition(i int) error {
+	h := d.l.hs[i]
+	top := existingAncestor(h.part, h.MountPoint)
+	if top == h.part {
+		return nil
+	}
+	var missing []string
+	for dir := h.part; dir != top; dir = path.Dir(dir) {
+		missing = append(missing, dir)
+	}
+	slices.Reverse(missing)
+	cpuset := h.Version == 1 && d.l.route[cCPUSet] == i
+	enable := d.l.v2Enable()
+	for _, dir := range missing {
+		parent := path.Dir(dir)
+		if h.Version == 2 && len(enable) > 0 {
+			v := "+" + strings.Join(enable, " +")
+			if err := writeFile(parent+"/cgroup.subtree_control", v); err != nil {
+				return err
+			}
+		}
+		if err := mkdir(dir); err != nil {
+			return err
+		}
+		if cpuset {
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				if v, _ := readFile(dir + "/" + f); v != "" {
+					continue
+				}
+				v, err := readFile(parent + "/" + f)
+				if err != nil {
+					return err
+				}
+				if err := writeFile(dir+"/"+f, v); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Pids lists the processes in the guest's group, read from the first
+// hierarchy (every process of a guest is in its group everywhere).
+func (d *Driver) Pids(g Guest) ([]int, error) {
+	if err := g.Validate(); err != nil {
+		return nil, err
+	}
+	s, err := readFile(d.l.guestDir(0, g) + "/cgroup.procs")
+	if err != nil {
+		return nil, fmt.Errorf("corral: pids of %s: %w", g, err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(s) {
+		var pid int
+		if _, err := fmt.Sscan(f, &pid); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}

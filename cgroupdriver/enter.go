@@ -1,0 +1,164 @@
+package cgroupdriver
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// shimEnv marks a process started by Driver.Start as the v1 entry shim. Its
+// value is a JSON shimRequest.
+const shimEnv = "_CORRAL_CGROUP_SHIM"
+
+// shimExitCode is the exit status of a shim that could not do its job.
+const shimExitCode = 127
+
+type shimRequest struct {
+	Procs []string `json:"procs"`  // cgroup.procs files to join, in order
+	Path  string   `json:"path"`   // the program to exec
+	ErrFD int      `json:"err_fd"` // pipe to report failure on; closed by exec
+}
+
+// Start starts cmd so that its first instruction already runs inside every
+// group of g, which must have been created. No part of the command ever
+// runs outside the guest's limits:
+//
+//   - cgroup v2 only: the child is cloned straight into the group
+//     (clone3 with CLONE_INTO_CGROUP, via SysProcAttr.UseCgroupFD).
+//   - cgroup v1 or hybrid: the child is this binary (/proc/self/exe) in the
+//     role of a shim: [RunShimIfRequested] writes its pid to cgroup.procs of
+//     every hierarchy (the freezer last) and then execs cmd's program with
+//     cmd's arguments and environment. Start returns once the exec happened,
+//     or the shim's error wrapped in [ErrShim].
+//
+// The caller keeps full control of cmd (Stdin/Stdout, Dir, ExtraFiles,
+// SysProcAttr namespaces) and waits for it with cmd.Wait as usual. Start
+// into a frozen group blocks until the group is thawed.
+func (d *Driver) Start(cmd *exec.Cmd, g Guest) error {
+	if err := g.Validate(); err != nil {
+		return err
+	}
+	if cmd.Process != nil {
+		return errors.New("corral: Start: command already started")
+	}
+	if cmd.Err != nil {
+		return cmd.Err
+	}
+	if cmd.SysProcAttr != nil && cmd.SysProcAttr.UseCgroupFD {
+		return errors.New("corral: Start: SysProcAttr.UseCgroupFD is already set")
+	}
+	if len(d.l.hs) == 1 && d.l.v2 == 0 {
+		return d.startCloneInto(cmd, g)
+	}
+	return d.startShim(cmd, g)
+}
+
+func (d *Driver) startCloneInto(cmd *exec.Cmd, g Guest) error {
+	dir := d.l.guestDir(0, g)
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("corral: start in %s: open %s: %w", g, dir, err)
+	}
+	defer unix.Close(fd)
+	var attr syscall.SysProcAttr
+	if cmd.SysProcAttr != nil {
+		attr = *cmd.SysProcAttr
+	}
+	attr.UseCgroupFD, attr.CgroupFD = true, fd
+	cmd.SysProcAttr = &attr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("corral: start in %s: %w", g, err)
+	}
+	return nil
+}
+
+func (d *Driver) startShim(cmd *exec.Cmd, g Guest) error {
+	req := shimRequest{Path: cmd.Path, ErrFD: 3 + len(cmd.ExtraFiles)}
+	freezer := d.l.route[cFreezer]
+	for i := range d.l.hs {
+		if i != freezer {
+			req.Procs = append(req.Procs, d.l.guestDir(i, g)+"/cgroup.procs")
+		}
+	}
+	if freezer >= 0 {
+		req.Procs = append(req.Procs, d.l.guestDir(freezer, g)+"/cgroup.procs")
+	}
+	enc, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("corral: start in %s: %w", g, err)
+	}
+	defer pr.Close()
+
+	path, env, extra := cmd.Path, cmd.Env, cmd.ExtraFiles
+	if len(cmd.Args) == 0 {
+		cmd.Args = []string{cmd.Path}
+	}
+	cmd.Path = "/proc/self/exe"
+	cmd.Env = append(slices.Clip(cmd.Environ()), shimEnv+"="+string(enc))
+	cmd.ExtraFiles = append(slices.Clip(cmd.ExtraFiles), pw)
+	err = cmd.Start()
+	// What the caller sees of cmd stays the command it asked for.
+	cmd.Path, cmd.Env, cmd.ExtraFiles = path, env, extra
+	pw.Close()
+	if err != nil {
+		return fmt.Errorf("corral: start in %s: %w", g, err)
+	}
+	// The write end closes when the shim execs (close-on-exec) or exits.
+	msg, _ := io.ReadAll(pr)
+	if len(msg) > 0 {
+		_ = cmd.Wait()
+		return fmt.Errorf("%w: %s: %s", ErrShim, g, msg)
+	}
+	return nil
+}
+
+// RunShimIfRequested must be the first statement of main in every binary
+// that starts guests through [Driver.Start] (and of TestMain in tests that
+// do). In an ordinary run it returns at once. In a process started as the
+// cgroup v1 entry shim it joins the guest's groups and execs the guest's
+// program, and never returns. Package init functions run before it, which is
+// one more reason for them to have no side effects.
+func RunShimIfRequested() {
+	v, ok := syscall.Getenv(shimEnv)
+	if !ok {
+		return
+	}
+	var req shimRequest
+	fail := func(err error) {
+		f := os.NewFile(uintptr(req.ErrFD), "corral-shim-err")
+		if f == nil || req.ErrFD < 3 {
+			f = os.Stderr
+		}
+		fmt.Fprintf(f, "corral cgroup shim: %v", err)
+		os.Exit(shimExitCode)
+	}
+	if err := json.Unmarshal([]byte(v), &req); err != nil {
+		fail(fmt.Errorf("bad %s: %w", shimEnv, err))
+	}
+	if req.ErrFD >= 3 {
+		syscall.CloseOnExec(req.ErrFD)
+	}
+	pid := strconv.Itoa(os.Getpid())
+	for _, p := range req.Procs {
+		if err := writeFile(p, pid); err != nil {
+			fail(fmt.Errorf("join %s: %w", p, err))
+		}
+	}
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return len(kv) > len(shimEnv) && kv[:len(shimEnv)+1] == shimEnv+"="
+	})
+	err := syscall.Exec(req.Path, os.Args, env)
+	fail(fmt.Errorf("exec %s: %w", req.Path, err))
+}

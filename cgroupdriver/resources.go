@@ -1,0 +1,288 @@
+package cgroupdriver
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Unlimited is the value of a size or count field that removes the limit
+// ("max" on cgroup v2, -1 on v1).
+const Unlimited = -1
+
+// Resources is the one resource model for a guest, in canonical units, as
+// the operator tunes it with virsh-style knobs. A nil pointer, an empty
+// string or a nil slice means "not managed": corral neither writes nor
+// checks that knob. Every managed knob is written by [Driver.Apply] and read
+// back by [Driver.Observe]. Build pointers with new(value).
+//
+// Values are never clamped: one the host cannot take is refused with a
+// [FieldError] before anything is written.
+type Resources struct {
+	// CPUShares is the relative CPU weight, 2..262144 (v1 default 1024).
+	// cgroup v2: cpu.weight, converted as runc and crun do (1024 -> 100).
+	CPUShares *uint64 `json:"cpu_shares,omitempty"`
+	// CPUPeriodUs is the CFS period in microseconds, 1000..1000000.
+	CPUPeriodUs *uint64 `json:"cpu_period_us,omitempty"`
+	// CPUQuotaUs is the CFS quota per period in microseconds, at least 1000,
+	// or [Unlimited].
+	CPUQuotaUs *int64 `json:"cpu_quota_us,omitempty"`
+
+	// CpusetCPUs and CpusetMems pin the guest (vcpupin, emulatorpin,
+	// numatune) in cpuset list format, e.g. "0-3,6". They must name CPUs
+	// and memory nodes the corral partition may use.
+	CpusetCPUs string `json:"cpuset_cpus,omitempty"`
+	CpusetMems string `json:"cpuset_mems,omitempty"`
+
+	// MemoryHardLimit (memtune hard_limit) in bytes, at least one page, or
+	// [Unlimited]. v1 memory.limit_in_bytes, v2 memory.max.
+	MemoryHardLimit *int64 `json:"memory_hard_limit,omitempty"`
+	// MemorySoftLimit (memtune soft_limit) in bytes, at least one page, or
+	// [Unlimited]. v1 memory.soft_limit_in_bytes, v2 memory.high (as
+	// libvirt does).
+	MemorySoftLimit *int64 `json:"memory_soft_limit,omitempty"`
+	// MemorySwapHardLimit (memtune swap_hard_limit) is memory plus swap in
+	// bytes, as on v1 (memory.memsw.limit_in_bytes), at least
+	// MemoryHardLimit, or [Unlimited]. On v2 corral writes the difference to
+	// memory.swap.max, so MemoryHardLimit must be managed too.
+	MemorySwapHardLimit *int64 `json:"memory_swap_hard_limit,omitempty"`
+
+	// BlkioWeight (blkiotune weight) is the proportional I/O weight. The
+	// range is the kernel file's: blkio.weight 10..1000, blkio.bfq.weight
+	// and io.bfq.weight 1..1000, io.weight 1..10000.
+	BlkioWeight *uint16 `json:"blkio_weight,omitempty"`
+	// BlkioThrottle holds per-device throttles (blkiotune device_*). A
+	// device must be a whole disk of this host.
+	BlkioThrottle []DeviceThrottle `json:"blkio_throttle,omitempty"`
+
+	// Devices is the device ACL: everything not allowed is denied. v1
+	// devices.deny/devices.allow, v2 a BPF cgroup-device program. See
+	// [DefaultDeviceRules].
+	Devices *DeviceACL `json:"devices,omitempty"`
+
+	// NetClassID is the net_cls.classid for tc; cgroup v1 only, and only
+	// where the operator mounted net_cls.
+	NetClassID *uint32 `json:"net_cls_classid,omitempty"`
+
+	// PidsMax limits the number of tasks: at least 1, or [Unlimited].
+	PidsMax *int64 `json:"pids_max,omitempty"`
+}
+
+// DeviceThrottle limits one block device. Zero in a rate field means no
+// limit for that rate.
+type DeviceThrottle struct {
+	Major     uint32 `json:"major"`
+	Minor     uint32 `json:"minor"`
+	ReadBps   uint64 `json:"read_bps,omitempty"`
+	WriteBps  uint64 `json:"write_bps,omitempty"`
+	ReadIOPS  uint64 `json:"read_iops,omitempty"`
+	WriteIOPS uint64 `json:"write_iops,omitempty"`
+}
+
+// DeviceACL is a device allow list; every device not listed is denied.
+type DeviceACL struct {
+	Allow []DeviceRule `json:"allow"`
+}
+
+// DeviceRule is one devices-cgroup rule in the kernel's notation, e.g.
+// "c 1:3 rw" or "b 254:0 r". Major or Minor of [AnyDevice] is "*".
+type DeviceRule struct {
+	Type   byte  // 'c' character, 'b' block or 'a' all
+	Major  int64 // device major, or AnyDevice
+	Minor  int64 // device minor, or AnyDevice
+	Access string
+}
+
+// AnyDevice stands for "*" in a [DeviceRule] major or minor.
+const AnyDevice = -1
+
+func (r DeviceRule) String() string {
+	if r.Type == 'a' {
+		return "a *:* " + r.Access
+	}
+	return fmt.Sprintf("%c %s:%s %s", r.Type, devNum(r.Major), devNum(r.Minor), r.Access)
+}
+
+func devNum(n int64) string {
+	if n == AnyDevice {
+		return "*"
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// MarshalText encodes the rule in kernel notation.
+func (r DeviceRule) MarshalText() ([]byte, error) {
+	if err := r.validate(); err != nil {
+		return nil, err
+	}
+	return []byte(r.String()), nil
+}
+
+// UnmarshalText parses kernel notation; see [ParseDeviceRule].
+func (r *DeviceRule) UnmarshalText(b []byte) error {
+	v, err := ParseDeviceRule(string(b))
+	if err != nil {
+		return err
+	}
+	*r = v
+	return nil
+}
+
+// ParseDeviceRule parses "TYPE MAJOR:MINOR ACCESS" ("c 136:* rw", "a"),
+// refusing anything the kernel would.
+func ParseDeviceRule(s string) (DeviceRule, error) {
+	bad := func(why string) (DeviceRule, error) {
+		return DeviceRule{}, fmt.Errorf("%w: device rule %q: %s; want \"c|b MAJOR:MINOR ACCESS\" like \"c 1:3 rw\"", ErrInvalidResources, s, why)
+	}
+	f := strings.Fields(s)
+	if len(f) == 1 && f[0] == "a" {
+		return DeviceRule{Type: 'a', Major: AnyDevice, Minor: AnyDevice, Access: "rwm"}, nil
+	}
+	if len(f) != 3 || len(f[0]) != 1 {
+		return bad("not three fields")
+	}
+	majS, minS, ok := strings.Cut(f[1], ":")
+	if !ok {
+		return bad("no MAJOR:MINOR")
+	}
+	r := DeviceRule{Type: f[0][0], Access: f[2]}
+	var err error
+	if r.Major, err = parseDevNum(majS); err != nil {
+		return bad("major " + err.Error())
+	}
+	if r.Minor, err = parseDevNum(minS); err != nil {
+		return bad("minor " + err.Error())
+	}
+	if err := r.validate(); err != nil {
+		return DeviceRule{}, err
+	}
+	return r, nil
+}
+
+func parseDevNum(s string) (int64, error) {
+	if s == "*" {
+		return AnyDevice, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not * or a number below 2^32", s)
+	}
+	return int64(n), nil
+}
+
+func (r DeviceRule) validate() error {
+	if why := r.problem(); why != "" {
+		return fmt.Errorf("%w: device rule %q: %s", ErrInvalidResources, r.String(), why)
+	}
+	return nil
+}
+
+// problem says what is wrong with r, or "".
+func (r DeviceRule) problem() string {
+	switch r.Type {
+	case 'a':
+		if r.Major != AnyDevice || r.Minor != AnyDevice {
+			return "type a takes no device numbers"
+		}
+	case 'b', 'c':
+	default:
+		return "type must be a, b or c"
+	}
+	if r.Major < AnyDevice || r.Major > 1<<32-1 || r.Minor < AnyDevice || r.Minor > 1<<32-1 {
+		return "major and minor must be * or 0..2^32-1"
+	}
+	if r.Access == "" || len(r.Access) > 3 {
+		return "access must be a non-empty subset of rwm"
+	}
+	for i, c := range r.Access {
+		if (c != 'r' && c != 'w' && c != 'm') || strings.IndexRune(r.Access[i+1:], c) >= 0 {
+			return "access must be a non-empty subset of rwm"
+		}
+	}
+	return ""
+}
+
+// DefaultDeviceRules is libvirt's default device ACL: /dev/null, zero,
+// full, random, urandom, tty, ptmx, the pseudo terminals (136:*), and
+// /dev/kvm when the host has it. Append the block devices a guest's config
+// lists. A fresh slice is returned on every call.
+func DefaultDeviceRules(kvm bool) []DeviceRule {
+	rules := []DeviceRule{
+		{Type: 'c', Major: 1, Minor: 3, Access: "rw"},           // null
+		{Type: 'c', Major: 1, Minor: 5, Access: "rw"},           // zero
+		{Type: 'c', Major: 1, Minor: 7, Access: "rw"},           // full
+		{Type: 'c', Major: 1, Minor: 8, Access: "rw"},           // random
+		{Type: 'c', Major: 1, Minor: 9, Access: "rw"},           // urandom
+		{Type: 'c', Major: 5, Minor: 0, Access: "rw"},           // tty
+		{Type: 'c', Major: 5, Minor: 2, Access: "rw"},           // ptmx
+		{Type: 'c', Major: 136, Minor: AnyDevice, Access: "rw"}, // pts
+	}
+	if kvm {
+		rules = append(rules, DeviceRule{Type: 'c', Major: 10, Minor: 232, Access: "rw"})
+	}
+	return rules
+}
+
+// cpuSet is a parsed cpuset list ("0-3,6").
+type cpuSet map[int]bool
+
+func parseCPUSet(s string) (cpuSet, error) {
+	set := cpuSet{}
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return set, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.ParseUint(lo, 10, 16)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a cpuset list like 0-3,6", s)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.ParseUint(hi, 10, 16); err != nil || b < a {
+				return nil, fmt.Errorf("%q is not a cpuset list like 0-3,6", s)
+			}
+		}
+		for i := a; i <= b; i++ {
+			set[int(i)] = true
+		}
+	}
+	return set, nil
+}
+
+// String formats the set canonically, as the kernel prints it.
+func (c cpuSet) String() string {
+	maxID := -1
+	for i := range c {
+		maxID = max(maxID, i)
+	}
+	var parts []string
+	for i := 0; i <= maxID; i++ {
+		if !c[i] {
+			continue
+		}
+		j := i
+		for c[j+1] {
+			j++
+		}
+		if j == i {
+			parts = append(parts, strconv.Itoa(i))
+		} else {
+			parts = append(parts, strconv.Itoa(i)+"-"+strconv.Itoa(j))
+		}
+		i = j
+	}
+	return strings.Join(parts, ",")
+}
+
+func (c cpuSet) subsetOf(o cpuSet) (missing []int) {
+	for i := range c {
+		if !o[i] {
+			missing = append(missing, i)
+		}
+	}
+	slices.Sort(missing)
+	return missing
+}
