@@ -250,18 +250,26 @@ func (q EventQuery) path(since uint64) string {
 	return "/v1/events?" + v.Encode()
 }
 
-// History calls fn for every retained event about a guest.
+// History calls fn for every retained event about a guest, trying the
+// next server when one cannot be reached.
 func (c *Client) History(ctx context.Context, name string, fn func(events.Event) error) error {
 	if err := events.ValidateID("guest name", name); err != nil {
 		return err
 	}
-	return c.stream(ctx, c.addrs[0]+"/v1/guests/"+name+"/history", fn)
+	var err error
+	for _, addr := range c.addrs {
+		if err = c.stream(ctx, addr+"/v1/guests/"+name+"/history", fn); !retryable(err) {
+			return err
+		}
+	}
+	return err
 }
 
-// Events calls fn for each event the query selects, in index order. With
-// Follow it keeps going until ctx ends, moving to another server (resuming
-// after the last index it delivered) when one goes away; no event is
-// delivered twice and none is skipped.
+// Events calls fn for each event the query selects, in index order. When a
+// server goes away mid-stream it moves to the next one, resuming after the
+// last index it delivered, so no event is delivered twice and none is
+// skipped. Without Follow it gives up once every server failed; with Follow
+// it keeps going until ctx ends.
 func (c *Client) Events(ctx context.Context, q EventQuery, fn func(events.Event) error) error {
 	last := q.Since
 	backoff := 50 * time.Millisecond
@@ -274,18 +282,26 @@ func (c *Client) Events(ctx context.Context, q EventQuery, fn func(events.Event)
 			last = e.Index
 			return fn(e)
 		})
-		if !q.Follow || ctx.Err() != nil {
-			return err
+		if ctx.Err() != nil {
+			if q.Follow {
+				return nil
+			}
+			return ctx.Err()
 		}
 		if err != nil && !retryable(err) {
 			return err
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
+		if !q.Follow && (err == nil || attempt+1 >= len(c.addrs)) {
+			return err
 		}
-		backoff = min(2*backoff, time.Second)
+		if q.Follow && attempt%len(c.addrs) == len(c.addrs)-1 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+		}
 	}
 }
 

@@ -74,7 +74,10 @@ func OpenStore(path string, cfg StoreConfig) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoSync: true, NoFreelistSync: true})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoSync: true, NoFreelistSync: true})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("corral: event store %s is locked: is another corral using this data dir? stop it or give another --data-dir", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("corral: open event store %s: %w", path, err)
 	}

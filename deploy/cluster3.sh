@@ -18,6 +18,9 @@ addrs=127.0.0.1:4646,127.0.0.1:4656,127.0.0.1:4666
 
 start_one() { # id http raft nats route bootstrap|join
   local id=$1 http=$2 raft=$3 nats=$4 route=$5 mode=$6
+  if [ -f "$dir/$id.pid" ] && kill -0 "$(cat "$dir/$id.pid")" 2>/dev/null; then
+    return 0 # already running: start only what is down
+  fi
   local routes=nats-route://127.0.0.1:6222,nats-route://127.0.0.1:6232,nats-route://127.0.0.1:6242
   local extra=(--bootstrap)
   [ "$mode" = join ] && extra=(--join 127.0.0.1:4646)

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"os/user"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/corral-dev/corral/coordinator"
+)
+
+// defaultAddr is the API address client commands use when neither --addr
+// nor CORRAL_ADDR says otherwise: where corral dev listens.
+const defaultAddr = "http://127.0.0.1:4646"
+
+// app holds what one invocation of the binary shares between commands:
+// where output goes, the environment and the client flags. Nothing here is
+// global: tests run many apps in one process.
+type app struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+
+	addr   string // --addr of the client commands
+	output string // -o of the client commands
+
+	// started is set when a command's RunE begins. An error before that
+	// came from parsing the command line and earns the usage text.
+	started bool
+}
+
+// usageError is a command-line mistake found by our own checks: printed
+// with the command's usage, like cobra's flag errors.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// run executes one command line and returns the process exit code: 0 on
+// success, 1 for usage and API errors. Ctrl-C and SIGTERM cancel the
+// command's context; a second signal gets the default behaviour (exit).
+func run(args []string, stdout, stderr io.Writer, getenv func(string) string) (code int) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, stop)
+
+	a := &app{stdout: stdout, stderr: stderr, getenv: getenv, output: "table"}
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	defer func() {
+		// A bug must still end as one line on stderr, not a stack dump.
+		if p := recover(); p != nil {
+			fmt.Fprintf(stderr, "corral: internal error: %v (please report this)\n", p)
+			code = 1
+		}
+	}()
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return 0
+	}
+	a.report(cmd, err)
+	return 1
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "corral",
+		Short: "corral: an event-sourced cluster manager for VMs and containers",
+		Long: `corral runs guests (processes, LXC-style containers, QEMU VMs) on a cluster of
+Linux hosts, keeping every lifecycle and tuning change in one replicated event log.
+
+Start a development cluster with "corral dev", then drive it with the client
+commands (they talk to http://127.0.0.1:4646 unless --addr or CORRAL_ADDR says
+otherwise).`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if a.output != "table" && a.output != "json" {
+				return usagef("output format %q is not known: use -o table or -o json", a.output)
+			}
+			return nil
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	root.AddCommand(
+		a.devCommand(),
+		a.serverCommand(),
+		a.guestCommand(),
+		a.nodeCommand(),
+		a.eventsCommand(),
+		a.stateCommand(),
+		a.clusterCommand(),
+		a.schedinfoCommand(),
+		a.memtuneCommand(),
+	)
+	markStarted(root, &a.started)
+	return root
+}
+
+// markStarted wraps every command's RunE so that a.started tells parse
+// errors (cobra's, before RunE) from errors of the command itself.
+func markStarted(c *cobra.Command, started *bool) {
+	if f := c.RunE; f != nil {
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			*started = true
+			return f(cmd, args)
+		}
+	}
+	for _, sub := range c.Commands() {
+		markStarted(sub, started)
+	}
+}
+
+// groupCommand returns a command that only holds subcommands. Unlike
+// cobra's default it refuses an unknown subcommand instead of printing
+// help and exiting 0.
+func groupCommand(use, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+				if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+					msg += "; did you mean " + strings.Join(s, " or ") + "?"
+				}
+				return &usageError{errors.New(msg)}
+			}
+			return cmd.Help()
+		},
+	}
+}
+
+// report prints err as one "corral: ..." line on stderr, followed by the
+// usage of cmd when the command line itself was wrong.
+func (a *app) report(cmd *cobra.Command, err error) {
+	msg := message(err)
+	fmt.Fprintf(a.stderr, "corral: %s\n", msg)
+	var ue *usageError
+	if (!a.started || errors.As(err, &ue)) && cmd != nil && !strings.Contains(msg, "for usage") {
+		fmt.Fprintf(a.stderr, "\n%s", cmd.UsageString())
+	}
+}
+
+// message turns err into the text after "corral: ".
+func message(err error) string {
+	msg := err.Error()
+	for strings.HasPrefix(msg, "corral: ") {
+		msg = strings.TrimPrefix(msg, "corral: ")
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		// The client's wrapping names the request twice; say which server.
+		where := ue.URL
+		if u, perr := url.Parse(ue.URL); perr == nil {
+			where = u.Scheme + "://" + u.Host
+		}
+		msg = fmt.Sprintf("cannot reach %s: %v", where, ue.Err)
+	}
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		msg += " (is corral dev or corral server running there? give its address with --addr or CORRAL_ADDR)"
+	case errors.Is(err, context.Canceled):
+		msg = "interrupted"
+	}
+	return msg
+}
+
+// clientFlags adds the flags every client command shares to cmd and its
+// subcommands.
+func (a *app) clientFlags(cmd *cobra.Command) *cobra.Command {
+	def := a.getenv("CORRAL_ADDR")
+	if def == "" {
+		def = defaultAddr
+	}
+	f := cmd.PersistentFlags()
+	f.StringVar(&a.addr, "addr", def, "API address of a server (env CORRAL_ADDR); a comma-separated list fails over")
+	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+// readRetry bounds how long a read keeps trying the --addr servers. Reads
+// are answered by any server without a leader, so waiting out an election
+// as writes do (the client's default) would only delay "connection refused".
+const readRetry = 3 * time.Second
+
+// readClient returns an API client for commands that only read.
+func (a *app) readClient() (*coordinator.Client, error) {
+	c, err := a.client()
+	if err != nil {
+		return nil, err
+	}
+	c.Retry = readRetry
+	return c, nil
+}
+
+// client returns an API client for --addr whose writes are attributed to
+// the local user. Writes keep retrying, with the same request ID, for the
+// client's default time, which outlasts a leader election.
+func (a *app) client() (*coordinator.Client, error) {
+	c, err := coordinator.NewClient(a.addr)
+	if err != nil {
+		return nil, err
+	}
+	c.Actor = "cli:" + a.userName()
+	return c, nil
+}
+
+func (a *app) userName() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	if u := a.getenv("USER"); u != "" {
+		return u
+	}
+	return "unknown"
+}
+
+func (a *app) json() bool { return a.output == "json" }

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/corral-dev/corral/coordinator"
+)
+
+// logLevelFlag adds --log-level to a daemon command.
+func logLevelFlag(cmd *cobra.Command, level *string) {
+	cmd.Flags().StringVar(level, "log-level", "info", "log level on stderr: debug, info, warn or error")
+}
+
+// newLogger returns a text logger on w at the named level.
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("log level %q is not known: use debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// serve runs one coordinator server until ctx ends (Ctrl-C, SIGTERM) and
+// then closes it. Once the server is ready it prints one line naming its
+// listeners to stdout, for people and for scripts that wait for it:
+//
+//	corral dev: api http://127.0.0.1:4646 nats nats://127.0.0.1:4222 raft 127.0.0.1:4647 data /root/.local/share/corral/dev
+//
+// The data directory comes last so that a path with spaces stays whole.
+func (a *app) serve(ctx context.Context, name string, cfg coordinator.Config) error {
+	log := cfg.Logger
+	if cfg.DataDir != "" {
+		// Print and log the directory as it will be found again.
+		dir, err := filepath.Abs(cfg.DataDir)
+		if err != nil {
+			return fmt.Errorf("data dir %q: %w", cfg.DataDir, err)
+		}
+		cfg.DataDir = dir
+	}
+	s, err := coordinator.New(cfg)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	log.Info("starting", "api", s.HTTPAddr(), "raft", s.RaftAddr(), "nats", s.NATSURL(), "data", cfg.DataDir)
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		return err
+	}
+	fields := []string{"api", "http://" + s.HTTPAddr(), "nats", s.NATSURL()}
+	if u := s.NATSClusterURL(); u != "" {
+		fields = append(fields, "nats-cluster", u)
+	}
+	fields = append(fields, "raft", s.RaftAddr(), "data", cfg.DataDir)
+	fmt.Fprintf(a.stdout, "%s: %s\n", name, strings.Join(fields, " "))
+	log.Info("ready", "leader", s.IsLeader())
+
+	err = <-done
+	log.Info("stopped", "err", err)
+	return err
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/corral-dev/corral/events"
+)
+
+// eventDetails says in one line what an event changed: the DETAILS column
+// of `corral events` and `corral guest history`.
+func eventDetails(e events.Event) string {
+	var d string
+	switch p := e.Payload.(type) {
+	case *events.NodeRegistered:
+		d = fmt.Sprintf("cpus=%d memory=%s drivers=%s", p.CPUs, formatBytes(p.MemoryBytes), formatMap(p.Drivers))
+		if p.Address != "" {
+			d += " address=" + p.Address
+		}
+	case *events.GuestDefined:
+		d = fmt.Sprintf("driver=%s memory=%s vcpus=%d cpu_shares=%d", p.Driver, formatBytes(p.MemoryBytes), p.VCPUs, p.CPUShares)
+		if len(p.Command) > 0 {
+			d += " command=" + strconv.Quote(joinCommand(p.Command))
+		}
+		for _, kv := range [][2]string{{"rootfs", p.Rootfs}, {"kernel", p.Kernel}, {"initrd", p.Initrd}} {
+			if kv[1] != "" {
+				d += " " + kv[0] + "=" + kv[1]
+			}
+		}
+		if len(p.Labels) > 0 {
+			d += " labels=" + formatMap(p.Labels)
+		}
+	case *events.GuestPlaced:
+		d = fmt.Sprintf("node=%s generation=%d", p.Node, e.Index) // a placement's generation is its index
+	case *events.GuestStarted:
+		d = fmt.Sprintf("node=%s generation=%d pid=%d", p.Node, p.Generation, p.PID)
+	case *events.GuestExited:
+		d = fmt.Sprintf("node=%s generation=%d %s", p.Node, p.Generation, formatExit(p))
+	case *events.GuestTuned:
+		d = fmt.Sprintf("%s %s → %s", p.Knob, formatKnob(p.Knob, p.Old), formatKnob(p.Knob, p.New))
+		switch {
+		case p.Live && !p.Persistent:
+			d += " (live only)"
+		case p.Persistent && !p.Live:
+			d += " (config only)"
+		}
+	case *events.ServerRegistered:
+		d = fmt.Sprintf("id=%s raft=%s http=%s", p.ID, p.RaftAddr, p.HTTPAddr)
+	}
+	if e.Reason != "" {
+		if d != "" {
+			d += " "
+		}
+		d += "reason=" + strconv.Quote(e.Reason)
+	}
+	return d
+}
+
+// subjectOf names what an event is about: guest/NAME, node/ID or both.
+func subjectOf(e events.Event) string {
+	var parts []string
+	if e.Guest != "" {
+		parts = append(parts, "guest/"+e.Guest)
+	}
+	if e.Node != "" {
+		parts = append(parts, "node/"+e.Node)
+	}
+	return strings.Join(parts, " ")
+}
+
+// formatExit says how a guest's process ended.
+func formatExit(x *events.GuestExited) string {
+	var parts []string
+	switch {
+	case x.Error != "":
+		parts = append(parts, "failed: "+x.Error)
+	case x.Signal != "":
+		parts = append(parts, "killed by signal "+x.Signal)
+	default:
+		parts = append(parts, fmt.Sprintf("exit code %d", x.Code))
+	}
+	if x.OOMKilled {
+		parts = append(parts, "OOM-killed")
+	}
+	return strings.Join(parts, ", ")
+}
+
+// memoryKnobs hold sizes in bytes (or "unlimited").
+var memoryKnobs = map[string]bool{"hard_limit": true, "soft_limit": true, "swap_hard_limit": true}
+
+// formatKnob prints a canonical knob value for people: sizes with units.
+func formatKnob(knob, v string) string {
+	if memoryKnobs[knob] && v != events.Unlimited {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			return formatBytes(n)
+		}
+	}
+	return v
+}
+
+func formatMap(m map[string]string) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, ",")
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"os"
+	"runtime"
+
+	"github.com/spf13/cobra"
+
+	"github.com/corral-dev/corral/coordinator"
+	"github.com/corral-dev/corral/events"
+	"github.com/corral-dev/corral/natsbus"
+)
+
+type devOptions struct {
+	dataDir  string
+	httpAddr string
+	raftAddr string
+	natsPort int
+	nodeID   string
+	logLevel string
+}
+
+func (a *app) devCommand() *cobra.Command {
+	def := coordinator.DefaultConfig("")
+	o := devOptions{httpAddr: def.HTTPAddr, raftAddr: def.RaftAddr, natsPort: def.NATS.Port}
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a one-server cluster on this machine, for development",
+		Long: `Run a whole corral cluster in one process: a single bootstrapped coordinator
+server (raft on disk), an embedded NATS server and the HTTP API, with this host
+registered as a node. Until the node agent exists, guests are placed but not run.
+
+Data persists in --data-dir across restarts, including after kill -9. Once ready,
+one line naming the listeners is printed to stdout; logs go to stderr.
+Ctrl-C or SIGTERM stops it cleanly.`,
+		Example: `  corral dev
+  corral dev --data-dir /tmp/corral --http-addr 127.0.0.1:0 --raft-addr 127.0.0.1:0 --nats-port -1`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return a.runDev(cmd, o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.dataDir, "data-dir", "", "directory for raft and the event store (default $XDG_DATA_HOME/corral/dev or ~/.local/share/corral/dev)")
+	f.StringVar(&o.httpAddr, "http-addr", o.httpAddr, "host:port of the HTTP API; port 0 picks a free one")
+	f.StringVar(&o.raftAddr, "raft-addr", o.raftAddr, "host:port raft listens on; port 0 picks a free one")
+	f.IntVar(&o.natsPort, "nats-port", o.natsPort, "client port of the embedded NATS server; -1 picks a free one")
+	f.StringVar(&o.nodeID, "node-id", "", "ID this host registers as (default: the host name, lower-cased, or \"local\")")
+	logLevelFlag(cmd, &o.logLevel)
+	return cmd
+}
+
+func (a *app) runDev(cmd *cobra.Command, o devOptions) error {
+	log, err := newLogger(a.stderr, o.logLevel)
+	if err != nil {
+		return err
+	}
+	dir := o.dataDir
+	if dir == "" {
+		if dir, err = defaultDevDataDir(a.getenv); err != nil {
+			return err
+		}
+	}
+	node, err := a.localNode(o.nodeID)
+	if err != nil {
+		return err
+	}
+	cfg := coordinator.DefaultConfig(dir)
+	cfg.HTTPAddr = o.httpAddr
+	cfg.RaftAddr = o.raftAddr
+	cfg.NATS = natsbus.EmbeddedConfig{Port: o.natsPort}
+	cfg.Nodes = []events.NodeRegistered{node}
+	cfg.Logger = log
+	return a.serve(cmd.Context(), "corral dev", cfg)
+}
+
+// localNode describes this host as corral dev registers it.
+func (a *app) localNode(id string) (events.NodeRegistered, error) {
+	if id == "" {
+		host, _ := os.Hostname()
+		id = nodeIDFromHostname(host)
+	} else if err := events.ValidateID("node id", id); err != nil {
+		return events.NodeRegistered{}, err
+	}
+	mem, err := hostMemory()
+	if err != nil {
+		return events.NodeRegistered{}, err
+	}
+	return events.NodeRegistered{
+		ID:          id,
+		Address:     "127.0.0.1",
+		CPUs:        runtime.NumCPU(),
+		MemoryBytes: mem,
+		Drivers:     map[string]string{events.DriverProcess: "builtin"},
+	}, nil
+}

@@ -1,0 +1,371 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"reflect"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/corral-dev/corral/coordinator"
+	"github.com/corral-dev/corral/events"
+)
+
+const waitTimeout = 30 * time.Second
+
+// eventLines returns every event the server streams, as the raw ndjson
+// lines `corral events -o json` prints, checking each one.
+func eventLines(t *testing.T, p *devProcess, args ...string) []string {
+	t.Helper()
+	out := p.ok(append([]string{"events", "-o", "json"}, args...)...)
+	var lines []string
+	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		if line == "" {
+			continue
+		}
+		checkEventLine(t, line)
+		lines = append(lines, line)
+	}
+	return lines
+}
+
+// checkEventLine fails unless line is one JSON object with index, type,
+// time and actor that decodes as an event.
+func checkEventLine(t *testing.T, line string) events.Event {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(line), &m); err != nil {
+		t.Fatalf("event line %q is not one JSON object: %v", line, err)
+	}
+	for _, k := range []string{"index", "type", "time", "actor"} {
+		if _, ok := m[k]; !ok {
+			t.Fatalf("event line %q has no %q", line, k)
+		}
+	}
+	e, err := events.Unmarshal([]byte(line))
+	if err != nil {
+		t.Fatalf("event line %q does not decode: %v", line, err)
+	}
+	return e
+}
+
+func lastIndex(t *testing.T, p *devProcess) uint64 {
+	t.Helper()
+	lines := eventLines(t, p)
+	if len(lines) == 0 {
+		t.Fatal("no events at all")
+	}
+	return checkEventLine(t, lines[len(lines)-1]).Index
+}
+
+func guestJSON(t *testing.T, p *devProcess, name string) *coordinator.Guest {
+	t.Helper()
+	var g coordinator.Guest
+	if err := json.Unmarshal([]byte(p.ok("guest", "show", name, "-o", "json")), &g); err != nil {
+		t.Fatal(err)
+	}
+	return &g
+}
+
+func TestDevEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts corral dev as a process")
+	}
+	t.Parallel()
+	dataDir := t.TempDir()
+	p := startDev(t, dataDir)
+
+	coordinator.WaitFor(t, waitTimeout, "the local node to register", func() bool {
+		return strings.Contains(p.ok("node", "list"), "test-node")
+	})
+
+	out := p.ok("guest", "create", "web", "--driver", "process", "--memory", "64MiB", "--label", "app=web", "--", "/bin/sleep", "1000")
+	if !strings.HasPrefix(out, "guest web created") {
+		t.Fatalf("create printed %q", out)
+	}
+	coordinator.WaitFor(t, waitTimeout, "web to be placed on test-node", func() bool {
+		g := guestJSON(t, p, "web")
+		return g.Status == coordinator.StatusPlaced && g.Node == "test-node"
+	})
+
+	t.Run("bad input appends nothing", func(t *testing.T) {
+		before := len(eventLines(t, p))
+		create := func(name string, flags ...string) []string {
+			args := []string{"guest", "create", name, "--driver", "process", "--memory", "64MiB"}
+			return append(append(args, flags...), "--", "/bin/true")
+		}
+		cases := []struct {
+			args []string
+			want string
+		}{
+			{create(".."), `guest name ".." is invalid`},
+			{create("a/b"), `guest name "a/b" is invalid`},
+			{create(strings.Repeat("a", 64)), "64 characters"},
+			{create("a\x01b"), "guest name"},
+			{create("x", "--driver", "xen"), `driver "xen" is invalid`},
+			{create("x", "--memory", "0"), `memory "0" is invalid`},
+			{create("x", "--cpu-shares", "1"), `cpu_shares "1" is invalid`},
+			{create("web"), `guest "web" is already defined`},
+			{[]string{"guest", "destroy", "nope"}, `guest "nope" does not exist`},
+			{[]string{"guest", "stop", "../etc"}, `guest name "../etc" is invalid`},
+			{[]string{"schedinfo", "web", "--set", "cpu_shares=1"}, `cpu_shares "1" is invalid`},
+			{[]string{"schedinfo", "nope", "--set", "cpu_shares=100"}, `guest "nope" does not exist`},
+			{[]string{"memtune", "web", "--hard-limit", "0"}, `hard-limit "0" is invalid`},
+		}
+		for _, c := range cases {
+			r := p.corral(c.args...)
+			if r.code != 1 || !strings.HasPrefix(r.stderr, "corral: ") || !strings.Contains(r.stderr, c.want) {
+				t.Errorf("corral %q: exit %d, stderr %q; want exit 1 and %q", c.args, r.code, r.stderr, c.want)
+			}
+		}
+		if after := len(eventLines(t, p)); after != before {
+			t.Errorf("bad input appended %d events", after-before)
+		}
+	})
+
+	t.Run("list and show", func(t *testing.T) {
+		out := p.ok("guest", "list")
+		if !strings.HasPrefix(out, "NAME ") || !containsRow(out, "web", "process", "running", "placed", "test-node", "64MiB", "1", "1024") {
+			t.Errorf("guest list:\n%s", out)
+		}
+		var gs []*coordinator.Guest
+		if err := json.Unmarshal([]byte(p.ok("guest", "list", "-o", "json")), &gs); err != nil || len(gs) != 1 || gs[0].Name != "web" {
+			t.Errorf("guest list -o json: %v %+v", err, gs)
+		}
+		out = p.ok("guest", "show", "web")
+		for _, want := range []string{"Desired:", "running", "Status:", "placed", "Node:", "test-node", "Generation:", "Memory:", "64MiB",
+			"/bin/sleep 1000", "app=web", "cpu_shares", "1024", "hard_limit", "unlimited", "Last exit:", "none"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("guest show lacks %q:\n%s", want, out)
+			}
+		}
+	})
+
+	beforeTune := lastIndex(t, p)
+	t.Run("schedinfo and history", func(t *testing.T) {
+		want := "Scheduler      : posix\ncpu_shares     : 500\nvcpu_period    : 100000\nvcpu_quota     : -1\n"
+		if out := p.ok("schedinfo", "web", "--set", "cpu_shares=500"); out != want {
+			t.Errorf("schedinfo --set printed\n%s\nwant\n%s", out, want)
+		}
+		if out := p.ok("schedinfo", "web"); out != want {
+			t.Errorf("schedinfo printed\n%s\nwant\n%s", out, want)
+		}
+		wantMem := "hard_limit     : 1048576\nsoft_limit     : 524288\nswap_hard_limit: unlimited\n"
+		if out := p.ok("memtune", "web", "--hard-limit", "1048576", "--soft-limit", "512MiB"); out != wantMem {
+			t.Errorf("memtune printed\n%s\nwant\n%s", out, wantMem)
+		}
+		wantMem = "hard_limit     : unlimited\nsoft_limit     : 524288\nswap_hard_limit: 2097152\n"
+		if out := p.ok("memtune", "web", "--hard-limit", "-1", "--swap-hard-limit", "2G", "--live"); out != wantMem {
+			t.Errorf("memtune back to unlimited printed\n%s\nwant\n%s", out, wantMem)
+		}
+		out := p.ok("guest", "history", "web")
+		if !strings.HasPrefix(out, "INDEX ") || !strings.Contains(out, "cpu_shares 1024 → 500") ||
+			!strings.Contains(out, "hard_limit unlimited → 1GiB") || !strings.Contains(out, "guest.defined") {
+			t.Errorf("guest history:\n%s", out)
+		}
+		if !containsRow(out, "guest.tuned", "cli:"+currentUser(t), "cpu_shares", "1024", "→", "500") {
+			t.Errorf("history has no attributed tuning row:\n%s", out)
+		}
+		if !strings.Contains(out, "hard_limit 1GiB → unlimited (live only)") {
+			t.Errorf("history lacks the live-only change back to unlimited:\n%s", out)
+		}
+		tuned := eventLines(t, p, "--type", "guest.tuned", "--guest", "web")
+		if len(tuned) != 5 {
+			t.Errorf("events --type guest.tuned --guest web gave %d lines, want 5", len(tuned))
+		}
+	})
+
+	t.Run("events json", func(t *testing.T) {
+		lines := eventLines(t, p)
+		for i, line := range lines {
+			if e := checkEventLine(t, line); e.Index != uint64(i+1) {
+				t.Errorf("line %d has index %d: indexes are not dense", i+1, e.Index)
+			}
+		}
+		table := p.ok("events", "--since", strconv.FormatUint(beforeTune, 10))
+		if !strings.HasPrefix(table, "INDEX ") || !strings.Contains(table, "cpu_shares 1024 → 500") || strings.Contains(table, "guest.defined") {
+			t.Errorf("events --since %d:\n%s", beforeTune, table)
+		}
+	})
+
+	t.Run("state at", func(t *testing.T) {
+		p.ok("guest", "create", "later", "--driver", "process", "--memory", "32MiB", "--no-start", "--command", "/bin/sh -c 'exit 0'")
+		type state struct {
+			Index  uint64                        `json:"index"`
+			Guests map[string]*coordinator.Guest `json:"guests"`
+		}
+		var then, now state
+		at := strconv.FormatUint(beforeTune, 10)
+		if err := json.Unmarshal([]byte(p.ok("state", "--at", at, "-o", "json")), &then); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal([]byte(p.ok("state", "-o", "json")), &now); err != nil {
+			t.Fatal(err)
+		}
+		if then.Index != beforeTune || then.Guests["web"] == nil || then.Guests["web"].Knob("cpu_shares") != "1024" || then.Guests["later"] != nil {
+			t.Errorf("state --at %s: %+v", at, then)
+		}
+		if now.Guests["web"] == nil || now.Guests["web"].Knob("cpu_shares") != "500" || now.Guests["later"] == nil {
+			t.Errorf("state now: %+v", now)
+		}
+		if got := now.Guests["later"].Command; !reflect.DeepEqual(got, []string{"/bin/sh", "-c", "exit 0"}) {
+			t.Errorf("--command split into %q", got)
+		}
+		out := p.ok("state", "--at", at)
+		if !strings.HasPrefix(out, "State at index "+at) || !containsRow(out, "web", "process", "running", "placed", "test-node", "64MiB", "1", "1024") ||
+			strings.Contains(out, "later") || !containsRow(out, "test-node", "up") {
+			t.Errorf("state --at %s:\n%s", at, out)
+		}
+	})
+
+	t.Run("lifecycle", func(t *testing.T) {
+		p.ok("guest", "stop", "web")
+		if g := guestJSON(t, p, "web"); g.Desired != coordinator.DesiredStopped {
+			t.Errorf("after stop desired is %q", g.Desired)
+		}
+		p.ok("guest", "start", "web")
+		p.ok("guest", "destroy", "later")
+		if r := p.corral("guest", "show", "later"); r.code != 1 || !strings.Contains(r.stderr, `guest "later" does not exist`) {
+			t.Errorf("show after destroy: %+v", r)
+		}
+		if out := p.ok("guest", "history", "later"); !strings.Contains(out, "guest.undefined") {
+			t.Errorf("history after destroy:\n%s", out)
+		}
+	})
+
+	t.Run("cluster members", func(t *testing.T) {
+		out := p.ok("cluster", "members")
+		if !strings.HasPrefix(out, "ID ") || !containsRow(out, "s1", "voter", "yes") {
+			t.Errorf("cluster members:\n%s", out)
+		}
+		host := strings.TrimPrefix(p.api, "http://")
+		if !strings.Contains(out, host) {
+			t.Errorf("cluster members does not show the HTTP address %s:\n%s", host, out)
+		}
+	})
+
+	t.Run("events follow", func(t *testing.T) {
+		testFollow(t, p)
+	})
+
+	// Everything acknowledged so far must survive kill -9.
+	acked := eventLines(t, p)
+	guestsBefore := p.ok("guest", "list", "-o", "json")
+	p.kill9()
+
+	p = startDev(t, dataDir)
+	after := eventLines(t, p)
+	if len(after) < len(acked) {
+		t.Fatalf("after kill -9: %d events, had %d", len(after), len(acked))
+	}
+	for i := range acked {
+		if after[i] != acked[i] {
+			t.Errorf("after kill -9 event %d is\n%s\nwas\n%s", i+1, after[i], acked[i])
+		}
+	}
+	if got := p.ok("guest", "list", "-o", "json"); got != guestsBefore {
+		t.Errorf("after kill -9 guests are\n%s\nwere\n%s", got, guestsBefore)
+	}
+	if out := p.ok("guest", "history", "web"); !strings.Contains(out, "cpu_shares 1024 → 500") {
+		t.Errorf("after kill -9 history:\n%s", out)
+	}
+	// Still writable after the restart.
+	p.ok("schedinfo", "web", "--set", "cpu_shares=600")
+
+	if err := p.stop(syscall.SIGTERM, waitTimeout); err != nil {
+		t.Errorf("corral dev after SIGTERM: %v, want exit 0", err)
+	}
+}
+
+// testFollow checks that `events --follow -o json` prints new events as
+// they commit and exits 0 on SIGINT.
+func testFollow(t *testing.T, p *devProcess) {
+	since := lastIndex(t, p)
+	cmd := exec.Command(corralBin, "events", "--follow", "-o", "json", "--since", strconv.FormatUint(since, 10), "--addr", p.api)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = w
+	cmd.Env = childEnv()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	var waitErr error
+	done := make(chan struct{})
+	go func() {
+		waitErr = cmd.Wait()
+		close(done)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+	})
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		defer r.Close()
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+
+	p.ok("schedinfo", "web", "--set", "vcpu_quota=50000")
+	select {
+	case line, ok := <-lines:
+		if !ok {
+			<-done
+			t.Fatalf("events --follow ended early: %v: %s", waitErr, stderr.String())
+		}
+		e := checkEventLine(t, line)
+		tuned, isTuned := e.Payload.(*events.GuestTuned)
+		if e.Index != since+1 || !isTuned || tuned.Knob != "vcpu_quota" || tuned.Old != "-1" || tuned.New != "50000" {
+			t.Errorf("followed event %s", line)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("events --follow printed nothing for a new event")
+	}
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-done:
+		if waitErr != nil {
+			t.Errorf("events --follow after SIGINT: %v (stderr %q), want exit 0", waitErr, stderr.String())
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("events --follow did not exit on SIGINT")
+	}
+	for range lines {
+	}
+}
+
+// containsRow reports whether some line of a table holds cells in order.
+func containsRow(table string, cells ...string) bool {
+	for _, line := range strings.Split(table, "\n") {
+		f := strings.Fields(line)
+		i := 0
+		for _, x := range f {
+			if i < len(cells) && x == cells[i] {
+				i++
+			}
+		}
+		if i == len(cells) {
+			return true
+		}
+	}
+	return false
+}
+
+func currentUser(t *testing.T) string {
+	t.Helper()
+	a := &app{getenv: os.Getenv}
+	return a.userName()
+}

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/corral-dev/corral/coordinator"
+	"github.com/corral-dev/corral/events"
+)
+
+func (a *app) guestCommand() *cobra.Command {
+	cmd := groupCommand("guest", "Create, inspect, start, stop and destroy guests")
+	cmd.AddCommand(
+		a.guestCreateCommand(),
+		a.guestListCommand(),
+		a.guestShowCommand(),
+		a.guestActionCommand("start", "Ask for a guest to run", "start requested"),
+		a.guestActionCommand("stop", "Ask for a guest to stop", "stop requested"),
+		a.guestActionCommand("destroy", "Stop a guest and remove its definition", "destroyed"),
+		a.guestHistoryCommand(),
+	)
+	return a.clientFlags(cmd)
+}
+
+// oneName is the Args check of commands that take exactly one NAME.
+func oneName(cmd *cobra.Command, args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("give exactly one guest NAME (got %d arguments)", len(args))
+	}
+	return nil
+}
+
+// guestName checks the NAME argument before anything goes over the wire.
+func guestName(args []string) (string, error) {
+	return args[0], events.ValidateID("guest name", args[0])
+}
+
+func (a *app) guestListCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List every guest",
+		Example: "  corral guest list\n  corral guest list -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.readClient()
+			if err != nil {
+				return err
+			}
+			gs, err := c.Guests(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return writeJSON(a.stdout, gs)
+			}
+			t := newTable(a.stdout, "NAME", "DRIVER", "DESIRED", "STATUS", "NODE", "MEMORY", "VCPUS", "CPU_SHARES")
+			for _, g := range gs {
+				t.row(g.Name, g.Driver, g.Desired, g.Status, g.Node, formatBytes(g.MemoryBytes), strconv.Itoa(g.VCPUs), g.Knob("cpu_shares"))
+			}
+			return t.flush()
+		},
+	}
+}
+
+func (a *app) guestShowCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "show NAME",
+		Short:   "Show a guest: desired and actual status, placement, resources, tuning, last exit",
+		Example: "  corral guest show web\n  corral guest show web -o json",
+		Args:    oneName,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, err := guestName(args)
+			if err != nil {
+				return err
+			}
+			c, err := a.readClient()
+			if err != nil {
+				return err
+			}
+			g, err := c.Guest(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return writeJSON(a.stdout, g)
+			}
+			return printGuest(a, g)
+		},
+	}
+}
+
+func printGuest(a *app, g *coordinator.Guest) error {
+	t := newTable(a.stdout, "Name:", g.Name)
+	t.row("Driver:", g.Driver)
+	t.row("Desired:", g.Desired)
+	t.row("Status:", g.Status)
+	t.row("Node:", g.Node)
+	gen, pid := "", ""
+	if g.Generation > 0 {
+		gen = formatUint(g.Generation)
+	}
+	if g.PID > 0 {
+		pid = strconv.Itoa(g.PID)
+	}
+	t.row("Generation:", gen)
+	t.row("PID:", pid)
+	t.row("Memory:", formatBytes(g.MemoryBytes))
+	t.row("VCPUs:", strconv.Itoa(g.VCPUs))
+	if len(g.Command) > 0 {
+		t.row("Command:", joinCommand(g.Command))
+	}
+	for _, kv := range [][2]string{{"Rootfs:", g.Rootfs}, {"Kernel:", g.Kernel}, {"Initrd:", g.Initrd}} {
+		if kv[1] != "" {
+			t.row(kv[0], kv[1])
+		}
+	}
+	if len(g.Labels) > 0 {
+		t.row("Labels:", formatMap(g.Labels))
+	}
+	t.row("Tuning:", "(desired values)")
+	for _, k := range events.KnobNames() {
+		t.row("  "+k, formatKnob(k, g.Knob(k)))
+	}
+	last := "none"
+	if g.LastExit != nil {
+		last = fmt.Sprintf("%s (generation %d on %s)", formatExit(g.LastExit), g.LastExit.Generation, g.LastExit.Node)
+	}
+	t.row("Last exit:", last)
+	t.row("Created:", "index "+formatUint(g.CreateIndex))
+	t.row("Modified:", "index "+formatUint(g.ModifyIndex))
+	return t.flush()
+}
+
+func (a *app) guestActionCommand(action, short, done string) *cobra.Command {
+	return &cobra.Command{
+		Use:     action + " NAME",
+		Short:   short,
+		Example: fmt.Sprintf("  corral guest %s web", action),
+		Args:    oneName,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, err := guestName(args)
+			if err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.GuestAction(cmd.Context(), name, action)
+			if err != nil {
+				return err
+			}
+			return a.printWrite(res, fmt.Sprintf("guest %s %s", name, done))
+		},
+	}
+}
+
+// printWrite reports a committed write: its JSON answer, or what happened
+// and at which index.
+func (a *app) printWrite(res coordinator.WriteResult, what string) error {
+	if a.json() {
+		return writeJSON(a.stdout, res)
+	}
+	if len(res.Indexes) == 0 {
+		_, err := fmt.Fprintf(a.stdout, "%s: nothing changed (at index %d)\n", what, res.Index)
+		return err
+	}
+	idx := make([]string, len(res.Indexes))
+	for i, n := range res.Indexes {
+		idx[i] = formatUint(n)
+	}
+	word := "index"
+	if len(idx) > 1 {
+		word = "indexes"
+	}
+	_, err := fmt.Fprintf(a.stdout, "%s (%s %s)\n", what, word, strings.Join(idx, ", "))
+	return err
+}

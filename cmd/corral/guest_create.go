@@ -1,0 +1,136 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/corral-dev/corral/coordinator"
+	"github.com/corral-dev/corral/events"
+)
+
+type createOptions struct {
+	driver    string
+	memory    string
+	vcpus     int
+	cpuShares int
+	command   string
+	rootfs    string
+	kernel    string
+	initrd    string
+	labels    []string
+	noStart   bool
+}
+
+func (a *app) guestCreateCommand() *cobra.Command {
+	var o createOptions
+	cmd := &cobra.Command{
+		Use:   "create NAME --driver process|lxc|qemu --memory SIZE [flags] [-- COMMAND [ARG...]]",
+		Short: "Define a guest and ask for it to run",
+		Long: `Define a guest and, unless --no-start, ask for it to run. The scheduler places
+it on a node with room for it.
+
+NAME is 1 to 63 characters from a-z, 0-9 and '-', starting with a letter or digit.
+SIZE takes units: 512MiB, 1G, 64M, 2048K (powers of 1024), 1GB (powers of 1000)
+or plain bytes. The command is given with --command (split like a shell would,
+quotes respected, nothing expanded) or as the arguments after --.`,
+		Example: `  corral guest create web --driver process --memory 64MiB -- /bin/sleep 1000
+  corral guest create web --driver process --memory 64MiB --command "sh -c 'echo hi; sleep 60'"
+  corral guest create ct1 --driver lxc --memory 128MiB --rootfs /srv/rootfs -- /bin/sh
+  corral guest create vm1 --driver qemu --memory 512MiB --vcpus 2 --kernel /srv/vmlinuz --initrd /srv/initrd.img
+  corral guest create batch --driver process --memory 1G --cpu-shares 256 --label team=data --no-start -- /usr/bin/make`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			n := len(args)
+			if d := cmd.ArgsLenAtDash(); d >= 0 {
+				n = d
+			}
+			if n != 1 {
+				return fmt.Errorf("give exactly one guest NAME before any -- (got %d arguments)", n)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req, err := o.request(cmd, args)
+			if err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.CreateGuest(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			what := "guest " + req.Name + " created"
+			if req.NoStart {
+				what = "guest " + req.Name + " defined, not started"
+			}
+			return a.printWrite(res, what)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.driver, "driver", "", "how the guest runs: process, lxc or qemu")
+	f.StringVar(&o.memory, "memory", "", "memory of the guest, e.g. 512MiB or 1G")
+	f.IntVar(&o.vcpus, "vcpus", 1, "virtual CPUs of the guest")
+	f.IntVar(&o.cpuShares, "cpu-shares", events.DefaultCPUShares, "relative CPU weight, 2 to 262144")
+	f.StringVar(&o.command, "command", "", `command line to run, split like a shell would: "CMD ARGS"`)
+	f.StringVar(&o.rootfs, "rootfs", "", "root file system directory on the node (lxc)")
+	f.StringVar(&o.kernel, "kernel", "", "kernel image on the node (qemu)")
+	f.StringVar(&o.initrd, "initrd", "", "initrd image on the node (qemu)")
+	f.StringArrayVar(&o.labels, "label", nil, "label key=value; repeat for more")
+	f.BoolVar(&o.noStart, "no-start", false, "define the guest without asking for it to run")
+	cmd.MarkFlagRequired("driver")
+	cmd.MarkFlagRequired("memory")
+	return cmd
+}
+
+// request builds and checks the create command locally, so that a mistake
+// is reported without a round trip; the server checks it again.
+func (o *createOptions) request(cmd *cobra.Command, args []string) (coordinator.CreateGuest, error) {
+	name, err := guestName(args)
+	if err != nil {
+		return coordinator.CreateGuest{}, err
+	}
+	req := coordinator.CreateGuest{
+		Name: name, Driver: o.driver, Memory: o.memory, VCPUs: o.vcpus, CPUShares: o.cpuShares,
+		Rootfs: o.rootfs, Kernel: o.kernel, Initrd: o.initrd, NoStart: o.noStart,
+	}
+	if d := cmd.ArgsLenAtDash(); d >= 0 {
+		req.Command = args[d:]
+	}
+	if o.command != "" {
+		if len(req.Command) > 0 {
+			return req, usagef("give the command either with --command or after --, not both")
+		}
+		if req.Command, err = splitCommand(o.command); err != nil {
+			return req, fmt.Errorf("--command: %w", err)
+		}
+	}
+	if len(o.labels) > 0 {
+		req.Labels = map[string]string{}
+		for _, l := range o.labels {
+			k, v, ok := strings.Cut(l, "=")
+			if !ok || k == "" {
+				return req, usagef("label %q is not key=value", l)
+			}
+			if _, dup := req.Labels[k]; dup {
+				return req, usagef("label %q is given twice", k)
+			}
+			req.Labels[k] = v
+		}
+	}
+	// The API reads 0 as "the default"; a 0 typed by the user is a mistake.
+	if err := events.ValidateCPUShares(o.cpuShares); err != nil {
+		return req, err
+	}
+	if o.vcpus < 1 {
+		return req, &events.FieldError{Field: "vcpus", Value: strconv.Itoa(o.vcpus), Want: fmt.Sprintf("use 1 to %d", events.MaxVCPUs)}
+	}
+	if _, err := req.Definition(); err != nil {
+		return req, err
+	}
+	return req, nil
+}

@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/corral-dev/corral/coordinator"
+	"github.com/corral-dev/corral/events"
+)
+
+// The knobs each virsh-style command shows, in virsh's order.
+var (
+	schedKnobs  = []string{"cpu_shares", "vcpu_period", "vcpu_quota"}
+	memoryOrder = []string{"hard_limit", "soft_limit", "swap_hard_limit"}
+)
+
+// tuneOptions are the flags schedinfo and memtune share.
+type tuneOptions struct {
+	live, config bool
+	reason       string
+}
+
+func (o *tuneOptions) flags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.BoolVar(&o.live, "live", false, "change the running guest only")
+	f.BoolVar(&o.config, "config", false, "change the persistent definition only (next start)")
+	f.StringVar(&o.reason, "reason", "", "why: recorded in the tuning event")
+}
+
+// tune sends the changes in set (knob -> canonical value) and returns the
+// guest as it is afterwards.
+func (a *app) tune(ctx context.Context, name string, set map[string]string, o tuneOptions) (*coordinator.Guest, error) {
+	client := a.readClient
+	if len(set) > 0 {
+		client = a.client
+	}
+	c, err := client()
+	if err != nil {
+		return nil, err
+	}
+	if len(set) > 0 {
+		t := coordinator.TuneGuest{Name: name, Set: set, Live: o.live, Persistent: o.config, Reason: o.reason}
+		if _, err := c.Tune(ctx, t); err != nil {
+			return nil, err
+		}
+	}
+	return c.Guest(ctx, name)
+}
+
+// printParams prints name: value lines as virsh does ("%-15s: %s").
+func printParams(w io.Writer, rows [][2]string) error {
+	var b strings.Builder
+	for _, r := range rows {
+		fmt.Fprintf(&b, "%-15s: %s\n", r[0], r[1])
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func (a *app) schedinfoCommand() *cobra.Command {
+	var (
+		o    tuneOptions
+		sets []string
+	)
+	cmd := &cobra.Command{
+		Use:   "schedinfo NAME [--set KNOB=VALUE]... [--live] [--config]",
+		Short: "Show or set a guest's CPU scheduler parameters, like virsh schedinfo",
+		Long: `Show a guest's CPU scheduler parameters or, with --set, change them, printing
+the values afterwards in virsh's format. Each change is a guest.tuned event
+(old → new, attributed to you) that the node's agent applies.
+
+Parameters: cpu_shares (2-262144, default 1024), vcpu_period (1000-1000000 µs,
+default 100000), vcpu_quota (-1 = unlimited, or 1000-17592186044415 µs).
+Without --live or --config a change applies to both.`,
+		Example: `  corral schedinfo web
+  corral schedinfo web --set cpu_shares=500
+  corral schedinfo web --set vcpu_quota=50000 --set vcpu_period=100000 --live`,
+		Args: oneName,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, err := guestName(args)
+			if err != nil {
+				return err
+			}
+			set, err := parseSets(sets)
+			if err != nil {
+				return err
+			}
+			g, err := a.tune(cmd.Context(), name, set, o)
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				out := map[string]any{"scheduler": "posix"}
+				for _, k := range schedKnobs {
+					n, _ := strconv.ParseInt(g.Knob(k), 10, 64)
+					out[k] = n
+				}
+				return writeJSON(a.stdout, out)
+			}
+			rows := [][2]string{{"Scheduler", "posix"}}
+			for _, k := range schedKnobs {
+				rows = append(rows, [2]string{k, g.Knob(k)})
+			}
+			return printParams(a.stdout, rows)
+		},
+	}
+	cmd.Flags().StringArrayVar(&sets, "set", nil, "KNOB=VALUE to change; repeat, or separate with commas")
+	o.flags(cmd)
+	return a.clientFlags(cmd)
+}
+
+// parseSets reads --set values into canonical knob values.
+func parseSets(sets []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, s := range sets {
+		for _, kv := range strings.Split(s, ",") {
+			k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+			if !ok || k == "" {
+				return nil, usagef("--set %q is not KNOB=VALUE (knobs: %s)", kv, strings.Join(schedKnobs, ", "))
+			}
+			knob, err := events.LookupKnob(k)
+			if err != nil {
+				return nil, err
+			}
+			if memoryKnobs[k] {
+				return nil, fmt.Errorf("%s is a memory parameter: use corral memtune --%s", k, strings.ReplaceAll(k, "_", "-"))
+			}
+			c, err := knob.Canonical(v)
+			if err != nil {
+				return nil, err
+			}
+			if _, dup := out[k]; dup {
+				return nil, usagef("--set names %s twice", k)
+			}
+			out[k] = c
+		}
+	}
+	return out, nil
+}
+
+func (a *app) memtuneCommand() *cobra.Command {
+	var (
+		o      tuneOptions
+		limits = map[string]*string{}
+	)
+	cmd := &cobra.Command{
+		Use:   "memtune NAME [--hard-limit KiB] [--soft-limit KiB] [--swap-hard-limit KiB]",
+		Short: "Show or set a guest's memory limits, like virsh memtune",
+		Long: `Show a guest's memory limits or change them, printing the values afterwards in
+virsh's format (KiB, or "unlimited"). Each change is a guest.tuned event (old →
+new, attributed to you) that the node's agent applies.
+
+As with virsh, a plain number is KiB and -1 means unlimited; sizes with units
+(512MiB, 1G) are accepted too. swap_hard_limit is memory plus swap on cgroup v1
+and swap alone on cgroup v2. Without --live or --config a change applies to both.`,
+		Example: `  corral memtune web
+  corral memtune web --hard-limit 1048576 --soft-limit 512MiB
+  corral memtune web --hard-limit -1`,
+		Args: oneName,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, err := guestName(args)
+			if err != nil {
+				return err
+			}
+			set := map[string]string{}
+			for _, k := range memoryOrder {
+				if f := flagName(k); cmd.Flags().Changed(f) {
+					if set[k], err = parseKiB(f, *limits[k]); err != nil {
+						return err
+					}
+				}
+			}
+			g, err := a.tune(cmd.Context(), name, set, o)
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				out := map[string]int64{}
+				for _, k := range memoryOrder {
+					out[k] = kibOrUnlimited(g.Knob(k))
+				}
+				return writeJSON(a.stdout, out)
+			}
+			var rows [][2]string
+			for _, k := range memoryOrder {
+				v := events.Unlimited
+				if n := kibOrUnlimited(g.Knob(k)); n >= 0 {
+					v = strconv.FormatInt(n, 10)
+				}
+				rows = append(rows, [2]string{k, v})
+			}
+			return printParams(a.stdout, rows)
+		},
+	}
+	for _, k := range memoryOrder {
+		limits[k] = new(string)
+		cmd.Flags().StringVar(limits[k], flagName(k), "", k+" in KiB, or with a unit (512MiB); -1 = unlimited")
+	}
+	o.flags(cmd)
+	return a.clientFlags(cmd)
+}
+
+func flagName(knob string) string { return strings.ReplaceAll(knob, "_", "-") }
+
+// parseKiB reads a memtune value as virsh does (a plain number is KiB, -1
+// is unlimited) and also takes sizes with units. It returns the knob's
+// canonical value: bytes, or "unlimited".
+func parseKiB(field, s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "-1" || s == events.Unlimited {
+		return events.Unlimited, nil
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n <= 0 || n > (1<<53) {
+			return "", &events.FieldError{Field: field, Value: s, Want: "give a positive number of KiB, a size such as 512MiB, or -1 for unlimited"}
+		}
+		return strconv.FormatInt(n<<10, 10), nil
+	}
+	b, err := events.ParseSize(field, s)
+	if err != nil {
+		return "", err
+	}
+	return strconv.FormatInt(b, 10), nil
+}
+
+// kibOrUnlimited turns a canonical memory knob value into KiB, or -1.
+func kibOrUnlimited(v string) int64 {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n >> 10
+}
