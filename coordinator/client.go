@@ -183,13 +183,56 @@ func (c *Client) Guests(ctx context.Context) ([]*Guest, error) {
 	return out, c.do(ctx, "GET", "/v1/guests", "", nil, &out)
 }
 
-// Guest returns one guest.
-func (c *Client) Guest(ctx context.Context, name string) (*Guest, error) {
+// Guest returns one guest and, while it is pending, why no node takes it.
+func (c *Client) Guest(ctx context.Context, name string) (*GuestView, error) {
 	if err := events.ValidateID("guest name", name); err != nil {
 		return nil, err
 	}
-	var out Guest
+	var out GuestView
 	return &out, c.do(ctx, "GET", "/v1/guests/"+name, "", nil, &out)
+}
+
+// DryRun validates a create and returns where the guest would be placed,
+// committing nothing.
+func (c *Client) DryRun(ctx context.Context, g CreateGuest) (*PlacementPreview, error) {
+	var out PlacementPreview
+	return &out, c.do(ctx, "POST", "/v1/guests?dry_run=1", "", g, &out)
+}
+
+// Node returns one node with the guests it holds.
+func (c *Client) Node(ctx context.Context, id string) (*NodeDetail, error) {
+	if err := events.ValidateID("node id", id); err != nil {
+		return nil, err
+	}
+	var out NodeDetail
+	return &out, c.do(ctx, "GET", "/v1/nodes/"+id, "", nil, &out)
+}
+
+// SetEligibility makes a node eligible or ineligible, or drains it.
+func (c *Client) SetEligibility(ctx context.Context, e SetEligibility) (WriteResult, error) {
+	if err := events.ValidateID("node id", e.ID); err != nil {
+		return WriteResult{}, err
+	}
+	return c.writeCmd(ctx, "POST", "/v1/nodes/"+e.ID+"/eligibility", e)
+}
+
+// SetNodeStatus declares a node up or down.
+func (c *Client) SetNodeStatus(ctx context.Context, id, status, reason string) (WriteResult, error) {
+	if err := events.ValidateID("node id", id); err != nil {
+		return WriteResult{}, err
+	}
+	return c.writeCmd(ctx, "POST", "/v1/nodes/"+id+"/status", SetNodeStatus{ID: id, Status: status, Reason: reason})
+}
+
+// SchedulerConfig returns the placement policy in force.
+func (c *Client) SchedulerConfig(ctx context.Context) (events.SchedulerConfig, error) {
+	var out events.SchedulerConfig
+	return out, c.do(ctx, "GET", "/v1/operator/scheduler", "", nil, &out)
+}
+
+// SetSchedulerConfig changes the placement policy.
+func (c *Client) SetSchedulerConfig(ctx context.Context, cfg events.SchedulerConfig) (WriteResult, error) {
+	return c.writeCmd(ctx, "POST", "/v1/operator/scheduler", cfg)
 }
 
 // NodeView is a node with what is allocated on it.

@@ -263,7 +263,7 @@ func TestLeaderFailover(t *testing.T) {
 
 func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	c := newTestCluster(t, 1, func(_ int, cfg *Config, _ []*Server) {
-		cfg.Nodes = []events.NodeRegistered{{ID: "n1", CPUs: 4, MemoryBytes: 8 << 30}}
+		cfg.Nodes = []events.NodeRegistered{{ID: "n1", CPUs: 4, MemoryBytes: 8 << 30, Drivers: map[string]string{"process": "1"}}}
 	})
 	_, s := c.waitLeader()
 	cl, _ := NewClient(s.HTTPAddr())

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/corral-dev/corral/events"
+	"github.com/corral-dev/corral/scheduler"
 )
 
 // Command is a user's or agent's intent. Decide validates it against the
@@ -30,7 +31,14 @@ type CreateGuest struct {
 	Kernel    string            `json:"kernel,omitempty"`
 	Initrd    string            `json:"initrd,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
-	NoStart   bool              `json:"no_start,omitempty"`
+	// Placement rules: constraints like "rack=a" or "rack!=b", a label key
+	// to spread by (anti-affinity), and exclusive CPUs as an explicit
+	// cpuset or a count for the scheduler to choose.
+	Constraints []string `json:"constraints,omitempty"`
+	SpreadBy    string   `json:"spread_by,omitempty"`
+	CPUSet      string   `json:"cpuset,omitempty"`
+	PinCPUs     int      `json:"pin_cpus,omitempty"`
+	NoStart     bool     `json:"no_start,omitempty"`
 }
 
 // Definition turns the command into a validated guest definition.
@@ -47,12 +55,29 @@ func (c *CreateGuest) Definition() (*events.GuestDefined, error) {
 	if vcpus == 0 {
 		vcpus = 1
 	}
+	cpuset := c.CPUSet
+	if cpuset != "" {
+		set, err := scheduler.ParseCPUSet(cpuset)
+		if err != nil {
+			return nil, fmt.Errorf("%w: cpuset: %v", events.ErrInvalid, err)
+		}
+		cpuset = set.String()
+	}
 	d := &events.GuestDefined{
 		Name: c.Name, Driver: c.Driver, MemoryBytes: mem, VCPUs: vcpus, CPUShares: shares,
 		Command: slices.Clone(c.Command), Rootfs: c.Rootfs, Kernel: c.Kernel, Initrd: c.Initrd,
-		Labels: maps.Clone(c.Labels),
+		Labels: maps.Clone(c.Labels), Constraints: slices.Clone(c.Constraints), SpreadBy: c.SpreadBy,
+		CPUSet: cpuset, PinCPUs: c.PinCPUs,
 	}
-	return d, d.Validate()
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	// The scheduler's own rules: constraints parse, the cpuset is
+	// canonical and fits the vCPUs.
+	if _, err := schedGuest(d); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 func (c *CreateGuest) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
@@ -61,7 +86,7 @@ func (c *CreateGuest) Decide(s *State, now time.Time, actor string) ([]events.Ev
 		return nil, err
 	}
 	if _, ok := s.Guests[d.Name]; ok {
-		return nil, fmt.Errorf("%w: guest %q is already defined; choose another name or destroy it first", ErrExists, d.Name)
+		return nil, existsErr(d.Name)
 	}
 	out := []events.Event{subject(events.New(now, actor, d), d.Name, "")}
 	if !c.NoStart {
@@ -195,18 +220,74 @@ type PlaceGuests struct {
 	Placements []Placement `json:"placements"`
 }
 
-// Placement puts one guest on one node.
+// Placement puts one guest on one node, with the exclusive CPUs it got.
 type Placement struct {
 	Guest string `json:"guest"`
 	Node  string `json:"node"`
+	CPUs  string `json:"cpus,omitempty"`
 }
 
 func (c *PlaceGuests) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
 	out := make([]events.Event, 0, len(c.Placements))
 	for _, p := range c.Placements {
-		out = append(out, subject(events.New(now, actor, &events.GuestPlaced{Node: p.Node}), p.Guest, p.Node))
+		out = append(out, subject(events.New(now, actor, &events.GuestPlaced{Node: p.Node, CPUs: p.CPUs}), p.Guest, p.Node))
 	}
 	return out, nil
+}
+
+// SetEligibility makes a node eligible or ineligible for new guests, or
+// drains it.
+type SetEligibility struct {
+	ID          string    `json:"id"`
+	Eligibility string    `json:"eligibility"`
+	Deadline    time.Time `json:"deadline,omitzero"`
+	MaxParallel int       `json:"max_parallel,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+}
+
+func (c *SetEligibility) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
+	if err := events.ValidateID("node id", c.ID); err != nil {
+		return nil, err
+	}
+	n, err := s.node(c.ID)
+	if err != nil {
+		return nil, err
+	}
+	p := &events.NodeEligibility{Eligibility: c.Eligibility, Deadline: c.Deadline.UTC(), MaxParallel: c.MaxParallel}
+	if c.Deadline.IsZero() {
+		p.Deadline = time.Time{}
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if n.Eligibility == p.Eligibility && p.Eligibility != events.Draining {
+		return nil, nil
+	}
+	e := subject(events.New(now, actor, p), "", c.ID)
+	e.Reason = c.Reason
+	return []events.Event{e}, nil
+}
+
+// SetSchedulerConfig changes the cluster's placement policy.
+type SetSchedulerConfig struct {
+	events.SchedulerConfig
+}
+
+func (c *SetSchedulerConfig) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
+	p := c.SchedulerConfig
+	if p.CPUOvercommit == 0 {
+		p.CPUOvercommit = 1
+	}
+	if p.MemoryOvercommit == 0 {
+		p.MemoryOvercommit = 1
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if s.Scheduler == p {
+		return nil, nil
+	}
+	return []events.Event{events.New(now, actor, &p)}, nil
 }
 
 // ReportGuest is an agent's report about one of its guests: started or

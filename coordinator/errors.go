@@ -114,3 +114,7 @@ func (e *goneError) Is(target error) bool { return target == ErrGone }
 func notFound(what, name string) error {
 	return fmt.Errorf("%w: %s %q does not exist", ErrNotFound, what, name)
 }
+
+func existsErr(name string) error {
+	return fmt.Errorf("%w: guest %q is already defined; choose another name or destroy it first", ErrExists, name)
+}

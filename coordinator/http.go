@@ -46,6 +46,19 @@ type Member struct {
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/guests", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("dry_run") == "1" {
+			var c CreateGuest
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+			if err == nil {
+				err = events.DecodeStrict(body, &c)
+			}
+			if err != nil {
+				writeError(w, fmt.Errorf("%w: request body: %v", events.ErrInvalid, err))
+				return
+			}
+			s.dryRun(w, &c)
+			return
+		}
 		s.write(w, r, func(body []byte) (Command, error) {
 			var c CreateGuest
 			return &c, events.DecodeStrict(body, &c)
@@ -96,6 +109,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /v1/state", s.getState)
 	mux.HandleFunc("GET /v1/cluster/members", s.members)
 	mux.HandleFunc("POST /v1/cluster/join", s.handleJoin)
+	s.schedRoutes(mux)
 	return mux
 }
 
@@ -274,11 +288,15 @@ func (s *Server) getGuest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	var g *Guest
+	var g *GuestView
 	s.fsm.read(func(st *State) {
 		if x, ok := st.Guests[name]; ok {
-			c := *x
-			g = &c
+			g = &GuestView{Guest: *x}
+			if x.Status == StatusPending {
+				if prev, err := explain(st, x); err == nil {
+					g.Unplaced = prev.Unplaced
+				}
+			}
 		}
 	})
 	if g == nil {
@@ -289,28 +307,19 @@ func (s *Server) getGuest(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
-	type nodeView struct {
-		*Node
-		AllocatedMemoryBytes int64 `json:"allocated_memory_bytes"`
-		AllocatedVCPUs       int   `json:"allocated_vcpus"`
-		Guests               int   `json:"guests"`
-	}
-	var out []nodeView
+	out := []NodeView{}
 	s.fsm.read(func(st *State) {
-		count := map[string]int{}
-		for _, g := range st.Guests {
-			count[g.Node]++
-		}
 		for _, id := range slices.Sorted(maps.Keys(st.Nodes)) {
-			n := *st.Nodes[id]
-			mem, cpu := st.Allocated(id)
-			out = append(out, nodeView{Node: &n, AllocatedMemoryBytes: mem, AllocatedVCPUs: cpu, Guests: count[id]})
+			out = append(out, st.nodeView(st.Nodes[id]))
 		}
 	})
-	if out == nil {
-		out = []nodeView{}
-	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// nodeView is a node with what is allocated on it.
+func (st *State) nodeView(n *Node) NodeView {
+	mem, cpu := st.Allocated(n.ID)
+	return NodeView{Node: *n, AllocatedMemoryBytes: mem, AllocatedVCPUs: cpu, Guests: len(st.GuestsOn(n.ID))}
 }
 
 func (s *Server) members(w http.ResponseWriter, r *http.Request) {

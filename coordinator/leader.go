@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/corral-dev/corral/events"
 	"github.com/corral-dev/corral/natsbus"
+	"github.com/corral-dev/corral/scheduler"
 )
 
 // applyTimeout bounds how long a command waits to be enqueued in raft.
@@ -111,6 +111,16 @@ func (s *Server) leaderDuties(ctx context.Context) {
 			}
 		}
 	}
+	if alg := s.cfg.SchedulerAlgorithm; alg != "" {
+		var unset bool
+		s.fsm.read(func(st *State) { unset = st.Scheduler.Algorithm == "" })
+		if unset {
+			cmd := &SetSchedulerConfig{events.SchedulerConfig{Algorithm: alg}}
+			if _, err := s.Submit(ctx, "", "server:"+s.cfg.ID, cmd); err != nil {
+				s.log.Warn("scheduler config", "err", err)
+			}
+		}
+	}
 	var seen uint64
 	for {
 		_, last := s.store.Bounds()
@@ -122,55 +132,47 @@ func (s *Server) leaderDuties(ctx context.Context) {
 	}
 }
 
-// schedule places pending guests. It is the stand-in placement until the
-// scheduler package takes over: first fit by free memory, nodes by ID.
+// schedule runs one scheduling pass: it places pending guests, moves the
+// guests of lost nodes and of draining nodes, and ends finished drains. The
+// plan is computed from a consistent view of the state; the state machine
+// re-checks every placement when it commits.
 func (s *Server) schedule(ctx context.Context) {
-	var plan []Placement
-	s.fsm.read(func(st *State) { plan = firstFit(st) })
-	if len(plan) == 0 {
+	now := time.Now()
+	var (
+		plan    scheduler.Plan
+		drained []string
+		err     error
+	)
+	s.fsm.read(func(st *State) {
+		w := st.Work(now)
+		drained = w.drained
+		if len(w.guests) > 0 && len(st.Nodes) > 0 {
+			plan, err = st.Plan(w.guests, w.moving, now)
+		}
+	})
+	if err != nil {
+		s.log.Error("scheduler", "err", err)
 		return
 	}
-	o, err := s.Submit(ctx, "", "scheduler:"+s.cfg.ID, &PlaceGuests{Placements: plan})
-	if err != nil {
-		s.log.Warn("placement", "err", err)
-	} else if o.Err != nil {
-		s.log.Info("placement refused", "err", o.Err.Message)
-	}
-}
-
-func firstFit(st *State) []Placement {
-	var ids []string
-	free := map[string]int64{}
-	for id, n := range st.Nodes {
-		if n.Status == NodeStatusUp {
-			free[id] = n.MemoryBytes - n.ReserveMemoryBytes
-			ids = append(ids, id)
+	actor := "scheduler:" + s.cfg.ID
+	if len(plan.Placements) > 0 {
+		cmd := &PlaceGuests{Placements: make([]Placement, len(plan.Placements))}
+		for i, p := range plan.Placements {
+			cmd.Placements[i] = Placement{Guest: p.Guest.Name, Node: p.Node, CPUs: p.CPUs.String()}
+		}
+		o, err := s.Submit(ctx, "", actor, cmd)
+		if err != nil {
+			s.log.Warn("placement", "err", err)
+		} else if o.Err != nil {
+			s.log.Info("placement refused at commit", "err", o.Err.Message)
 		}
 	}
-	if len(ids) == 0 {
-		return nil
-	}
-	pending := st.Pending()
-	if len(pending) == 0 {
-		return nil
-	}
-	for _, g := range st.Guests {
-		if _, ok := free[g.Node]; ok {
-			free[g.Node] -= g.MemoryBytes
+	for _, id := range drained {
+		cmd := &SetEligibility{ID: id, Eligibility: events.Ineligible, Reason: "drain complete"}
+		if _, err := s.Submit(ctx, "", actor, cmd); err != nil {
+			s.log.Warn("end drain", "node", id, "err", err)
 		}
 	}
-	slices.Sort(ids)
-	var plan []Placement
-	for _, g := range pending {
-		for _, id := range ids {
-			if free[id] >= g.MemoryBytes {
-				free[id] -= g.MemoryBytes
-				plan = append(plan, Placement{Guest: g.Name, Node: id})
-				break
-			}
-		}
-	}
-	return plan
 }
 
 // publishLoop sends every committed event to NATS while this server leads.

@@ -69,8 +69,11 @@ type Config struct {
 	Raft    RaftConfig
 	// Nodes are registered by the leader when missing: corral dev uses it
 	// for its local host until the node agent registers itself.
-	Nodes  []events.NodeRegistered
-	Logger *slog.Logger
+	Nodes []events.NodeRegistered
+	// SchedulerAlgorithm, binpack or spread, is set by the leader when the
+	// cluster has no scheduler configuration yet.
+	SchedulerAlgorithm string
+	Logger             *slog.Logger
 }
 
 // DefaultConfig returns a single-server configuration under dataDir.
@@ -102,6 +105,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Bootstrap && len(c.Join) > 0 {
 		return errors.New("corral: give either --bootstrap (first server) or --join (later servers), not both")
+	}
+	if c.SchedulerAlgorithm != "" && c.SchedulerAlgorithm != "binpack" && c.SchedulerAlgorithm != "spread" {
+		return fmt.Errorf("corral: scheduler algorithm %q is not known: use binpack or spread", c.SchedulerAlgorithm)
 	}
 	if c.Raft.MaxAppendEntries < 1 {
 		return errors.New("corral: raft max append entries must be at least 1")

@@ -11,7 +11,7 @@ import (
 
 func TestSingleServerCreate(t *testing.T) {
 	cfg := TestConfig(t, "s1", t.TempDir())
-	cfg.Nodes = []events.NodeRegistered{{ID: "local", CPUs: 2, MemoryBytes: 4 << 30}}
+	cfg.Nodes = []events.NodeRegistered{{ID: "local", CPUs: 2, MemoryBytes: 4 << 30, Drivers: map[string]string{"process": "1"}}}
 	s := StartTestServer(t, cfg)
 	<-s.Ready()
 	c, err := NewClient(s.HTTPAddr())

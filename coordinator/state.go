@@ -38,6 +38,11 @@ type Guest struct {
 	Node        string              `json:"node,omitempty"`
 	Generation  uint64              `json:"generation,omitempty"`
 	PID         int                 `json:"pid,omitempty"`
+	// CPUs are the exclusive CPUs the placement chose, when pinned.
+	CPUs string `json:"cpus,omitempty"`
+	// MovedFrom is the node a drain or a node loss moved the guest off,
+	// until the guest reports started on its new node.
+	MovedFrom   string              `json:"moved_from,omitempty"`
 	Tuning      map[string]string   `json:"tuning,omitempty"` // knob -> canonical value, when not the default
 	LastExit    *events.GuestExited `json:"last_exit,omitempty"`
 	CreateIndex uint64              `json:"create_index"`
@@ -62,9 +67,13 @@ func (g *Guest) Knob(name string) string {
 // Node is the state machine's record of one host.
 type Node struct {
 	events.NodeRegistered
-	Status      string `json:"status"`
-	CreateIndex uint64 `json:"create_index"`
-	ModifyIndex uint64 `json:"modify_index"`
+	Status string `json:"status"`
+	// Eligibility is eligible, ineligible or draining; Drain holds the
+	// drain's deadline and parallelism while draining.
+	Eligibility string                  `json:"eligibility"`
+	Drain       *events.NodeEligibility `json:"drain,omitempty"`
+	CreateIndex uint64                  `json:"create_index"`
+	ModifyIndex uint64                  `json:"modify_index"`
 }
 
 // ServerInfo is a coordinator server's addresses.
@@ -90,10 +99,14 @@ type State struct {
 	Requests map[string]*Outcome    `json:"requests"`
 	// ReqOrder is the request IDs in the order they were recorded, oldest first.
 	ReqOrder []string `json:"req_order"`
+	// Scheduler is the placement policy; the zero value means the default.
+	Scheduler events.SchedulerConfig `json:"scheduler"`
 
-	// pending indexes the guests with StatusPending. It is derived: built
-	// by NewState and reindex, kept up to date by Apply.
+	// pending indexes the guests with StatusPending and byNode the guests
+	// placed on each node. They are derived: built by NewState and reindex,
+	// kept up to date by Apply.
 	pending map[string]bool
+	byNode  map[string]map[string]bool
 }
 
 // Pending returns the guests waiting for a placement, oldest first. It
@@ -118,11 +131,50 @@ func (s *State) Pending() []*Guest {
 // reindex rebuilds the derived indexes, after decoding or copying.
 func (s *State) reindex() {
 	s.pending = map[string]bool{}
+	s.byNode = map[string]map[string]bool{}
 	for name, g := range s.Guests {
 		if g.Status == StatusPending {
 			s.pending[name] = true
 		}
+		s.setNode(name, "", g.Node)
 	}
+}
+
+// setNode moves a guest from one node's index entry to another's.
+func (s *State) setNode(guest, from, to string) {
+	if s.byNode == nil {
+		return
+	}
+	if from != "" {
+		delete(s.byNode[from], guest)
+		if len(s.byNode[from]) == 0 {
+			delete(s.byNode, from)
+		}
+	}
+	if to != "" {
+		if s.byNode[to] == nil {
+			s.byNode[to] = map[string]bool{}
+		}
+		s.byNode[to][guest] = true
+	}
+}
+
+// GuestsOn returns the names of the guests placed on a node, sorted.
+func (s *State) GuestsOn(node string) []string {
+	var out []string
+	if s.byNode == nil {
+		for name, g := range s.Guests {
+			if g.Node == node {
+				out = append(out, name)
+			}
+		}
+	} else {
+		for name := range s.byNode[node] {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (s *State) setPending(name string, on bool) {
@@ -144,6 +196,7 @@ func NewState() *State {
 		Guests:   map[string]*Guest{},
 		Requests: map[string]*Outcome{},
 		pending:  map[string]bool{},
+		byNode:   map[string]map[string]bool{},
 	}
 }
 
@@ -169,6 +222,14 @@ func (s *State) apply(idx uint64, e *events.Event) error {
 		return s.applyNodeStatus(idx, e, NodeStatusUp)
 	case *events.NodeDown:
 		return s.applyNodeStatus(idx, e, NodeStatusDown)
+	case *events.NodeEligibility:
+		return s.applyNodeEligibility(idx, e, p)
+	case *events.SchedulerConfig:
+		if err := p.Validate(); err != nil {
+			return err
+		}
+		s.Scheduler = *p
+		return nil
 	case *events.GuestDefined:
 		return s.applyGuestDefined(idx, e, p)
 	case *events.GuestPlaced:
@@ -185,6 +246,7 @@ func (s *State) apply(idx uint64, e *events.Event) error {
 		if _, err := s.guest(e.Guest); err != nil {
 			return err
 		}
+		s.setNode(e.Guest, s.Guests[e.Guest].Node, "")
 		delete(s.Guests, e.Guest)
 		s.setPending(e.Guest, false)
 		return nil
@@ -226,7 +288,7 @@ func (s *State) applyNodeRegistered(idx uint64, e *events.Event, p *events.NodeR
 	}
 	n, ok := s.Nodes[p.ID]
 	if !ok {
-		n = &Node{CreateIndex: idx}
+		n = &Node{CreateIndex: idx, Eligibility: events.Eligible}
 		s.Nodes[p.ID] = n
 	}
 	n.NodeRegistered = *p
@@ -253,7 +315,7 @@ func (s *State) applyGuestDefined(idx uint64, e *events.Event, p *events.GuestDe
 		return fmt.Errorf("%w: guest definition for %q carries subject %q", events.ErrInvalid, p.Name, e.Guest)
 	}
 	if _, ok := s.Guests[p.Name]; ok {
-		return fmt.Errorf("%w: guest %q is already defined; choose another name or destroy it first", ErrExists, p.Name)
+		return existsErr(p.Name)
 	}
 	s.Guests[p.Name] = &Guest{
 		GuestDefined: *p, Desired: DesiredStopped, Status: StatusPending,
@@ -265,13 +327,37 @@ func (s *State) applyGuestDefined(idx uint64, e *events.Event, p *events.GuestDe
 
 // Allocated returns the memory and vCPUs held on node id by placed guests.
 func (s *State) Allocated(id string) (memory int64, vcpus int) {
-	for _, g := range s.Guests {
-		if g.Node == id {
-			memory += g.MemoryBytes
-			vcpus += g.VCPUs
-		}
+	for _, name := range s.GuestsOn(id) {
+		g := s.Guests[name]
+		memory += g.MemoryBytes
+		vcpus += g.VCPUs
 	}
 	return memory, vcpus
+}
+
+func (s *State) applyNodeEligibility(idx uint64, e *events.Event, p *events.NodeEligibility) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	n, err := s.node(e.Node)
+	if err != nil {
+		return err
+	}
+	n.Eligibility = p.Eligibility
+	n.Drain = nil
+	if p.Eligibility == events.Draining {
+		c := *p
+		n.Drain = &c
+	}
+	n.ModifyIndex = idx
+	return nil
+}
+
+// movable reports whether a guest placed on node from may be placed
+// elsewhere: its node is gone or draining.
+func (s *State) movable(from string) bool {
+	n, ok := s.Nodes[from]
+	return !ok || n.Status == NodeStatusDown || n.Eligibility == events.Draining
 }
 
 func (s *State) applyGuestPlaced(idx uint64, e *events.Event, p *events.GuestPlaced) error {
@@ -282,21 +368,17 @@ func (s *State) applyGuestPlaced(idx uint64, e *events.Event, p *events.GuestPla
 	if err != nil {
 		return err
 	}
-	n, err := s.node(p.Node)
-	if err != nil {
+	if g.Node != "" && !s.movable(g.Node) {
+		return fmt.Errorf("%w: guest %q is already placed on node %q, which is up and not draining", ErrConflict, g.Name, g.Node)
+	}
+	if err := s.checkPlacement(g, p); err != nil {
 		return err
 	}
-	if n.Status != NodeStatusUp {
-		return fmt.Errorf("%w: node %q is %s; it cannot take guest %q", ErrConflict, n.ID, n.Status, g.Name)
-	}
-	if g.Node != p.Node {
-		mem, _ := s.Allocated(p.Node)
-		free := n.MemoryBytes - n.ReserveMemoryBytes - mem
-		if g.MemoryBytes > free {
-			return fmt.Errorf("%w: node %q has %s free, guest %q needs %s", ErrConflict, n.ID, events.FormatSize(free), g.Name, events.FormatSize(g.MemoryBytes))
-		}
-	}
+	from := g.Node
+	s.setNode(g.Name, from, p.Node)
+	g.MovedFrom = from
 	g.Node = p.Node
+	g.CPUs = p.CPUs
 	g.Generation = idx
 	g.Status = StatusPlaced
 	s.setPending(g.Name, false)
@@ -335,6 +417,7 @@ func (s *State) applyGuestStarted(idx uint64, e *events.Event, p *events.GuestSt
 		return err
 	}
 	g.Status = StatusRunning
+	g.MovedFrom = ""
 	g.PID = p.PID
 	g.ModifyIndex = idx
 	return nil
@@ -397,7 +480,8 @@ func (s *State) Record(id string, o *Outcome) {
 func (s *State) Clone() *State {
 	c := &State{
 		Index:    s.Index,
-		Servers:  make(map[string]*ServerInfo, len(s.Servers)),
+		Servers:   make(map[string]*ServerInfo, len(s.Servers)),
+		Scheduler: s.Scheduler,
 		Nodes:    make(map[string]*Node, len(s.Nodes)),
 		Guests:   make(map[string]*Guest, len(s.Guests)),
 		Requests: maps.Clone(s.Requests),
@@ -412,12 +496,17 @@ func (s *State) Clone() *State {
 		x.Drivers = maps.Clone(v.Drivers)
 		x.Labels = maps.Clone(v.Labels)
 		x.Controllers = slices.Clone(v.Controllers)
+		if v.Drain != nil {
+			d := *v.Drain
+			x.Drain = &d
+		}
 		c.Nodes[k] = &x
 	}
 	for k, v := range s.Guests {
 		x := *v
 		x.Labels = maps.Clone(v.Labels)
 		x.Command = slices.Clone(v.Command)
+		x.Constraints = slices.Clone(v.Constraints)
 		x.Tuning = maps.Clone(v.Tuning)
 		c.Guests[k] = &x
 	}

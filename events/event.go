@@ -26,6 +26,8 @@ const (
 	TypeGuestUndefined      Type = 10
 	TypeGuestTuned          Type = 11
 	TypeServerRegistered    Type = 12
+	TypeNodeEligibility     Type = 13
+	TypeSchedulerConfig     Type = 14
 )
 
 // SchemaVersion is the envelope version written by this build.
@@ -51,6 +53,8 @@ var registry = map[Type]typeInfo{
 	TypeGuestUndefined:      {"guest.undefined", func() Payload { return new(GuestUndefined) }},
 	TypeGuestTuned:          {"guest.tuned", func() Payload { return new(GuestTuned) }},
 	TypeServerRegistered:    {"server.registered", func() Payload { return new(ServerRegistered) }},
+	TypeNodeEligibility:     {"node.eligibility", func() Payload { return new(NodeEligibility) }},
+	TypeSchedulerConfig:     {"scheduler.config", func() Payload { return new(SchedulerConfig) }},
 }
 
 var byName = func() map[string]Type {

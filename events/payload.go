@@ -1,5 +1,7 @@
 package events
 
+import "time"
+
 // Drivers a guest can run under.
 const (
 	DriverProcess = "process"
@@ -41,6 +43,14 @@ type GuestDefined struct {
 	Kernel      string            `json:"kernel,omitempty"`
 	Initrd      string            `json:"initrd,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
+	// Placement rules, checked by the scheduler: label constraints such
+	// as "rack=a" or "rack!=b", a label key no two guests with the same
+	// value may share a node by, and exclusive CPUs: an explicit cpuset
+	// ("0-3,6") or a count for the scheduler to choose.
+	Constraints []string `json:"constraints,omitempty"`
+	SpreadBy    string   `json:"spread_by,omitempty"`
+	CPUSet      string   `json:"cpuset,omitempty"`
+	PinCPUs     int      `json:"pin_cpus,omitempty"`
 }
 
 // GuestPlaced assigns a guest to a node. The index of this event is the
@@ -48,6 +58,9 @@ type GuestDefined struct {
 // and reports about the guest name it.
 type GuestPlaced struct {
 	Node string `json:"node"`
+	// CPUs are the exclusive CPUs the guest got on Node, when it asked for
+	// pinning ("2-3").
+	CPUs string `json:"cpus,omitempty"`
 }
 
 // GuestStartRequested sets a guest's desired state to running.
@@ -97,7 +110,32 @@ type ServerRegistered struct {
 	HTTPAddr string `json:"http_addr"`
 }
 
+// Node eligibilities.
+const (
+	Eligible   = "eligible"
+	Ineligible = "ineligible"
+	Draining   = "draining"
+)
+
+// NodeEligibility says whether the scheduler may place new guests on a node.
+// Draining also moves the node's guests elsewhere, at most MaxParallel at a
+// time (0: all at once), and all remaining ones once Deadline passes.
+type NodeEligibility struct {
+	Eligibility string    `json:"eligibility"`
+	Deadline    time.Time `json:"deadline,omitzero"`
+	MaxParallel int       `json:"max_parallel,omitempty"`
+}
+
+// SchedulerConfig sets the cluster's placement policy.
+type SchedulerConfig struct {
+	Algorithm        string  `json:"algorithm"` // binpack or spread
+	CPUOvercommit    float64 `json:"cpu_overcommit"`
+	MemoryOvercommit float64 `json:"memory_overcommit"`
+}
+
 func (*NodeRegistered) EventType() Type      { return TypeNodeRegistered }
+func (*NodeEligibility) EventType() Type     { return TypeNodeEligibility }
+func (*SchedulerConfig) EventType() Type     { return TypeSchedulerConfig }
 func (*NodeUp) EventType() Type              { return TypeNodeUp }
 func (*NodeDown) EventType() Type            { return TypeNodeDown }
 func (*GuestDefined) EventType() Type        { return TypeGuestDefined }

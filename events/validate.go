@@ -233,7 +233,10 @@ func (g *GuestDefined) Validate() error {
 	if err := validatePath("initrd", g.Initrd, false); err != nil {
 		return err
 	}
-	return ValidateLabels("label", g.Labels)
+	if err := ValidateLabels("label", g.Labels); err != nil {
+		return err
+	}
+	return g.validatePlacementRules()
 }
 
 // ValidateCPUShares checks a cpu_shares value.
@@ -281,3 +284,56 @@ func strictDecode(b []byte, v any) error {
 // DecodeStrict is the decoder used for API request bodies: one JSON value,
 // no unknown fields, nothing after it.
 func DecodeStrict(b []byte, v any) error { return strictDecode(b, v) }
+
+// Validate checks an eligibility change.
+func (n *NodeEligibility) Validate() error {
+	switch n.Eligibility {
+	case Eligible, Ineligible, Draining:
+	default:
+		return fieldErr("eligibility", n.Eligibility, "use eligible, ineligible or draining")
+	}
+	if n.MaxParallel < 0 {
+		return fieldErr("max_parallel", strconv.Itoa(n.MaxParallel), "use 0 (all at once) or more")
+	}
+	if n.Eligibility != Draining && (n.MaxParallel != 0 || !n.Deadline.IsZero()) {
+		return fieldErr("eligibility", n.Eligibility, "a deadline and max_parallel belong to a drain")
+	}
+	return nil
+}
+
+// MaxOvercommit bounds the overcommit ratios.
+const MaxOvercommit = 1000
+
+// Validate checks a scheduler configuration.
+func (c *SchedulerConfig) Validate() error {
+	if c.Algorithm != "binpack" && c.Algorithm != "spread" {
+		return fieldErr("algorithm", c.Algorithm, "use binpack or spread")
+	}
+	for field, r := range map[string]float64{"cpu_overcommit": c.CPUOvercommit, "memory_overcommit": c.MemoryOvercommit} {
+		if !(r >= 1 && r <= MaxOvercommit) {
+			return fieldErr(field, strconv.FormatFloat(r, 'g', -1, 64), fmt.Sprintf("use a ratio from 1 (no overcommit) to %d", MaxOvercommit))
+		}
+	}
+	return nil
+}
+
+func (g *GuestDefined) validatePlacementRules() error {
+	if g.SpreadBy != "" {
+		if err := validateLabelPart("spread_by", g.SpreadBy, false); err != nil {
+			return err
+		}
+		if _, ok := g.Labels[g.SpreadBy]; !ok {
+			return fieldErr("spread_by", g.SpreadBy, "the guest needs a label with this key, e.g. --label "+g.SpreadBy+"=VALUE")
+		}
+	}
+	if g.PinCPUs < 0 || g.PinCPUs > g.VCPUs {
+		return fieldErr("pin_cpus", strconv.Itoa(g.PinCPUs), fmt.Sprintf("use 0 to the guest's vcpus (%d)", g.VCPUs))
+	}
+	if g.PinCPUs > 0 && g.CPUSet != "" {
+		return fieldErr("cpuset", g.CPUSet, "give either an explicit cpuset or a number of CPUs to pin, not both")
+	}
+	if len(g.Constraints) > maxLabels {
+		return fieldErr("constraint", fmt.Sprint(len(g.Constraints)), fmt.Sprintf("at most %d constraints", maxLabels))
+	}
+	return nil
+}

@@ -106,6 +106,7 @@ otherwise).`,
 		a.clusterCommand(),
 		a.schedinfoCommand(),
 		a.memtuneCommand(),
+		a.operatorCommand(),
 	)
 	markStarted(root, &a.started)
 	return root

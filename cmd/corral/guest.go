@@ -93,7 +93,8 @@ func (a *app) guestShowCommand() *cobra.Command {
 	}
 }
 
-func printGuest(a *app, g *coordinator.Guest) error {
+func printGuest(a *app, gv *coordinator.GuestView) error {
+	g := &gv.Guest
 	t := newTable(a.stdout, "Name:", g.Name)
 	t.row("Driver:", g.Driver)
 	t.row("Desired:", g.Desired)
@@ -130,9 +131,35 @@ func printGuest(a *app, g *coordinator.Guest) error {
 		last = fmt.Sprintf("%s (generation %d on %s)", formatExit(g.LastExit), g.LastExit.Generation, g.LastExit.Node)
 	}
 	t.row("Last exit:", last)
+	if len(g.Constraints) > 0 {
+		t.row("Constraints:", strings.Join(g.Constraints, ", "))
+	}
+	if g.SpreadBy != "" {
+		t.row("Spread by:", g.SpreadBy)
+	}
+	switch {
+	case g.CPUs != "":
+		t.row("Pinned CPUs:", g.CPUs)
+	case g.CPUSet != "":
+		t.row("Pinned CPUs:", g.CPUSet+" (requested)")
+	case g.PinCPUs > 0:
+		t.row("Pinned CPUs:", strconv.Itoa(g.PinCPUs)+" (requested)")
+	}
+	if g.MovedFrom != "" {
+		t.row("Moving from:", g.MovedFrom)
+	}
 	t.row("Created:", "index "+formatUint(g.CreateIndex))
 	t.row("Modified:", "index "+formatUint(g.ModifyIndex))
-	return t.flush()
+	if err := t.flush(); err != nil {
+		return err
+	}
+	if len(gv.Unplaced) > 0 {
+		fmt.Fprintln(a.stdout, "Placement:")
+		for _, l := range gv.Unplaced {
+			fmt.Fprintln(a.stdout, "  "+strings.TrimSpace(l))
+		}
+	}
+	return nil
 }
 
 func (a *app) guestActionCommand(action, short, done string) *cobra.Command {

@@ -12,16 +12,21 @@ import (
 )
 
 type createOptions struct {
-	driver    string
-	memory    string
-	vcpus     int
-	cpuShares int
-	command   string
-	rootfs    string
-	kernel    string
-	initrd    string
-	labels    []string
-	noStart   bool
+	driver      string
+	memory      string
+	vcpus       int
+	cpuShares   int
+	command     string
+	rootfs      string
+	kernel      string
+	initrd      string
+	labels      []string
+	noStart     bool
+	constraints []string
+	spreadBy    string
+	cpuset      string
+	vcpupin     bool
+	dryRun      bool
 }
 
 func (a *app) guestCreateCommand() *cobra.Command {
@@ -60,6 +65,9 @@ quotes respected, nothing expanded) or as the arguments after --.`,
 			if err != nil {
 				return err
 			}
+			if o.dryRun {
+				return a.printDryRun(cmd, c, req)
+			}
 			res, err := c.CreateGuest(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -82,6 +90,11 @@ quotes respected, nothing expanded) or as the arguments after --.`,
 	f.StringVar(&o.initrd, "initrd", "", "initrd image on the node (qemu)")
 	f.StringArrayVar(&o.labels, "label", nil, "label key=value; repeat for more")
 	f.BoolVar(&o.noStart, "no-start", false, "define the guest without asking for it to run")
+	f.StringArrayVar(&o.constraints, "constraint", nil, "node label rule, key=value or key!=value; repeat for more")
+	f.StringVar(&o.spreadBy, "spread-by", "", "label key: no two guests with the same value of it share a node (the guest needs that label)")
+	f.StringVar(&o.cpuset, "cpuset", "", "pin the guest to these exclusive host CPUs, e.g. 0-3,6")
+	f.BoolVar(&o.vcpupin, "vcpupin", false, "pin every vCPU to an exclusive host CPU the scheduler chooses")
+	f.BoolVar(&o.dryRun, "dry-run", false, "print where the guest would be placed, and why, without creating it")
 	cmd.MarkFlagRequired("driver")
 	cmd.MarkFlagRequired("memory")
 	return cmd
@@ -97,6 +110,13 @@ func (o *createOptions) request(cmd *cobra.Command, args []string) (coordinator.
 	req := coordinator.CreateGuest{
 		Name: name, Driver: o.driver, Memory: o.memory, VCPUs: o.vcpus, CPUShares: o.cpuShares,
 		Rootfs: o.rootfs, Kernel: o.kernel, Initrd: o.initrd, NoStart: o.noStart,
+		Constraints: o.constraints, SpreadBy: o.spreadBy, CPUSet: o.cpuset,
+	}
+	if o.vcpupin {
+		if o.cpuset != "" {
+			return req, usagef("give either --cpuset or --vcpupin, not both")
+		}
+		req.PinCPUs = o.vcpus
 	}
 	if d := cmd.ArgsLenAtDash(); d >= 0 {
 		req.Command = args[d:]
@@ -133,4 +153,27 @@ func (o *createOptions) request(cmd *cobra.Command, args []string) (coordinator.
 		return req, err
 	}
 	return req, nil
+}
+
+func (a *app) printDryRun(cmd *cobra.Command, c *coordinator.Client, req coordinator.CreateGuest) error {
+	p, err := c.DryRun(cmd.Context(), req)
+	if err != nil {
+		return err
+	}
+	if a.json() {
+		return writeJSON(a.stdout, p)
+	}
+	if p.Node == "" {
+		fmt.Fprintf(a.stdout, "guest %s would stay pending:\n", req.Name)
+		for _, l := range p.Unplaced {
+			fmt.Fprintln(a.stdout, "  "+strings.TrimSpace(l))
+		}
+		return nil
+	}
+	fmt.Fprintf(a.stdout, "guest %s would be placed on node %s (score %.3f, best of %d feasible nodes)", req.Name, p.Node, p.Score, p.Ranked)
+	if p.CPUs != "" {
+		fmt.Fprintf(a.stdout, " with exclusive CPUs %s", p.CPUs)
+	}
+	fmt.Fprintln(a.stdout)
+	return nil
 }

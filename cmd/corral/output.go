@@ -79,3 +79,5 @@ func yesNo(b bool) string {
 	}
 	return "no"
 }
+
+func formatRatio(r float64) string { return strconv.FormatFloat(r, 'g', -1, 64) }

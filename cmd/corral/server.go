@@ -25,6 +25,7 @@ type serverOptions struct {
 	retainAge        time.Duration
 	checkpointEvery  uint64
 	maxAppendEntries int
+	schedAlgorithm   string
 	logLevel         string
 }
 
@@ -76,6 +77,7 @@ Ctrl-C or SIGTERM stops it cleanly.`,
 			cfg.Store.MaxAge = o.retainAge
 			cfg.Store.CheckpointEvery = o.checkpointEvery
 			cfg.Raft.MaxAppendEntries = o.maxAppendEntries
+			cfg.SchedulerAlgorithm = o.schedAlgorithm
 			cfg.Logger = log
 			return a.serve(cmd.Context(), "corral server", cfg)
 		},
@@ -96,6 +98,7 @@ Ctrl-C or SIGTERM stops it cleanly.`,
 	f.DurationVar(&o.retainAge, "retain-age", 0, "drop events older than this, e.g. 72h (0 = no limit)")
 	f.Uint64Var(&o.checkpointEvery, "checkpoint-every", o.checkpointEvery, "store a state checkpoint every this many events (time travel replays at most this many)")
 	f.IntVar(&o.maxAppendEntries, "max-append-entries", o.maxAppendEntries, "raft batching: commands written with one fsync and sent in one message")
+	f.StringVar(&o.schedAlgorithm, "scheduler-algorithm", "", "binpack or spread, for a new cluster; later changes go through corral operator scheduler set-config")
 	logLevelFlag(cmd, &o.logLevel)
 	cmd.MarkFlagRequired("id")
 	cmd.MarkFlagRequired("data-dir")

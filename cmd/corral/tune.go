@@ -49,7 +49,11 @@ func (a *app) tune(ctx context.Context, name string, set map[string]string, o tu
 			return nil, err
 		}
 	}
-	return c.Guest(ctx, name)
+	g, err := c.Guest(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return &g.Guest, nil
 }
 
 // printParams prints name: value lines as virsh does ("%-15s: %s").

@@ -1,0 +1,191 @@
+package coordinator
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/corral-dev/corral/events"
+	"github.com/corral-dev/corral/scheduler"
+)
+
+// This file is the seam between the state machine and the pure scheduler:
+// it turns State into the scheduler's view types, and picks the work of one
+// scheduling pass (pending guests, guests of lost nodes, drain moves).
+
+// SchedulerConfig returns the placement policy in force.
+func (s *State) SchedulerConfig() scheduler.Config {
+	cfg := scheduler.DefaultConfig()
+	if s.Scheduler.Algorithm != "" {
+		cfg.Algorithm = scheduler.Algorithm(s.Scheduler.Algorithm)
+		cfg.CPUOvercommit = s.Scheduler.CPUOvercommit
+		cfg.MemoryOvercommit = s.Scheduler.MemoryOvercommit
+	}
+	return cfg
+}
+
+// schedGuest converts a guest's definition into what the scheduler reads.
+func schedGuest(d *events.GuestDefined) (scheduler.Guest, error) {
+	cons, err := scheduler.ParseConstraints(d.Constraints)
+	if err != nil {
+		return scheduler.Guest{}, fmt.Errorf("%w: %v", events.ErrInvalid, err)
+	}
+	var cpus scheduler.CPUSet
+	if d.CPUSet != "" {
+		if cpus, err = scheduler.ParseCPUSet(d.CPUSet); err != nil {
+			return scheduler.Guest{}, fmt.Errorf("%w: %v", events.ErrInvalid, err)
+		}
+	}
+	g := scheduler.Guest{
+		Name: d.Name, Driver: d.Driver, MemoryBytes: uint64(d.MemoryBytes), VCPUs: d.VCPUs,
+		Labels: d.Labels, Constraints: cons, SpreadBy: d.SpreadBy, CPUSet: cpus, PinCPUs: d.PinCPUs,
+	}
+	if err := g.Validate(); err != nil {
+		return scheduler.Guest{}, fmt.Errorf("%w: %v", events.ErrInvalid, err)
+	}
+	return g, nil
+}
+
+func allocation(g *Guest) scheduler.Allocation {
+	a := scheduler.Allocation{Guest: g.Name, MemoryBytes: uint64(g.MemoryBytes), VCPUs: g.VCPUs, Labels: g.Labels, SpreadBy: g.SpreadBy}
+	if g.CPUs != "" {
+		a.CPUs, _ = scheduler.ParseCPUSet(g.CPUs)
+	}
+	return a
+}
+
+// schedNode converts a node and the guests on it, leaving out the guests in
+// skip (those about to move).
+func (s *State) schedNode(n *Node, skip map[string]bool) scheduler.Node {
+	sn := scheduler.Node{
+		ID: n.ID, Status: scheduler.NodeUp, MemoryBytes: uint64(n.MemoryBytes),
+		ReservedCPUs: n.ReserveCPUs, ReservedMemoryBytes: uint64(n.ReserveMemoryBytes),
+		Labels: n.Labels, Drivers: slices.Sorted(maps.Keys(n.Drivers)),
+	}
+	if n.Status != NodeStatusUp {
+		sn.Status = scheduler.NodeDown
+	}
+	switch n.Eligibility {
+	case events.Ineligible:
+		sn.Eligibility = scheduler.Ineligible
+	case events.Draining:
+		sn.Eligibility = scheduler.Draining
+	}
+	sn.CPUs = make(scheduler.CPUSet, n.CPUs)
+	for i := range sn.CPUs {
+		sn.CPUs[i] = i
+	}
+	for _, name := range s.GuestsOn(n.ID) {
+		if !skip[name] {
+			sn.Allocations = append(sn.Allocations, allocation(s.Guests[name]))
+		}
+	}
+	return sn
+}
+
+// Snapshot returns the scheduler's view of the whole cluster, leaving out
+// the guests in skip.
+func (s *State) Snapshot(skip map[string]bool) (*scheduler.Snapshot, error) {
+	nodes := make([]scheduler.Node, 0, len(s.Nodes))
+	for _, n := range s.Nodes {
+		nodes = append(nodes, s.schedNode(n, skip))
+	}
+	return scheduler.NewSnapshot(nodes)
+}
+
+// checkPlacement re-checks a placement against the state as it is when the
+// placement commits: the target node's capacity, pinned CPUs, constraints
+// and anti-affinity. Two plans made from the same snapshot therefore never
+// over-commit a node.
+func (s *State) checkPlacement(g *Guest, p *events.GuestPlaced) error {
+	n, err := s.node(p.Node)
+	if err != nil {
+		return err
+	}
+	sg, err := schedGuest(&g.GuestDefined)
+	if err != nil {
+		return err
+	}
+	snap, err := scheduler.NewSnapshot([]scheduler.Node{s.schedNode(n, map[string]bool{g.Name: true})})
+	if err != nil {
+		return fmt.Errorf("corral: node %q: %w", n.ID, err)
+	}
+	pl := scheduler.Placement{Guest: sg, Node: p.Node}
+	if p.CPUs != "" {
+		if pl.CPUs, err = scheduler.ParseCPUSet(p.CPUs); err != nil {
+			return fmt.Errorf("%w: placement cpus: %v", events.ErrInvalid, err)
+		}
+	}
+	if err := scheduler.CheckPlacement(snap, pl, s.SchedulerConfig()); err != nil {
+		return fmt.Errorf("%w: %s", ErrConflict, strings.TrimPrefix(err.Error(), "corral: "))
+	}
+	return nil
+}
+
+// schedulingWork is what one pass has to place: guests in the order they
+// should be tried, and the set of those that currently sit on a node.
+type schedulingWork struct {
+	guests []*Guest
+	moving map[string]bool
+	// drained lists draining nodes with no guests left.
+	drained []string
+}
+
+// Work collects one pass's work as of now: pending guests, every guest on a
+// node that is down, and on draining nodes as many guests as the drain's
+// parallelism allows (all of them once its deadline passed).
+func (s *State) Work(now time.Time) schedulingWork {
+	w := schedulingWork{guests: s.Pending(), moving: map[string]bool{}}
+	for _, id := range slices.Sorted(maps.Keys(s.Nodes)) {
+		n := s.Nodes[id]
+		on := s.GuestsOn(id)
+		switch {
+		case n.Status == NodeStatusDown:
+			for _, name := range on {
+				w.guests = append(w.guests, s.Guests[name])
+				w.moving[name] = true
+			}
+		case n.Eligibility == events.Draining && n.Drain != nil:
+			if len(on) == 0 {
+				w.drained = append(w.drained, id)
+				continue
+			}
+			budget := len(on)
+			if n.Drain.MaxParallel > 0 && (n.Drain.Deadline.IsZero() || now.Before(n.Drain.Deadline)) {
+				inflight := 0
+				for _, g := range s.Guests {
+					if g.MovedFrom == id && g.Status == StatusPlaced && g.Desired == DesiredRunning {
+						inflight++
+					}
+				}
+				budget = max(0, n.Drain.MaxParallel-inflight)
+			}
+			for _, name := range on[:min(budget, len(on))] {
+				w.guests = append(w.guests, s.Guests[name])
+				w.moving[name] = true
+			}
+		}
+	}
+	return w
+}
+
+// Plan runs the scheduler over the state for the given guests.
+func (s *State) Plan(guests []*Guest, moving map[string]bool, now time.Time) (scheduler.Plan, error) {
+	snap, err := s.Snapshot(moving)
+	if err != nil {
+		return scheduler.Plan{}, err
+	}
+	pending := make([]scheduler.Guest, 0, len(guests))
+	for _, g := range guests {
+		sg, err := schedGuest(&g.GuestDefined)
+		if err != nil {
+			// Validated at creation; a guest from an older build that no
+			// longer validates is reported by Schedule as a failure.
+			sg = scheduler.Guest{Name: g.Name, Driver: g.Driver, MemoryBytes: uint64(g.MemoryBytes), VCPUs: g.VCPUs}
+		}
+		pending = append(pending, sg)
+	}
+	return scheduler.Schedule(snap, pending, s.SchedulerConfig(), now, s.Index)
+}
