@@ -33,11 +33,11 @@ const (
 // Guest is the state machine's record of one guest.
 type Guest struct {
 	events.GuestDefined
-	Desired     string              `json:"desired"`
-	Status      string              `json:"status"`
-	Node        string              `json:"node,omitempty"`
-	Generation  uint64              `json:"generation,omitempty"`
-	PID         int                 `json:"pid,omitempty"`
+	Desired    string `json:"desired"`
+	Status     string `json:"status"`
+	Node       string `json:"node,omitempty"`
+	Generation uint64 `json:"generation,omitempty"`
+	PID        int    `json:"pid,omitempty"`
 	// CPUs are the exclusive CPUs the placement chose, when pinned.
 	CPUs string `json:"cpus,omitempty"`
 	// MovedFrom is the node a drain or a node loss moved the guest off,
@@ -479,13 +479,13 @@ func (s *State) Record(id string, o *Outcome) {
 // Clone returns a deep copy of s.
 func (s *State) Clone() *State {
 	c := &State{
-		Index:    s.Index,
+		Index:     s.Index,
 		Servers:   make(map[string]*ServerInfo, len(s.Servers)),
 		Scheduler: s.Scheduler,
-		Nodes:    make(map[string]*Node, len(s.Nodes)),
-		Guests:   make(map[string]*Guest, len(s.Guests)),
-		Requests: maps.Clone(s.Requests),
-		ReqOrder: slices.Clone(s.ReqOrder),
+		Nodes:     make(map[string]*Node, len(s.Nodes)),
+		Guests:    make(map[string]*Guest, len(s.Guests)),
+		Requests:  maps.Clone(s.Requests),
+		ReqOrder:  slices.Clone(s.ReqOrder),
 	}
 	for k, v := range s.Servers {
 		x := *v
