@@ -155,6 +155,9 @@ func (s *Server) schedule(ctx context.Context) {
 		return
 	}
 	actor := "scheduler:" + s.cfg.ID
+	for _, f := range plan.Failures {
+		s.log.Debug("guest stays pending", "guest", f.Guest, "why", f.Headline())
+	}
 	if len(plan.Placements) > 0 {
 		cmd := &PlaceGuests{Placements: make([]Placement, len(plan.Placements))}
 		for i, p := range plan.Placements {
