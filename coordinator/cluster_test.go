@@ -81,6 +81,15 @@ func (c *testCluster) start(i int) {
 	c.servers[i], c.stops[i] = s, stop
 }
 
+// stopAll stops every server now.
+func (c *testCluster) stopAll() {
+	for _, stop := range c.stops {
+		if stop != nil {
+			stop()
+		}
+	}
+}
+
 func (c *testCluster) leader() (int, *Server) {
 	for i, s := range c.servers {
 		if s != nil && s.IsLeader() {
@@ -292,10 +301,9 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	if err := f.Restore(sink.reader()); err != nil {
 		t.Fatal(err)
 	}
-	var want *State
-	s.fsm.read(func(st *State) { want = st.Clone() })
+	want := snap.(*fsmSnapshot).state
 	if !reflect.DeepEqual(f.state, want) {
-		t.Fatal("restored state differs from the original")
+		t.Fatal("restored state differs from the state the snapshot was taken of")
 	}
 	// A fresh store restored past its end starts at the snapshot's index.
 	if first, last := store.Bounds(); first != want.Index+1 || last != want.Index {

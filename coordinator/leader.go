@@ -121,16 +121,31 @@ func (s *Server) leaderDuties(ctx context.Context) {
 			}
 		}
 	}
-	var seen uint64
+	// A pass costs time in proportion to the cluster, so under load passes
+	// are spaced schedulePace apart and each takes every guest that arrived
+	// meanwhile: small batches instead of one pass per event.
 	for {
-		_, last := s.store.Bounds()
-		seen = last
+		_, seen := s.store.Bounds()
+		began := time.Now()
 		s.schedule(ctx)
 		if err := s.store.Wait(ctx, seen); err != nil {
 			return
 		}
+		took := time.Since(began)
+		if wait := max(schedulePace, 2*took) - took; wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
 	}
 }
+
+// schedulePace is the least time between the starts of two scheduling
+// passes; a pass that took longer than half of it waits as long as it took,
+// so that scheduling never takes more than half of the leader's time.
+const schedulePace = 20 * time.Millisecond
 
 // schedule runs one scheduling pass: it places pending guests, moves the
 // guests of lost nodes and of draining nodes, and ends finished drains. The
@@ -143,13 +158,18 @@ func (s *Server) schedule(ctx context.Context) {
 		drained []string
 		err     error
 	)
+	var in *PlanInput
 	s.fsm.read(func(st *State) {
 		w := st.Work(now)
 		drained = w.drained
 		if len(w.guests) > 0 && len(st.Nodes) > 0 {
-			plan, err = st.Plan(w.guests, w.moving, now)
+			x := st.PlanInput(w.guests, w.moving)
+			in = &x
 		}
 	})
+	if in != nil {
+		plan, err = in.Schedule(now)
+	}
 	if err != nil {
 		s.log.Error("scheduler", "err", err)
 		return

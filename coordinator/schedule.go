@@ -85,14 +85,39 @@ func (s *State) schedNode(n *Node, skip map[string]bool) scheduler.Node {
 	return sn
 }
 
+// schedNodes returns the scheduler's view of every node, leaving out the
+// guests in skip. The nodes share their allocation lists with the state's
+// cache; the scheduler only reads them.
+func (s *State) schedNodes(skip map[string]bool) []scheduler.Node {
+	nodes := make([]scheduler.Node, 0, len(s.Nodes))
+	for id, n := range s.Nodes {
+		cached := s.sched[id]
+		if cached == nil {
+			nodes = append(nodes, s.schedNode(n, skip))
+			continue
+		}
+		sn := *cached
+		if len(skip) > 0 && s.holdsAny(id, skip) {
+			sn.Allocations = slices.DeleteFunc(slices.Clone(sn.Allocations), func(a scheduler.Allocation) bool { return skip[a.Guest] })
+		}
+		nodes = append(nodes, sn)
+	}
+	return nodes
+}
+
+func (s *State) holdsAny(node string, guests map[string]bool) bool {
+	for g := range guests {
+		if x, ok := s.Guests[g]; ok && x.Node == node {
+			return true
+		}
+	}
+	return false
+}
+
 // Snapshot returns the scheduler's view of the whole cluster, leaving out
 // the guests in skip.
 func (s *State) Snapshot(skip map[string]bool) (*scheduler.Snapshot, error) {
-	nodes := make([]scheduler.Node, 0, len(s.Nodes))
-	for _, n := range s.Nodes {
-		nodes = append(nodes, s.schedNode(n, skip))
-	}
-	return scheduler.NewSnapshot(nodes)
+	return scheduler.NewSnapshot(s.schedNodes(skip))
 }
 
 // checkPlacement re-checks a placement against the state as it is when the
@@ -100,17 +125,25 @@ func (s *State) Snapshot(skip map[string]bool) (*scheduler.Snapshot, error) {
 // and anti-affinity. Two plans made from the same snapshot therefore never
 // over-commit a node.
 func (s *State) checkPlacement(g *Guest, p *events.GuestPlaced) error {
-	n, err := s.node(p.Node)
-	if err != nil {
+	if _, err := s.node(p.Node); err != nil {
 		return err
 	}
 	sg, err := schedGuest(&g.GuestDefined)
 	if err != nil {
 		return err
 	}
-	snap, err := scheduler.NewSnapshot([]scheduler.Node{s.schedNode(n, map[string]bool{g.Name: true})})
+	var target scheduler.Node
+	if c := s.sched[p.Node]; c != nil {
+		target = *c
+	} else {
+		target = s.schedNode(s.Nodes[p.Node], nil)
+	}
+	if g.Node == p.Node {
+		target.Allocations = slices.DeleteFunc(slices.Clone(target.Allocations), func(a scheduler.Allocation) bool { return a.Guest == g.Name })
+	}
+	snap, err := scheduler.NewSnapshot([]scheduler.Node{target})
 	if err != nil {
-		return fmt.Errorf("corral: node %q: %w", n.ID, err)
+		return fmt.Errorf("corral: node %q: %w", p.Node, err)
 	}
 	pl := scheduler.Placement{Guest: sg, Node: p.Node}
 	if p.CPUs != "" {
@@ -140,6 +173,9 @@ func (s *State) Work(now time.Time) schedulingWork {
 	w := schedulingWork{guests: s.Pending(), moving: map[string]bool{}}
 	for _, id := range slices.Sorted(maps.Keys(s.Nodes)) {
 		n := s.Nodes[id]
+		if n.Status != NodeStatusDown && n.Eligibility != events.Draining {
+			continue
+		}
 		on := s.GuestsOn(id)
 		switch {
 		case n.Status == NodeStatusDown:
@@ -171,13 +207,18 @@ func (s *State) Work(now time.Time) schedulingWork {
 	return w
 }
 
-// Plan runs the scheduler over the state for the given guests.
-func (s *State) Plan(guests []*Guest, moving map[string]bool, now time.Time) (scheduler.Plan, error) {
-	snap, err := s.Snapshot(moving)
-	if err != nil {
-		return scheduler.Plan{}, err
-	}
-	pending := make([]scheduler.Guest, 0, len(guests))
+// PlanInput is what a scheduling pass reads from the state; it is taken
+// under the state lock and scheduled outside it.
+type PlanInput struct {
+	Nodes   []scheduler.Node
+	Pending []scheduler.Guest
+	Config  scheduler.Config
+	Seed    uint64
+}
+
+// PlanInput collects the scheduler's input for the given guests.
+func (s *State) PlanInput(guests []*Guest, moving map[string]bool) PlanInput {
+	in := PlanInput{Nodes: s.schedNodes(moving), Pending: make([]scheduler.Guest, 0, len(guests)), Config: s.SchedulerConfig(), Seed: s.Index}
 	for _, g := range guests {
 		sg, err := schedGuest(&g.GuestDefined)
 		if err != nil {
@@ -185,7 +226,21 @@ func (s *State) Plan(guests []*Guest, moving map[string]bool, now time.Time) (sc
 			// longer validates is reported by Schedule as a failure.
 			sg = scheduler.Guest{Name: g.Name, Driver: g.Driver, MemoryBytes: uint64(g.MemoryBytes), VCPUs: g.VCPUs}
 		}
-		pending = append(pending, sg)
+		in.Pending = append(in.Pending, sg)
 	}
-	return scheduler.Schedule(snap, pending, s.SchedulerConfig(), now, s.Index)
+	return in
+}
+
+// Schedule runs the scheduler; it needs no lock.
+func (in PlanInput) Schedule(now time.Time) (scheduler.Plan, error) {
+	snap, err := scheduler.NewSnapshot(in.Nodes)
+	if err != nil {
+		return scheduler.Plan{}, err
+	}
+	return scheduler.Schedule(snap, in.Pending, in.Config, now, in.Seed)
+}
+
+// Plan runs the scheduler over the state for the given guests.
+func (s *State) Plan(guests []*Guest, moving map[string]bool, now time.Time) (scheduler.Plan, error) {
+	return s.PlanInput(guests, moving).Schedule(now)
 }

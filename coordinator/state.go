@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/corral-dev/corral/events"
+	"github.com/corral-dev/corral/scheduler"
 )
 
 // Guest statuses as the state machine knows them.
@@ -107,6 +108,10 @@ type State struct {
 	// kept up to date by Apply.
 	pending map[string]bool
 	byNode  map[string]map[string]bool
+	// sched caches each node as the scheduler sees it, rebuilt by Apply
+	// for the nodes an event touches, so a scheduling pass copies it
+	// instead of converting the whole cluster under the lock.
+	sched map[string]*scheduler.Node
 }
 
 // Pending returns the guests waiting for a placement, oldest first. It
@@ -138,6 +143,24 @@ func (s *State) reindex() {
 		}
 		s.setNode(name, "", g.Node)
 	}
+	s.sched = map[string]*scheduler.Node{}
+	for id := range s.Nodes {
+		s.refreshNode(id)
+	}
+}
+
+// refreshNode rebuilds the scheduler's view of one node.
+func (s *State) refreshNode(id string) {
+	if s.sched == nil || id == "" {
+		return
+	}
+	n, ok := s.Nodes[id]
+	if !ok {
+		delete(s.sched, id)
+		return
+	}
+	sn := s.schedNode(n, nil)
+	s.sched[id] = &sn
 }
 
 // setNode moves a guest from one node's index entry to another's.
@@ -197,6 +220,7 @@ func NewState() *State {
 		Requests: map[string]*Outcome{},
 		pending:  map[string]bool{},
 		byNode:   map[string]map[string]bool{},
+		sched:    map[string]*scheduler.Node{},
 	}
 }
 
@@ -246,8 +270,10 @@ func (s *State) apply(idx uint64, e *events.Event) error {
 		if _, err := s.guest(e.Guest); err != nil {
 			return err
 		}
-		s.setNode(e.Guest, s.Guests[e.Guest].Node, "")
+		on := s.Guests[e.Guest].Node
+		s.setNode(e.Guest, on, "")
 		delete(s.Guests, e.Guest)
+		s.refreshNode(on)
 		s.setPending(e.Guest, false)
 		return nil
 	case *events.GuestTuned:
@@ -294,6 +320,7 @@ func (s *State) applyNodeRegistered(idx uint64, e *events.Event, p *events.NodeR
 	n.NodeRegistered = *p
 	n.Status = NodeStatusUp
 	n.ModifyIndex = idx
+	s.refreshNode(p.ID)
 	return nil
 }
 
@@ -304,6 +331,7 @@ func (s *State) applyNodeStatus(idx uint64, e *events.Event, status string) erro
 	}
 	n.Status = status
 	n.ModifyIndex = idx
+	s.refreshNode(n.ID)
 	return nil
 }
 
@@ -350,6 +378,7 @@ func (s *State) applyNodeEligibility(idx uint64, e *events.Event, p *events.Node
 		n.Drain = &c
 	}
 	n.ModifyIndex = idx
+	s.refreshNode(n.ID)
 	return nil
 }
 
@@ -384,6 +413,8 @@ func (s *State) applyGuestPlaced(idx uint64, e *events.Event, p *events.GuestPla
 	s.setPending(g.Name, false)
 	g.PID = 0
 	g.ModifyIndex = idx
+	s.refreshNode(from)
+	s.refreshNode(p.Node)
 	return nil
 }
 

@@ -9,20 +9,32 @@
 #
 # The kernel package is fetched with `apt-get download` and unpacked with
 # `dpkg-deb -x` into a temporary directory: it is never installed. The
-# initramfs's /init mounts /proc, /sys and /dev, loads the power button,
-# evdev and virtio balloon modules taken from the same package, prints
-# CORRAL-GUEST-UP on the console (ttyS0), and then idles. It powers off when
-# the ACPI power button is pressed (QMP system_powerdown), or after N seconds
-# when the kernel command line says corral.poweroff=N, and exits with a
-# panic (so QEMU exits too, -no-reboot) when it says corral.panic=1.
+# initramfs's /init mounts /proc, /sys and /dev, loads the power button and
+# evdev modules taken from the same package, listens to the power button,
+# prints CORRAL-GUEST-UP on the console (ttyS0), loads the virtio balloon
+# driver and idles. It powers off when the ACPI power button is pressed
+# (QMP system_powerdown), or after N seconds when the kernel command line
+# says corral.poweroff=N, and panics when it says corral.panic=1 (with
+# panic=-1 and QEMU's -no-reboot, QEMU then exits).
+#
+# `testassets.sh rootfs` builds and prints only ROOTFS (no kernel download,
+# no QEMU), for tests of containers alone.
 #
 # Missing tools (qemu-system-x86, busybox-static, cpio) are installed with
-# apt-get. Outputs that exist are kept; delete the cache directory (or set
-# CORRAL_ASSETS elsewhere) to rebuild. Concurrent runs serialise on a lock
-# file in the cache directory.
+# apt-get. Outputs that exist are kept, so a second run takes milliseconds;
+# delete the cache directory (or set CORRAL_ASSETS elsewhere) to rebuild.
+# Concurrent runs serialise on a lock file in the cache directory.
 set -euo pipefail
 
 ASSETS=${CORRAL_ASSETS:-/var/cache/corral-test-assets}
+WHAT=${1:-all}
+case $WHAT in
+all | rootfs) ;;
+*)
+	echo "usage: $0 [all|rootfs]" >&2
+	exit 2
+	;;
+esac
 mkdir -p "$ASSETS"
 exec 9>"$ASSETS/.lock"
 flock 9
@@ -30,10 +42,10 @@ flock 9
 log() { echo "testassets: $*" >&2; }
 
 need_pkgs=()
-command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
+[ "$WHAT" = rootfs ] || command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
 # A static busybox works inside any root file system.
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need_pkgs+=(busybox-static)
-command -v cpio >/dev/null || need_pkgs+=(cpio)
+[ "$WHAT" = rootfs ] || command -v cpio >/dev/null || need_pkgs+=(cpio)
 command -v flock >/dev/null || need_pkgs+=(util-linux)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	log "installing ${need_pkgs[*]}"
@@ -46,6 +58,33 @@ BUSYBOX=/bin/busybox
 tmp=$(mktemp -d "$ASSETS/.build.XXXXXX")
 chmod 755 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
+
+# populate DIR: busybox, its applet links and the minimal directories.
+populate() {
+	local d=$1
+	mkdir -p "$d"/{bin,sbin,etc,proc,sys,dev,tmp,root,usr/bin,usr/sbin,var}
+	chmod 1777 "$d/tmp"
+	cp "$BUSYBOX" "$d/bin/busybox"
+	for a in $("$BUSYBOX" --list); do
+		[ "$a" = busybox ] || ln -sf busybox "$d/bin/$a"
+	done
+	echo "root:x:0:0:root:/root:/bin/sh" >"$d/etc/passwd"
+	echo "root:x:0:" >"$d/etc/group"
+	echo "corral" >"$d/etc/hostname"
+	printf '127.0.0.1\tlocalhost\n' >"$d/etc/hosts"
+}
+
+ROOTFS=$ASSETS/rootfs
+if [ ! -x "$ROOTFS/bin/busybox" ]; then
+	populate "$tmp/rootfs"
+	rm -rf "$ROOTFS"
+	mv "$tmp/rootfs" "$ROOTFS"
+fi
+
+if [ "$WHAT" = rootfs ]; then
+	echo "ROOTFS=$ROOTFS"
+	exit 0
+fi
 
 # The kernel and its modules: one download serves both.
 KERNEL=$ASSETS/vmlinuz
@@ -75,29 +114,8 @@ if [ ! -s "$KERNEL" ] || [ ! -d "$MODULES" ]; then
 	mv "$tmp/vmlinuz" "$KERNEL"
 fi
 
-# populate DIR: busybox, its applet links and the minimal directories.
-populate() {
-	local d=$1
-	mkdir -p "$d"/{bin,sbin,etc,proc,sys,dev,tmp,root,usr/bin,usr/sbin,var}
-	chmod 1777 "$d/tmp"
-	cp "$BUSYBOX" "$d/bin/busybox"
-	for a in $("$BUSYBOX" --list); do
-		[ "$a" = busybox ] || ln -sf busybox "$d/bin/$a"
-	done
-	echo "root:x:0:0:root:/root:/bin/sh" >"$d/etc/passwd"
-	echo "root:x:0:" >"$d/etc/group"
-	echo "corral" >"$d/etc/hostname"
-	printf '127.0.0.1\tlocalhost\n' >"$d/etc/hosts"
-}
-
-ROOTFS=$ASSETS/rootfs
-if [ ! -x "$ROOTFS/bin/busybox" ]; then
-	populate "$tmp/rootfs"
-	rm -rf "$ROOTFS"
-	mv "$tmp/rootfs" "$ROOTFS"
-fi
-
-INITRAMFS=$ASSETS/initramfs.cpio.gz
+# The version in the name changes with /init: a cached older one is not used.
+INITRAMFS=$ASSETS/initramfs-2.cpio.gz
 if [ ! -s "$INITRAMFS" ]; then
 	r=$tmp/initramfs
 	populate "$r"
@@ -108,7 +126,7 @@ if [ ! -s "$INITRAMFS" ]; then
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for m in button evdev virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_balloon; do
+for m in button evdev; do
 	insmod /lib/modules/$m.ko 2>/dev/null
 done
 powerbutton() {
@@ -131,6 +149,10 @@ for arg in $(cat /proc/cmdline); do
 	esac
 done
 echo CORRAL-GUEST-UP
+# The balloon driver after the marker: it takes a third of a second.
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_balloon; do
+	insmod /lib/modules/$m.ko 2>/dev/null
+done
 while :; do sleep 3600; done
 EOF
 	chmod 755 "$r/init"

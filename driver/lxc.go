@@ -1,0 +1,183 @@
+package driver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/corral-dev/corral/cgroupdriver"
+)
+
+// LXC runs containers as libvirt's LXC driver makes them, without the lxc
+// tools: new pid, mount, UTS, IPC and network namespaces; the root file
+// system is bind-mounted on itself and made the root with pivot_root, the
+// host's tree detached; /proc is mounted, /sys read-only, /dev is a small
+// tmpfs holding only the devices the guest's device ACL allows (bind
+// mounts of the host's nodes, a private devpts for ptmx and the pseudo
+// terminals, /dev/shm); the host name is the guest's; the network
+// namespace has only lo, up. The command runs as PID 1: it gets SIGTERM on
+// stop only if it handles it, as any PID 1.
+//
+// The setup runs in the container's first process before the command: this
+// binary re-executed as a container init ([RunInitIfRequested]), which on
+// cgroup v1 the cgroup entry shim execs after joining the groups, so the
+// container's first instruction already runs inside them. The whole setup
+// lives in the container's mount namespace: nothing needs unmounting when
+// it ends.
+type LXC struct{ base }
+
+// NewLXC returns the lxc driver; cfg must be valid.
+func NewLXC(cfg Config) *LXC {
+	return &LXC{newBase(cgroupdriver.KindLXC, cfg)}
+}
+
+// initEnv marks this binary, re-executed, as a container init; its value
+// is a JSON initRequest.
+const initEnv = "_CORRAL_DRIVER_INIT"
+
+// initExitCode is the exit status of an init that could not set up the
+// container or exec its command.
+const initExitCode = 126
+
+// initRequest is everything the container init needs.
+type initRequest struct {
+	Rootfs   string    `json:"rootfs"`
+	Hostname string    `json:"hostname"`
+	Argv     []string  `json:"argv"`
+	Env      []string  `json:"env"`
+	Devices  []devNode `json:"devices"`
+	PTS      bool      `json:"pts"` // a private devpts, /dev/ptmx and /dev/pts/N
+	ErrFD    int       `json:"err_fd"`
+}
+
+// devNode is a device node the container's /dev gets, bind-mounted from
+// the host's /dev/<Name>.
+type devNode struct {
+	Name         string `json:"name"`
+	Major, Minor int64
+}
+
+// containerDevices are the nodes a container may get, libvirt's set.
+var containerDevices = []devNode{
+	{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8},
+	{"urandom", 1, 9}, {"tty", 5, 0},
+}
+
+// devicesFor returns the nodes of containerDevices acl allows, and
+// whether it allows ptmx (5:2) and the pseudo terminals (136:*).
+func devicesFor(acl *cgroupdriver.DeviceACL) (nodes []devNode, pts bool) {
+	allows := func(major, minor int64) bool {
+		for _, r := range acl.Allow {
+			if r.Type == 'a' || (r.Type == 'c' && (r.Major == cgroupdriver.AnyDevice || r.Major == major) &&
+				(r.Minor == cgroupdriver.AnyDevice || r.Minor == minor) && strings.ContainsAny(r.Access, "rw")) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, n := range containerDevices {
+		if allows(n.Major, n.Minor) {
+			nodes = append(nodes, n)
+		}
+	}
+	return nodes, allows(5, 2) && allows(136, 0)
+}
+
+// Start starts the container and returns once its command has been
+// exec'd as PID 1, inside its groups and namespaces.
+func (d *LXC) Start(ctx context.Context, spec Spec) (*Instance, error) {
+	if err := spec.validate(); err != nil {
+		return nil, err
+	}
+	if spec.Rootfs == "" {
+		return nil, fmt.Errorf("%w: %s: an lxc guest needs a root file system (rootfs)", ErrInvalidSpec, spec.Guest)
+	}
+	if st, err := os.Stat(spec.Rootfs); err != nil || !st.IsDir() {
+		if err == nil {
+			err = fmt.Errorf("not a directory")
+		}
+		return nil, fmt.Errorf("%w: %s: rootfs %s: %w", ErrInvalidSpec, spec.Guest, spec.Rootfs, err)
+	}
+	res := spec.Resources
+	if res.MemoryHardLimit == nil && spec.MemoryBytes > 0 {
+		res.MemoryHardLimit = new(spec.MemoryBytes)
+	}
+	if res.Devices == nil {
+		res.Devices = &cgroupdriver.DeviceACL{Allow: cgroupdriver.DefaultDeviceRules(false)}
+	}
+	nodes, pts := devicesFor(res.Devices)
+	argv := spec.Command
+	if len(argv) == 0 {
+		argv = []string{"/bin/sh"}
+	}
+	req := initRequest{
+		Rootfs: spec.Rootfs, Hostname: spec.hostname(), Argv: argv,
+		Env: spec.guestEnv("container=corral"), Devices: nodes, PTS: pts, ErrFD: 3,
+	}
+	return d.start(ctx, spec, res, func(ctx context.Context, spec *Spec, logf *os.File) (*launched, error) {
+		return d.launch(ctx, spec, logf, &req)
+	})
+}
+
+func (d *LXC) launch(ctx context.Context, spec *Spec, logf *os.File, req *initRequest) (*launched, error) {
+	g := spec.Guest
+	enc, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrStart, g, err)
+	}
+	defer pr.Close()
+	cmd := &exec.Cmd{
+		Path:       "/proc/self/exe",
+		Args:       []string{"corral-init", g.ID},
+		Env:        []string{initEnv + "=" + string(enc)},
+		Dir:        "/",
+		Stdout:     logf,
+		Stderr:     logf,
+		ExtraFiles: []*os.File{pw}, // fd 3 = ErrFD
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET,
+			Setsid:     true,
+		},
+	}
+	err = d.cfg.Cgroups.Start(cmd, g)
+	pw.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrStart, g, err)
+	}
+	// The init closes its end when it execs the command (close-on-exec)
+	// and writes why when it cannot.
+	if dl, ok := ctx.Deadline(); ok {
+		_ = pr.SetReadDeadline(dl)
+	} else {
+		_ = pr.SetReadDeadline(time.Now().Add(30 * time.Second))
+	}
+	msg, rerr := io.ReadAll(pr)
+	if len(msg) == 0 && rerr == nil {
+		return &launched{cmd: cmd}, nil
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if rerr != nil {
+		return nil, fmt.Errorf("%w: %s: waiting for the container init: %w", ErrStart, g, rerr)
+	}
+	class, text, _ := strings.Cut(string(msg), ":")
+	if class == initErrSpec {
+		return nil, fmt.Errorf("%w: %s: %s", ErrInvalidSpec, g, strings.TrimSpace(text))
+	}
+	return nil, fmt.Errorf("%w: %s: %s", ErrStart, g, strings.TrimSpace(text))
+}
+
+// Adopt re-attaches to a container from its state record.
+func (d *LXC) Adopt(ctx context.Context, spec Spec) (*Instance, error) {
+	return d.adopt(ctx, spec, nil)
+}

@@ -1,0 +1,151 @@
+package driver
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/events"
+)
+
+// Files a driver keeps in a guest's state directory.
+const (
+	RecordFile = "state.json" // the state record Adopt reads
+	QMPFile    = "qmp.sock"   // the QMP socket of a qemu guest
+	LogFile    = "guest.log"  // output or serial console, size-capped
+)
+
+// DefaultLogMaxBytes caps a guest's log when its Spec sets no cap.
+const DefaultLogMaxBytes = 1 << 20
+
+// Spec is everything a driver needs to start one guest. Fields a kind does
+// not use are ignored.
+type Spec struct {
+	// Guest names the guest and its groups: <partition>/corral/<kind>/<id>.
+	// Its Kind picks the driver.
+	Guest cgroupdriver.Guest
+
+	// Command is the program and its arguments. process: required, looked
+	// up in the agent's PATH when it has no slash. lxc: PID 1 of the
+	// container, looked up in the container's PATH; /bin/sh when empty.
+	Command []string
+	// Env is added to the environment of a process or container command,
+	// which otherwise holds only PATH, HOME and CORRAL_GUEST (and container
+	// for lxc): guests never inherit the agent's environment.
+	Env []string
+	// Hostname is the container's host name; the guest ID when empty.
+	Hostname string
+
+	// Rootfs is the container's root directory (lxc, required).
+	Rootfs string
+	// Kernel, Initrd and Append boot a qemu guest directly; Disk is a disk
+	// image attached as a virtio drive (raw, or qcow2 by its .qcow2
+	// suffix). A qemu guest needs a Kernel or a Disk. Append defaults to
+	// [DefaultAppend].
+	Kernel, Initrd, Append, Disk string
+
+	// MemoryBytes is the guest's memory: the RAM of a qemu guest (default
+	// 128 MiB) and, unless Resources.MemoryHardLimit is set, the memory
+	// limit of its groups (for qemu with headroom, see [QEMUMemoryLimit]).
+	MemoryBytes int64
+	// VCPUs is the number of virtual CPUs of a qemu guest (default 1).
+	VCPUs int
+
+	// Resources are written to the guest's groups before it runs. A lxc or
+	// qemu guest without a device ACL gets the default one
+	// ([cgroupdriver.DefaultDeviceRules]; /dev/kvm only for qemu on KVM).
+	Resources cgroupdriver.Resources
+
+	// StateDir is the guest's own directory; created when missing. It
+	// must be short enough for a socket path (QMPFile) below it.
+	StateDir string
+	// LogMaxBytes caps the log; [DefaultLogMaxBytes] when zero.
+	LogMaxBytes int64
+}
+
+// DefaultAppend is the kernel command line of a directly booted qemu guest:
+// the console on the first serial port, which is the guest's log, and a
+// panic ends the VM instead of hanging it.
+const DefaultAppend = "console=ttyS0 panic=-1"
+
+// SpecFor builds the Spec of guest id from its definition (as the event
+// log has it) and the state directory the agent gave it: the command,
+// root file system (a disk image for qemu), kernel, initrd, memory, vCPUs
+// and cpu_shares. The agent adds tuning the log holds to Resources.
+func SpecFor(id string, def *events.GuestDefined, stateDir string) Spec {
+	s := Spec{
+		Guest:       cgroupdriver.Guest{Kind: cgroupdriver.Kind(def.Driver), ID: id},
+		Command:     append([]string(nil), def.Command...),
+		Hostname:    def.Name,
+		Kernel:      def.Kernel,
+		Initrd:      def.Initrd,
+		MemoryBytes: def.MemoryBytes,
+		VCPUs:       def.VCPUs,
+		StateDir:    stateDir,
+	}
+	if def.Driver == events.DriverQEMU {
+		s.Disk = def.Rootfs
+	} else {
+		s.Rootfs = def.Rootfs
+	}
+	if def.CPUShares > 0 {
+		s.Resources.CPUShares = new(uint64(def.CPUShares))
+	}
+	return s
+}
+
+// QEMUMemoryLimit is the memory limit of a qemu guest's groups when the
+// operator set no hard_limit: the guest's RAM plus room for QEMU itself
+// (its code, device models, TCG translation cache, I/O buffers), the larger
+// of 256 MiB and a quarter of the RAM. A limit of exactly the RAM would get
+// QEMU OOM-killed as soon as the guest touches all of its memory.
+func QEMUMemoryLimit(ram int64) int64 {
+	return ram + max(256<<20, ram/4)
+}
+
+// validate checks what can be checked without touching the host.
+func (s *Spec) validate() error {
+	if err := s.Guest.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidSpec, err)
+	}
+	if s.StateDir == "" || !filepath.IsAbs(s.StateDir) {
+		return fmt.Errorf("%w: %s: state directory %q must be an absolute path", ErrInvalidSpec, s.Guest, s.StateDir)
+	}
+	// sockaddr_un holds 108 bytes including the terminating NUL.
+	if n := len(filepath.Join(s.StateDir, QMPFile)); n > 107 {
+		return fmt.Errorf("%w: %s: state directory %q is too long for a socket path below it (%d bytes, at most 107)", ErrInvalidSpec, s.Guest, s.StateDir, n)
+	}
+	if s.MemoryBytes < 0 || s.VCPUs < 0 || s.LogMaxBytes < 0 {
+		return fmt.Errorf("%w: %s: memory (%d), vcpus (%d) and log cap (%d) must not be negative", ErrInvalidSpec, s.Guest, s.MemoryBytes, s.VCPUs, s.LogMaxBytes)
+	}
+	return nil
+}
+
+func (s *Spec) logPath() string    { return filepath.Join(s.StateDir, LogFile) }
+func (s *Spec) recordPath() string { return filepath.Join(s.StateDir, RecordFile) }
+func (s *Spec) qmpPath() string    { return filepath.Join(s.StateDir, QMPFile) }
+
+func (s *Spec) logMax() int64 {
+	if s.LogMaxBytes > 0 {
+		return s.LogMaxBytes
+	}
+	return DefaultLogMaxBytes
+}
+
+func (s *Spec) hostname() string {
+	if s.Hostname != "" {
+		return s.Hostname
+	}
+	return s.Guest.ID
+}
+
+// guestEnv is the environment of a process or container command.
+func (s *Spec) guestEnv(extra ...string) []string {
+	env := []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=/",
+		"CORRAL_GUEST=" + s.Guest.ID,
+	}
+	env = append(env, extra...)
+	return append(env, s.Env...)
+}
