@@ -62,7 +62,11 @@ func (i *Instance) StartedAt() time.Time { return i.rec.StartedAt }
 // Adopted reports whether the instance came from [Driver.Adopt].
 func (i *Instance) Adopted() bool { return i.adopted }
 
-// LogPath is the guest's size-capped output log.
+// LogPath is the guest's size-capped output log. The guest appends to it
+// directly; when it grows past its cap its oldest part is cut (see
+// logcap.go), so the file shrinks from the front: a reader following it
+// that finds the size below its offset starts again from 0, as tail -F
+// does after a truncation.
 func (i *Instance) LogPath() string { return i.rec.LogPath }
 
 // Cgroups lists the guest's group directories, one per hierarchy.
@@ -190,7 +194,8 @@ func (i *Instance) Kill() error {
 	err := i.kill()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if terr := i.cg.Thaw(ctx, i.guest); terr != nil && err == nil {
+	// Without a freezer nothing can be frozen: only other failures count.
+	if terr := i.cg.Thaw(ctx, i.guest); terr != nil && err == nil && !errors.Is(terr, cgroupdriver.ErrControllerMissing) {
 		err = terr
 	}
 	return err

@@ -194,7 +194,7 @@ func (g *GuestDefined) Validate() error {
 		return fieldErr("driver", g.Driver, "use process, lxc or qemu")
 	}
 	if g.MemoryBytes < MinMemoryBytes || g.MemoryBytes > MaxMemoryBytes {
-		return fieldErr("memory", strconv.FormatInt(g.MemoryBytes, 10), fmt.Sprintf("use %s to %s", FormatSize(MinMemoryBytes), FormatSize(MaxMemoryBytes)))
+		return fieldErr("memory", FormatSize(g.MemoryBytes), fmt.Sprintf("use %s to %s", FormatSize(MinMemoryBytes), FormatSize(MaxMemoryBytes)))
 	}
 	if g.VCPUs < 1 || g.VCPUs > MaxVCPUs {
 		return fieldErr("vcpus", strconv.Itoa(g.VCPUs), fmt.Sprintf("use 1 to %d", MaxVCPUs))
