@@ -166,9 +166,10 @@ func refuseRunning(spec *Spec) error {
 	return fmt.Errorf("%w: %s: pid %d from %s; adopt it", ErrAlreadyRunning, spec.Guest, rec.PID, spec.recordPath())
 }
 
-// adopt is the sequence of every Adopt. reattach, when set, connects to
-// the running guest's control channel (QMP).
-func (b *base) adopt(ctx context.Context, spec Spec, reattach func(context.Context, *record) *QMP) (*Instance, error) {
+// adopt is the sequence of every Adopt. reattach, when set, returns the
+// client of the guest's control channel (QMP), checking it answers when
+// the guest is alive.
+func (b *base) adopt(ctx context.Context, spec Spec, reattach func(ctx context.Context, rec *record, alive bool) *QMP) (*Instance, error) {
 	if err := spec.validate(); err != nil {
 		return nil, err
 	}
@@ -181,6 +182,9 @@ func (b *base) adopt(ctx context.Context, spec Spec, reattach func(context.Conte
 	}
 	inst := newInstance(b, rec, spec.recordPath(), true)
 	if rec.Exit != nil {
+		if reattach != nil {
+			inst.qmp = reattach(ctx, rec, false)
+		}
 		inst.status = rec.Exit.status()
 		close(inst.done)
 		return inst, nil
@@ -203,9 +207,9 @@ func (b *base) adopt(ctx context.Context, spec Spec, reattach func(context.Conte
 			unix.Close(fd)
 			return nil, fmt.Errorf("corral: adopt %s: pid %d is not in the guest's groups (%v); refusing it", spec.Guest, rec.PID, err)
 		}
-		if reattach != nil {
-			inst.qmp = reattach(ctx, rec)
-		}
+	}
+	if reattach != nil {
+		inst.qmp = reattach(ctx, rec, fd >= 0)
 	}
 	inst.watch(fd)
 	b.log.Info("guest adopted", "guest", spec.Guest.String(), "pid", rec.PID, "running", fd >= 0)

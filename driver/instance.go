@@ -75,7 +75,8 @@ func (i *Instance) Cgroups() []string {
 	return p
 }
 
-// QMP is the QMP client of a qemu guest, nil for the other kinds.
+// QMP is the QMP client of a qemu guest (it connects on use), nil for the
+// other kinds.
 func (i *Instance) QMP() *QMP { return i.qmp }
 
 // Done is closed once the guest has ended and its status is known.

@@ -282,8 +282,11 @@ func logTail(path string, from, n int64) string {
 // Adopt re-attaches to a VM from its state record, QMP included. A QMP
 // that does not answer now is not fatal: the client reconnects on use.
 func (d *QEMU) Adopt(ctx context.Context, spec Spec) (*Instance, error) {
-	return d.adopt(ctx, spec, func(ctx context.Context, rec *record) *QMP {
+	return d.adopt(ctx, spec, func(ctx context.Context, rec *record, alive bool) *QMP {
 		q := NewQMP(rec.QMPSocket)
+		if !alive {
+			return q
+		}
 		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		if _, err := q.Status(qctx); err != nil {
