@@ -15,13 +15,13 @@ import (
 
 // BenchmarkPlaceEndToEnd measures guests defined, placed and committed per
 // second through raft on three servers with fsync on, with 1,000 simulated
-// nodes (no agents, no real guests): 64 clients create guests while the
+// nodes (no agents, no real guests): 256 clients create guests while the
 // leader's scheduler places them, and the clock stops when the last one is
 // placed.
 //
 //	go test ./coordinator -run '^$' -bench PlaceEndToEnd -benchtime 1x
 func BenchmarkPlaceEndToEnd(b *testing.B) {
-	const nodes, guests, clients = 1000, 20000, 64
+	const nodes, guests, clients = 1000, 20000, 256
 	for range b.N {
 		c := newBenchCluster(b)
 		_, leader := c.waitLeader()
