@@ -17,6 +17,14 @@
 // and offers stop (graceful, then forced), kill, suspend and resume, and for
 // QEMU a [QMP] client.
 //
+// Guests outlive the agent process by design: no parent-death signal, a new
+// session per guest, output written by the guest straight into its log
+// file (no pipe through the agent that would block or SIGPIPE it), QMP on a
+// socket any later agent can connect to. What a restarted agent cannot get
+// back is the exit code of a guest it did not start: only a process's
+// parent can read it, so such a status says [ErrExitUnknown] (the OOM
+// verdict still comes from the memory group's counters).
+//
 // Every binary that starts guests through this package must call
 // [cgroupdriver.RunShimIfRequested] and then [RunInitIfRequested] first thing
 // in main (and in TestMain): a container's init is this binary re-executed,

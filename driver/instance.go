@@ -311,7 +311,8 @@ func (i *Instance) Destroy(ctx context.Context) error {
 // Release lets go of the guest without touching it: the watch and the log
 // cap stop, descriptors close, the guest keeps running, and its record
 // stays for [Driver.Adopt]. This is what an agent that exits for a restart
-// does. Every later call on the instance fails with [ErrReleased].
+// does. Stop, Kill, Suspend, Resume, Destroy and Wait fail with
+// [ErrReleased] afterwards.
 func (i *Instance) Release() {
 	i.mu.Lock()
 	if i.released {

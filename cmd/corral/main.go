@@ -4,12 +4,16 @@ import (
 	"os"
 
 	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/driver"
 )
 
 func main() {
 	// First, before anything else in this process runs: when started as
 	// the v1 re-exec shim, join the guest's cgroups and exec the guest.
 	cgroupdriver.RunShimIfRequested()
+	// Then, when started as a container's init: set up its namespaces,
+	// root and /dev, and exec the container's command.
+	driver.RunInitIfRequested()
 
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
 }
