@@ -28,6 +28,11 @@ const (
 	TypeServerRegistered    Type = 12
 	TypeNodeEligibility     Type = 13
 	TypeSchedulerConfig     Type = 14
+	TypeNodeUsage           Type = 15
+	TypeGuestLimitHit       Type = 16
+	TypeGuestTuningApplied  Type = 17
+	TypeGuestDrift          Type = 18
+	TypeNodeCleanup         Type = 19
 )
 
 // SchemaVersion is the envelope version written by this build.
@@ -55,6 +60,20 @@ var registry = map[Type]typeInfo{
 	TypeServerRegistered:    {"server.registered", func() Payload { return new(ServerRegistered) }},
 	TypeNodeEligibility:     {"node.eligibility", func() Payload { return new(NodeEligibility) }},
 	TypeSchedulerConfig:     {"scheduler.config", func() Payload { return new(SchedulerConfig) }},
+	TypeNodeUsage:           {"node.usage", func() Payload { return new(NodeUsage) }},
+	TypeGuestLimitHit:       {"guest.limit_hit", func() Payload { return new(GuestLimitHit) }},
+	TypeGuestTuningApplied:  {"guest.tuning_applied", func() Payload { return new(GuestTuningApplied) }},
+	TypeGuestDrift:          {"guest.drift", func() Payload { return new(GuestDrift) }},
+	TypeNodeCleanup:         {"node.cleanup", func() Payload { return new(NodeCleanup) }},
+}
+
+// NewPayload returns an empty payload of type t, to decode into.
+func NewPayload(t Type) (Payload, error) {
+	info, ok := registry[t]
+	if !ok {
+		return nil, fmt.Errorf("%w: %d", ErrUnknownType, uint16(t))
+	}
+	return info.new(), nil
 }
 
 var byName = func() map[string]Type {

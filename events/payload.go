@@ -22,6 +22,15 @@ type NodeRegistered struct {
 	Labels             map[string]string `json:"labels,omitempty"`
 	CgroupMode         string            `json:"cgroup_mode,omitempty"`
 	Controllers        []string          `json:"controllers,omitempty"`
+	// SecretHash is the SHA-256 (hex) of the secret the node's agent
+	// proves itself with; the coordinator fills it in, never the agent.
+	// Nodes without one have no agent (static nodes).
+	SecretHash string `json:"secret_hash,omitempty"`
+	// FenceTimeoutMs and HeartbeatMs are the agent's self-fencing timeout
+	// and heartbeat interval; the coordinator checks them against its
+	// node-down timeout.
+	FenceTimeoutMs int64 `json:"fence_timeout_ms,omitempty"`
+	HeartbeatMs    int64 `json:"heartbeat_ms,omitempty"`
 }
 
 // NodeUp says a node's agent is reachable again.
@@ -110,6 +119,62 @@ type ServerRegistered struct {
 	HTTPAddr string `json:"http_addr"`
 }
 
+// NodeUsage is one node's usage report for one interval: what the kernel
+// counted for each of its guests. One event per node per interval.
+type NodeUsage struct {
+	IntervalMs int64        `json:"interval_ms"`
+	Guests     []GuestUsage `json:"guests"`
+}
+
+// GuestUsage is one guest's counters, cumulative since it started.
+type GuestUsage struct {
+	Guest           string `json:"guest"`
+	Generation      uint64 `json:"generation"`
+	CPUNanos        uint64 `json:"cpu_ns"`
+	UserNanos       uint64 `json:"user_ns,omitempty"`
+	SystemNanos     uint64 `json:"system_ns,omitempty"`
+	MemoryBytes     uint64 `json:"memory_bytes"`
+	MemoryPeakBytes uint64 `json:"memory_peak_bytes,omitempty"`
+	LimitHits       uint64 `json:"limit_hits"`
+	Pids            uint64 `json:"pids,omitempty"`
+}
+
+// GuestLimitHit says a guest's memory limit was hit again: LimitHits is
+// the counter now (failcnt, or memory.events max+oom on v2), Delta how much
+// it rose since the last report.
+type GuestLimitHit struct {
+	Node       string `json:"node"`
+	Generation uint64 `json:"generation"`
+	LimitHits  uint64 `json:"limit_hits"`
+	Delta      uint64 `json:"delta"`
+}
+
+// GuestTuningApplied is the agent's answer to a tuning: the value it
+// actually wrote for the knob, in canonical form.
+type GuestTuningApplied struct {
+	Node       string `json:"node"`
+	Generation uint64 `json:"generation"`
+	Knob       string `json:"knob"`
+	Value      string `json:"value"`
+}
+
+// GuestDrift says a managed knob was found changed on the host (someone
+// wrote the cgroup file by hand), and whether the agent put it back.
+type GuestDrift struct {
+	Node       string `json:"node"`
+	Generation uint64 `json:"generation"`
+	Knob       string `json:"knob"`
+	Expected   string `json:"expected"`
+	Found      string `json:"found"`
+	Corrected  bool   `json:"corrected"`
+}
+
+// NodeCleanup lists what an agent removed because the log does not name
+// it: cgroups, processes, state directories.
+type NodeCleanup struct {
+	Removed []string `json:"removed"`
+}
+
 // Node eligibilities.
 const (
 	Eligible   = "eligible"
@@ -135,6 +200,11 @@ type SchedulerConfig struct {
 
 func (*NodeRegistered) EventType() Type      { return TypeNodeRegistered }
 func (*NodeEligibility) EventType() Type     { return TypeNodeEligibility }
+func (*NodeUsage) EventType() Type           { return TypeNodeUsage }
+func (*GuestLimitHit) EventType() Type       { return TypeGuestLimitHit }
+func (*GuestTuningApplied) EventType() Type  { return TypeGuestTuningApplied }
+func (*GuestDrift) EventType() Type          { return TypeGuestDrift }
+func (*NodeCleanup) EventType() Type         { return TypeNodeCleanup }
 func (*SchedulerConfig) EventType() Type     { return TypeSchedulerConfig }
 func (*NodeUp) EventType() Type              { return TypeNodeUp }
 func (*NodeDown) EventType() Type            { return TypeNodeDown }
