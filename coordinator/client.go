@@ -83,6 +83,10 @@ func retryable(err error) bool {
 // do sends one request, trying each address in turn and retrying
 // unavailable answers until c.Retry passes.
 func (c *Client) do(ctx context.Context, method, path, reqID string, in, out any) error {
+	return c.doHeaders(ctx, method, path, reqID, nil, in, out)
+}
+
+func (c *Client) doHeaders(ctx context.Context, method, path, reqID string, headers map[string]string, in, out any) error {
 	var body []byte
 	if in != nil {
 		var err error
@@ -94,7 +98,7 @@ func (c *Client) do(ctx context.Context, method, path, reqID string, in, out any
 	backoff := 50 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		addr := c.addrs[attempt%len(c.addrs)]
-		err := c.once(ctx, method, addr+path, reqID, body, out)
+		err := c.once(ctx, method, addr+path, reqID, headers, body, out)
 		if err == nil || !retryable(err) || time.Now().After(deadline) || ctx.Err() != nil {
 			return err
 		}
@@ -109,7 +113,7 @@ func (c *Client) do(ctx context.Context, method, path, reqID string, in, out any
 	}
 }
 
-func (c *Client) once(ctx context.Context, method, u, reqID string, body []byte, out any) error {
+func (c *Client) once(ctx context.Context, method, u, reqID string, headers map[string]string, body []byte, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -120,6 +124,11 @@ func (c *Client) once(ctx context.Context, method, u, reqID string, body []byte,
 	}
 	if c.Actor != "" {
 		req.Header.Set(HeaderActor, c.Actor)
+	}
+	for k, v := range headers {
+		if v != "" {
+			req.Header.Set(k, v)
+		}
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -172,9 +181,35 @@ func (c *Client) Tune(ctx context.Context, t TuneGuest) (WriteResult, error) {
 	return c.writeCmd(ctx, "POST", "/v1/guests/"+t.Name+"/tune", t)
 }
 
-// RegisterNode registers or re-registers a node.
-func (c *Client) RegisterNode(ctx context.Context, n events.NodeRegistered) (WriteResult, error) {
-	return c.writeCmd(ctx, "POST", "/v1/nodes", n)
+// RegisterNode registers or re-registers a node. An agent gives its node
+// secret; the same secret must then come with its reports and heartbeats.
+func (c *Client) RegisterNode(ctx context.Context, n events.NodeRegistered, secret string) (WriteResult, error) {
+	var res WriteResult
+	return res, c.doHeaders(ctx, "POST", "/v1/nodes", NewRequestID(), map[string]string{HeaderNodeSecret: secret}, n, &res)
+}
+
+// Report sends an agent's reports about its node and guests.
+func (c *Client) Report(ctx context.Context, node, secret string, items []ReportItem) (WriteResult, error) {
+	if err := events.ValidateID("node id", node); err != nil {
+		return WriteResult{}, err
+	}
+	var res WriteResult
+	return res, c.doHeaders(ctx, "POST", "/v1/nodes/"+node+"/report", NewRequestID(), map[string]string{HeaderNodeSecret: secret}, AgentReport{Items: items}, &res)
+}
+
+// NewReportItem encodes a payload as a report item.
+func NewReportItem(guest string, p events.Payload) ReportItem {
+	b, _ := json.Marshal(p)
+	return ReportItem{Guest: guest, Type: p.EventType(), Payload: b}
+}
+
+// Desired returns a node's desired state.
+func (c *Client) Desired(ctx context.Context, node string) (*Desired, error) {
+	if err := events.ValidateID("node id", node); err != nil {
+		return nil, err
+	}
+	var out Desired
+	return &out, c.do(ctx, "GET", "/v1/nodes/"+node+"/desired", "", nil, &out)
 }
 
 // Guests lists every guest.

@@ -173,15 +173,25 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 	return out, nil
 }
 
-// RegisterNode records a host joining or re-joining.
+// RegisterNode records a host joining or re-joining. Secret, when set, is
+// the agent's node secret: the log keeps its hash, and only an agent with
+// the same secret may register the node again while it is up.
 type RegisterNode struct {
 	events.NodeRegistered
+	Secret string `json:"-"`
 }
 
 func (c *RegisterNode) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
 	p := c.NodeRegistered
 	if err := p.Validate(); err != nil {
 		return nil, err
+	}
+	p.SecretHash = ""
+	if c.Secret != "" {
+		p.SecretHash = SecretHash(c.Secret)
+	}
+	if n, ok := s.Nodes[p.ID]; ok && n.SecretHash != "" && n.Status == NodeStatusUp && n.SecretHash != p.SecretHash {
+		return nil, fmt.Errorf("%w: node %q is up and belongs to another agent; stop that agent, or wait until the node is declared down", ErrPermission, p.ID)
 	}
 	return []events.Event{subject(events.New(now, actor, &p), "", p.ID)}, nil
 }
@@ -288,36 +298,6 @@ func (c *SetSchedulerConfig) Decide(s *State, now time.Time, actor string) ([]ev
 		return nil, nil
 	}
 	return []events.Event{events.New(now, actor, &p)}, nil
-}
-
-// ReportGuest is an agent's report about one of its guests: started or
-// exited.
-type ReportGuest struct {
-	Guest   string               `json:"guest"`
-	Started *events.GuestStarted `json:"started,omitempty"`
-	Exited  *events.GuestExited  `json:"exited,omitempty"`
-}
-
-func (c *ReportGuest) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
-	g, err := s.guest(c.Guest)
-	if err != nil {
-		return nil, err
-	}
-	var p events.Payload
-	var node string
-	var gen uint64
-	switch {
-	case c.Started != nil && c.Exited == nil:
-		p, node, gen = c.Started, c.Started.Node, c.Started.Generation
-	case c.Exited != nil && c.Started == nil:
-		p, node, gen = c.Exited, c.Exited.Node, c.Exited.Generation
-	default:
-		return nil, &events.FieldError{Field: "report", Value: "", Want: "give exactly one of started or exited"}
-	}
-	if g.Node != node || g.Generation != gen {
-		return nil, fmt.Errorf("%w: guest %q is placed on %q generation %d, not %q generation %d", ErrConflict, g.Name, g.Node, g.Generation, node, gen)
-	}
-	return []events.Event{subject(events.New(now, actor, p), c.Guest, node)}, nil
 }
 
 // registerServer records a coordinator server's addresses.

@@ -15,6 +15,7 @@ const (
 	CodeExists      = "already_exists"
 	CodeConflict    = "conflict"
 	CodeGone        = "gone"
+	CodePermission  = "permission_denied"
 	CodeUnavailable = "unavailable"
 	CodeInternal    = "internal"
 )
@@ -54,6 +55,8 @@ func (e *APIError) Is(target error) bool {
 		return target == ErrGone
 	case CodeUnavailable:
 		return target == ErrUnavailable
+	case CodePermission:
+		return target == ErrPermission
 	}
 	return false
 }
@@ -80,6 +83,8 @@ func toAPIError(err error) *APIError {
 		code = CodeConflict
 	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrNotLeader):
 		code = CodeUnavailable
+	case errors.Is(err, ErrPermission):
+		code = CodePermission
 	}
 	return &APIError{Code: code, Message: err.Error()}
 }
@@ -94,6 +99,8 @@ func httpStatus(code string) int {
 		return http.StatusConflict
 	case CodeGone:
 		return http.StatusGone
+	case CodePermission:
+		return http.StatusForbidden
 	case CodeUnavailable:
 		return http.StatusServiceUnavailable
 	}

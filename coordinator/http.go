@@ -91,14 +91,11 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
 		s.write(w, r, func(body []byte) (Command, error) {
-			var c RegisterNode
-			return &c, events.DecodeStrict(body, &c.NodeRegistered)
-		})
-	})
-	mux.HandleFunc("POST /v1/reports", func(w http.ResponseWriter, r *http.Request) {
-		s.write(w, r, func(body []byte) (Command, error) {
-			var c ReportGuest
-			return &c, events.DecodeStrict(body, &c)
+			c := RegisterNode{Secret: r.Header.Get(HeaderNodeSecret)}
+			if err := events.DecodeStrict(body, &c.NodeRegistered); err != nil {
+				return nil, err
+			}
+			return &c, s.checkFence(&c.NodeRegistered)
 		})
 	})
 	mux.HandleFunc("GET /v1/guests", s.listGuests)
@@ -110,6 +107,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /v1/cluster/members", s.members)
 	mux.HandleFunc("POST /v1/cluster/join", s.handleJoin)
 	s.schedRoutes(mux)
+	s.agentRoutes(mux)
 	return mux
 }
 

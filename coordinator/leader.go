@@ -47,7 +47,11 @@ func (s *Server) Submit(ctx context.Context, reqID, actor string, cmd Command) (
 	if len(evs) == 0 {
 		return &Outcome{}, nil
 	}
-	_, independent := cmd.(*PlaceGuests)
+	independent := false
+	switch cmd.(type) {
+	case *PlaceGuests, *AgentReport:
+		independent = true
+	}
 	data, err := encodeProposal(reqID, independent, evs)
 	if err != nil {
 		return nil, err
@@ -98,6 +102,7 @@ func (s *Server) leaderDuties(ctx context.Context) {
 		s.log.Warn("barrier failed", "err", err)
 		return
 	}
+	s.goLoop(func() { s.heartbeats(ctx) })
 	self := &registerServer{events.ServerRegistered{ID: s.cfg.ID, RaftAddr: s.RaftAddr(), HTTPAddr: s.HTTPAddr()}}
 	if _, err := s.Submit(ctx, "", "server:"+s.cfg.ID, self); err != nil {
 		s.log.Warn("register self", "err", err)
@@ -106,7 +111,7 @@ func (s *Server) leaderDuties(ctx context.Context) {
 		var known bool
 		s.fsm.read(func(st *State) { _, known = st.Nodes[n.ID] })
 		if !known {
-			if _, err := s.Submit(ctx, "", "server:"+s.cfg.ID, &RegisterNode{n}); err != nil {
+			if _, err := s.Submit(ctx, "", "server:"+s.cfg.ID, &RegisterNode{NodeRegistered: n}); err != nil {
 				s.log.Warn("register node", "node", n.ID, "err", err)
 			}
 		}

@@ -29,7 +29,7 @@ func BenchmarkPlaceEndToEnd(b *testing.B) {
 		for i := range nodes {
 			n := events.NodeRegistered{ID: fmt.Sprintf("n%04d", i), CPUs: 16 << (i % 3), MemoryBytes: 32 << 30 << (i % 3),
 				Drivers: map[string]string{"process": "1", "qemu": "1"}, Labels: map[string]string{"rack": fmt.Sprint("r", i%10)}}
-			if _, err := leader.Submit(ctx, "", "bench", &RegisterNode{n}); err != nil {
+			if _, err := leader.Submit(ctx, "", "bench", &RegisterNode{NodeRegistered: n}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -76,9 +76,8 @@ func report(t *testing.T, cl *Client, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var res WriteResult
-	body := ReportGuest{Guest: name, Started: &events.GuestStarted{Node: g.Node, Generation: g.Generation, PID: 1}}
-	if err := cl.do(context.Background(), "POST", "/v1/reports", NewRequestID(), body, &res); err != nil {
+	item := NewReportItem(name, &events.GuestStarted{Node: g.Node, Generation: g.Generation, PID: 1})
+	if _, err := cl.Report(context.Background(), g.Node, "", []ReportItem{item}); err != nil {
 		t.Fatal(err)
 	}
 }

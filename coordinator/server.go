@@ -70,6 +70,10 @@ type Config struct {
 	// Nodes are registered by the leader when missing: corral dev uses it
 	// for its local host until the node agent registers itself.
 	Nodes []events.NodeRegistered
+	// NodeDownTimeout is how long the leader waits without a heartbeat from
+	// a node's agent before declaring the node down and placing its guests
+	// elsewhere. Agents must fence themselves well before it passes.
+	NodeDownTimeout time.Duration
 	// SchedulerAlgorithm, binpack or spread, is set by the leader when the
 	// cluster has no scheduler configuration yet.
 	SchedulerAlgorithm string
@@ -87,6 +91,8 @@ func DefaultConfig(dataDir string) Config {
 		NATS:      natsbus.EmbeddedConfig{Port: 4222},
 		Store:     DefaultStoreConfig(),
 		Raft:      DefaultRaftConfig(),
+
+		NodeDownTimeout: 30 * time.Second,
 	}
 }
 
@@ -108,6 +114,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SchedulerAlgorithm != "" && c.SchedulerAlgorithm != "binpack" && c.SchedulerAlgorithm != "spread" {
 		return fmt.Errorf("corral: scheduler algorithm %q is not known: use binpack or spread", c.SchedulerAlgorithm)
+	}
+	if c.NodeDownTimeout < time.Second {
+		return fmt.Errorf("corral: node-down timeout %v is too short: use at least 1s (default 30s)", c.NodeDownTimeout)
 	}
 	if c.Raft.MaxAppendEntries < 1 {
 		return errors.New("corral: raft max append entries must be at least 1")

@@ -43,7 +43,11 @@ type Guest struct {
 	CPUs string `json:"cpus,omitempty"`
 	// MovedFrom is the node a drain or a node loss moved the guest off,
 	// until the guest reports started on its new node.
-	MovedFrom   string              `json:"moved_from,omitempty"`
+	MovedFrom string `json:"moved_from,omitempty"`
+	// Applied holds the knob values the agent reports it wrote for the
+	// current generation; Usage its last usage report.
+	Applied     map[string]string   `json:"applied,omitempty"`
+	Usage       *events.GuestUsage  `json:"usage,omitempty"`
 	Tuning      map[string]string   `json:"tuning,omitempty"` // knob -> canonical value, when not the default
 	LastExit    *events.GuestExited `json:"last_exit,omitempty"`
 	CreateIndex uint64              `json:"create_index"`
@@ -248,6 +252,35 @@ func (s *State) apply(idx uint64, e *events.Event) error {
 		return s.applyNodeStatus(idx, e, NodeStatusDown)
 	case *events.NodeEligibility:
 		return s.applyNodeEligibility(idx, e, p)
+	case *events.NodeUsage:
+		return s.applyNodeUsage(idx, e, p)
+	case *events.GuestLimitHit:
+		g, err := s.current(e, p.Node, p.Generation)
+		if err != nil {
+			return err
+		}
+		u := g.usage()
+		u.LimitHits = p.LimitHits
+		return nil
+	case *events.GuestTuningApplied:
+		g, err := s.current(e, p.Node, p.Generation)
+		if err != nil {
+			return err
+		}
+		if _, err := events.LookupKnob(p.Knob); err != nil {
+			return err
+		}
+		if g.Applied == nil {
+			g.Applied = map[string]string{}
+		}
+		g.Applied[p.Knob] = p.Value
+		return nil
+	case *events.GuestDrift:
+		_, err := s.current(e, p.Node, p.Generation)
+		return err
+	case *events.NodeCleanup:
+		_, err := s.node(e.Node)
+		return err
 	case *events.SchedulerConfig:
 		if err := p.Validate(); err != nil {
 			return err
@@ -408,6 +441,8 @@ func (s *State) applyGuestPlaced(idx uint64, e *events.Event, p *events.GuestPla
 	g.MovedFrom = from
 	g.Node = p.Node
 	g.CPUs = p.CPUs
+	g.Applied = nil
+	g.Usage = nil
 	g.Generation = idx
 	g.Status = StatusPlaced
 	s.setPending(g.Name, false)
@@ -422,6 +457,10 @@ func (s *State) applyDesired(idx uint64, e *events.Event, desired string) error 
 	g, err := s.guest(e.Guest)
 	if err != nil {
 		return err
+	}
+	// Asking an ended guest to run again starts it again on its node.
+	if desired == DesiredRunning && g.Node != "" && (g.Status == StatusExited || g.Status == StatusFailed) {
+		g.Status = StatusPlaced
 	}
 	g.Desired = desired
 	g.ModifyIndex = idx
@@ -538,6 +577,11 @@ func (s *State) Clone() *State {
 		x.Labels = maps.Clone(v.Labels)
 		x.Command = slices.Clone(v.Command)
 		x.Constraints = slices.Clone(v.Constraints)
+		x.Applied = maps.Clone(v.Applied)
+		if v.Usage != nil {
+			u := *v.Usage
+			x.Usage = &u
+		}
 		x.Tuning = maps.Clone(v.Tuning)
 		c.Guests[k] = &x
 	}
@@ -546,4 +590,29 @@ func (s *State) Clone() *State {
 	}
 	c.reindex()
 	return c
+}
+
+func (g *Guest) usage() *events.GuestUsage {
+	if g.Usage == nil {
+		g.Usage = &events.GuestUsage{Guest: g.Name, Generation: g.Generation}
+	}
+	return g.Usage
+}
+
+// applyNodeUsage records each guest's counters when they are about its
+// current placement on the reporting node; stale entries are skipped, not
+// refused, so one late guest does not cost the node its whole report.
+func (s *State) applyNodeUsage(idx uint64, e *events.Event, p *events.NodeUsage) error {
+	if _, err := s.node(e.Node); err != nil {
+		return err
+	}
+	for _, u := range p.Guests {
+		g, ok := s.Guests[u.Guest]
+		if !ok || g.Node != e.Node || g.Generation != u.Generation {
+			continue
+		}
+		c := u
+		g.Usage = &c
+	}
+	return nil
 }

@@ -129,3 +129,10 @@ func Index(m *nats.Msg) (uint64, error) {
 	}
 	return i, nil
 }
+
+// HeartbeatPrefix is the subject prefix of agents' heartbeats: the agent of
+// node n sends requests on corral.heartbeat.n and the leader answers.
+const HeartbeatPrefix = "corral.heartbeat."
+
+// HeartbeatSubject returns the subject node's agent sends heartbeats on.
+func HeartbeatSubject(node string) string { return HeartbeatPrefix + node }
