@@ -111,8 +111,9 @@ func (s *Spec) validate() error {
 	if s.StateDir == "" || !filepath.IsAbs(s.StateDir) {
 		return fmt.Errorf("%w: %s: state directory %q must be an absolute path", ErrInvalidSpec, s.Guest, s.StateDir)
 	}
-	// sockaddr_un holds 108 bytes including the terminating NUL.
-	if n := len(filepath.Join(s.StateDir, QMPFile)); n > 107 {
+	// sockaddr_un holds 108 bytes including the terminating NUL; only a
+	// qemu guest has a socket there.
+	if n := len(filepath.Join(s.StateDir, QMPFile)); n > 107 && s.Guest.Kind == cgroupdriver.KindQEMU {
 		return fmt.Errorf("%w: %s: state directory %q is too long for a socket path below it (%d bytes, at most 107)", ErrInvalidSpec, s.Guest, s.StateDir, n)
 	}
 	if s.MemoryBytes < 0 || s.VCPUs < 0 || s.LogMaxBytes < 0 {

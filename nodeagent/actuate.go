@@ -1,0 +1,240 @@
+package nodeagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+
+	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/driver"
+	"github.com/corral-dev/corral/events"
+)
+
+// do performs one action. It is the only place that changes guests on the
+// host, and runs on the Run goroutine, so calls for one guest never
+// overlap. An action keyed to a generation the agent does not hold is
+// ignored (invariant 5). It returns what it removed, for remove-orphan.
+func (a *Agent) do(ctx context.Context, d Desired, act Action) string {
+	g := a.guests[act.Guest]
+	if act.Op != OpStart && act.Op != OpRemoveOrphan && !(act.Op == OpReportExited && act.Missing) {
+		if g == nil || g.gen != act.Generation {
+			return ""
+		}
+	}
+	log := a.log.With("guest", act.Guest, "generation", act.Generation)
+	switch act.Op {
+	case OpStart:
+		if g != nil && g.gen == act.Generation && g.phase == PhaseRunning {
+			return ""
+		}
+		a.start(ctx, act)
+	case OpReportStarted:
+		a.reportStarted(ctx, g)
+	case OpStop:
+		st, err := g.inst.Stop(ctx, a.cfg.StopTimeout)
+		if err != nil {
+			log.Error("stopping the guest", "err", err)
+			return ""
+		}
+		log.Info("guest stopped", "status", st.String())
+		g.phase, g.exit = PhaseEnded, st
+		a.reportExited(ctx, g)
+	case OpReportExited:
+		if act.Missing {
+			g = &guest{name: act.Guest, kind: act.Kind, gen: act.Generation, phase: PhaseEnded, missing: true,
+				exit: driver.ExitStatus{Code: -1, Err: driver.ErrExitUnknown}}
+			a.guests[g.name] = g
+			log.Warn("the log says the guest runs here, but the agent has nothing of it")
+		}
+		a.reportExited(ctx, g)
+	case OpForget:
+		delete(a.guests, g.name)
+		if err := os.Remove(a.guestDir(g.name) + "/" + recordFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Warn("removing the agent record", "err", err)
+		}
+	case OpDestroy:
+		a.destroy(ctx, g)
+		log.Info("guest destroyed")
+	case OpTune:
+		a.tune(ctx, g, act.Knobs)
+	case OpThaw:
+		if err := g.inst.Resume(ctx); err != nil {
+			log.Error("thawing the guest", "err", err)
+			return ""
+		}
+		g.frozen = false
+		a.persist(g)
+		log.Info("guest thawed")
+	case OpFreeze:
+		if err := g.inst.Suspend(ctx); err != nil {
+			log.Error("freezing the guest", "err", err)
+			return ""
+		}
+		g.frozen = true
+		a.persist(g)
+	case OpRemoveOrphan:
+		var err error
+		if act.Dir {
+			err = os.RemoveAll(a.guestDir(act.Guest))
+		} else {
+			err = a.deps.Cgroups.RemoveOrphan(ctx, cgroupdriver.Guest{Kind: act.Kind, ID: act.Guest})
+		}
+		if err != nil {
+			log.Error("removing an orphan", "kind", act.Kind, "dir", act.Dir, "err", err)
+			return ""
+		}
+		log.Info("removed an orphan", "kind", act.Kind, "dir", act.Dir)
+		return describeOrphan(act)
+	}
+	return ""
+}
+
+// start starts a guest's generation. A start that fails becomes an ended
+// run with the error, reported as a failed start; the agent lives on.
+func (a *Agent) start(ctx context.Context, act Action) {
+	dg := act.Desired
+	dir := a.guestDir(act.Guest)
+	knobs := Knobs(*dg)
+	g := &guest{name: act.Guest, kind: act.Kind, gen: act.Generation, phase: PhaseRunning, applied: knobs}
+	a.guests[g.name] = g
+	fail := func(err error) {
+		g.phase, g.startErr, g.inst = PhaseEnded, err, nil
+		g.exit = driver.ExitStatus{Code: -1, Err: err}
+		a.log.Warn("guest failed to start", "guest", g.name, "generation", g.gen, "err", err)
+		a.reportExited(ctx, g)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		fail(fmt.Errorf("corral: guest state directory: %w", err))
+		return
+	}
+	if _, err := a.deps.Drivers.For(dg.Definition.Driver); err != nil {
+		fail(err)
+		return
+	}
+	res, err := knobResources(knobs)
+	if err != nil {
+		fail(err)
+		return
+	}
+	spec := driver.SpecFor(act.Guest, &dg.Definition, dir)
+	spec.Resources = res
+	a.persist(g) // before the driver's record: a restarted agent must know the kind and generation
+	inst, err := a.deps.Drivers.Start(ctx, spec)
+	if errors.Is(err, driver.ErrAlreadyRunning) {
+		inst, err = a.deps.Drivers.Adopt(ctx, spec)
+	}
+	if err != nil {
+		fail(err)
+		return
+	}
+	g.inst = inst
+	a.watchDone(ctx, inst)
+	a.log.Info("guest started", "guest", g.name, "generation", g.gen, "pid", inst.PID())
+	a.reportStarted(ctx, g)
+}
+
+// destroy kills the guest, removes its groups, state directory and
+// record, and forgets it.
+func (a *Agent) destroy(ctx context.Context, g *guest) {
+	var err error
+	if g.inst != nil {
+		err = g.inst.Destroy(ctx)
+	} else if g.kind != "" {
+		err = a.deps.Cgroups.Remove(ctx, cgroupdriver.Guest{Kind: g.kind, ID: g.name})
+	}
+	if err != nil {
+		a.log.Error("destroying the guest", "guest", g.name, "err", err)
+		return // kept: the next pass tries again
+	}
+	if err := os.RemoveAll(a.guestDir(g.name)); err != nil {
+		a.log.Error("removing the guest's state directory", "guest", g.name, "err", err)
+	}
+	delete(a.guests, g.name)
+}
+
+// tune writes the changed knobs to the guest's groups and reports the
+// values written. A knob the host refuses is logged and not retried until
+// its desired value changes again.
+func (a *Agent) tune(ctx context.Context, g *guest, knobs map[string]string) {
+	write := maps.Clone(knobs)
+	if _, ok := write["swap_hard_limit"]; ok {
+		if v, ok := g.applied["hard_limit"]; ok && write["hard_limit"] == "" {
+			write["hard_limit"] = v // memory+swap is checked against the memory limit
+		}
+	}
+	res, err := knobResources(write)
+	var writes []cgroupdriver.Write
+	if err == nil {
+		writes, err = a.deps.Cgroups.Apply(cgroupdriver.Guest{Kind: g.kind, ID: g.name}, res)
+	}
+	if g.applied == nil {
+		g.applied = map[string]string{}
+	}
+	maps.Copy(g.applied, knobs)
+	a.persist(g)
+	if err != nil {
+		a.log.Error("applying tuning", "guest", g.name, "knobs", knobs, "err", err)
+		return
+	}
+	vals := writtenValues(knobs, writes)
+	items := make([]Report, 0, len(knobs))
+	for _, k := range slices.Sorted(maps.Keys(knobs)) {
+		items = append(items, Report{Guest: g.name, Payload: &events.GuestTuningApplied{
+			Node: a.cfg.NodeID, Generation: g.gen, Knob: k, Value: vals[k]}})
+	}
+	if _, err := a.report(ctx, items); err != nil {
+		a.log.Warn("reporting applied tuning", "guest", g.name, "err", err)
+	}
+}
+
+// reportStarted sends guest.started once per run.
+func (a *Agent) reportStarted(ctx context.Context, g *guest) {
+	_, err := a.report(ctx, []Report{{Guest: g.name, Payload: &events.GuestStarted{
+		Node: a.cfg.NodeID, Generation: g.gen, PID: g.inst.PID(), Cgroups: g.inst.Cgroups()}}})
+	if err != nil && !errors.Is(err, ErrRefused) {
+		a.log.Warn("reporting a start", "guest", g.name, "err", err)
+		return // retried on the next pass
+	}
+	g.startReported = true
+	a.persist(g)
+}
+
+// reportExited removes an ended run's groups (its log stays) and sends
+// guest.exited once; the run is kept until the log has the report.
+func (a *Agent) reportExited(ctx context.Context, g *guest) {
+	if g.inst != nil {
+		if err := g.inst.Destroy(ctx); err != nil && !errors.Is(err, driver.ErrReleased) {
+			a.log.Warn("removing the groups of an ended guest", "guest", g.name, "err", err)
+		}
+	}
+	e := g.exit.Event(a.cfg.NodeID, g.gen)
+	if g.startErr != nil {
+		e.Error = g.startErr.Error()
+	}
+	idx, err := a.report(ctx, []Report{{Guest: g.name, Payload: e}})
+	switch {
+	case errors.Is(err, ErrRefused):
+		idx = 0 // the log will not take it: nothing to wait for
+	case err != nil:
+		a.log.Warn("reporting an exit", "guest", g.name, "err", err)
+		return
+	}
+	g.exitReported, g.exitIndex = true, idx
+}
+
+// report sends items unless the node is fenced.
+func (a *Agent) report(ctx context.Context, items []Report) (uint64, error) {
+	if a.fenced.Load() {
+		return 0, errFenced
+	}
+	return a.deps.Coordinator.Report(ctx, a.cfg.NodeID, a.secret, items)
+}
+
+func (a *Agent) reportCleanup(ctx context.Context, removed []string) {
+	if _, err := a.report(ctx, []Report{{Payload: &events.NodeCleanup{Removed: removed}}}); err != nil {
+		a.log.Warn("reporting a cleanup", "err", err)
+	}
+}

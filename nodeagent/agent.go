@@ -1,0 +1,298 @@
+package nodeagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/driver"
+)
+
+var (
+	// ErrBadDesired is returned when the desired state holds a value the
+	// agent cannot turn into cgroup settings.
+	ErrBadDesired = errors.New("corral: desired state the agent cannot apply")
+	// ErrMissingDeps is returned by New when a required dependency is nil.
+	ErrMissingDeps = errors.New("corral: agent dependency missing")
+	// errFenced is returned by report while the node is fenced: nothing
+	// leaves the agent then, and what was not reported is retried later.
+	errFenced = errors.New("corral: node fenced, not reporting")
+)
+
+// Deps are the agent's collaborators. Coordinator, Notifier, Cgroups and
+// Drivers are required; Drivers must be built on Cgroups.
+type Deps struct {
+	Coordinator Coordinator
+	Notifier    Notifier
+	Cgroups     *cgroupdriver.Driver
+	Drivers     *driver.Set
+	// Logger receives what the agent does; nil discards.
+	Logger *slog.Logger
+}
+
+// Agent makes one host match the log. Build it with New, run it with Run;
+// Close lets go of the guests without stopping them, as an agent that
+// exits for a restart does.
+type Agent struct {
+	cfg    Config
+	deps   Deps
+	log    *slog.Logger
+	secret string
+
+	ready     chan struct{}
+	readyOnce sync.Once
+	wake      chan struct{} // a pass is due; buffered, never blocks a sender
+	fenced    atomic.Bool   // set by the heartbeat, read by the loop
+	lastIndex atomic.Uint64 // highest event index accounted for
+
+	mu      sync.Mutex
+	names   map[string]bool // guests held or desired: the notifications that concern us
+	cancel  context.CancelFunc
+	runDone chan struct{}
+	closed  bool
+
+	// guests is only touched by the goroutine running Run (and by Close
+	// once Run has returned).
+	guests map[string]*guest
+}
+
+// guest is one run of a guest the agent holds.
+type guest struct {
+	name  string
+	kind  cgroupdriver.Kind
+	gen   uint64
+	inst  *driver.Instance // nil when the start failed or the run was lost
+	phase Phase
+	// exit is the status of an ended run; startErr why it never started.
+	exit     driver.ExitStatus
+	startErr error
+	missing  bool
+
+	frozen        bool
+	startReported bool
+	exitReported  bool
+	exitIndex     uint64
+	applied       map[string]string
+
+	hits      uint64 // limit hits at the last usage report
+	hitsKnown bool
+}
+
+// New checks cfg and deps, creates the state directory and the node
+// secret (or reads the one a previous run created). It starts nothing.
+func New(cfg Config, deps Deps) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Coordinator == nil || deps.Notifier == nil || deps.Cgroups == nil || deps.Drivers == nil {
+		return nil, fmt.Errorf("%w: Coordinator, Notifier, Cgroups and Drivers are required", ErrMissingDeps)
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.StateDir, guestsDir), 0o700); err != nil {
+		return nil, fmt.Errorf("corral: agent state directory: %w", err)
+	}
+	secret, err := loadSecret(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{
+		cfg: cfg, deps: deps, log: log.With("node", cfg.NodeID), secret: secret,
+		ready: make(chan struct{}), wake: make(chan struct{}, 1),
+		names: map[string]bool{}, guests: map[string]*guest{},
+	}, nil
+}
+
+// Ready is closed once the agent has adopted what a previous run left,
+// registered its node and made one full pass over its desired state.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// Run adopts the guests a previous agent left running, registers the node,
+// then follows the log until ctx is done or Close is called. It returns
+// nil after Close, ctx's error otherwise. Run may be called once.
+func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a.mu.Lock()
+	if a.closed || a.runDone != nil {
+		a.mu.Unlock()
+		return errors.New("corral: agent already run or closed")
+	}
+	a.cancel = cancel
+	a.runDone = make(chan struct{})
+	a.mu.Unlock()
+	defer close(a.runDone)
+
+	a.adopt(ctx)
+	if err := a.register(ctx); err != nil {
+		return a.exitErr(ctx)
+	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { a.heartbeat(ctx) })
+	wg.Go(func() { a.watch(ctx) })
+
+	resync := time.NewTicker(a.cfg.ResyncInterval)
+	defer resync.Stop()
+	usage := time.NewTicker(a.cfg.UsageInterval)
+	defer usage.Stop()
+	a.poke()
+	full := true
+	for {
+		select {
+		case <-ctx.Done():
+			return a.exitErr(ctx)
+		case <-a.wake:
+		case <-resync.C:
+			full = true
+		case <-usage.C:
+			a.reportUsage(ctx)
+			continue
+		}
+		if a.fenced.Load() {
+			a.fence(ctx)
+			continue
+		}
+		if a.pass(ctx, full) {
+			full = false
+			a.readyOnce.Do(func() { close(a.ready) })
+		}
+	}
+}
+
+func (a *Agent) exitErr(ctx context.Context) error {
+	a.mu.Lock()
+	closed := a.closed
+	a.mu.Unlock()
+	if closed {
+		return nil
+	}
+	return ctx.Err()
+}
+
+// Close stops Run and lets go of every guest without touching it: the
+// guests keep running and a later agent on the same state directory adopts
+// them. It is safe to call more than once.
+func (a *Agent) Close() error {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return nil
+	}
+	a.closed = true
+	cancel, done := a.cancel, a.runDone
+	a.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	for _, g := range a.guests {
+		if g.inst != nil {
+			g.inst.Release()
+		}
+	}
+	return nil
+}
+
+// poke asks for a pass; it never blocks.
+func (a *Agent) poke() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// pass fetches the desired state and makes the host match it; full adds
+// the drift check. It reports whether the desired state could be fetched.
+func (a *Agent) pass(ctx context.Context, full bool) bool {
+	d, err := a.deps.Coordinator.Desired(ctx, a.cfg.NodeID)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("fetching the desired state", "err", err)
+		}
+		return false
+	}
+	a.lastIndex.Store(d.Index)
+	obs := a.observe(d)
+	var cleaned []string
+	for _, act := range Reconcile(d, obs) {
+		if ctx.Err() != nil {
+			return false
+		}
+		if removed := a.do(ctx, d, act); removed != "" {
+			cleaned = append(cleaned, removed)
+		}
+	}
+	if len(cleaned) > 0 {
+		a.reportCleanup(ctx, cleaned)
+	}
+	if full {
+		a.checkDrift(ctx)
+	}
+	a.setNames(d)
+	return true
+}
+
+// setNames records which guests concern the agent, for the watcher.
+func (a *Agent) setNames(d Desired) {
+	names := make(map[string]bool, len(d.Guests)+len(a.guests))
+	for _, g := range d.Guests {
+		names[g.Name] = true
+	}
+	for n := range a.guests {
+		names[n] = true
+	}
+	a.mu.Lock()
+	a.names = names
+	a.mu.Unlock()
+}
+
+func (a *Agent) concerns(guest string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.names[guest]
+}
+
+// fence freezes every running guest: the coordinator has not heard from
+// the agent for longer than the fence timeout and may soon place the
+// guests elsewhere.
+func (a *Agent) fence(ctx context.Context) {
+	for _, act := range Fence(a.observeHeld()) {
+		g := a.guests[act.Guest]
+		if err := g.inst.Suspend(ctx); err != nil {
+			a.log.Error("fencing: freeze failed", "guest", g.name, "err", err)
+			continue
+		}
+		g.frozen = true
+		a.persist(g)
+		a.log.Warn("fenced: guest frozen", "guest", g.name, "generation", g.gen)
+	}
+}
+
+// guestDir is the guest's driver state directory.
+func (a *Agent) guestDir(name string) string {
+	return filepath.Join(a.cfg.StateDir, guestsDir, name)
+}
+
+const guestsDir = "guests"
+
+// watchDone pokes the loop when the guest ends.
+func (a *Agent) watchDone(ctx context.Context, inst *driver.Instance) {
+	go func() {
+		select {
+		case <-inst.Done():
+			a.poke()
+		case <-ctx.Done():
+		}
+	}()
+}

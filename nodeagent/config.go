@@ -1,0 +1,96 @@
+package nodeagent
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/corral-dev/corral/cgroupdriver"
+)
+
+// ErrInvalidConfig wraps every refusal of a [Config].
+var ErrInvalidConfig = errors.New("corral: invalid agent configuration")
+
+// Config configures an agent. Start from [DefaultConfig].
+type Config struct {
+	// NodeID is this host's node ID in the cluster, a valid guest-style
+	// ID ([a-z0-9][a-z0-9-]{0,62}).
+	NodeID string
+	// StateDir holds the node secret and one directory per guest,
+	// <StateDir>/guests/<id>. It must be absolute. A qemu guest's QMP
+	// socket lives in its directory, so with a long StateDir and a long
+	// guest ID a qemu guest fails to start, saying why (socket paths are
+	// at most 107 bytes); /var/lib/corral leaves room for any ID.
+	StateDir string
+	// Labels are sent with the registration, for placement constraints.
+	Labels map[string]string
+	// ReserveCPUs and ReserveMemoryBytes are kept back for the host.
+	ReserveCPUs        int
+	ReserveMemoryBytes int64
+
+	// HeartbeatInterval is how often the agent tells the coordinator it
+	// is alive.
+	HeartbeatInterval time.Duration
+	// FenceTimeout is how long heartbeats may fail before the agent
+	// freezes its guests. It must be shorter than the coordinator's
+	// node-down timeout, which the coordinator checks at registration.
+	FenceTimeout time.Duration
+	// UsageInterval is how often one usage report covering every guest
+	// is sent.
+	UsageInterval time.Duration
+	// ResyncInterval is how often the agent reconciles without being
+	// notified, checks for drift and removes orphans.
+	ResyncInterval time.Duration
+	// StopTimeout is how long a graceful stop may take before the guest
+	// is killed.
+	StopTimeout time.Duration
+}
+
+// DefaultConfig returns the settings the agent uses unless told otherwise;
+// NodeID and StateDir must still be set.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatInterval: time.Second,
+		FenceTimeout:      10 * time.Second,
+		UsageInterval:     10 * time.Second,
+		ResyncInterval:    5 * time.Second,
+		StopTimeout:       10 * time.Second,
+	}
+}
+
+// Validate reports a configuration New would refuse.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...)))
+	}
+	if err := cgroupdriver.ValidateGuestID(c.NodeID); err != nil {
+		bad("node ID", "%v", err)
+	}
+	switch {
+	case c.StateDir == "" || !filepath.IsAbs(c.StateDir):
+		bad("state directory", "%q must be an absolute path", c.StateDir)
+	}
+	if c.ReserveCPUs < 0 || c.ReserveMemoryBytes < 0 {
+		bad("reserve", "CPUs (%d) and memory (%d) must not be negative", c.ReserveCPUs, c.ReserveMemoryBytes)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"heartbeat interval", c.HeartbeatInterval},
+		{"fence timeout", c.FenceTimeout},
+		{"usage interval", c.UsageInterval},
+		{"resync interval", c.ResyncInterval},
+		{"stop timeout", c.StopTimeout},
+	} {
+		if d.v <= 0 {
+			bad(d.name, "%v must be positive", d.v)
+		}
+	}
+	if c.HeartbeatInterval > 0 && c.FenceTimeout > 0 && c.FenceTimeout < 2*c.HeartbeatInterval {
+		bad("fence timeout", "%v must be at least two heartbeat intervals (%v), or one late heartbeat fences the node", c.FenceTimeout, 2*c.HeartbeatInterval)
+	}
+	return errors.Join(errs...)
+}

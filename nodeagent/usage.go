@@ -1,0 +1,107 @@
+package nodeagent
+
+import (
+	"context"
+	"maps"
+	"slices"
+
+	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/events"
+)
+
+// reportUsage sends one node.usage item for every running guest, plus a
+// guest.limit_hit item for each guest whose limit-hit counter rose since
+// the last report, in one call.
+func (a *Agent) reportUsage(ctx context.Context) {
+	if a.fenced.Load() {
+		return
+	}
+	usage := &events.NodeUsage{IntervalMs: a.cfg.UsageInterval.Milliseconds()}
+	var hits []Report
+	for _, name := range slices.Sorted(maps.Keys(a.guests)) {
+		g := a.guests[name]
+		if g.phase != PhaseRunning || g.inst == nil {
+			continue
+		}
+		if _, ended := g.inst.Status(); ended {
+			continue
+		}
+		st, err := a.deps.Cgroups.Stats(cgroupdriver.Guest{Kind: g.kind, ID: g.name})
+		if err != nil {
+			a.log.Warn("reading a guest's counters", "guest", g.name, "err", err)
+			continue
+		}
+		usage.Guests = append(usage.Guests, events.GuestUsage{
+			Guest: g.name, Generation: g.gen,
+			CPUNanos: st.CPU.TotalNs, UserNanos: st.CPU.UserNs, SystemNanos: st.CPU.SystemNs,
+			MemoryBytes: st.Memory.Usage, MemoryPeakBytes: st.Memory.Peak,
+			LimitHits: st.LimitHits, Pids: st.Pids.Current,
+		})
+		// An adopted guest's counter may have risen before this agent
+		// ran: the first sample is a baseline. A guest this agent started
+		// has fresh groups, so every hit counts.
+		if (g.hitsKnown || !g.inst.Adopted()) && st.LimitHits > g.hits {
+			hits = append(hits, Report{Guest: g.name, Payload: &events.GuestLimitHit{
+				Node: a.cfg.NodeID, Generation: g.gen, LimitHits: st.LimitHits, Delta: st.LimitHits - g.hits}})
+		}
+		g.hits, g.hitsKnown = st.LimitHits, true
+	}
+	if len(usage.Guests) == 0 {
+		return
+	}
+	items := append([]Report{{Payload: usage}}, hits...)
+	if _, err := a.report(ctx, items); err != nil {
+		a.log.Warn("reporting usage", "err", err)
+	}
+}
+
+// checkDrift reads back every knob the agent applied to its running
+// guests; a knob changed behind its back is written again and reported
+// as guest.drift with the file's expected and found contents.
+func (a *Agent) checkDrift(ctx context.Context) {
+	for _, name := range slices.Sorted(maps.Keys(a.guests)) {
+		g := a.guests[name]
+		if g.phase != PhaseRunning || g.inst == nil || len(g.applied) == 0 || g.frozen {
+			continue
+		}
+		if _, ended := g.inst.Status(); ended {
+			continue
+		}
+		res, err := knobResources(g.applied)
+		if err != nil {
+			continue
+		}
+		cg := cgroupdriver.Guest{Kind: g.kind, ID: g.name}
+		obs, err := a.deps.Cgroups.Observe(cg, res)
+		if err != nil {
+			a.log.Warn("reading back a guest's settings", "guest", g.name, "err", err)
+			continue
+		}
+		var drifted []cgroupdriver.Observation
+		for _, o := range obs {
+			if o.Drift {
+				drifted = append(drifted, o)
+			}
+		}
+		if len(drifted) == 0 {
+			continue
+		}
+		_, aerr := a.deps.Cgroups.Apply(cg, res)
+		if aerr != nil {
+			a.log.Error("correcting drift", "guest", g.name, "err", aerr)
+		}
+		items := make([]Report, 0, len(drifted))
+		for _, o := range drifted {
+			knob := knobOfField(o.Knob)
+			if knob == "" {
+				knob = o.Knob
+			}
+			a.log.Warn("drift", "guest", g.name, "knob", knob, "file", o.File, "expected", o.Want, "found", o.Got, "corrected", aerr == nil)
+			items = append(items, Report{Guest: g.name, Payload: &events.GuestDrift{
+				Node: a.cfg.NodeID, Generation: g.gen, Knob: knob, Expected: o.Want, Found: o.Got, Corrected: aerr == nil}})
+		}
+		if _, err := a.report(ctx, items); err != nil {
+			a.log.Warn("reporting drift", "guest", g.name, "err", err)
+		}
+	}
+}
