@@ -107,6 +107,7 @@ otherwise).`,
 		a.schedinfoCommand(),
 		a.memtuneCommand(),
 		a.operatorCommand(),
+		a.agentCommand(),
 	)
 	markStarted(root, &a.started)
 	return root

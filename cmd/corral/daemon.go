@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -34,7 +35,11 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 //	corral dev: api http://127.0.0.1:4646 nats nats://127.0.0.1:4222 raft 127.0.0.1:4647 data /root/.local/share/corral/dev
 //
 // The data directory comes last so that a path with spaces stays whole.
-func (a *app) serve(ctx context.Context, name string, cfg coordinator.Config) error {
+// startAgentFunc starts the local node agent of corral dev once the server
+// is ready.
+type startAgentFunc func(ctx context.Context, s *coordinator.Server) (*agentRun, <-chan error, error)
+
+func (a *app) serve(ctx context.Context, name string, cfg coordinator.Config, startAgent startAgentFunc) error {
 	log := cfg.Logger
 	if cfg.DataDir != "" {
 		// Print and log the directory as it will be found again.
@@ -60,11 +65,40 @@ func (a *app) serve(ctx context.Context, name string, cfg coordinator.Config) er
 	if u := s.NATSClusterURL(); u != "" {
 		fields = append(fields, "nats-cluster", u)
 	}
+	var agentDone <-chan error
+	if startAgent != nil {
+		actx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		run, d, err := startAgent(actx, s)
+		if err != nil {
+			s.Close()
+			<-done
+			return fmt.Errorf("node agent: %w", err)
+		}
+		agentDone = d
+		defer run.close()
+		select {
+		case <-run.agent.Ready():
+			fields = append(fields, "node", run.agent.Registration().ID)
+		case err := <-d:
+			s.Close()
+			<-done
+			return fmt.Errorf("node agent: %w", err)
+		}
+	}
 	fields = append(fields, "raft", s.RaftAddr(), "data", cfg.DataDir)
 	fmt.Fprintf(a.stdout, "%s: %s\n", name, strings.Join(fields, " "))
 	log.Info("ready", "leader", s.IsLeader())
 
-	err = <-done
+	select {
+	case err = <-done:
+	case err = <-agentDone:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("node agent stopped", "err", err)
+		}
+		s.Close()
+		err = <-done
+	}
 	log.Info("stopped", "err", err)
 	return err
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"os"
+	"path/filepath"
 	"runtime"
 
 	"github.com/spf13/cobra"
@@ -18,6 +20,8 @@ type devOptions struct {
 	natsPort int
 	nodeID   string
 	logLevel string
+	noAgent  bool
+	agent    agentOptions
 }
 
 func (a *app) devCommand() *cobra.Command {
@@ -27,8 +31,11 @@ func (a *app) devCommand() *cobra.Command {
 		Use:   "dev",
 		Short: "Run a one-server cluster on this machine, for development",
 		Long: `Run a whole corral cluster in one process: a single bootstrapped coordinator
-server (raft on disk), an embedded NATS server and the HTTP API, with this host
-registered as a node. Until the node agent exists, guests are placed but not run.
+server (raft on disk), an embedded NATS server, the HTTP API and the node agent
+of this host, which runs the guests placed on it in their own cgroups (it needs
+root). With --no-agent the host is registered as a node but nothing runs.
+Stopping corral dev leaves running guests running: the next corral dev on the
+same data dir adopts them. Destroy guests to stop them for good.
 
 Data persists in --data-dir across restarts, including after kill -9. Once ready,
 one line naming the listeners is printed to stdout; logs go to stderr.
@@ -44,6 +51,8 @@ Ctrl-C or SIGTERM stops it cleanly.`,
 	f.StringVar(&o.raftAddr, "raft-addr", o.raftAddr, "host:port raft listens on; port 0 picks a free one")
 	f.IntVar(&o.natsPort, "nats-port", o.natsPort, "client port of the embedded NATS server; -1 picks a free one")
 	f.StringVar(&o.nodeID, "node-id", "", "ID this host registers as (default: the host name, lower-cased, or \"local\")")
+	f.BoolVar(&o.noAgent, "no-agent", false, "run no node agent: register this host as a static node whose guests are placed but not run")
+	o.agent.flags(cmd, "")
 	logLevelFlag(cmd, &o.logLevel)
 	return cmd
 }
@@ -67,9 +76,22 @@ func (a *app) runDev(cmd *cobra.Command, o devOptions) error {
 	cfg.HTTPAddr = o.httpAddr
 	cfg.RaftAddr = o.raftAddr
 	cfg.NATS = natsbus.EmbeddedConfig{Port: o.natsPort}
-	cfg.Nodes = []events.NodeRegistered{node}
 	cfg.Logger = log
-	return a.serve(cmd.Context(), "corral dev", cfg)
+	if o.noAgent {
+		cfg.Nodes = []events.NodeRegistered{node}
+		return a.serve(cmd.Context(), "corral dev", cfg, nil)
+	}
+	o.agent.nodeID = node.ID
+	if o.agent.stateDir == "" {
+		abs, err := filepath.Abs(filepath.Join(dir, "agent"))
+		if err != nil {
+			return err
+		}
+		o.agent.stateDir = abs
+	}
+	return a.serve(cmd.Context(), "corral dev", cfg, func(ctx context.Context, s *coordinator.Server) (*agentRun, <-chan error, error) {
+		return a.startAgent(ctx, o.agent, s.HTTPAddr(), s.NATSURL(), log)
+	})
 }
 
 // localNode describes this host as corral dev registers it.

@@ -30,9 +30,16 @@ type devProcess struct {
 	waitErr error         // the result of Wait; read only after done
 }
 
-// startDev starts corral dev on free ports with data in dataDir and waits
-// for its listener line. The process is killed when the test ends.
+// startDev starts corral dev without a node agent on free ports with data
+// in dataDir and waits for its listener line. The process is killed when
+// the test ends.
 func startDev(t testing.TB, dataDir string) *devProcess {
+	t.Helper()
+	return startDevWith(t, dataDir, "--no-agent")
+}
+
+// startDevWith is startDev with more flags.
+func startDevWith(t testing.TB, dataDir string, extra ...string) *devProcess {
 	t.Helper()
 	logf, err := os.CreateTemp(t.TempDir(), "dev-*.log")
 	if err != nil {
@@ -43,9 +50,10 @@ func startDev(t testing.TB, dataDir string) *devProcess {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(corralBin, "dev",
+	args := append([]string{"dev",
 		"--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--nats-port", "-1",
-		"--data-dir", dataDir, "--node-id", "test-node", "--log-level", "debug")
+		"--data-dir", dataDir, "--node-id", "test-node", "--log-level", "debug"}, extra...)
+	cmd := exec.Command(corralBin, args...)
 	cmd.Stdout, cmd.Stderr = w, logf
 	cmd.Env = childEnv()
 	if err := cmd.Start(); err != nil {

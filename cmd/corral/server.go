@@ -79,7 +79,7 @@ Ctrl-C or SIGTERM stops it cleanly.`,
 			cfg.Raft.MaxAppendEntries = o.maxAppendEntries
 			cfg.SchedulerAlgorithm = o.schedAlgorithm
 			cfg.Logger = log
-			return a.serve(cmd.Context(), "corral server", cfg)
+			return a.serve(cmd.Context(), "corral server", cfg, nil)
 		},
 	}
 	f := cmd.Flags()

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/driver"
+	"github.com/corral-dev/corral/events"
+	"github.com/corral-dev/corral/natsbus"
+	"github.com/corral-dev/corral/nodeagent"
+)
+
+// agentOptions are the flags of corral agent, and of the local agent of
+// corral dev.
+type agentOptions struct {
+	nodeID        string
+	stateDir      string
+	partition     string
+	labels        []string
+	reserveCPUs   int
+	reserveMemory string
+	fence         time.Duration
+	heartbeat     time.Duration
+	usage         time.Duration
+	accel         string
+}
+
+func (o *agentOptions) flags(cmd *cobra.Command, stateDirDefault string) {
+	def := nodeagent.DefaultConfig()
+	f := cmd.Flags()
+	f.StringVar(&o.stateDir, "state-dir", stateDirDefault, "the agent's directory: node secret, one directory per guest (logs, records)")
+	f.StringVar(&o.partition, "cgroup-partition", "", "cgroup path the agent's mini-hierarchy lives under (default: the agent's own group); the agent owns everything below <partition>/corral")
+	f.StringArrayVar(&o.labels, "label", nil, "node label key=value, for placement constraints; repeat for more")
+	f.IntVar(&o.reserveCPUs, "reserve-cpus", 0, "CPUs kept back for the host")
+	f.StringVar(&o.reserveMemory, "reserve-memory", "", "memory kept back for the host, e.g. 1GiB")
+	f.DurationVar(&o.fence, "fence-timeout", def.FenceTimeout, "freeze every guest when the coordinator has been unreachable this long; must stay below the servers' --node-down-timeout")
+	f.DurationVar(&o.heartbeat, "heartbeat-interval", def.HeartbeatInterval, "how often the agent tells the coordinator it is alive")
+	f.DurationVar(&o.usage, "usage-interval", def.UsageInterval, "how often one usage event for all guests is sent")
+	f.StringVar(&o.accel, "qemu-accel", "auto", "qemu accelerator: kvm, tcg or auto (auto proves KVM runs a guest before using it)")
+}
+
+// agentRun holds what a running agent needs closed.
+type agentRun struct {
+	agent *nodeagent.Agent
+	bus   *natsbus.Conn
+}
+
+// startAgent builds the node agent for o against the API at addrs and
+// NATS at natsURL, and runs it until ctx ends.
+func (a *app) startAgent(ctx context.Context, o agentOptions, addrs, natsURL string, log *slog.Logger) (*agentRun, <-chan error, error) {
+	cfg := nodeagent.DefaultConfig()
+	cfg.NodeID, cfg.StateDir = o.nodeID, o.stateDir
+	cfg.FenceTimeout, cfg.HeartbeatInterval, cfg.UsageInterval = o.fence, o.heartbeat, o.usage
+	cfg.ReserveCPUs = o.reserveCPUs
+	if o.reserveMemory != "" {
+		n, err := events.ParseSize("reserve-memory", o.reserveMemory)
+		if err != nil {
+			return nil, nil, err
+		}
+		cfg.ReserveMemoryBytes = n
+	}
+	labels, err := parseLabels(o.labels)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.Labels = labels
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, err
+	}
+	ccfg := cgroupdriver.DefaultConfig()
+	ccfg.Partition = o.partition
+	cg, err := cgroupdriver.New(ccfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cgroups: %w (the agent needs root and writable cgroups)", err)
+	}
+	dcfg := driver.DefaultConfig()
+	dcfg.Cgroups = cg
+	dcfg.Logger = log
+	if dcfg.QEMU.Accel, err = driver.ParseAccel(o.accel); err != nil {
+		return nil, nil, err
+	}
+	drivers, err := driver.New(dcfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	bus, err := natsbus.Dial(natsURL, "corral-agent-"+o.nodeID)
+	if err != nil {
+		return nil, nil, err
+	}
+	remote, err := nodeagent.NewRemote(addrs, bus, "agent:"+o.nodeID)
+	if err != nil {
+		bus.Close()
+		return nil, nil, err
+	}
+	ag, err := nodeagent.New(cfg, nodeagent.Deps{Coordinator: remote, Notifier: remote, Cgroups: cg, Drivers: drivers, Logger: log.With("agent", o.nodeID)})
+	if err != nil {
+		bus.Close()
+		return nil, nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- ag.Run(ctx) }()
+	return &agentRun{agent: ag, bus: bus}, done, nil
+}
+
+func (r *agentRun) close() error {
+	err := r.agent.Close()
+	r.bus.Close()
+	return err
+}
+
+func parseLabels(in []string) (map[string]string, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, l := range in {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return nil, usagef("label %q is not key=value", l)
+		}
+		out[k] = v
+	}
+	return out, events.ValidateLabels("label", out)
+}
+
+func (a *app) agentCommand() *cobra.Command {
+	var o agentOptions
+	var addrs, natsURL, logLevel string
+	cmd := &cobra.Command{
+		Use:   "agent --node-id ID --addr API --nats-url URL [flags]",
+		Short: "Run the node agent: make this host run what the log places on it",
+		Long: `Run the node agent of this host. It registers the node (CPUs, memory, reserve,
+cgroup layout, drivers with versions, labels), sends heartbeats, follows the
+log's events over NATS, and makes the host match its node's desired state:
+it creates each guest's cgroups, starts, stops, tunes and destroys guests,
+and reports started, exited, usage, limit hits and drift as events.
+
+Stopping the agent (Ctrl-C, SIGTERM, even kill -9) leaves the guests running;
+a restarted agent adopts them. An agent that cannot reach the coordinator for
+--fence-timeout freezes its guests until it can.`,
+		Example: `  corral agent --node-id n1 --addr 10.0.0.1:4646 --nats-url nats://10.0.0.1:4222
+  corral agent --node-id n2 --addr s1:4646,s2:4646 --nats-url nats://s1:4222,nats://s2:4222 --label rack=a --reserve-memory 1GiB`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(a.stderr, logLevel)
+			if err != nil {
+				return err
+			}
+			if err := events.ValidateID("node id", o.nodeID); err != nil {
+				return err
+			}
+			run, done, err := a.startAgent(cmd.Context(), o, addrs, natsURL, log)
+			if err != nil {
+				return err
+			}
+			select {
+			case <-run.agent.Ready():
+				fmt.Fprintf(a.stdout, "corral agent: node %s state %s\n", o.nodeID, o.stateDir)
+			case err := <-done:
+				run.close()
+				return err
+			}
+			err = <-done
+			if cerr := run.close(); err == nil && !errors.Is(cerr, context.Canceled) {
+				err = cerr
+			}
+			if errors.Is(err, context.Canceled) {
+				err = nil
+			}
+			return err
+		},
+	}
+	o.flags(cmd, "/var/lib/corral/agent")
+	cmd.Flags().StringVar(&o.nodeID, "node-id", "", "this host's node ID ([a-z0-9][a-z0-9-]{0,62})")
+	cmd.Flags().StringVar(&addrs, "addr", defaultAddr, "API address of the coordinator servers, comma-separated")
+	cmd.Flags().StringVar(&natsURL, "nats-url", "nats://127.0.0.1:4222", "NATS the coordinator publishes to, comma-separated URLs")
+	logLevelFlag(cmd, &logLevel)
+	cmd.MarkFlagRequired("node-id")
+	return cmd
+}

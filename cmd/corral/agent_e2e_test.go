@@ -1,0 +1,148 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/cgroupdriver/cgrouptest"
+	"github.com/corral-dev/corral/coordinator"
+)
+
+func guestView(t *testing.T, p *devProcess, name string) *coordinator.GuestView {
+	t.Helper()
+	var g coordinator.GuestView
+	if err := json.Unmarshal([]byte(p.ok("guest", "show", name, "-o", "json")), &g); err != nil {
+		t.Fatal(err)
+	}
+	return &g
+}
+
+func waitGuest(t *testing.T, p *devProcess, name, what string, cond func(*coordinator.GuestView) bool) *coordinator.GuestView {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		g := guestView(t, p, name)
+		if cond(g) {
+			return g
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("guest %s never %s: %+v", name, what, g.Guest)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// groupFile reads a file of the guest's group from the hierarchy that has
+// it.
+func groupFile(t *testing.T, dirs []string, file string) string {
+	t.Helper()
+	for _, d := range dirs {
+		if b, err := os.ReadFile(filepath.Join(d, file)); err == nil {
+			return strings.TrimSpace(string(b))
+		}
+	}
+	t.Fatalf("no group of %v has %s", dirs, file)
+	return ""
+}
+
+// TestDevAgentRunsGuests drives corral dev with its node agent on this
+// host's real cgroups: a process guest runs in its groups with the asked
+// cpu_shares and memory limit, schedinfo changes the file, usage flows,
+// a guest that allocates past its limit is OOM-killed and says so, and
+// destroy leaves nothing.
+func TestDevAgentRunsGuests(t *testing.T) {
+	rep := cgrouptest.RequireHost(t)
+	part := cgrouptest.NewPartition(t, rep)
+	ccfg := cgroupdriver.DefaultConfig()
+	ccfg.Partition, ccfg.Report = part, &rep
+	cg, err := cgroupdriver.New(ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	p := startDevWith(t, dir, "--cgroup-partition", part, "--usage-interval", "300ms")
+	// Whatever happens, stop the guests before the partition is checked.
+	t.Cleanup(func() {
+		for _, name := range []string{"web", "hog"} {
+			p.corral("guest", "destroy", name)
+		}
+		for _, name := range []string{"web", "hog"} {
+			dirs, _ := cg.Paths(cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: name})
+			deadline := time.Now().Add(waitTimeout)
+			for len(dirs) > 0 && time.Now().Before(deadline) {
+				if _, err := os.Stat(dirs[0]); os.IsNotExist(err) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		p.stop(syscall.SIGTERM, waitTimeout)
+	})
+
+	p.ok("guest", "create", "web", "--driver", "process", "--memory", "64MiB", "--cpu-shares", "1024", "--", "/bin/sleep", "1000")
+	g := waitGuest(t, p, "web", "ran", func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusRunning && g.PID > 0 })
+	dirs, err := cg.Paths(cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dirs {
+		procs := strings.Fields(groupFile(t, []string{d}, "cgroup.procs"))
+		if !slices.Contains(procs, strconv.Itoa(g.PID)) {
+			t.Errorf("pid %d is not in %s/cgroup.procs %v", g.PID, d, procs)
+		}
+	}
+	if v := groupFile(t, dirs, "cpu.shares"); v != "1024" {
+		t.Errorf("cpu.shares = %s, want 1024", v)
+	}
+	if v := groupFile(t, dirs, "memory.limit_in_bytes"); v != strconv.Itoa(64<<20) {
+		t.Errorf("memory.limit_in_bytes = %s, want %d", v, 64<<20)
+	}
+
+	// Tuning goes through the log to the file, and the agent says what it wrote.
+	p.ok("schedinfo", "web", "--set", "cpu_shares=500")
+	waitGuest(t, p, "web", "applied cpu_shares 500", func(g *coordinator.GuestView) bool { return g.Applied["cpu_shares"] == "500" })
+	if v := groupFile(t, dirs, "cpu.shares"); v != "500" {
+		t.Errorf("cpu.shares after schedinfo = %s, want 500", v)
+	}
+	if out := p.ok("guest", "history", "web"); !strings.Contains(out, "1024 → 500") || !strings.Contains(out, "guest.tuning_applied") {
+		t.Errorf("history lacks the tuning and its application:\n%s", out)
+	}
+	// Usage events flow for it.
+	waitGuest(t, p, "web", "reported usage", func(g *coordinator.GuestView) bool { return g.Usage != nil && g.Usage.MemoryBytes > 0 })
+
+	// A guest that allocates past its limit is OOM-killed, and says so.
+	p.ok("guest", "create", "hog", "--driver", "process", "--memory", "16MiB", "--", "/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1")
+	hog := waitGuest(t, p, "hog", "ended", func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusExited })
+	if hog.LastExit == nil || !hog.LastExit.OOMKilled {
+		t.Errorf("hog ended without an OOM kill: %+v", hog.LastExit)
+	}
+
+	// Stop, then destroy: the process ends and no group is left.
+	p.ok("guest", "stop", "web")
+	waitGuest(t, p, "web", "stopped", func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusExited })
+	if err := syscall.Kill(g.PID, 0); err == nil {
+		t.Errorf("pid %d still runs after stop", g.PID)
+	}
+	p.ok("guest", "destroy", "web")
+	p.ok("guest", "destroy", "hog")
+	deadline := time.Now().Add(waitTimeout)
+	for _, d := range dirs {
+		for {
+			if _, err := os.Stat(d); os.IsNotExist(err) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("group %s left after destroy", d)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
