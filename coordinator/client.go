@@ -165,12 +165,12 @@ func (c *Client) GuestAction(ctx context.Context, name, action string) (WriteRes
 		return WriteResult{}, err
 	}
 	switch action {
-	case "start", "stop":
+	case "start", "stop", "suspend", "resume":
 		return c.writeCmd(ctx, "POST", "/v1/guests/"+name+"/"+action, nil)
 	case "destroy":
 		return c.writeCmd(ctx, "DELETE", "/v1/guests/"+name, nil)
 	}
-	return WriteResult{}, badRequest("action", action, "use start, stop or destroy")
+	return WriteResult{}, badRequest("action", action, "use start, stop, suspend, resume or destroy")
 }
 
 // Tune changes knobs of a guest.

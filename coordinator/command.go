@@ -117,8 +117,12 @@ func (c *GuestAction) Decide(s *State, now time.Time, actor string) ([]events.Ev
 		p = &events.GuestStopRequested{}
 	case "destroy":
 		p = &events.GuestUndefined{}
+	case "suspend":
+		p = &events.GuestSuspendRequested{}
+	case "resume":
+		p = &events.GuestResumeRequested{}
 	default:
-		return nil, &events.FieldError{Field: "action", Value: c.Action, Want: "use start, stop or destroy"}
+		return nil, &events.FieldError{Field: "action", Value: c.Action, Want: "use start, stop, suspend, resume or destroy"}
 	}
 	e := subject(events.New(now, actor, p), c.Name, "")
 	e.Reason = c.Reason

@@ -64,7 +64,7 @@ func (s *Server) routes() http.Handler {
 			return &c, events.DecodeStrict(body, &c)
 		})
 	})
-	for _, action := range []string{"start", "stop"} {
+	for _, action := range []string{"start", "stop", "suspend", "resume"} {
 		mux.HandleFunc("POST /v1/guests/{name}/"+action, func(w http.ResponseWriter, r *http.Request) {
 			s.write(w, r, func(body []byte) (Command, error) {
 				c := GuestAction{Name: r.PathValue("name"), Action: action}
@@ -101,6 +101,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /v1/guests", s.listGuests)
 	mux.HandleFunc("GET /v1/guests/{name}", s.getGuest)
 	mux.HandleFunc("GET /v1/guests/{name}/history", s.guestHistory)
+	mux.HandleFunc("GET /v1/guests/{name}/logs", s.guestLogs)
 	mux.HandleFunc("GET /v1/nodes", s.listNodes)
 	mux.HandleFunc("GET /v1/events", s.streamEvents)
 	mux.HandleFunc("GET /v1/state", s.getState)

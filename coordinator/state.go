@@ -44,6 +44,8 @@ type Guest struct {
 	// MovedFrom is the node a drain or a node loss moved the guest off,
 	// until the guest reports started on its new node.
 	MovedFrom string `json:"moved_from,omitempty"`
+	// Paused is set while the guest is asked to be suspended.
+	Paused bool `json:"paused,omitempty"`
 	// Applied holds the knob values the agent reports it wrote for the
 	// current generation; Usage its last usage report.
 	Applied     map[string]string   `json:"applied,omitempty"`
@@ -295,6 +297,14 @@ func (s *State) apply(idx uint64, e *events.Event) error {
 		return s.applyDesired(idx, e, DesiredRunning)
 	case *events.GuestStopRequested:
 		return s.applyDesired(idx, e, DesiredStopped)
+	case *events.GuestSuspendRequested, *events.GuestResumeRequested:
+		g, err := s.guest(e.Guest)
+		if err != nil {
+			return err
+		}
+		g.Paused = e.Type == events.TypeGuestSuspendRequested
+		g.ModifyIndex = idx
+		return nil
 	case *events.GuestStarted:
 		return s.applyGuestStarted(idx, e, p)
 	case *events.GuestExited:

@@ -51,6 +51,8 @@ func goldenEvents() []Event {
 		ev(19, "web", "n1", &GuestTuningApplied{Node: "n1", Generation: 5, Knob: "cpu_shares", Value: "500"}),
 		ev(20, "web", "n1", &GuestDrift{Node: "n1", Generation: 5, Knob: "cpu_shares", Expected: "500", Found: "800", Corrected: true}),
 		ev(21, "", "n1", &NodeCleanup{Removed: []string{"cgroup corral/process/old"}}),
+		ev(23, "web", "", &GuestSuspendRequested{}),
+		ev(24, "web", "", &GuestResumeRequested{}),
 		ev(22, "", "n2", &NodeRegistered{ID: "n2", CPUs: 2, MemoryBytes: 4 << 30, SecretHash: "ab12", FenceTimeoutMs: 10000, HeartbeatMs: 1000}),
 	}
 }

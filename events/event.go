@@ -13,26 +13,28 @@ type Type uint16
 
 // The event types. Add new ones at the end.
 const (
-	TypeInvalid             Type = 0
-	TypeNodeRegistered      Type = 1
-	TypeNodeUp              Type = 2
-	TypeNodeDown            Type = 3
-	TypeGuestDefined        Type = 4
-	TypeGuestPlaced         Type = 5
-	TypeGuestStartRequested Type = 6
-	TypeGuestStopRequested  Type = 7
-	TypeGuestStarted        Type = 8
-	TypeGuestExited         Type = 9
-	TypeGuestUndefined      Type = 10
-	TypeGuestTuned          Type = 11
-	TypeServerRegistered    Type = 12
-	TypeNodeEligibility     Type = 13
-	TypeSchedulerConfig     Type = 14
-	TypeNodeUsage           Type = 15
-	TypeGuestLimitHit       Type = 16
-	TypeGuestTuningApplied  Type = 17
-	TypeGuestDrift          Type = 18
-	TypeNodeCleanup         Type = 19
+	TypeInvalid               Type = 0
+	TypeNodeRegistered        Type = 1
+	TypeNodeUp                Type = 2
+	TypeNodeDown              Type = 3
+	TypeGuestDefined          Type = 4
+	TypeGuestPlaced           Type = 5
+	TypeGuestStartRequested   Type = 6
+	TypeGuestStopRequested    Type = 7
+	TypeGuestStarted          Type = 8
+	TypeGuestExited           Type = 9
+	TypeGuestUndefined        Type = 10
+	TypeGuestTuned            Type = 11
+	TypeServerRegistered      Type = 12
+	TypeNodeEligibility       Type = 13
+	TypeSchedulerConfig       Type = 14
+	TypeNodeUsage             Type = 15
+	TypeGuestLimitHit         Type = 16
+	TypeGuestTuningApplied    Type = 17
+	TypeGuestDrift            Type = 18
+	TypeNodeCleanup           Type = 19
+	TypeGuestSuspendRequested Type = 20
+	TypeGuestResumeRequested  Type = 21
 )
 
 // SchemaVersion is the envelope version written by this build.
@@ -46,25 +48,27 @@ type typeInfo struct {
 // registry maps each type to its stable name and a constructor of its
 // payload. It is read-only after package initialisation.
 var registry = map[Type]typeInfo{
-	TypeNodeRegistered:      {"node.registered", func() Payload { return new(NodeRegistered) }},
-	TypeNodeUp:              {"node.up", func() Payload { return new(NodeUp) }},
-	TypeNodeDown:            {"node.down", func() Payload { return new(NodeDown) }},
-	TypeGuestDefined:        {"guest.defined", func() Payload { return new(GuestDefined) }},
-	TypeGuestPlaced:         {"guest.placed", func() Payload { return new(GuestPlaced) }},
-	TypeGuestStartRequested: {"guest.start_requested", func() Payload { return new(GuestStartRequested) }},
-	TypeGuestStopRequested:  {"guest.stop_requested", func() Payload { return new(GuestStopRequested) }},
-	TypeGuestStarted:        {"guest.started", func() Payload { return new(GuestStarted) }},
-	TypeGuestExited:         {"guest.exited", func() Payload { return new(GuestExited) }},
-	TypeGuestUndefined:      {"guest.undefined", func() Payload { return new(GuestUndefined) }},
-	TypeGuestTuned:          {"guest.tuned", func() Payload { return new(GuestTuned) }},
-	TypeServerRegistered:    {"server.registered", func() Payload { return new(ServerRegistered) }},
-	TypeNodeEligibility:     {"node.eligibility", func() Payload { return new(NodeEligibility) }},
-	TypeSchedulerConfig:     {"scheduler.config", func() Payload { return new(SchedulerConfig) }},
-	TypeNodeUsage:           {"node.usage", func() Payload { return new(NodeUsage) }},
-	TypeGuestLimitHit:       {"guest.limit_hit", func() Payload { return new(GuestLimitHit) }},
-	TypeGuestTuningApplied:  {"guest.tuning_applied", func() Payload { return new(GuestTuningApplied) }},
-	TypeGuestDrift:          {"guest.drift", func() Payload { return new(GuestDrift) }},
-	TypeNodeCleanup:         {"node.cleanup", func() Payload { return new(NodeCleanup) }},
+	TypeNodeRegistered:        {"node.registered", func() Payload { return new(NodeRegistered) }},
+	TypeNodeUp:                {"node.up", func() Payload { return new(NodeUp) }},
+	TypeNodeDown:              {"node.down", func() Payload { return new(NodeDown) }},
+	TypeGuestDefined:          {"guest.defined", func() Payload { return new(GuestDefined) }},
+	TypeGuestPlaced:           {"guest.placed", func() Payload { return new(GuestPlaced) }},
+	TypeGuestStartRequested:   {"guest.start_requested", func() Payload { return new(GuestStartRequested) }},
+	TypeGuestStopRequested:    {"guest.stop_requested", func() Payload { return new(GuestStopRequested) }},
+	TypeGuestStarted:          {"guest.started", func() Payload { return new(GuestStarted) }},
+	TypeGuestExited:           {"guest.exited", func() Payload { return new(GuestExited) }},
+	TypeGuestUndefined:        {"guest.undefined", func() Payload { return new(GuestUndefined) }},
+	TypeGuestTuned:            {"guest.tuned", func() Payload { return new(GuestTuned) }},
+	TypeServerRegistered:      {"server.registered", func() Payload { return new(ServerRegistered) }},
+	TypeNodeEligibility:       {"node.eligibility", func() Payload { return new(NodeEligibility) }},
+	TypeSchedulerConfig:       {"scheduler.config", func() Payload { return new(SchedulerConfig) }},
+	TypeNodeUsage:             {"node.usage", func() Payload { return new(NodeUsage) }},
+	TypeGuestLimitHit:         {"guest.limit_hit", func() Payload { return new(GuestLimitHit) }},
+	TypeGuestTuningApplied:    {"guest.tuning_applied", func() Payload { return new(GuestTuningApplied) }},
+	TypeGuestDrift:            {"guest.drift", func() Payload { return new(GuestDrift) }},
+	TypeNodeCleanup:           {"node.cleanup", func() Payload { return new(NodeCleanup) }},
+	TypeGuestSuspendRequested: {"guest.suspend_requested", func() Payload { return new(GuestSuspendRequested) }},
+	TypeGuestResumeRequested:  {"guest.resume_requested", func() Payload { return new(GuestResumeRequested) }},
 }
 
 // NewPayload returns an empty payload of type t, to decode into.

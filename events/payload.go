@@ -78,6 +78,13 @@ type GuestStartRequested struct{}
 // GuestStopRequested sets a guest's desired state to stopped.
 type GuestStopRequested struct{}
 
+// GuestSuspendRequested pauses a guest where it runs: its groups are
+// frozen (and a qemu guest's vCPUs stopped), as virsh suspend does.
+type GuestSuspendRequested struct{}
+
+// GuestResumeRequested lets a suspended guest run again.
+type GuestResumeRequested struct{}
+
 // GuestStarted is an agent's report that a guest runs inside its groups.
 type GuestStarted struct {
 	Node       string   `json:"node"`
@@ -198,22 +205,24 @@ type SchedulerConfig struct {
 	MemoryOvercommit float64 `json:"memory_overcommit"`
 }
 
-func (*NodeRegistered) EventType() Type      { return TypeNodeRegistered }
-func (*NodeEligibility) EventType() Type     { return TypeNodeEligibility }
-func (*NodeUsage) EventType() Type           { return TypeNodeUsage }
-func (*GuestLimitHit) EventType() Type       { return TypeGuestLimitHit }
-func (*GuestTuningApplied) EventType() Type  { return TypeGuestTuningApplied }
-func (*GuestDrift) EventType() Type          { return TypeGuestDrift }
-func (*NodeCleanup) EventType() Type         { return TypeNodeCleanup }
-func (*SchedulerConfig) EventType() Type     { return TypeSchedulerConfig }
-func (*NodeUp) EventType() Type              { return TypeNodeUp }
-func (*NodeDown) EventType() Type            { return TypeNodeDown }
-func (*GuestDefined) EventType() Type        { return TypeGuestDefined }
-func (*GuestPlaced) EventType() Type         { return TypeGuestPlaced }
-func (*GuestStartRequested) EventType() Type { return TypeGuestStartRequested }
-func (*GuestStopRequested) EventType() Type  { return TypeGuestStopRequested }
-func (*GuestStarted) EventType() Type        { return TypeGuestStarted }
-func (*GuestExited) EventType() Type         { return TypeGuestExited }
-func (*GuestUndefined) EventType() Type      { return TypeGuestUndefined }
-func (*GuestTuned) EventType() Type          { return TypeGuestTuned }
-func (*ServerRegistered) EventType() Type    { return TypeServerRegistered }
+func (*NodeRegistered) EventType() Type        { return TypeNodeRegistered }
+func (*NodeEligibility) EventType() Type       { return TypeNodeEligibility }
+func (*NodeUsage) EventType() Type             { return TypeNodeUsage }
+func (*GuestLimitHit) EventType() Type         { return TypeGuestLimitHit }
+func (*GuestTuningApplied) EventType() Type    { return TypeGuestTuningApplied }
+func (*GuestDrift) EventType() Type            { return TypeGuestDrift }
+func (*NodeCleanup) EventType() Type           { return TypeNodeCleanup }
+func (*GuestSuspendRequested) EventType() Type { return TypeGuestSuspendRequested }
+func (*GuestResumeRequested) EventType() Type  { return TypeGuestResumeRequested }
+func (*SchedulerConfig) EventType() Type       { return TypeSchedulerConfig }
+func (*NodeUp) EventType() Type                { return TypeNodeUp }
+func (*NodeDown) EventType() Type              { return TypeNodeDown }
+func (*GuestDefined) EventType() Type          { return TypeGuestDefined }
+func (*GuestPlaced) EventType() Type           { return TypeGuestPlaced }
+func (*GuestStartRequested) EventType() Type   { return TypeGuestStartRequested }
+func (*GuestStopRequested) EventType() Type    { return TypeGuestStopRequested }
+func (*GuestStarted) EventType() Type          { return TypeGuestStarted }
+func (*GuestExited) EventType() Type           { return TypeGuestExited }
+func (*GuestUndefined) EventType() Type        { return TypeGuestUndefined }
+func (*GuestTuned) EventType() Type            { return TypeGuestTuned }
+func (*ServerRegistered) EventType() Type      { return TypeServerRegistered }

@@ -60,7 +60,7 @@ func (r *Remote) Desired(ctx context.Context, nodeID string) (Desired, error) {
 	for _, g := range d.Guests {
 		out.Guests = append(out.Guests, DesiredGuest{
 			Name: g.Name, Generation: g.Generation, Desired: g.Desired, Status: g.Status,
-			Definition: g.GuestDefined, Tuning: g.Tuning,
+			Definition: g.GuestDefined, Tuning: g.Tuning, Paused: g.Paused,
 		})
 	}
 	return out, nil

@@ -47,7 +47,8 @@ type Observed struct {
 	Generation uint64
 	Phase      Phase
 
-	// Frozen is set while the agent keeps the guest fenced.
+	// Frozen is set while the agent keeps the guest frozen: fenced, or
+	// suspended as the log asks.
 	Frozen bool
 	// StartReported is set once guest.started was committed for this run.
 	StartReported bool
@@ -128,7 +129,8 @@ func (a Action) String() string {
 // For each guest the agent holds or the log places here:
 //   - held but not placed here, or held at another generation: destroy
 //     (then, for a new generation, go on as if nothing were held);
-//   - running: thaw if frozen, report started once, stop when desired
+//   - running: thaw if frozen and not asked to pause, freeze if asked to
+//     pause, report started once, stop when desired
 //     stopped, else tune the knobs whose value differs from the one
 //     applied;
 //   - ended: report the exit once; once the log has it (its index is at
@@ -172,8 +174,11 @@ func Reconcile(desired Desired, observed []Observed) []Action {
 			act := func(op Op) Action { return Action{Op: op, Guest: name, Kind: o.Kind, Generation: o.Generation} }
 			switch o.Phase {
 			case PhaseRunning:
-				if o.Frozen {
+				switch {
+				case o.Frozen && !d.Paused:
 					out = append(out, act(OpThaw))
+				case !o.Frozen && d.Paused && d.Desired != DesiredStopped:
+					out = append(out, act(OpFreeze))
 				}
 				if !o.StartReported {
 					out = append(out, act(OpReportStarted))

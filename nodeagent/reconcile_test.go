@@ -32,6 +32,8 @@ func TestReconcile(t *testing.T) {
 	ended := Observed{Name: "web", Kind: "process", Generation: 5, Phase: PhaseEnded}
 	reported := ended
 	reported.ExitReported, reported.ExitIndex = true, 12
+	paused := dg("web", 5, DesiredRunning, StatusRunning)
+	paused.Paused = true
 
 	for _, tc := range []struct {
 		name     string
@@ -41,6 +43,14 @@ func TestReconcile(t *testing.T) {
 		want     []string
 	}{
 		{name: "nothing", want: nil},
+		{name: "running, asked to pause: freeze",
+			desired: []DesiredGuest{paused}, observed: []Observed{running("web", 5)},
+			want: []string{"freeze web kind=process gen=5"}},
+		{name: "paused and frozen: nothing",
+			desired: []DesiredGuest{paused}, observed: []Observed{frozen}},
+		{name: "frozen, no longer paused: thaw",
+			desired: []DesiredGuest{dg("web", 5, DesiredRunning, StatusRunning)}, observed: []Observed{frozen},
+			want: []string{"thaw web kind=process gen=5"}},
 		{name: "placed and desired running: start",
 			desired: []DesiredGuest{dg("web", 5, DesiredRunning, StatusPlaced)},
 			want:    []string{"start web kind=process gen=5"}},

@@ -63,6 +63,8 @@ type DesiredGuest struct {
 	// Tuning maps a knob (events.KnobNames) to its canonical value, for
 	// the knobs set away from their defaults.
 	Tuning map[string]string
+	// Paused asks for the running guest to be kept suspended (frozen).
+	Paused bool
 }
 
 // Desired states and statuses of a [DesiredGuest], as the coordinator

@@ -118,6 +118,15 @@ func TestDevAgentRunsGuests(t *testing.T) {
 	// Usage events flow for it.
 	waitGuest(t, p, "web", "reported usage", func(g *coordinator.GuestView) bool { return g.Usage != nil && g.Usage.MemoryBytes > 0 })
 
+	// Suspend freezes the guest's groups; resume thaws them.
+	p.ok("guest", "suspend", "web")
+	waitFile(t, dirs, "freezer.state", "FROZEN")
+	if g := guestView(t, p, "web"); !g.Paused {
+		t.Error("guest show does not say the guest is paused")
+	}
+	p.ok("guest", "resume", "web")
+	waitFile(t, dirs, "freezer.state", "THAWED")
+
 	// A guest that allocates past its limit is OOM-killed, and says so.
 	p.ok("guest", "create", "hog", "--driver", "process", "--memory", "16MiB", "--", "/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1")
 	hog := waitGuest(t, p, "hog", "ended", func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusExited })
@@ -144,5 +153,21 @@ func TestDevAgentRunsGuests(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+}
+
+// waitFile waits until a file of the guest's group holds want.
+func waitFile(t *testing.T, dirs []string, file, want string) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		got := groupFile(t, dirs, file)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is %q, want %q", file, got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -20,7 +20,10 @@ func (a *app) guestCommand() *cobra.Command {
 		a.guestActionCommand("start", "Ask for a guest to run", "start requested"),
 		a.guestActionCommand("stop", "Ask for a guest to stop", "stop requested"),
 		a.guestActionCommand("destroy", "Stop a guest and remove its definition", "destroyed"),
+		a.guestActionCommand("suspend", "Pause a running guest: freeze its groups (and stop a VM's vCPUs), like virsh suspend", "suspend requested"),
+		a.guestActionCommand("resume", "Let a suspended guest run again, like virsh resume", "resume requested"),
 		a.guestHistoryCommand(),
+		a.guestLogsCommand(),
 	)
 	return a.clientFlags(cmd)
 }
@@ -98,7 +101,11 @@ func printGuest(a *app, gv *coordinator.GuestView) error {
 	t := newTable(a.stdout, "Name:", g.Name)
 	t.row("Driver:", g.Driver)
 	t.row("Desired:", g.Desired)
-	t.row("Status:", g.Status)
+	status := g.Status
+	if g.Paused {
+		status += " (suspended)"
+	}
+	t.row("Status:", status)
 	t.row("Node:", g.Node)
 	gen, pid := "", ""
 	if g.Generation > 0 {
