@@ -136,3 +136,10 @@ const HeartbeatPrefix = "corral.heartbeat."
 
 // HeartbeatSubject returns the subject node's agent sends heartbeats on.
 func HeartbeatSubject(node string) string { return HeartbeatPrefix + node }
+
+// LogsPrefix is the subject prefix of guest log reads: the agent of node n
+// answers requests on corral.logs.n.
+const LogsPrefix = "corral.logs."
+
+// LogsSubject returns the subject node's agent answers log reads on.
+func LogsSubject(node string) string { return LogsPrefix + node }

@@ -63,3 +63,29 @@ func (c *Conn) Close() {
 	c.nc.Drain()
 	c.nc.Close()
 }
+
+// Serve answers every request on subject with handler's reply until ctx
+// ends or the connection closes. Requests are handled one at a time, on
+// Serve's goroutine; the subscription survives reconnects.
+func (c *Conn) Serve(ctx context.Context, subject string, handler func(req []byte) []byte) error {
+	sub, err := c.nc.SubscribeSync(subject)
+	if err != nil {
+		return fmt.Errorf("corral: subscribe to %s: %w", subject, err)
+	}
+	defer sub.Unsubscribe()
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("corral: serve %s: %w", subject, err)
+		}
+		if m.Reply == "" {
+			continue
+		}
+		if err := m.Respond(handler(m.Data)); err != nil && ctx.Err() == nil && c.nc.IsClosed() {
+			return fmt.Errorf("corral: serve %s: %w", subject, err)
+		}
+	}
+}

@@ -141,6 +141,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer wg.Wait()
 	wg.Go(func() { a.heartbeat(ctx) })
 	wg.Go(func() { a.watch(ctx) })
+	wg.Go(func() { a.serveLogs(ctx) })
 
 	resync := time.NewTicker(a.cfg.ResyncInterval)
 	defer resync.Stop()
