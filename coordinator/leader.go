@@ -133,11 +133,11 @@ func (s *Server) leaderDuties(ctx context.Context) {
 		_, seen := s.store.Bounds()
 		began := time.Now()
 		s.schedule(ctx)
+		took := time.Since(began) // the pass alone, not the idle wait after it
 		if err := s.store.Wait(ctx, seen); err != nil {
 			return
 		}
-		took := time.Since(began)
-		if wait := max(schedulePace, 2*took) - took; wait > 0 {
+		if wait := max(schedulePace, 2*took) - time.Since(began); wait > 0 {
 			select {
 			case <-ctx.Done():
 				return

@@ -17,7 +17,9 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	defer t.Stop()
 	lastOK := time.Now()
 	for {
-		hctx, cancel := context.WithTimeout(ctx, a.cfg.HeartbeatInterval)
+		// A slow answer is still an answer: fencing is decided by the time
+		// since the last success, not by one request's timeout.
+		hctx, cancel := context.WithTimeout(ctx, max(a.cfg.HeartbeatInterval, a.cfg.FenceTimeout/3))
 		idx, err := a.deps.Coordinator.Heartbeat(hctx, a.cfg.NodeID, a.secret)
 		cancel()
 		switch {

@@ -171,3 +171,5 @@ func waitFile(t *testing.T, dirs []string, file, want string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

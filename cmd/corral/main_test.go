@@ -7,12 +7,19 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/driver"
 )
 
 // corralBin is the binary under test, built once by TestMain.
 var corralBin string
 
 func TestMain(m *testing.M) {
+	// The drivers run the current binary as a cgroup shim and a container
+	// init: in a driver-alone benchmark that binary is this test binary.
+	cgroupdriver.RunShimIfRequested()
+	driver.RunInitIfRequested()
 	os.Exit(testMain(m))
 }
 

@@ -26,6 +26,7 @@ type serverOptions struct {
 	checkpointEvery  uint64
 	maxAppendEntries int
 	schedAlgorithm   string
+	nodeDownTimeout  time.Duration
 	logLevel         string
 }
 
@@ -78,6 +79,7 @@ Ctrl-C or SIGTERM stops it cleanly.`,
 			cfg.Store.CheckpointEvery = o.checkpointEvery
 			cfg.Raft.MaxAppendEntries = o.maxAppendEntries
 			cfg.SchedulerAlgorithm = o.schedAlgorithm
+			cfg.NodeDownTimeout = o.nodeDownTimeout
 			cfg.Logger = log
 			return a.serve(cmd.Context(), "corral server", cfg, nil)
 		},
@@ -98,6 +100,7 @@ Ctrl-C or SIGTERM stops it cleanly.`,
 	f.DurationVar(&o.retainAge, "retain-age", 0, "drop events older than this, e.g. 72h (0 = no limit)")
 	f.Uint64Var(&o.checkpointEvery, "checkpoint-every", o.checkpointEvery, "store a state checkpoint every this many events (time travel replays at most this many)")
 	f.IntVar(&o.maxAppendEntries, "max-append-entries", o.maxAppendEntries, "raft batching: commands written with one fsync and sent in one message")
+	f.DurationVar(&o.nodeDownTimeout, "node-down-timeout", def.NodeDownTimeout, "declare a node down, and place its guests elsewhere, after this long without a heartbeat from its agent; agents' --fence-timeout must be well below it")
 	f.StringVar(&o.schedAlgorithm, "scheduler-algorithm", "", "binpack or spread, for a new cluster; later changes go through corral operator scheduler set-config")
 	logLevelFlag(cmd, &o.logLevel)
 	cmd.MarkFlagRequired("id")

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/cgroupdriver/cgrouptest"
+	"github.com/corral-dev/corral/coordinator"
+)
+
+// TestDevGuestLogs runs process guests under corral dev's node agent on
+// this host's real cgroups and reads their output through the API: what a
+// guest printed, new lines with --follow (which exits 0 on SIGINT), and a
+// clear refusal for a guest that does not exist.
+func TestDevGuestLogs(t *testing.T) {
+	rep := cgrouptest.RequireHost(t)
+	part := cgrouptest.NewPartition(t, rep)
+	ccfg := cgroupdriver.DefaultConfig()
+	ccfg.Partition, ccfg.Report = part, &rep
+	cg, err := cgroupdriver.New(ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	p := startDevWith(t, dir, "--cgroup-partition", part)
+	guests := []string{"hello", "ticker"}
+	// Whatever happens, stop the guests before the partition is checked.
+	t.Cleanup(func() {
+		for _, name := range guests {
+			p.corral("guest", "destroy", name)
+		}
+		for _, name := range guests {
+			dirs, _ := cg.Paths(cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: name})
+			deadline := time.Now().Add(waitTimeout)
+			for len(dirs) > 0 && time.Now().Before(deadline) {
+				if _, err := os.Stat(dirs[0]); os.IsNotExist(err) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		p.stop(syscall.SIGTERM, waitTimeout)
+	})
+	running := func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusRunning && g.PID > 0 }
+
+	p.ok("guest", "create", "hello", "--driver", "process", "--memory", "32MiB", "--", "/bin/sh", "-c", "echo hello-from-guest; sleep 1000")
+	waitGuest(t, p, "hello", "ran", running)
+	// Running is reported once the process started, maybe before echo ran.
+	deadline := time.Now().Add(waitTimeout)
+	for out := p.ok("guest", "logs", "hello"); out != "hello-from-guest\n"; out = p.ok("guest", "logs", "hello") {
+		if time.Now().After(deadline) {
+			t.Fatalf("guest logs hello = %q, want %q", out, "hello-from-guest\n")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out := p.ok("guest", "logs", "hello", "--tail", "6"); out != "guest\n" {
+		t.Errorf("guest logs hello --tail 6 = %q, want %q", out, "guest\n")
+	}
+
+	p.ok("guest", "create", "ticker", "--driver", "process", "--memory", "32MiB", "--",
+		"/bin/sh", "-c", "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.2; done")
+	waitGuest(t, p, "ticker", "ran", running)
+	testFollowLogs(t, p, "ticker")
+
+	r := p.corral("guest", "logs", "nope")
+	if r.code == 0 || !strings.Contains(r.stderr, `corral: not found: guest "nope" does not exist`) {
+		t.Errorf("guest logs nope: exit %d, stderr %q; want a non-zero exit saying the guest does not exist", r.code, r.stderr)
+	}
+}
+
+// testFollowLogs checks that `guest logs NAME --follow` prints lines the
+// guest writes after it started, and exits 0 on SIGINT. The guest prints
+// line-0, line-1, ... forever.
+func testFollowLogs(t *testing.T, p *devProcess, name string) {
+	cmd := exec.Command(corralBin, "guest", "logs", name, "--follow", "--addr", p.api)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = w
+	cmd.Env = childEnv()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	var waitErr error
+	done := make(chan struct{})
+	go func() {
+		waitErr = cmd.Wait()
+		close(done)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+	})
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		defer r.Close()
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+
+	// The first line the follower prints was in the file when it asked;
+	// five lines later the guest wrote it while the follower waited.
+	timeout := time.After(waitTimeout)
+	last, want := -1, -1
+	for want < 0 || last < want {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				<-done
+				t.Fatalf("guest logs --follow ended early: %v: %s", waitErr, stderr.String())
+			}
+			n, err := strconv.Atoi(strings.TrimPrefix(line, "line-"))
+			if err != nil || (want >= 0 && n != last+1) {
+				t.Fatalf("followed line %q after line-%d", line, last)
+			}
+			if want < 0 {
+				want = n + 5
+			}
+			last = n
+		case <-timeout:
+			t.Fatalf("guest logs --follow reached line-%d, want line-%d", last, want)
+		}
+	}
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-done:
+		if waitErr != nil {
+			t.Errorf("guest logs --follow after SIGINT: %v (stderr %q), want exit 0", waitErr, stderr.String())
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("guest logs --follow did not exit on SIGINT")
+	}
+	for range lines {
+	}
+}
