@@ -127,8 +127,8 @@ func (s *Server) leaderDuties(ctx context.Context) {
 		}
 	}
 	// A pass costs time in proportion to the cluster, so under load passes
-	// are spaced schedulePace apart and each takes every guest that arrived
-	// meanwhile: small batches instead of one pass per event.
+	// are spaced apart (see schedulePace) and each takes every guest that
+	// arrived meanwhile: small batches instead of one pass per event.
 	for {
 		_, seen := s.store.Bounds()
 		began := time.Now()
@@ -148,9 +148,11 @@ func (s *Server) leaderDuties(ctx context.Context) {
 }
 
 // schedulePace is the least time between the starts of two scheduling
-// passes; a pass that took longer than half of it waits as long as it took,
-// so that scheduling never takes more than half of the leader's time.
-const schedulePace = 20 * time.Millisecond
+// passes. Beyond it, a pass waits as long as it took before the next one,
+// so that scheduling never takes more than half of the leader's time: on a
+// small cluster passes follow events at once, on a large one under load
+// they batch what arrived meanwhile.
+const schedulePace = 2 * time.Millisecond
 
 // schedule runs one scheduling pass: it places pending guests, moves the
 // guests of lost nodes and of draining nodes, and ends finished drains. The
