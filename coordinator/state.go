@@ -61,8 +61,12 @@ func (g *Guest) Knob(name string) string {
 	if v, ok := g.Tuning[name]; ok {
 		return v
 	}
-	if name == "cpu_shares" {
+	switch name {
+	case "cpu_shares":
 		return fmt.Sprint(g.CPUShares)
+	case "hard_limit":
+		// A guest's memory is its hard limit until tuned otherwise.
+		return fmt.Sprint(g.MemoryBytes)
 	}
 	k, err := events.LookupKnob(name)
 	if err != nil {

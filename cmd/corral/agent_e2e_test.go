@@ -173,3 +173,39 @@ func waitFile(t *testing.T, dirs []string, file, want string) {
 }
 
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+// TestDevAgentBadGuests: a guest the host cannot start ends failed with the
+// reason in an event, and the agent lives on to run the next one.
+func TestDevAgentBadGuests(t *testing.T) {
+	rep := cgrouptest.RequireHost(t)
+	part := cgrouptest.NewPartition(t, rep)
+	p := startDevWith(t, t.TempDir(), "--cgroup-partition", part, "--qemu-accel", "tcg")
+	names := []string{"nocmd", "norootfs", "nokernel", "good"}
+	t.Cleanup(func() {
+		for _, n := range names {
+			p.corral("guest", "destroy", n)
+		}
+		ccfg := cgroupdriver.DefaultConfig()
+		ccfg.Partition, ccfg.Report = part, &rep
+		if cg, err := cgroupdriver.New(ccfg); err == nil {
+			waitGone(t, cg, "good")
+		}
+		p.stop(syscall.SIGTERM, waitTimeout)
+	})
+	p.ok("operator", "scheduler", "set-config", "--cpu-overcommit", "8")
+	p.ok("guest", "create", "nocmd", "--driver", "process", "--memory", "32MiB", "--", "/no/such/command")
+	p.ok("guest", "create", "norootfs", "--driver", "lxc", "--memory", "32MiB", "--rootfs", "/no/such/rootfs", "--", "/bin/sh")
+	p.ok("guest", "create", "nokernel", "--driver", "qemu", "--memory", "128MiB", "--kernel", "/no/such/vmlinuz")
+	for _, n := range []string{"nocmd", "norootfs", "nokernel"} {
+		g := waitGuest(t, p, n, "failed", func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusFailed })
+		if g.LastExit == nil || g.LastExit.Error == "" {
+			t.Errorf("%s failed without a reason: %+v", n, g.LastExit)
+			continue
+		}
+		if out := p.ok("events", "--guest", n, "--type", "guest.exited", "-o", "json"); !strings.Contains(out, "no/such") {
+			t.Errorf("%s: the exit event does not name what was missing: %s", n, out)
+		}
+	}
+	p.ok("guest", "create", "good", "--driver", "process", "--memory", "32MiB", "--", "/bin/sleep", "1000")
+	waitGuest(t, p, "good", "ran", func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusRunning })
+}

@@ -165,7 +165,7 @@ func TestDevEndToEnd(t *testing.T) {
 		}
 		out := p.ok("guest", "history", "web")
 		if !strings.HasPrefix(out, "INDEX ") || !strings.Contains(out, "cpu_shares 1024 → 500") ||
-			!strings.Contains(out, "hard_limit unlimited → 1GiB") || !strings.Contains(out, "guest.defined") {
+			!strings.Contains(out, "hard_limit 64MiB → 1GiB") || !strings.Contains(out, "guest.defined") {
 			t.Errorf("guest history:\n%s", out)
 		}
 		if !containsRow(out, "guest.tuned", "cli:"+currentUser(t), "cpu_shares", "1024", "→", "500") {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -129,9 +130,17 @@ func printGuest(a *app, gv *coordinator.GuestView) error {
 	if len(g.Labels) > 0 {
 		t.row("Labels:", formatMap(g.Labels))
 	}
-	t.row("Tuning:", "(desired values)")
+	t.row("Tuning:", "desired / applied on the host")
 	for _, k := range events.KnobNames() {
-		t.row("  "+k, formatKnob(k, g.Knob(k)))
+		applied := "-"
+		if v, ok := g.Applied[k]; ok {
+			applied = formatKnob(k, v)
+		}
+		t.row("  "+k, formatKnob(k, g.Knob(k))+" / "+applied)
+	}
+	if u := g.Usage; u != nil {
+		t.row("Usage:", fmt.Sprintf("cpu %s, memory %s (peak %s), limit hits %d, pids %d",
+			time.Duration(u.CPUNanos).Round(time.Millisecond), formatBytes(int64(u.MemoryBytes)), formatBytes(int64(u.MemoryPeakBytes)), u.LimitHits, u.Pids))
 	}
 	last := "none"
 	if g.LastExit != nil {

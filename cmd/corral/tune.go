@@ -6,6 +6,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -33,7 +34,9 @@ func (o *tuneOptions) flags(cmd *cobra.Command) {
 }
 
 // tune sends the changes in set (knob -> canonical value) and returns the
-// guest as it is afterwards.
+// guest as it is afterwards. For a running guest it waits, a bounded time,
+// for its agent to report the values it wrote, so what is printed is what
+// the host holds.
 func (a *app) tune(ctx context.Context, name string, set map[string]string, o tuneOptions) (*coordinator.Guest, error) {
 	client := a.readClient
 	if len(set) > 0 {
@@ -49,11 +52,38 @@ func (a *app) tune(ctx context.Context, name string, set map[string]string, o tu
 			return nil, err
 		}
 	}
-	g, err := c.Guest(ctx, name)
-	if err != nil {
-		return nil, err
+	deadline := time.Now().Add(appliedWait)
+	for {
+		g, err := c.Guest(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		if len(set) == 0 || o.config && !o.live || g.Status != coordinator.StatusRunning || applied(&g.Guest, set) {
+			return &g.Guest, nil
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(a.stderr, "corral: the agent of node %s has not confirmed the new values yet; showing the desired ones\n", g.Node)
+			return &g.Guest, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	return &g.Guest, nil
+}
+
+// appliedWait bounds how long tuning waits for the agent's answer.
+const appliedWait = 10 * time.Second
+
+// applied reports whether the agent wrote every knob of set.
+func applied(g *coordinator.Guest, set map[string]string) bool {
+	for k := range set {
+		if g.Applied[k] != g.Knob(k) {
+			return false
+		}
+	}
+	return true
 }
 
 // printParams prints name: value lines as virsh does ("%-15s: %s").
