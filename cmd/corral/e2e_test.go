@@ -286,64 +286,92 @@ func TestDevEndToEnd(t *testing.T) {
 // they commit and exits 0 on SIGINT.
 func testFollow(t *testing.T, p *devProcess) {
 	since := lastIndex(t, p)
-	cmd := exec.Command(corralBin, "events", "--follow", "-o", "json", "--since", strconv.FormatUint(since, 10), "--addr", p.api)
+	f := startFollower(t, "events", "--follow", "-o", "json", "--since", strconv.FormatUint(since, 10), "--addr", p.api)
+	p.ok("schedinfo", "web", "--set", "vcpu_quota=50000")
+	line := f.next()
+	e := checkEventLine(t, line)
+	tuned, isTuned := e.Payload.(*events.GuestTuned)
+	if e.Index != since+1 || !isTuned || tuned.Knob != "vcpu_quota" || tuned.Old != "-1" || tuned.New != "50000" {
+		t.Errorf("followed event %s", line)
+	}
+	f.interrupt()
+}
+
+// follower is a corral command that keeps printing lines (events or logs
+// with --follow), run as a real process.
+type follower struct {
+	t      *testing.T
+	what   string
+	cmd    *exec.Cmd
+	lines  chan string
+	done   chan struct{}
+	err    error // the result of Wait; read after done
+	stderr strings.Builder
+}
+
+// startFollower runs corral with args and delivers its stdout lines.
+func startFollower(t *testing.T, args ...string) *follower {
+	t.Helper()
+	f := &follower{t: t, what: "corral " + strings.Join(args, " "), cmd: exec.Command(corralBin, args...),
+		lines: make(chan string), done: make(chan struct{})}
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout = w
-	cmd.Env = childEnv()
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
+	f.cmd.Stdout, f.cmd.Stderr, f.cmd.Env = w, &f.stderr, childEnv()
+	if err := f.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	w.Close()
-	var waitErr error
-	done := make(chan struct{})
 	go func() {
-		waitErr = cmd.Wait()
-		close(done)
+		f.err = f.cmd.Wait()
+		close(f.done)
 	}()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
+		f.cmd.Process.Kill()
+		<-f.done
 	})
-	lines := make(chan string)
 	go func() {
-		defer close(lines)
+		defer close(f.lines)
 		defer r.Close()
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
-			lines <- sc.Text()
+			f.lines <- sc.Text()
 		}
 	}()
+	return f
+}
 
-	p.ok("schedinfo", "web", "--set", "vcpu_quota=50000")
+// next returns the next line, failing the test when the command ends or
+// prints nothing in time.
+func (f *follower) next() string {
+	f.t.Helper()
 	select {
-	case line, ok := <-lines:
+	case line, ok := <-f.lines:
 		if !ok {
-			<-done
-			t.Fatalf("events --follow ended early: %v: %s", waitErr, stderr.String())
+			<-f.done
+			f.t.Fatalf("%s ended early: %v: %s", f.what, f.err, f.stderr.String())
 		}
-		e := checkEventLine(t, line)
-		tuned, isTuned := e.Payload.(*events.GuestTuned)
-		if e.Index != since+1 || !isTuned || tuned.Knob != "vcpu_quota" || tuned.Old != "-1" || tuned.New != "50000" {
-			t.Errorf("followed event %s", line)
-		}
+		return line
 	case <-time.After(waitTimeout):
-		t.Fatal("events --follow printed nothing for a new event")
+		f.t.Fatalf("%s printed nothing in %v", f.what, waitTimeout)
 	}
-	cmd.Process.Signal(os.Interrupt)
+	return ""
+}
+
+// interrupt sends SIGINT and requires a clean exit.
+func (f *follower) interrupt() {
+	f.t.Helper()
+	f.cmd.Process.Signal(os.Interrupt)
 	select {
-	case <-done:
-		if waitErr != nil {
-			t.Errorf("events --follow after SIGINT: %v (stderr %q), want exit 0", waitErr, stderr.String())
+	case <-f.done:
+		if f.err != nil {
+			f.t.Errorf("%s after SIGINT: %v (stderr %q), want exit 0", f.what, f.err, f.stderr.String())
 		}
 	case <-time.After(waitTimeout):
-		t.Fatal("events --follow did not exit on SIGINT")
+		f.t.Fatalf("%s did not exit on SIGINT", f.what)
 	}
-	for range lines {
+	for range f.lines {
 	}
 }
 

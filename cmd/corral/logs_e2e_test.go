@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -79,71 +77,20 @@ func TestDevGuestLogs(t *testing.T) {
 // guest writes after it started, and exits 0 on SIGINT. The guest prints
 // line-0, line-1, ... forever.
 func testFollowLogs(t *testing.T, p *devProcess, name string) {
-	cmd := exec.Command(corralBin, "guest", "logs", name, "--follow", "--addr", p.api)
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout = w
-	cmd.Env = childEnv()
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	var waitErr error
-	done := make(chan struct{})
-	go func() {
-		waitErr = cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
-	})
-	lines := make(chan string)
-	go func() {
-		defer close(lines)
-		defer r.Close()
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
-
+	f := startFollower(t, "guest", "logs", name, "--follow", "--addr", p.api)
 	// The first line the follower prints was in the file when it asked;
 	// five lines later the guest wrote it while the follower waited.
-	timeout := time.After(waitTimeout)
 	last, want := -1, -1
 	for want < 0 || last < want {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				<-done
-				t.Fatalf("guest logs --follow ended early: %v: %s", waitErr, stderr.String())
-			}
-			n, err := strconv.Atoi(strings.TrimPrefix(line, "line-"))
-			if err != nil || (want >= 0 && n != last+1) {
-				t.Fatalf("followed line %q after line-%d", line, last)
-			}
-			if want < 0 {
-				want = n + 5
-			}
-			last = n
-		case <-timeout:
-			t.Fatalf("guest logs --follow reached line-%d, want line-%d", last, want)
+		line := f.next()
+		n, err := strconv.Atoi(strings.TrimPrefix(line, "line-"))
+		if err != nil || (want >= 0 && n != last+1) {
+			t.Fatalf("followed line %q after line-%d", line, last)
 		}
-	}
-	cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-done:
-		if waitErr != nil {
-			t.Errorf("guest logs --follow after SIGINT: %v (stderr %q), want exit 0", waitErr, stderr.String())
+		if want < 0 {
+			want = n + 5
 		}
-	case <-time.After(waitTimeout):
-		t.Fatal("guest logs --follow did not exit on SIGINT")
+		last = n
 	}
-	for range lines {
-	}
+	f.interrupt()
 }
