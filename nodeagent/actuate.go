@@ -192,8 +192,15 @@ func (a *Agent) tune(ctx context.Context, g *guest, knobs map[string]string) {
 
 // reportStarted sends guest.started once per run.
 func (a *Agent) reportStarted(ctx context.Context, g *guest) {
-	_, err := a.report(ctx, []Report{{Guest: g.name, Payload: &events.GuestStarted{
-		Node: a.cfg.NodeID, Generation: g.gen, PID: g.inst.PID(), Cgroups: g.inst.Cgroups()}}})
+	items := []Report{{Guest: g.name, Payload: &events.GuestStarted{
+		Node: a.cfg.NodeID, Generation: g.gen, PID: g.inst.PID(), Cgroups: g.inst.Cgroups()}}}
+	// The values the start wrote, so the log holds what the host holds
+	// from the first moment, not only after a tuning.
+	for _, k := range slices.Sorted(maps.Keys(g.applied)) {
+		items = append(items, Report{Guest: g.name, Payload: &events.GuestTuningApplied{
+			Node: a.cfg.NodeID, Generation: g.gen, Knob: k, Value: g.applied[k]}})
+	}
+	_, err := a.report(ctx, items)
 	if err != nil && !errors.Is(err, ErrRefused) {
 		a.log.Warn("reporting a start", "guest", g.name, "err", err)
 		return // retried on the next pass

@@ -204,8 +204,13 @@ func TestAgentLifecycle(t *testing.T) {
 		t.Errorf("memory limit %s", got)
 	}
 
+	// The start reports what it wrote; a tuning reports the new value.
+	initial := waitReport[*events.GuestTuningApplied](t, h.coord, "web", func(p *events.GuestTuningApplied) bool { return p.Knob == "cpu_shares" })
+	if initial.Value != "1024" {
+		t.Errorf("the start reported cpu_shares %s, want 1024", initial.Value)
+	}
 	h.coord.tune("web", "cpu_shares", "500")
-	ta := waitReport[*events.GuestTuningApplied](t, h.coord, "web", nil)
+	ta := waitReport[*events.GuestTuningApplied](t, h.coord, "web", func(p *events.GuestTuningApplied) bool { return p.Value == "500" })
 	if ta.Knob != "cpu_shares" || ta.Value != "500" || ta.Generation != gen {
 		t.Errorf("tuning applied %+v", ta)
 	}
