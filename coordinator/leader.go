@@ -129,10 +129,11 @@ func (s *Server) leaderDuties(ctx context.Context) {
 	// A pass costs time in proportion to the cluster, so under load passes
 	// are spaced apart (see schedulePace) and each takes every guest that
 	// arrived meanwhile: small batches instead of one pass per event.
+	var mark schedMark
 	for {
 		_, seen := s.store.Bounds()
 		began := time.Now()
-		s.schedule(ctx)
+		s.schedule(ctx, &mark)
 		took := time.Since(began) // the pass alone, not the idle wait after it
 		if err := s.store.Wait(ctx, seen); err != nil {
 			return
@@ -147,6 +148,15 @@ func (s *Server) leaderDuties(ctx context.Context) {
 	}
 }
 
+// schedMark is what the last scheduling pass saw.
+type schedMark struct {
+	version uint64
+	at      time.Time
+}
+
+// resweep is how often a pass runs even when nothing changed.
+const resweep = time.Second
+
 // schedulePace is the least time between the starts of two scheduling
 // passes. Beyond it, a pass waits as long as it took before the next one,
 // so that scheduling never takes more than half of the leader's time: on a
@@ -158,7 +168,12 @@ const schedulePace = 2 * time.Millisecond
 // guests of lost nodes and of draining nodes, and ends finished drains. The
 // plan is computed from a consistent view of the state; the state machine
 // re-checks every placement when it commits.
-func (s *Server) schedule(ctx context.Context) {
+//
+// A pass is skipped when nothing that placement depends on changed since
+// the last one (usage reports, tunings and the like do not) and the last
+// one is less than resweep old: a drain's deadline is the only thing that
+// changes with time alone.
+func (s *Server) schedule(ctx context.Context, last *schedMark) {
 	now := time.Now()
 	var (
 		plan    scheduler.Plan
@@ -166,7 +181,16 @@ func (s *Server) schedule(ctx context.Context) {
 		err     error
 	)
 	var in *PlanInput
+	skip := false
 	s.fsm.read(func(st *State) {
+		if st.schedVersion == last.version && now.Sub(last.at) < resweep {
+			skip = true
+			return
+		}
+		*last = schedMark{version: st.schedVersion, at: now}
+		if len(st.Nodes) == 0 {
+			return
+		}
 		w := st.Work(now)
 		drained = w.drained
 		if len(w.guests) > 0 && len(st.Nodes) > 0 {
@@ -174,6 +198,9 @@ func (s *Server) schedule(ctx context.Context) {
 			in = &x
 		}
 	})
+	if skip {
+		return
+	}
 	if in != nil {
 		plan, err = in.Schedule(now)
 	}

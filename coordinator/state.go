@@ -122,6 +122,10 @@ type State struct {
 	// for the nodes an event touches, so a scheduling pass copies it
 	// instead of converting the whole cluster under the lock.
 	sched map[string]*scheduler.Node
+	// schedVersion counts the changes that can change a placement
+	// decision (nodes, guests defined, placed or removed, the policy), so
+	// the leader can skip scheduling passes that would decide nothing new.
+	schedVersion uint64
 }
 
 // Pending returns the guests waiting for a placement, oldest first. It
@@ -243,6 +247,12 @@ func (s *State) Apply(e events.Event) (events.Event, error) {
 	e.Index = idx
 	if err := s.apply(idx, &e); err != nil {
 		return events.Event{}, err
+	}
+	switch e.Type {
+	case events.TypeNodeRegistered, events.TypeNodeUp, events.TypeNodeDown, events.TypeNodeEligibility,
+		events.TypeGuestDefined, events.TypeGuestPlaced, events.TypeGuestUndefined, events.TypeGuestStarted,
+		events.TypeSchedulerConfig:
+		s.schedVersion++ // started: a drain's move completed
 	}
 	s.Index = idx
 	return e, nil
@@ -603,6 +613,7 @@ func (s *State) Clone() *State {
 		c.Requests = map[string]*Outcome{}
 	}
 	c.reindex()
+	c.schedVersion = s.schedVersion
 	return c
 }
 
