@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
 
 	"github.com/spf13/cobra"
 
+	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/coordinator"
 	"github.com/corral-dev/corral/events"
 	"github.com/corral-dev/corral/natsbus"
@@ -81,6 +83,12 @@ func (a *app) runDev(cmd *cobra.Command, o devOptions) error {
 		cfg.Nodes = []events.NodeRegistered{node}
 		return a.serve(cmd.Context(), "corral dev", cfg, nil)
 	}
+	if err := agentPossible(o.agent.partition); err != nil {
+		// corral dev works anywhere; only running guests needs root.
+		log.Warn("running without a node agent: guests are placed but not run", "why", err)
+		cfg.Nodes = []events.NodeRegistered{node}
+		return a.serve(cmd.Context(), "corral dev", cfg, nil)
+	}
 	o.agent.nodeID = node.ID
 	if o.agent.stateDir == "" {
 		abs, err := filepath.Abs(filepath.Join(dir, "agent"))
@@ -113,4 +121,16 @@ func (a *app) localNode(id string) (events.NodeRegistered, error) {
 		MemoryBytes: mem,
 		Drivers:     map[string]string{events.DriverProcess: "builtin"},
 	}, nil
+}
+
+// agentPossible reports why this host cannot run a node agent: it needs
+// root and cgroups it can write.
+func agentPossible(partition string) error {
+	if os.Geteuid() != 0 {
+		return errors.New("the node agent needs root")
+	}
+	ccfg := cgroupdriver.DefaultConfig()
+	ccfg.Partition = partition
+	_, err := cgroupdriver.New(ccfg)
+	return err
 }
