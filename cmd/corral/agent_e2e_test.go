@@ -59,33 +59,7 @@ func groupFile(t *testing.T, dirs []string, file string) string {
 // a guest that allocates past its limit is OOM-killed and says so, and
 // destroy leaves nothing.
 func TestDevAgentRunsGuests(t *testing.T) {
-	rep := cgrouptest.RequireHost(t)
-	part := cgrouptest.NewPartition(t, rep)
-	ccfg := cgroupdriver.DefaultConfig()
-	ccfg.Partition, ccfg.Report = part, &rep
-	cg, err := cgroupdriver.New(ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	p := startDevWith(t, dir, "--cgroup-partition", part, "--usage-interval", "300ms")
-	// Whatever happens, stop the guests before the partition is checked.
-	t.Cleanup(func() {
-		for _, name := range []string{"web", "hog"} {
-			p.corral("guest", "destroy", name)
-		}
-		for _, name := range []string{"web", "hog"} {
-			dirs, _ := cg.Paths(cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: name})
-			deadline := time.Now().Add(waitTimeout)
-			for len(dirs) > 0 && time.Now().Before(deadline) {
-				if _, err := os.Stat(dirs[0]); os.IsNotExist(err) {
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
-		p.stop(syscall.SIGTERM, waitTimeout)
-	})
+	p, cg := startAgentDev(t, []string{"web", "hog"}, "--usage-interval", "300ms")
 
 	p.ok("guest", "create", "web", "--driver", "process", "--memory", "64MiB", "--cpu-shares", "1024", "--", "/bin/sleep", "1000")
 	g := waitGuest(t, p, "web", "ran", func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusRunning && g.PID > 0 })
@@ -177,21 +151,7 @@ func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) 
 // TestDevAgentBadGuests: a guest the host cannot start ends failed with the
 // reason in an event, and the agent lives on to run the next one.
 func TestDevAgentBadGuests(t *testing.T) {
-	rep := cgrouptest.RequireHost(t)
-	part := cgrouptest.NewPartition(t, rep)
-	p := startDevWith(t, t.TempDir(), "--cgroup-partition", part, "--qemu-accel", "tcg")
-	names := []string{"nocmd", "norootfs", "nokernel", "good"}
-	t.Cleanup(func() {
-		for _, n := range names {
-			p.corral("guest", "destroy", n)
-		}
-		ccfg := cgroupdriver.DefaultConfig()
-		ccfg.Partition, ccfg.Report = part, &rep
-		if cg, err := cgroupdriver.New(ccfg); err == nil {
-			waitGone(t, cg, "good")
-		}
-		p.stop(syscall.SIGTERM, waitTimeout)
-	})
+	p, _ := startAgentDev(t, []string{"nocmd", "norootfs", "nokernel", "good"}, "--qemu-accel", "tcg")
 	p.ok("operator", "scheduler", "set-config", "--cpu-overcommit", "8")
 	p.ok("guest", "create", "nocmd", "--driver", "process", "--memory", "32MiB", "--", "/no/such/command")
 	p.ok("guest", "create", "norootfs", "--driver", "lxc", "--memory", "32MiB", "--rootfs", "/no/such/rootfs", "--", "/bin/sh")
@@ -208,4 +168,31 @@ func TestDevAgentBadGuests(t *testing.T) {
 	}
 	p.ok("guest", "create", "good", "--driver", "process", "--memory", "32MiB", "--", "/bin/sleep", "1000")
 	waitGuest(t, p, "good", "ran", func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusRunning })
+}
+
+// startAgentDev starts corral dev with its node agent on a fresh cgroup
+// partition of this host, and returns it with a driver on that partition.
+// When the test ends it destroys the named process guests, waits for their
+// groups to go and stops corral dev, before the partition is checked.
+func startAgentDev(t *testing.T, guests []string, extra ...string) (*devProcess, *cgroupdriver.Driver) {
+	t.Helper()
+	rep := cgrouptest.RequireHost(t)
+	part := cgrouptest.NewPartition(t, rep)
+	ccfg := cgroupdriver.DefaultConfig()
+	ccfg.Partition, ccfg.Report = part, &rep
+	cg, err := cgroupdriver.New(ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startDevWith(t, t.TempDir(), append([]string{"--cgroup-partition", part}, extra...)...)
+	t.Cleanup(func() {
+		for _, name := range guests {
+			p.corral("guest", "destroy", name)
+		}
+		for _, name := range guests {
+			waitGone(t, cg, name)
+		}
+		p.stop(syscall.SIGTERM, waitTimeout)
+	})
+	return p, cg
 }

@@ -1,15 +1,11 @@
 package main
 
 import (
-	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/corral-dev/corral/cgroupdriver"
-	"github.com/corral-dev/corral/cgroupdriver/cgrouptest"
 	"github.com/corral-dev/corral/coordinator"
 )
 
@@ -18,34 +14,7 @@ import (
 // guest printed, new lines with --follow (which exits 0 on SIGINT), and a
 // clear refusal for a guest that does not exist.
 func TestDevGuestLogs(t *testing.T) {
-	rep := cgrouptest.RequireHost(t)
-	part := cgrouptest.NewPartition(t, rep)
-	ccfg := cgroupdriver.DefaultConfig()
-	ccfg.Partition, ccfg.Report = part, &rep
-	cg, err := cgroupdriver.New(ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	p := startDevWith(t, dir, "--cgroup-partition", part)
-	guests := []string{"hello", "ticker"}
-	// Whatever happens, stop the guests before the partition is checked.
-	t.Cleanup(func() {
-		for _, name := range guests {
-			p.corral("guest", "destroy", name)
-		}
-		for _, name := range guests {
-			dirs, _ := cg.Paths(cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: name})
-			deadline := time.Now().Add(waitTimeout)
-			for len(dirs) > 0 && time.Now().Before(deadline) {
-				if _, err := os.Stat(dirs[0]); os.IsNotExist(err) {
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
-		p.stop(syscall.SIGTERM, waitTimeout)
-	})
+	p, _ := startAgentDev(t, []string{"hello", "ticker"})
 	running := func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusRunning && g.PID > 0 }
 
 	p.ok("guest", "create", "hello", "--driver", "process", "--memory", "32MiB", "--", "/bin/sh", "-c", "echo hello-from-guest; sleep 1000")
