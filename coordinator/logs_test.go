@@ -81,6 +81,13 @@ func serveFakeLogs(t *testing.T, s *Server, node string) *fakeLogAgent {
 		<-done
 		bus.Close()
 	})
+	// Serve subscribes on its own goroutine: wait until it answers.
+	WaitFor(t, 5*time.Second, "the fake agent to answer", func() bool {
+		rctx, rcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer rcancel()
+		_, err := bus.Request(rctx, natsbus.LogsSubject(node), []byte(`{"guest":"probe"}`))
+		return err == nil
+	})
 	return f
 }
 

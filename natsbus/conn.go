@@ -69,6 +69,9 @@ func (c *Conn) Close() {
 // Serve's goroutine; the subscription survives reconnects.
 func (c *Conn) Serve(ctx context.Context, subject string, handler func(req []byte) []byte) error {
 	sub, err := c.nc.SubscribeSync(subject)
+	if err == nil {
+		err = c.nc.Flush() // the server has the subscription before we serve
+	}
 	if err != nil {
 		return fmt.Errorf("corral: subscribe to %s: %w", subject, err)
 	}
