@@ -37,7 +37,7 @@ var (
 // [ErrInvalidResources] or, when the cause is a missing controller,
 // [ErrControllerMissing].
 type FieldError struct {
-	Field  string // JSON name of the field, e.g. "memory_hard_limit"
+	Field  string // JSON name of the field, e.g. "hard_limit"
 	Value  string // the value as given
 	Reason string // what is allowed, e.g. "must be 2..262144"
 	cause  error

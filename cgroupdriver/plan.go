@@ -110,10 +110,10 @@ func (p *planner) cpu(r *Resources) {
 		}
 		// The period first: the quota is checked against it.
 		if r.CPUPeriodUs != nil {
-			p.add(cCPU, "cpu_period_us", "cpu.cfs_period_us", strconv.FormatUint(*r.CPUPeriodUs, 10))
+			p.add(cCPU, "vcpu_period", "cpu.cfs_period_us", strconv.FormatUint(*r.CPUPeriodUs, 10))
 		}
 		if r.CPUQuotaUs != nil {
-			p.add(cCPU, "cpu_quota_us", "cpu.cfs_quota_us", limit(*r.CPUQuotaUs, "-1"))
+			p.add(cCPU, "vcpu_quota", "cpu.cfs_quota_us", limit(*r.CPUQuotaUs, "-1"))
 		}
 		return
 	}
@@ -122,10 +122,10 @@ func (p *planner) cpu(r *Resources) {
 	}
 	if r.CPUQuotaUs != nil {
 		v := limit(*r.CPUQuotaUs, "max")
-		knob := "cpu_quota_us"
+		knob := "vcpu_quota"
 		if r.CPUPeriodUs != nil {
 			v += " " + strconv.FormatUint(*r.CPUPeriodUs, 10)
-			knob = "cpu_quota_us,cpu_period_us"
+			knob = "vcpu_quota,vcpu_period"
 		}
 		p.add(cCPU, knob, "cpu.max", v)
 	}
@@ -137,31 +137,31 @@ func (p *planner) memory(r *Resources) {
 		// after every write. Lifting memsw first makes any order of old and
 		// new values valid.
 		if r.MemoryHardLimit != nil && r.MemorySwapHardLimit != nil {
-			p.add(cMemory, "memory_swap_hard_limit", "memory.memsw.limit_in_bytes", "-1")
+			p.add(cMemory, "swap_hard_limit", "memory.memsw.limit_in_bytes", "-1")
 		}
 		if r.MemoryHardLimit != nil {
-			p.add(cMemory, "memory_hard_limit", "memory.limit_in_bytes", limit(*r.MemoryHardLimit, "-1"))
+			p.add(cMemory, "hard_limit", "memory.limit_in_bytes", limit(*r.MemoryHardLimit, "-1"))
 		}
 		if r.MemorySwapHardLimit != nil {
-			p.add(cMemory, "memory_swap_hard_limit", "memory.memsw.limit_in_bytes", limit(*r.MemorySwapHardLimit, "-1"))
+			p.add(cMemory, "swap_hard_limit", "memory.memsw.limit_in_bytes", limit(*r.MemorySwapHardLimit, "-1"))
 		}
 		if r.MemorySoftLimit != nil {
-			p.add(cMemory, "memory_soft_limit", "memory.soft_limit_in_bytes", limit(*r.MemorySoftLimit, "-1"))
+			p.add(cMemory, "soft_limit", "memory.soft_limit_in_bytes", limit(*r.MemorySoftLimit, "-1"))
 		}
 		return
 	}
 	if r.MemoryHardLimit != nil {
-		p.add(cMemory, "memory_hard_limit", "memory.max", limit(*r.MemoryHardLimit, "max"))
+		p.add(cMemory, "hard_limit", "memory.max", limit(*r.MemoryHardLimit, "max"))
 	}
 	if r.MemorySwapHardLimit != nil {
 		swap := *r.MemorySwapHardLimit
 		if swap != Unlimited {
 			swap -= *r.MemoryHardLimit
 		}
-		p.add(cMemory, "memory_swap_hard_limit", "memory.swap.max", limit(swap, "max"))
+		p.add(cMemory, "swap_hard_limit", "memory.swap.max", limit(swap, "max"))
 	}
 	if r.MemorySoftLimit != nil {
-		p.add(cMemory, "memory_soft_limit", "memory.high", limit(*r.MemorySoftLimit, "max"))
+		p.add(cMemory, "soft_limit", "memory.high", limit(*r.MemorySoftLimit, "max"))
 	}
 }
 

@@ -183,14 +183,14 @@ func TestBadInput(t *testing.T) {
 		field   string
 		missing bool // ErrControllerMissing rather than ErrInvalidResources
 	}{
-		{"hybrid", "zero memory", R{MemoryHardLimit: new(int64(0))}, "memory_hard_limit", false},
-		{"hybrid", "negative memory", R{MemoryHardLimit: new(int64(-5))}, "memory_hard_limit", false},
-		{"hybrid", "below a page", R{MemorySoftLimit: new(int64(100))}, "memory_soft_limit", false},
-		{"hybrid", "swap below memory", R{MemoryHardLimit: new(int64(1 << 30)), MemorySwapHardLimit: new(int64(1 << 20))}, "memory_swap_hard_limit", false},
-		{"hybrid", "swap limited, memory not", R{MemoryHardLimit: new(int64(-1)), MemorySwapHardLimit: new(int64(1 << 30))}, "memory_swap_hard_limit", false},
-		{"hybrid", "quota below 1000us", R{CPUQuotaUs: new(int64(999))}, "cpu_quota_us", false},
-		{"hybrid", "period too short", R{CPUPeriodUs: new(uint64(999))}, "cpu_period_us", false},
-		{"hybrid", "period too long", R{CPUPeriodUs: new(uint64(1000001))}, "cpu_period_us", false},
+		{"hybrid", "zero memory", R{MemoryHardLimit: new(int64(0))}, "hard_limit", false},
+		{"hybrid", "negative memory", R{MemoryHardLimit: new(int64(-5))}, "hard_limit", false},
+		{"hybrid", "below a page", R{MemorySoftLimit: new(int64(100))}, "soft_limit", false},
+		{"hybrid", "swap below memory", R{MemoryHardLimit: new(int64(1 << 30)), MemorySwapHardLimit: new(int64(1 << 20))}, "swap_hard_limit", false},
+		{"hybrid", "swap limited, memory not", R{MemoryHardLimit: new(int64(-1)), MemorySwapHardLimit: new(int64(1 << 30))}, "swap_hard_limit", false},
+		{"hybrid", "quota below 1000us", R{CPUQuotaUs: new(int64(999))}, "vcpu_quota", false},
+		{"hybrid", "period too short", R{CPUPeriodUs: new(uint64(999))}, "vcpu_period", false},
+		{"hybrid", "period too long", R{CPUPeriodUs: new(uint64(1000001))}, "vcpu_period", false},
 		{"hybrid", "shares too low", R{CPUShares: new(uint64(1))}, "cpu_shares", false},
 		{"hybrid", "shares too high", R{CPUShares: new(uint64(262145))}, "cpu_shares", false},
 		{"hybrid", "cpus the host lacks", R{CpusetCPUs: "2-7"}, "cpuset_cpus", false},
@@ -205,8 +205,8 @@ func TestBadInput(t *testing.T) {
 		{"hybrid", "zero pids", R{PidsMax: new(int64(0))}, "pids_max", false},
 		{"hybrid", "net_cls not mounted", R{NetClassID: new(uint32(1))}, "net_cls_classid", true},
 		{"v2", "net_cls on v2", R{NetClassID: new(uint32(1))}, "net_cls_classid", true},
-		{"v2", "period without quota", R{CPUPeriodUs: new(uint64(100000))}, "cpu_period_us", false},
-		{"v2", "swap without memory", R{MemorySwapHardLimit: new(int64(1 << 30))}, "memory_swap_hard_limit", false},
+		{"v2", "period without quota", R{CPUPeriodUs: new(uint64(100000))}, "vcpu_period", false},
+		{"v2", "swap without memory", R{MemorySwapHardLimit: new(int64(1 << 30))}, "swap_hard_limit", false},
 		{"v2", "io.weight range", R{BlkioWeight: new(uint16(20000))}, "blkio_weight", false},
 	} {
 		t.Run(tc.layout+"/"+tc.name, func(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 // host always keeps room for a login. Nil fields are not managed.
 type Reservation struct {
 	// MemoryHardLimit in bytes (at least one page) or [Unlimited].
-	MemoryHardLimit *int64 `json:"memory_hard_limit,omitempty"`
+	MemoryHardLimit *int64 `json:"hard_limit,omitempty"`
 	// CPUShares, 2..262144, weighs the whole tree against the rest of the
 	// host (cpu.weight on v2).
 	CPUShares *uint64 `json:"cpu_shares,omitempty"`

@@ -24,10 +24,10 @@ type Resources struct {
 	// cgroup v2: cpu.weight, converted as runc and crun do (1024 -> 100).
 	CPUShares *uint64 `json:"cpu_shares,omitempty"`
 	// CPUPeriodUs is the CFS period in microseconds, 1000..1000000.
-	CPUPeriodUs *uint64 `json:"cpu_period_us,omitempty"`
+	CPUPeriodUs *uint64 `json:"vcpu_period,omitempty"`
 	// CPUQuotaUs is the CFS quota per period in microseconds, at least 1000,
 	// or [Unlimited].
-	CPUQuotaUs *int64 `json:"cpu_quota_us,omitempty"`
+	CPUQuotaUs *int64 `json:"vcpu_quota,omitempty"`
 
 	// CpusetCPUs and CpusetMems pin the guest (vcpupin, emulatorpin,
 	// numatune) in cpuset list format, e.g. "0-3,6". They must name CPUs
@@ -37,16 +37,16 @@ type Resources struct {
 
 	// MemoryHardLimit (memtune hard_limit) in bytes, at least one page, or
 	// [Unlimited]. v1 memory.limit_in_bytes, v2 memory.max.
-	MemoryHardLimit *int64 `json:"memory_hard_limit,omitempty"`
+	MemoryHardLimit *int64 `json:"hard_limit,omitempty"`
 	// MemorySoftLimit (memtune soft_limit) in bytes, at least one page, or
 	// [Unlimited]. v1 memory.soft_limit_in_bytes, v2 memory.high (as
 	// libvirt does).
-	MemorySoftLimit *int64 `json:"memory_soft_limit,omitempty"`
+	MemorySoftLimit *int64 `json:"soft_limit,omitempty"`
 	// MemorySwapHardLimit (memtune swap_hard_limit) is memory plus swap in
 	// bytes, as on v1 (memory.memsw.limit_in_bytes), at least
 	// MemoryHardLimit, or [Unlimited]. On v2 corral writes the difference to
 	// memory.swap.max, so MemoryHardLimit must be managed too.
-	MemorySwapHardLimit *int64 `json:"memory_swap_hard_limit,omitempty"`
+	MemorySwapHardLimit *int64 `json:"swap_hard_limit,omitempty"`
 
 	// BlkioWeight (blkiotune weight) is the proportional I/O weight. The
 	// range is the kernel file's: blkio.weight 10..1000, blkio.bfq.weight

@@ -42,18 +42,18 @@ func validate(l *layout, h *HostInfo, r *Resources) error {
 		}
 	}
 	if r.CPUPeriodUs != nil {
-		ver := need(cCPU, "cpu_period_us", *r.CPUPeriodUs)
+		ver := need(cCPU, "vcpu_period", *r.CPUPeriodUs)
 		if v := *r.CPUPeriodUs; v < minPeriodUs || v > maxPeriodUs {
-			add(fieldErr("cpu_period_us", v, "must be %d..%d microseconds", minPeriodUs, maxPeriodUs))
+			add(fieldErr("vcpu_period", v, "must be %d..%d microseconds", minPeriodUs, maxPeriodUs))
 		}
 		if ver == 2 && r.CPUQuotaUs == nil {
-			add(fieldErr("cpu_period_us", *r.CPUPeriodUs, "cgroup v2 keeps period and quota in one file (cpu.max): set cpu_quota_us too (-1 for unlimited)"))
+			add(fieldErr("vcpu_period", *r.CPUPeriodUs, "cgroup v2 keeps period and quota in one file (cpu.max): set vcpu_quota too (-1 for unlimited)"))
 		}
 	}
 	if r.CPUQuotaUs != nil {
-		need(cCPU, "cpu_quota_us", *r.CPUQuotaUs)
+		need(cCPU, "vcpu_quota", *r.CPUQuotaUs)
 		if v := *r.CPUQuotaUs; v != Unlimited && (v < minQuotaUs || v > maxQuotaUs) {
-			add(fieldErr("cpu_quota_us", v, "must be -1 (unlimited) or %d..%d microseconds", minQuotaUs, int64(maxQuotaUs)))
+			add(fieldErr("vcpu_quota", v, "must be -1 (unlimited) or %d..%d microseconds", minQuotaUs, int64(maxQuotaUs)))
 		}
 	}
 	checkSet := func(field, value, allowed, what string) {
@@ -91,21 +91,21 @@ func validate(l *layout, h *HostInfo, r *Resources) error {
 		}
 		return true
 	}
-	hardOK := checkBytes("memory_hard_limit", r.MemoryHardLimit)
-	checkBytes("memory_soft_limit", r.MemorySoftLimit)
-	if checkBytes("memory_swap_hard_limit", r.MemorySwapHardLimit) {
+	hardOK := checkBytes("hard_limit", r.MemoryHardLimit)
+	checkBytes("soft_limit", r.MemorySoftLimit)
+	if checkBytes("swap_hard_limit", r.MemorySwapHardLimit) {
 		swap := *r.MemorySwapHardLimit
 		_, ver := l.at(cMemory)
 		switch {
 		case !h.SwapAccounting:
-			add(fieldErr("memory_swap_hard_limit", swap, "this host does not account swap (no memory.memsw.limit_in_bytes / memory.swap.max; boot with swapaccount=1)"))
+			add(fieldErr("swap_hard_limit", swap, "this host does not account swap (no memory.memsw.limit_in_bytes / memory.swap.max; boot with swapaccount=1)"))
 		case swap == Unlimited:
 		case r.MemoryHardLimit == nil && ver == 2:
-			add(fieldErr("memory_swap_hard_limit", swap, "on cgroup v2 memory.swap.max holds swap alone: set memory_hard_limit too"))
+			add(fieldErr("swap_hard_limit", swap, "on cgroup v2 memory.swap.max holds swap alone: set hard_limit too"))
 		case r.MemoryHardLimit != nil && hardOK && *r.MemoryHardLimit == Unlimited:
-			add(fieldErr("memory_swap_hard_limit", swap, "must be -1 while memory_hard_limit is unlimited (it counts memory plus swap)"))
+			add(fieldErr("swap_hard_limit", swap, "must be -1 while hard_limit is unlimited (it counts memory plus swap)"))
 		case r.MemoryHardLimit != nil && hardOK && swap < *r.MemoryHardLimit:
-			add(fieldErr("memory_swap_hard_limit", swap, "must be at least memory_hard_limit (%d): it counts memory plus swap", *r.MemoryHardLimit))
+			add(fieldErr("swap_hard_limit", swap, "must be at least hard_limit (%d): it counts memory plus swap", *r.MemoryHardLimit))
 		}
 	}
 

@@ -2,151 +2,27 @@ package coordinator
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
+	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/coordinator/bus"
+	"github.com/corral-dev/corral/coordinator/cluster"
 	"github.com/corral-dev/corral/events"
-	"github.com/corral-dev/corral/natsbus"
 )
 
 // This file is the coordinator's side of the node agents: registration
 // with a node secret, reports that become events, the desired state an
 // agent reconciles to, and heartbeats that keep a node up.
 
-// HeaderNodeSecret carries the secret a node's agent proves itself with.
-const HeaderNodeSecret = "X-Corral-Node-Secret"
-
-// ErrPermission is returned when a request does not come from the agent
-// of the node it is about.
-var ErrPermission = errors.New("corral: permission denied")
-
-// SecretHash returns the hex SHA-256 of a node secret, as the log keeps it.
-func SecretHash(secret string) string {
-	sum := sha256.Sum256([]byte(secret))
-	return hex.EncodeToString(sum[:])
-}
-
-// checkSecret verifies that secret belongs to node n. Nodes registered
-// without a secret (static nodes, with no agent) accept any report.
-func checkSecret(n *Node, secret string) error {
-	if n.SecretHash == "" {
-		return nil
-	}
-	if subtle.ConstantTimeCompare([]byte(SecretHash(secret)), []byte(n.SecretHash)) != 1 {
-		return fmt.Errorf("%w: the request for node %q does not carry that node's agent secret", ErrPermission, n.ID)
-	}
-	return nil
-}
-
-// agentReportable lists the event types an agent may report.
-var agentReportable = map[events.Type]bool{
-	events.TypeGuestStarted: true, events.TypeGuestExited: true, events.TypeNodeUsage: true,
-	events.TypeGuestLimitHit: true, events.TypeGuestTuningApplied: true, events.TypeGuestDrift: true,
-	events.TypeNodeCleanup: true,
-}
-
-// ReportItem is one thing an agent reports: an event payload, about one of
-// its guests or about the node.
-type ReportItem struct {
-	Guest   string          `json:"guest,omitempty"`
-	Type    events.Type     `json:"type"`
-	Payload json.RawMessage `json:"payload"`
-}
-
-// AgentReport is a batch of reports from one node's agent. Each item is
-// checked and committed on its own: a late report about an old generation
-// is refused without losing the others.
-type AgentReport struct {
-	Node   string       `json:"-"`
-	Secret string       `json:"-"`
-	Items  []ReportItem `json:"items"`
-}
-
-func (c *AgentReport) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
-	n, err := s.node(c.Node)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkSecret(n, c.Secret); err != nil {
-		return nil, err
-	}
-	if len(c.Items) == 0 {
-		return nil, &events.FieldError{Field: "items", Value: "", Want: "report at least one item"}
-	}
-	out := make([]events.Event, 0, len(c.Items))
-	for i, it := range c.Items {
-		if !agentReportable[it.Type] {
-			return nil, &events.FieldError{Field: fmt.Sprintf("items[%d].type", i), Value: it.Type.String(), Want: "an agent reports guest.started, guest.exited, node.usage, guest.limit_hit, guest.tuning_applied, guest.drift or node.cleanup"}
-		}
-		p, _ := events.NewPayload(it.Type)
-		if err := events.DecodeStrict(it.Payload, p); err != nil {
-			return nil, fmt.Errorf("%w: items[%d] payload: %v", events.ErrInvalid, i, err)
-		}
-		if it.Guest != "" {
-			if err := events.ValidateID("guest", it.Guest); err != nil {
-				return nil, err
-			}
-		}
-		if node := payloadNode(p); node != "" && node != c.Node {
-			return nil, &events.FieldError{Field: fmt.Sprintf("items[%d].node", i), Value: node, Want: "a node reports only about itself: " + c.Node}
-		}
-		out = append(out, subject(events.New(now, actor, p), it.Guest, c.Node))
-	}
-	return out, nil
-}
-
-func payloadNode(p events.Payload) string {
-	switch x := p.(type) {
-	case *events.GuestStarted:
-		return x.Node
-	case *events.GuestExited:
-		return x.Node
-	case *events.GuestLimitHit:
-		return x.Node
-	case *events.GuestTuningApplied:
-		return x.Node
-	case *events.GuestDrift:
-		return x.Node
-	}
-	return ""
-}
-
-// Desired is a node's desired state at an index: the guests the log
-// places on it, with their definitions, desired states and tuning.
-type Desired struct {
-	Index  uint64   `json:"index"`
-	Node   *Node    `json:"node"`
-	Guests []*Guest `json:"guests"`
-}
-
-func (st *State) desired(id string) (*Desired, error) {
-	n, err := st.node(id)
-	if err != nil {
-		return nil, err
-	}
-	c := *n
-	d := &Desired{Index: st.Index, Node: &c, Guests: []*Guest{}}
-	for _, name := range st.GuestsOn(id) {
-		g := *st.Guests[name]
-		d.Guests = append(d.Guests, &g)
-	}
-	return d, nil
-}
-
 func (s *Server) agentRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/nodes/{id}/report", func(w http.ResponseWriter, r *http.Request) {
-		s.write(w, r, func(body []byte) (Command, error) {
-			c := AgentReport{Node: r.PathValue("id"), Secret: r.Header.Get(HeaderNodeSecret)}
+		s.write(w, r, func(body []byte) (cluster.Command, error) {
+			c := cluster.AgentReport{Node: r.PathValue("id"), Secret: r.Header.Get(api.HeaderNodeSecret)}
 			return &c, events.DecodeStrict(body, &c)
 		})
 	})
@@ -156,9 +32,9 @@ func (s *Server) agentRoutes(mux *http.ServeMux) {
 			writeError(w, err)
 			return
 		}
-		var d *Desired
+		var d *api.Desired
 		var err error
-		s.fsm.read(func(st *State) { d, err = st.desired(id) })
+		s.fsm.read(func(st *cluster.State) { d, err = st.Desired(id) })
 		if err != nil {
 			writeError(w, err)
 			return
@@ -186,12 +62,6 @@ func (s *Server) checkFence(n *events.NodeRegistered) error {
 	return nil
 }
 
-// HeartbeatReply answers an agent's heartbeat.
-type HeartbeatReply struct {
-	Index uint64 `json:"index"`
-	Error string `json:"error,omitempty"`
-}
-
 // liveness tracks, on the leader, when each agent last sent a heartbeat.
 type liveness struct {
 	mu   sync.Mutex
@@ -204,16 +74,15 @@ type liveness struct {
 func (s *Server) heartbeats(ctx context.Context) {
 	lv := &liveness{seen: map[string]time.Time{}}
 	start := time.Now()
-	sub, err := s.nc.Subscribe(natsbus.HeartbeatPrefix+"*", func(m *nats.Msg) {
-		id := strings.TrimPrefix(m.Subject, natsbus.HeartbeatPrefix)
-		var req struct {
-			Secret string `json:"secret"`
-		}
-		reply := HeartbeatReply{}
-		var n *Node
-		json.Unmarshal(m.Data, &req)
-		s.fsm.read(func(st *State) {
+	stop, err := s.bus.Handle(bus.HeartbeatPrefix+"*", func(subject string, data []byte) []byte {
+		id := strings.TrimPrefix(subject, bus.HeartbeatPrefix)
+		var req api.HeartbeatRequest
+		reply := api.HeartbeatReply{}
+		var n *cluster.Node
+		json.Unmarshal(data, &req)
+		s.fsm.read(func(st *cluster.State) {
 			reply.Index = st.Index
+			reply.NodeIndex = st.NodeIndex(id)
 			if x, ok := st.Nodes[id]; ok {
 				c := *x
 				n = &c
@@ -222,27 +91,24 @@ func (s *Server) heartbeats(ctx context.Context) {
 		switch {
 		case n == nil:
 			reply.Error = fmt.Sprintf("node %q is not registered", id)
-		case checkSecret(n, req.Secret) != nil:
+		case cluster.CheckSecret(n, req.Secret) != nil:
 			reply.Error = fmt.Sprintf("wrong secret for node %q", id)
 		default:
 			lv.mu.Lock()
 			lv.seen[id] = time.Now()
 			lv.mu.Unlock()
-			if n.Status == NodeStatusDown {
-				go s.Submit(ctx, "", "server:"+s.cfg.ID, &SetNodeStatus{ID: id, Status: NodeStatusUp, Reason: "heartbeat resumed"})
+			if n.Status == cluster.NodeStatusDown {
+				go s.Submit(ctx, "", "server:"+s.cfg.ID, &cluster.SetNodeStatus{SetNodeStatus: api.SetNodeStatus{ID: id, Status: cluster.NodeStatusUp, Reason: "heartbeat resumed"}})
 			}
 		}
 		b, _ := json.Marshal(reply)
-		m.Respond(b)
+		return b
 	})
-	if err == nil {
-		err = s.nc.Flush() // the subscription is in place before we lead
-	}
 	if err != nil {
 		s.log.Error("heartbeat subscription", "err", err)
 		return
 	}
-	defer sub.Unsubscribe()
+	defer stop()
 	tick := time.NewTicker(max(s.cfg.NodeDownTimeout/20, 10*time.Millisecond))
 	defer tick.Stop()
 	for {
@@ -251,9 +117,9 @@ func (s *Server) heartbeats(ctx context.Context) {
 			return
 		case now := <-tick.C:
 			var late []string
-			s.fsm.read(func(st *State) {
+			s.fsm.read(func(st *cluster.State) {
 				for id, n := range st.Nodes {
-					if n.SecretHash == "" || n.Status != NodeStatusUp {
+					if n.SecretHash == "" || n.Status != cluster.NodeStatusUp {
 						continue
 					}
 					lv.mu.Lock()
@@ -269,7 +135,8 @@ func (s *Server) heartbeats(ctx context.Context) {
 			})
 			for _, id := range late {
 				reason := fmt.Sprintf("no heartbeat for %v", s.cfg.NodeDownTimeout)
-				if _, err := s.Submit(ctx, "", "server:"+s.cfg.ID, &SetNodeStatus{ID: id, Status: NodeStatusDown, Reason: reason}); err != nil {
+				cmd := &cluster.SetNodeStatus{SetNodeStatus: api.SetNodeStatus{ID: id, Status: cluster.NodeStatusDown, Reason: reason}}
+				if _, err := s.Submit(ctx, "", "server:"+s.cfg.ID, cmd); err != nil {
 					s.log.Warn("declare node down", "node", id, "err", err)
 				}
 			}

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	"github.com/corral-dev/corral/coordinator/api"
 
+	"github.com/corral-dev/corral/coordinator/bus"
 	"github.com/corral-dev/corral/events"
-	"github.com/corral-dev/corral/natsbus"
 )
 
 func agentNode(id string) events.NodeRegistered {
@@ -18,13 +18,13 @@ func agentNode(id string) events.NodeRegistered {
 		FenceTimeoutMs: 300, HeartbeatMs: 100}
 }
 
-func startAgentServer(t *testing.T) (*Server, *Client) {
+func startAgentServer(t *testing.T) (*Server, *api.Client) {
 	t.Helper()
 	cfg := TestConfig(t, "s1", t.TempDir())
 	cfg.NodeDownTimeout = time.Second
 	s := StartTestServer(t, cfg)
 	<-s.Ready()
-	cl, _ := NewClient(s.HTTPAddr())
+	cl, _ := api.NewClient(s.HTTPAddr())
 	return s, cl
 }
 
@@ -35,7 +35,7 @@ func TestAgentSecretAndReports(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Another agent cannot take the node over while it is up.
-	if _, err := cl.RegisterNode(ctx, agentNode("n1"), "other"); !errors.Is(err, ErrPermission) {
+	if _, err := cl.RegisterNode(ctx, agentNode("n1"), "other"); !errors.Is(err, api.ErrPermission) {
 		t.Fatalf("takeover with another secret: %v", err)
 	}
 	// The same agent may register again (after a restart).
@@ -49,28 +49,28 @@ func TestAgentSecretAndReports(t *testing.T) {
 		t.Fatalf("desired: %+v %v", d, err)
 	}
 	gen := d.Guests[0].Generation
-	started := NewReportItem("web", &events.GuestStarted{Node: "n1", Generation: gen, PID: 42})
-	if _, err := cl.Report(ctx, "n1", "wrong", []ReportItem{started}); !errors.Is(err, ErrPermission) {
+	started := api.NewReportItem("web", &events.GuestStarted{Node: "n1", Generation: gen, PID: 42})
+	if _, err := cl.Report(ctx, "n1", "wrong", []api.ReportItem{started}); !errors.Is(err, api.ErrPermission) {
 		t.Fatalf("report with the wrong secret: %v", err)
 	}
-	if _, err := cl.Report(ctx, "n1", "s3cret", []ReportItem{NewReportItem("web", &events.GuestStarted{Node: "n2", Generation: gen})}); !errors.Is(err, events.ErrInvalid) {
+	if _, err := cl.Report(ctx, "n1", "s3cret", []api.ReportItem{api.NewReportItem("web", &events.GuestStarted{Node: "n2", Generation: gen})}); !errors.Is(err, events.ErrInvalid) {
 		t.Fatalf("report naming another node: %v", err)
 	}
-	stale := NewReportItem("web", &events.GuestStarted{Node: "n1", Generation: gen - 1, PID: 41})
-	res, err := cl.Report(ctx, "n1", "s3cret", []ReportItem{stale, started,
-		NewReportItem("web", &events.GuestTuningApplied{Node: "n1", Generation: gen, Knob: "cpu_shares", Value: "1024"}),
-		NewReportItem("", &events.NodeUsage{IntervalMs: 1000, Guests: []events.GuestUsage{{Guest: "web", Generation: gen, CPUNanos: 5, MemoryBytes: 100}}}),
+	stale := api.NewReportItem("web", &events.GuestStarted{Node: "n1", Generation: gen - 1, PID: 41})
+	res, err := cl.Report(ctx, "n1", "s3cret", []api.ReportItem{stale, started,
+		api.NewReportItem("web", &events.GuestTuningApplied{Node: "n1", Generation: gen, Knob: "cpu_shares", Value: "1024"}),
+		api.NewReportItem("", &events.NodeUsage{IntervalMs: 1000, Guests: []events.GuestUsage{{Guest: "web", Generation: gen, CPUNanos: 5, MemoryBytes: 100}}}),
 	})
 	if err != nil || len(res.Indexes) != 3 {
 		t.Fatalf("report: %+v %v (the stale item alone must be refused)", res, err)
 	}
 	g, _ := cl.Guest(ctx, "web")
-	if g.Status != StatusRunning || g.PID != 42 || g.Applied["cpu_shares"] != "1024" || g.Usage == nil || g.Usage.CPUNanos != 5 {
+	if g.Status != api.StatusRunning || g.PID != 42 || g.Applied["cpu_shares"] != "1024" || g.Usage == nil || g.Usage.CPUNanos != 5 {
 		t.Fatalf("guest after reports: %+v", g.Guest)
 	}
 	// Only agent event types may be reported.
-	bad := NewReportItem("web", &events.GuestUndefined{})
-	if _, err := cl.Report(ctx, "n1", "s3cret", []ReportItem{bad}); !errors.Is(err, events.ErrInvalid) {
+	bad := api.NewReportItem("web", &events.GuestUndefined{})
+	if _, err := cl.Report(ctx, "n1", "s3cret", []api.ReportItem{bad}); !errors.Is(err, events.ErrInvalid) {
 		t.Fatalf("reporting guest.undefined: %v", err)
 	}
 	if g, _ := cl.Guest(ctx, "web"); g.Name != "web" {
@@ -87,23 +87,25 @@ func TestFenceTimeoutChecked(t *testing.T) {
 	}
 }
 
-func heartbeat(t *testing.T, s *Server, node, secret string) HeartbeatReply {
+func heartbeat(t *testing.T, s *Server, node, secret string) api.HeartbeatReply {
 	t.Helper()
-	nc, err := natsbus.Connect(s.NATSURL(), "hb")
+	nc, err := bus.Dial(s.NATSURL(), "hb")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	b, _ := json.Marshal(map[string]string{"secret": secret})
-	var m *nats.Msg
+	var data []byte
 	// The leader subscribes just after it is elected; agents retry, so
 	// does this.
 	WaitFor(t, 5*time.Second, "a heartbeat answer", func() bool {
-		m, err = nc.Request(natsbus.HeartbeatSubject(node), b, 2*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		data, err = nc.Request(ctx, bus.HeartbeatSubject(node), b)
 		return err == nil
 	})
-	var r HeartbeatReply
-	if err := json.Unmarshal(m.Data, &r); err != nil {
+	var r api.HeartbeatReply
+	if err := json.Unmarshal(data, &r); err != nil {
 		t.Fatal(err)
 	}
 	return r
@@ -126,18 +128,18 @@ func TestHeartbeatsKeepNodeUp(t *testing.T) {
 		t.Fatal("a heartbeat with the wrong secret was accepted")
 	}
 	// Without heartbeats the node is declared down after the timeout...
-	WaitFor(t, 5*time.Second, "node declared down", func() bool { return status() == NodeStatusDown })
+	WaitFor(t, 5*time.Second, "node declared down", func() bool { return status() == api.NodeStatusDown })
 	// ...and a heartbeat brings it back up.
 	if r := heartbeat(t, s, "n1", "s3cret"); r.Error != "" || r.Index == 0 {
 		t.Fatalf("heartbeat reply %+v", r)
 	}
-	WaitFor(t, 5*time.Second, "node up again", func() bool { return status() == NodeStatusUp })
+	WaitFor(t, 5*time.Second, "node up again", func() bool { return status() == api.NodeStatusUp })
 	// Static nodes (no agent secret) are never declared down.
 	if _, err := cl.RegisterNode(ctx, events.NodeRegistered{ID: "static", CPUs: 1, MemoryBytes: 1 << 30}, ""); err != nil {
 		t.Fatal(err)
 	}
-	WaitFor(t, 5*time.Second, "n1 down again", func() bool { return status() == NodeStatusDown })
-	if n, _ := cl.Node(ctx, "static"); n.Status != NodeStatusUp {
+	WaitFor(t, 5*time.Second, "n1 down again", func() bool { return status() == api.NodeStatusDown })
+	if n, _ := cl.Node(ctx, "static"); n.Status != api.NodeStatusUp {
 		t.Fatalf("static node is %s", n.Status)
 	}
 }

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/coordinator/cluster"
+
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -81,14 +84,14 @@ func BenchmarkCommit(b *testing.B) {
 		bare := startBareRaft(b, 3)
 		c := newBenchCluster(b)
 		_, leader := c.waitLeader()
-		payload, _ := encodeProposal("", false, nil)
+		payload, _ := encodeProposal("", false, false, nil)
 		payload = append(payload, make([]byte, 300)...) // about a guest definition's size
 		fmt.Fprintf(os.Stdout, "\n3 servers on loopback, fsync on, raft MaxAppendEntries=%d, BatchApplyCh=true, %v per row\n",
 			DefaultRaftConfig().MaxAppendEntries, benchWindow)
 		fmt.Fprintf(os.Stdout, "%-8s %12s %10s %10s   %12s %10s %10s   %s\n", "clients", "corral ev/s", "p50", "p99", "raft ev/s", "p50", "p99", "corral/raft")
 		for _, clients := range []int{1, 16, 256} {
 			cs, err := measure(clients, func(n int64) error {
-				cmd := &CreateGuest{Name: fmt.Sprintf("b%d-%d", clients, n), Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true}
+				cmd := &cluster.CreateGuest{CreateGuest: api.CreateGuest{Name: fmt.Sprintf("b%d-%d", clients, n), Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true}}
 				o, err := leader.Submit(context.Background(), "", "bench", cmd)
 				if err == nil && o.Err != nil {
 					err = o.Err
@@ -128,7 +131,7 @@ func newBenchCluster(b *testing.B) *testCluster {
 	}
 	WaitFor(b, 10*time.Second, "servers to join", func() bool {
 		var n int
-		c.servers[0].fsm.read(func(st *State) { n = len(st.Servers) })
+		c.servers[0].fsm.read(func(st *cluster.State) { n = len(st.Servers) })
 		return n == 3
 	})
 	return c

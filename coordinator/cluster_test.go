@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/coordinator/cluster"
+
 	"github.com/corral-dev/corral/events"
 )
 
@@ -51,14 +54,14 @@ func newTestCluster(t *testing.T, n int, tweak func(i int, cfg *Config, started 
 			}
 		}
 		var ok bool
-		c.servers[0].fsm.read(func(st *State) { ok = len(st.Servers) == n })
+		c.servers[0].fsm.read(func(st *cluster.State) { ok = len(st.Servers) == n })
 		return ok
 	})
 	return c
 }
 
 func (c *testCluster) start(i int) {
-	s, err := New(c.cfgs[i])
+	s, err := New(c.cfgs[i], Deps{})
 	if err != nil {
 		c.t.Fatalf("start %s: %v", c.cfgs[i].ID, err)
 	}
@@ -168,7 +171,7 @@ func storeRecords(t *testing.T, s *Server) []Record {
 	}
 }
 
-func createGuests(t *testing.T, c *Client, prefix string, n int) map[string]uint64 {
+func createGuests(t *testing.T, c *api.Client, prefix string, n int) map[string]uint64 {
 	t.Helper()
 	acked := map[string]uint64{}
 	var mu sync.Mutex
@@ -179,7 +182,7 @@ func createGuests(t *testing.T, c *Client, prefix string, n int) map[string]uint
 		go func() {
 			defer wg.Done()
 			name := fmt.Sprintf("%s-%d", prefix, i)
-			res, err := c.CreateGuest(context.Background(), CreateGuest{Name: name, Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true})
+			res, err := c.CreateGuest(context.Background(), api.CreateGuest{Name: name, Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true})
 			if err != nil {
 				errs <- fmt.Errorf("%s: %w", name, err)
 				return
@@ -234,7 +237,7 @@ func checkStores(t *testing.T, c *testCluster, acked map[string]uint64) {
 func TestLeaderFailover(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	li, _ := c.waitLeader()
-	cl, err := NewClient(c.addrs(-1))
+	cl, err := api.NewClient(c.addrs(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +249,7 @@ func TestLeaderFailover(t *testing.T) {
 	if nl.ID() == c.cfgs[li].ID {
 		t.Fatal("stopped server still leads")
 	}
-	cl2, _ := NewClient(c.addrs(-1))
+	cl2, _ := api.NewClient(c.addrs(-1))
 	for k, v := range createGuests(t, cl2, "after", 40) {
 		acked[k] = v
 	}
@@ -260,7 +263,7 @@ func TestLeaderFailover(t *testing.T) {
 	c.start(li)
 	WaitFor(t, 10*time.Second, "restarted server to re-register", func() bool {
 		var addr string
-		c.servers[li].fsm.read(func(st *State) {
+		c.servers[li].fsm.read(func(st *cluster.State) {
 			if m, ok := st.Servers[c.cfgs[li].ID]; ok {
 				addr = m.HTTPAddr
 			}
@@ -276,9 +279,9 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 		cfg.Nodes = []events.NodeRegistered{{ID: "n1", CPUs: 4, MemoryBytes: 8 << 30, Drivers: map[string]string{"process": "1"}}}
 	})
 	_, s := c.waitLeader()
-	cl, _ := NewClient(s.HTTPAddr())
+	cl, _ := api.NewClient(s.HTTPAddr())
 	createGuests(t, cl, "g", 20)
-	if _, err := cl.Tune(context.Background(), TuneGuest{Name: "g-3", Set: map[string]string{"cpu_shares": "500"}}); err != nil {
+	if _, err := cl.Tune(context.Background(), api.TuneGuest{Name: "g-3", Set: map[string]string{"cpu_shares": "500"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.raft.Snapshot().Error(); err != nil {
@@ -306,7 +309,11 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	want := snap.(*fsmSnapshot).state
 	a, _ := json.Marshal(f.state)
 	b, _ := json.Marshal(want)
-	if string(a) != string(b) || !reflect.DeepEqual(f.state.byNode, want.byNode) || !reflect.DeepEqual(f.state.pending, want.pending) {
+	same := string(a) == string(b) && reflect.DeepEqual(f.state.Pending(), want.Pending())
+	for id := range want.Nodes {
+		same = same && reflect.DeepEqual(f.state.GuestsOn(id), want.GuestsOn(id))
+	}
+	if !same {
 		t.Fatal("restored state differs from the state the snapshot was taken of")
 	}
 	// A fresh store restored past its end starts at the snapshot's index.
@@ -319,22 +326,22 @@ func TestIdempotentRequestID(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	li, _ := c.waitLeader()
 	follower := c.servers[(li+1)%3]
-	cl, _ := NewClient(follower.HTTPAddr())
+	cl, _ := api.NewClient(follower.HTTPAddr())
 	ctx := context.Background()
-	body := CreateGuest{Name: "once", Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}}
-	var first, second WriteResult
-	if err := cl.do(ctx, "POST", "/v1/guests", "req-1", body, &first); err != nil {
+	body := api.CreateGuest{Name: "once", Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}}
+	var first, second api.WriteResult
+	if err := cl.Do(ctx, "POST", "/v1/guests", "req-1", body, &first); err != nil {
 		t.Fatal(err)
 	}
-	if err := cl.do(ctx, "POST", "/v1/guests", "req-1", body, &second); err != nil {
+	if err := cl.Do(ctx, "POST", "/v1/guests", "req-1", body, &second); err != nil {
 		t.Fatalf("retry with the same request ID failed: %v", err)
 	}
 	if !reflect.DeepEqual(first, second) {
 		t.Fatalf("retry answered %+v, first call %+v", second, first)
 	}
 	// The same body under a new request ID is a new request, refused.
-	err := cl.do(ctx, "POST", "/v1/guests", "req-2", body, &second)
-	if !errors.Is(err, ErrExists) {
+	err := cl.Do(ctx, "POST", "/v1/guests", "req-2", body, &second)
+	if !errors.Is(err, api.ErrExists) {
 		t.Fatalf("new request for an existing name: %v", err)
 	}
 	gs, _ := cl.Guests(ctx)

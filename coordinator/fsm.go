@@ -12,6 +12,8 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/coordinator/cluster"
 	"github.com/corral-dev/corral/events"
 )
 
@@ -20,17 +22,25 @@ import (
 // (a guest's start request is worthless if its definition failed);
 // independent ones apply each event on its own (a batch of placements).
 //
-// Encoding (version 1): a version byte, a flags byte (bit 0: independent),
+// A create that the leader placed at once carries its placement last,
+// marked optional: if it no longer fits when it commits, the guest stays
+// pending for the scheduler and the create still succeeds.
+//
+// Encoding (version 1): a version byte, a flags byte (bit 0: independent,
+// bit 1: the last event is optional),
 // the request ID and then each event's JSON encoding, every string and
 // event preceded by its length as a uvarint. The framing is binary so the
 // events' JSON is neither re-escaped nor scanned twice.
 const proposalV1 = 1
 
-func encodeProposal(reqID string, independent bool, evs []events.Event) ([]byte, error) {
+func encodeProposal(reqID string, independent, optionalLast bool, evs []events.Event) ([]byte, error) {
 	buf := make([]byte, 0, 64+len(reqID)+len(evs)*400)
 	buf = append(buf, proposalV1, 0)
 	if independent {
-		buf[1] = 1
+		buf[1] |= 1
+	}
+	if optionalLast {
+		buf[1] |= 2
 	}
 	buf = binary.AppendUvarint(buf, uint64(len(reqID)))
 	buf = append(buf, reqID...)
@@ -62,7 +72,7 @@ func readChunk(b []byte) (chunk, rest []byte, err error) {
 // API reads the state under mu from any goroutine.
 type fsm struct {
 	mu    sync.RWMutex
-	state *State
+	state *cluster.State
 
 	store           *Store
 	checkpointEvery uint64
@@ -71,15 +81,40 @@ type fsm struct {
 
 	// Checkpoints are encoded and written by their own goroutine from a
 	// copy of the state, so that a large state never stalls commits.
-	checkpoints chan *State
+	checkpoints chan *cluster.State
 	cpDone      chan struct{}
+
+	// routes holds what recent events mean to each node, for the
+	// leader's publisher; indexes are dense, so a ring keyed by index.
+	routesMu sync.Mutex
+	routes   [routeRing]routedIndex
+}
+
+// routeRing is how many events back the publisher can find the node
+// routes of. Past it (a publisher far behind, or events the store held
+// before a restart) a node's update is not sent, and its agent learns of
+// the gap from its heartbeat and lists its desired state again.
+const routeRing = 1 << 16
+
+type routedIndex struct {
+	index  uint64
+	routes []cluster.Route
+}
+
+// routesAt returns the routes of the event at idx, ok=false when the ring
+// no longer (or never) held them.
+func (f *fsm) routesAt(idx uint64) ([]cluster.Route, bool) {
+	f.routesMu.Lock()
+	defer f.routesMu.Unlock()
+	r := f.routes[idx%routeRing]
+	return r.routes, r.index == idx
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
 
 func newFSM(store *Store, every uint64, log *slog.Logger) *fsm {
-	f := &fsm{state: NewState(), store: store, checkpointEvery: every, log: log,
-		checkpoints: make(chan *State, 1), cpDone: make(chan struct{})}
+	f := &fsm{state: cluster.NewState(), store: store, checkpointEvery: every, log: log,
+		checkpoints: make(chan *cluster.State, 1), cpDone: make(chan struct{})}
 	go f.checkpointLoop()
 	return f
 }
@@ -109,7 +144,7 @@ func (f *fsm) close() {
 }
 
 // read runs f with the state locked for reading. f must not keep s.
-func (f *fsm) read(fn func(s *State)) {
+func (f *fsm) read(fn func(s *cluster.State)) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	fn(f.state)
@@ -155,9 +190,12 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 	f.mu.Unlock()
 	recs := make([]Record, len(committed))
+	f.routesMu.Lock()
 	for i, c := range committed {
 		recs[i] = Record{Index: c.index, Data: withIndex(c.raw, c.index)}
+		f.routes[c.index%routeRing] = routedIndex{index: c.index, routes: c.routes}
 	}
+	f.routesMu.Unlock()
 	if err := f.store.Append(recs); err != nil {
 		// The raft log still holds these events; a restart replays them.
 		f.log.Error("event store append failed", "err", err)
@@ -167,8 +205,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 
 // committedEvent is an applied event's index and its encoding as proposed.
 type committedEvent struct {
-	index uint64
-	raw   []byte
+	index  uint64
+	raw    []byte
+	routes []cluster.Route
 }
 
 // unindexed is how every proposed event starts: events.Marshal writes the
@@ -187,19 +226,20 @@ func withIndex(raw []byte, idx uint64) []byte {
 }
 
 type decodedProposal struct {
-	reqID       string
-	independent bool
-	raw         [][]byte
-	events      []events.Event
-	errs        []error // per event: why it did not decode
-	err         error   // the proposal itself did not decode
+	reqID        string
+	independent  bool
+	optionalLast bool
+	raw          [][]byte
+	events       []events.Event
+	errs         []error // per event: why it did not decode
+	err          error   // the proposal itself did not decode
 }
 
 func decodeProposal(data []byte) decodedProposal {
 	if len(data) < 2 || data[0] != proposalV1 {
 		return decodedProposal{err: fmt.Errorf("%w: unknown proposal encoding", events.ErrMalformed)}
 	}
-	d := decodedProposal{independent: data[1]&1 != 0}
+	d := decodedProposal{independent: data[1]&1 != 0, optionalLast: data[1]&2 != 0}
 	req, rest, err := readChunk(data[2:])
 	if err != nil {
 		return decodedProposal{err: err}
@@ -226,23 +266,27 @@ func decodeProposal(data []byte) decodedProposal {
 	return d
 }
 
-func (f *fsm) applyProposal(p decodedProposal) (*Outcome, []committedEvent) {
+func (f *fsm) applyProposal(p decodedProposal) (*cluster.Outcome, []committedEvent) {
 	if p.err != nil {
-		return &Outcome{Err: toAPIError(p.err)}, nil
+		return &cluster.Outcome{Err: api.ErrorOf(p.err)}, nil
 	}
 	if o, ok := f.state.Requests[p.reqID]; ok && p.reqID != "" {
 		return o, nil
 	}
-	o := &Outcome{}
+	o := &cluster.Outcome{}
 	var committed []committedEvent
 	for i, e := range p.events {
 		err := p.errs[i]
+		var routes []cluster.Route
 		if err == nil {
-			e, err = f.state.Apply(e)
+			e, routes, err = f.state.ApplyRouted(e)
 		}
 		if err != nil {
+			if p.optionalLast && i == len(p.events)-1 {
+				break // a placement the create tried at once: the scheduler retries it
+			}
 			if o.Err == nil {
-				o.Err = toAPIError(err)
+				o.Err = api.ErrorOf(err)
 			}
 			if p.independent {
 				continue
@@ -250,7 +294,7 @@ func (f *fsm) applyProposal(p decodedProposal) (*Outcome, []committedEvent) {
 			break
 		}
 		o.Indexes = append(o.Indexes, e.Index)
-		committed = append(committed, committedEvent{index: e.Index, raw: p.raw[i]})
+		committed = append(committed, committedEvent{index: e.Index, raw: p.raw[i], routes: routes})
 	}
 	f.state.Record(p.reqID, o)
 	return o, committed
@@ -274,11 +318,10 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return err
 	}
-	s := NewState()
-	if err := json.Unmarshal(data, s); err != nil {
+	s, err := cluster.DecodeState(data)
+	if err != nil {
 		return fmt.Errorf("corral: decode snapshot: %w", err)
 	}
-	s.reindex()
 	if _, last := f.store.Bounds(); last < s.Index {
 		if err := f.store.Reset(s.Index, data); err != nil {
 			return err
@@ -291,7 +334,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-type fsmSnapshot struct{ state *State }
+type fsmSnapshot struct{ state *cluster.State }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	if err := json.NewEncoder(sink).Encode(s.state); err != nil {

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/coordinator/cluster"
+
 	"github.com/hashicorp/raft"
 
 	"github.com/corral-dev/corral/events"
@@ -28,12 +31,12 @@ func BenchmarkApplyBatch(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i += batch {
 		for j := range logs {
-			cmd := &CreateGuest{Name: fmt.Sprintf("g%d", i+j), Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true}
+			cmd := &cluster.CreateGuest{CreateGuest: api.CreateGuest{Name: fmt.Sprintf("g%d", i+j), Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true}}
 			evs, err := cmd.Decide(f.state, now, "bench")
 			if err != nil {
 				b.Fatal(err)
 			}
-			data, _ := encodeProposal("", false, evs)
+			data, _ := encodeProposal("", false, false, evs)
 			logs[j] = &raft.Log{Type: raft.LogCommand, Data: data}
 		}
 		f.ApplyBatch(logs)
@@ -50,9 +53,9 @@ func TestStoredEncodingIsCanonical(t *testing.T) {
 	defer store.Close()
 	f := newFSM(store, 10000, slog.New(slog.DiscardHandler))
 	defer f.close()
-	cmd := &CreateGuest{Name: "g", Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}}
+	cmd := &cluster.CreateGuest{CreateGuest: api.CreateGuest{Name: "g", Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}}}
 	evs, _ := cmd.Decide(f.state, time.Now(), "t")
-	data, _ := encodeProposal("", false, evs)
+	data, _ := encodeProposal("", false, false, evs)
 	f.ApplyBatch([]*raft.Log{{Type: raft.LogCommand, Data: data}})
 	recs, _ := store.Read(0, 10)
 	if len(recs) != 2 {

@@ -16,39 +16,20 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/coordinator/cluster"
 	"github.com/corral-dev/corral/events"
 )
 
-// HTTP headers of the API.
-const (
-	HeaderRequestID = "X-Corral-Request-ID"
-	HeaderActor     = "X-Corral-Actor"
-	headerForwarded = "X-Corral-Forwarded"
-	maxBody         = 1 << 20
-)
-
-// WriteResult is the answer to a write: the indexes of the events it
-// committed.
-type WriteResult struct {
-	Index   uint64   `json:"index"`
-	Indexes []uint64 `json:"indexes"`
-}
-
-// Member is one coordinator server as `corral cluster members` shows it.
-type Member struct {
-	ID       string `json:"id"`
-	RaftAddr string `json:"raft_addr"`
-	HTTPAddr string `json:"http_addr,omitempty"`
-	Suffrage string `json:"suffrage"`
-	Leader   bool   `json:"leader"`
-}
+// headerForwarded marks a write a follower forwards to the leader.
+const headerForwarded = "X-Corral-Forwarded"
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/guests", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("dry_run") == "1" {
-			var c CreateGuest
-			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+			var c cluster.CreateGuest
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBody))
 			if err == nil {
 				err = events.DecodeStrict(body, &c)
 			}
@@ -59,28 +40,28 @@ func (s *Server) routes() http.Handler {
 			s.dryRun(w, &c)
 			return
 		}
-		s.write(w, r, func(body []byte) (Command, error) {
-			var c CreateGuest
+		s.write(w, r, func(body []byte) (cluster.Command, error) {
+			var c cluster.CreateGuest
 			return &c, events.DecodeStrict(body, &c)
 		})
 	})
 	for _, action := range []string{"start", "stop", "suspend", "resume"} {
 		mux.HandleFunc("POST /v1/guests/{name}/"+action, func(w http.ResponseWriter, r *http.Request) {
-			s.write(w, r, func(body []byte) (Command, error) {
-				c := GuestAction{Name: r.PathValue("name"), Action: action}
+			s.write(w, r, func(body []byte) (cluster.Command, error) {
+				c := cluster.GuestAction{GuestAction: api.GuestAction{Name: r.PathValue("name"), Action: action}}
 				return &c, decodeOptional(body, &c)
 			})
 		})
 	}
 	mux.HandleFunc("DELETE /v1/guests/{name}", func(w http.ResponseWriter, r *http.Request) {
-		s.write(w, r, func(body []byte) (Command, error) {
-			c := GuestAction{Name: r.PathValue("name"), Action: "destroy"}
+		s.write(w, r, func(body []byte) (cluster.Command, error) {
+			c := cluster.GuestAction{GuestAction: api.GuestAction{Name: r.PathValue("name"), Action: "destroy"}}
 			return &c, decodeOptional(body, &c)
 		})
 	})
 	mux.HandleFunc("POST /v1/guests/{name}/tune", func(w http.ResponseWriter, r *http.Request) {
-		s.write(w, r, func(body []byte) (Command, error) {
-			var c TuneGuest
+		s.write(w, r, func(body []byte) (cluster.Command, error) {
+			var c cluster.TuneGuest
 			err := events.DecodeStrict(body, &c)
 			if c.Name != "" && c.Name != r.PathValue("name") {
 				return nil, &events.FieldError{Field: "name", Value: c.Name, Want: "must match the guest in the path"}
@@ -90,8 +71,8 @@ func (s *Server) routes() http.Handler {
 		})
 	})
 	mux.HandleFunc("POST /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
-		s.write(w, r, func(body []byte) (Command, error) {
-			c := RegisterNode{Secret: r.Header.Get(HeaderNodeSecret)}
+		s.write(w, r, func(body []byte) (cluster.Command, error) {
+			c := cluster.RegisterNode{Secret: r.Header.Get(api.HeaderNodeSecret)}
 			if err := events.DecodeStrict(body, &c.NodeRegistered); err != nil {
 				return nil, err
 			}
@@ -128,13 +109,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, err error) {
-	ae := toAPIError(err)
-	writeJSON(w, httpStatus(ae.Code), map[string]any{"error": ae})
+	ae := api.ErrorOf(err)
+	writeJSON(w, api.HTTPStatus(ae.Code), map[string]any{"error": ae})
 }
 
-func badRequest(field, value, want string) error {
-	return &events.FieldError{Field: field, Value: value, Want: want}
-}
+var badRequest = api.BadRequest
 
 // validHeader checks a free-text header value used as request ID or actor.
 func validHeader(name, v string, max int) error {
@@ -151,14 +130,14 @@ func validHeader(name, v string, max int) error {
 
 // write decodes a command, submits it on the leader or forwards it there,
 // and answers with the committed indexes.
-func (s *Server) write(w http.ResponseWriter, r *http.Request, parse func([]byte) (Command, error)) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+func (s *Server) write(w http.ResponseWriter, r *http.Request, parse func([]byte) (cluster.Command, error)) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBody))
 	if err != nil {
 		writeError(w, badRequest("body", "", "at most 1 MiB: "+err.Error()))
 		return
 	}
-	reqID, actor := r.Header.Get(HeaderRequestID), r.Header.Get(HeaderActor)
-	if err := errors.Join(validHeader(HeaderRequestID, reqID, 128), validHeader(HeaderActor, actor, 128)); err != nil {
+	reqID, actor := r.Header.Get(api.HeaderRequestID), r.Header.Get(api.HeaderActor)
+	if err := errors.Join(validHeader(api.HeaderRequestID, reqID, 128), validHeader(api.HeaderActor, actor, 128)); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -174,7 +153,7 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, parse func([]byte
 		return
 	}
 	o, err := s.Submit(r.Context(), reqID, actor, cmd)
-	if errors.Is(err, ErrNotLeader) {
+	if errors.Is(err, api.ErrNotLeader) {
 		s.forward(w, r, body)
 		return
 	}
@@ -186,7 +165,7 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, parse func([]byte
 		writeError(w, o.Err)
 		return
 	}
-	res := WriteResult{Indexes: o.Indexes}
+	res := api.WriteResult{Indexes: o.Indexes}
 	if len(o.Indexes) > 0 {
 		res.Index = o.Indexes[len(o.Indexes)-1]
 	} else {
@@ -200,41 +179,41 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, parse func([]byte
 // next sees its own write.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 	if r.Header.Get(headerForwarded) != "" {
-		writeError(w, fmt.Errorf("%w: this server is not the leader either; retry", ErrUnavailable))
+		writeError(w, fmt.Errorf("%w: this server is not the leader either; retry", api.ErrUnavailable))
 		return
 	}
 	_, id := s.raft.LeaderWithID()
 	var addr string
-	s.fsm.read(func(st *State) {
+	s.fsm.read(func(st *cluster.State) {
 		if m, ok := st.Servers[string(id)]; ok {
 			addr = m.HTTPAddr
 		}
 	})
 	if addr == "" {
-		writeError(w, fmt.Errorf("%w: no leader is known yet; retry in a moment", ErrUnavailable))
+		writeError(w, fmt.Errorf("%w: no leader is known yet; retry in a moment", api.ErrUnavailable))
 		return
 	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, baseURL(addr)+r.URL.RequestURI(), bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, api.BaseURL(addr)+r.URL.RequestURI(), bytes.NewReader(body))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	for _, h := range []string{HeaderRequestID, HeaderActor, "Content-Type"} {
+	for _, h := range []string{api.HeaderRequestID, api.HeaderActor, "Content-Type"} {
 		req.Header.Set(h, r.Header.Get(h))
 	}
 	req.Header.Set(headerForwarded, s.cfg.ID)
 	resp, err := s.client.Do(req)
 	if err != nil {
-		writeError(w, fmt.Errorf("%w: forward to leader %s: %v", ErrUnavailable, id, err))
+		writeError(w, fmt.Errorf("%w: forward to leader %s: %v", api.ErrUnavailable, id, err))
 		return
 	}
 	defer resp.Body.Close()
 	out, err := io.ReadAll(resp.Body)
 	if err != nil {
-		writeError(w, fmt.Errorf("%w: read leader's answer: %v", ErrUnavailable, err))
+		writeError(w, fmt.Errorf("%w: read leader's answer: %v", api.ErrUnavailable, err))
 		return
 	}
-	var res WriteResult
+	var res api.WriteResult
 	if resp.StatusCode == http.StatusOK && json.Unmarshal(out, &res) == nil && res.Index > 0 {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		s.WaitIndex(ctx, res.Index)
@@ -246,7 +225,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 }
 
 func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBody))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -268,16 +247,12 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listGuests(w http.ResponseWriter, r *http.Request) {
-	var out []*Guest
-	s.fsm.read(func(st *State) {
+	out := []*api.Guest{}
+	s.fsm.read(func(st *cluster.State) {
 		for _, name := range slices.Sorted(maps.Keys(st.Guests)) {
-			g := *st.Guests[name]
-			out = append(out, &g)
+			out = append(out, cluster.View(st.Guests[name]))
 		}
 	})
-	if out == nil {
-		out = []*Guest{}
-	}
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -287,51 +262,45 @@ func (s *Server) getGuest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	var g *GuestView
-	s.fsm.read(func(st *State) {
+	var g *api.GuestView
+	s.fsm.read(func(st *cluster.State) {
 		if x, ok := st.Guests[name]; ok {
-			g = &GuestView{Guest: *x}
-			if x.Status == StatusPending {
-				if prev, err := explain(st, x); err == nil {
+			g = &api.GuestView{Guest: *cluster.View(x)}
+			if x.Status == cluster.StatusPending {
+				if prev, err := cluster.Explain(st, x); err == nil {
 					g.Unplaced = prev.Unplaced
 				}
 			}
 		}
 	})
 	if g == nil {
-		writeError(w, notFound("guest", name))
+		writeError(w, api.NotFound("guest", name))
 		return
 	}
 	writeJSON(w, http.StatusOK, g)
 }
 
 func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
-	out := []NodeView{}
-	s.fsm.read(func(st *State) {
+	out := []api.NodeView{}
+	s.fsm.read(func(st *cluster.State) {
 		for _, id := range slices.Sorted(maps.Keys(st.Nodes)) {
-			out = append(out, st.nodeView(st.Nodes[id]))
+			out = append(out, st.NodeView(st.Nodes[id]))
 		}
 	})
 	writeJSON(w, http.StatusOK, out)
 }
 
-// nodeView is a node with what is allocated on it.
-func (st *State) nodeView(n *Node) NodeView {
-	mem, cpu := st.Allocated(n.ID)
-	return NodeView{Node: *n, AllocatedMemoryBytes: mem, AllocatedVCPUs: cpu, Guests: len(st.GuestsOn(n.ID))}
-}
-
 func (s *Server) members(w http.ResponseWriter, r *http.Request) {
 	cf := s.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
-		writeError(w, fmt.Errorf("%w: %v", ErrUnavailable, err))
+		writeError(w, fmt.Errorf("%w: %v", api.ErrUnavailable, err))
 		return
 	}
 	_, leader := s.raft.LeaderWithID()
-	var out []Member
-	s.fsm.read(func(st *State) {
+	var out []api.Member
+	s.fsm.read(func(st *cluster.State) {
 		for _, srv := range cf.Configuration().Servers {
-			m := Member{ID: string(srv.ID), RaftAddr: string(srv.Address), Suffrage: strings.ToLower(srv.Suffrage.String()), Leader: srv.ID == leader}
+			m := api.Member{ID: string(srv.ID), RaftAddr: string(srv.Address), Suffrage: strings.ToLower(srv.Suffrage.String()), Leader: srv.ID == leader}
 			if info, ok := st.Servers[m.ID]; ok {
 				m.HTTPAddr = info.HTTPAddr
 			}
@@ -360,40 +329,41 @@ func (s *Server) getState(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	var st *State
+	var view *api.State
 	if given {
-		st, err = s.StateAt(at)
+		var st *cluster.State
+		if st, err = s.StateAt(at); err == nil {
+			view = st.View()
+		}
 	} else {
-		s.fsm.read(func(cur *State) { st = cur.Clone() })
+		s.fsm.read(func(cur *cluster.State) { view = cur.View() })
 	}
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	st.Requests, st.ReqOrder = nil, nil
-	writeJSON(w, http.StatusOK, st)
+	writeJSON(w, http.StatusOK, view)
 }
 
 // StateAt rebuilds the cluster's state as it was right after event index n,
 // from the newest checkpoint at or below n plus the events after it.
-func (s *Server) StateAt(n uint64) (*State, error) {
+func (s *Server) StateAt(n uint64) (*cluster.State, error) {
 	first, last := s.store.Bounds()
 	if n > last {
 		return nil, badRequest("at", strconv.FormatUint(n, 10), fmt.Sprintf("the last committed event is %d", last))
 	}
-	st := NewState()
+	st := cluster.NewState()
 	cp, ok, err := s.store.Checkpoint(n)
 	if err != nil {
 		return nil, err
 	}
 	if ok {
-		if err := json.Unmarshal(cp.Data, st); err != nil {
+		if st, err = cluster.DecodeState(cp.Data); err != nil {
 			return nil, fmt.Errorf("corral: decode checkpoint %d: %w", cp.Index, err)
 		}
-		st.reindex()
 	}
 	if st.Index+1 < first {
-		return nil, &goneError{asked: n, first: first - 1}
+		return nil, &api.GoneError{Asked: n, First: first - 1}
 	}
 	for st.Index < n {
 		recs, err := s.store.Read(st.Index, int(min(n-st.Index, 4096)))
@@ -494,7 +464,7 @@ func (s *Server) streamFrom(w http.ResponseWriter, r *http.Request, since uint64
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	_, last := s.store.Bounds()
-	w.Header().Set("X-Corral-Index", strconv.FormatUint(last, 10))
+	w.Header().Set(api.HeaderIndex, strconv.FormatUint(last, 10))
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
 	for {
@@ -521,7 +491,7 @@ func (s *Server) streamFrom(w http.ResponseWriter, r *http.Request, since uint64
 		recs, err = s.store.Read(cursor, 1024)
 		if err != nil {
 			// Retention overtook a slow follower: say so in-band and stop.
-			b, _ := json.Marshal(map[string]any{"error": toAPIError(err)})
+			b, _ := json.Marshal(map[string]any{"error": api.ErrorOf(err)})
 			w.Write(append(b, '\n'))
 			return
 		}

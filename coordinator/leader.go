@@ -9,8 +9,10 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/coordinator/bus"
+	"github.com/corral-dev/corral/coordinator/cluster"
 	"github.com/corral-dev/corral/events"
-	"github.com/corral-dev/corral/natsbus"
 	"github.com/corral-dev/corral/scheduler"
 )
 
@@ -21,17 +23,17 @@ const applyTimeout = 10 * time.Second
 // produces. Only the leader submits; others get ErrNotLeader and forward.
 // A request ID seen before returns that request's outcome and commits
 // nothing new.
-func (s *Server) Submit(ctx context.Context, reqID, actor string, cmd Command) (*Outcome, error) {
+func (s *Server) Submit(ctx context.Context, reqID, actor string, cmd cluster.Command) (*cluster.Outcome, error) {
 	if s.raft.State() != raft.Leader {
-		return nil, ErrNotLeader
+		return nil, api.ErrNotLeader
 	}
 	var (
 		evs   []events.Event
-		prior *Outcome
+		prior *cluster.Outcome
 		err   error
 	)
-	now := time.Now()
-	s.fsm.read(func(st *State) {
+	now := s.clock.Now()
+	s.fsm.read(func(st *cluster.State) {
 		if o, ok := st.Requests[reqID]; ok && reqID != "" {
 			prior = o
 			return
@@ -45,14 +47,16 @@ func (s *Server) Submit(ctx context.Context, reqID, actor string, cmd Command) (
 		return nil, err
 	}
 	if len(evs) == 0 {
-		return &Outcome{}, nil
+		return &cluster.Outcome{}, nil
 	}
-	independent := false
+	independent, optionalLast := false, false
 	switch cmd.(type) {
-	case *PlaceGuests, *AgentReport:
+	case *cluster.PlaceGuests, *cluster.AgentReport:
 		independent = true
+	case *cluster.CreateGuest:
+		optionalLast = evs[len(evs)-1].Type == events.TypeGuestPlaced
 	}
-	data, err := encodeProposal(reqID, independent, evs)
+	data, err := encodeProposal(reqID, independent, optionalLast, evs)
 	if err != nil {
 		return nil, err
 	}
@@ -64,15 +68,15 @@ func (s *Server) Submit(ctx context.Context, reqID, actor string, cmd Command) (
 	case <-ctx.Done():
 		// The command may still commit; a retry with the same request ID
 		// finds out.
-		return nil, fmt.Errorf("%w: %v; retry with the same request ID to learn the outcome", ErrUnavailable, ctx.Err())
+		return nil, fmt.Errorf("%w: %v; retry with the same request ID to learn the outcome", api.ErrUnavailable, ctx.Err())
 	}
 	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
-			return nil, fmt.Errorf("%w: leadership changed while committing; retry with the same request ID", ErrUnavailable)
+			return nil, fmt.Errorf("%w: leadership changed while committing; retry with the same request ID", api.ErrUnavailable)
 		}
-		return nil, fmt.Errorf("%w: commit: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: commit: %v", api.ErrUnavailable, err)
 	}
-	return f.Response().(*Outcome), nil
+	return f.Response().(*cluster.Outcome), nil
 }
 
 // leaderLoop runs the leader's duties while this server leads.
@@ -103,24 +107,24 @@ func (s *Server) leaderDuties(ctx context.Context) {
 		return
 	}
 	s.goLoop(func() { s.heartbeats(ctx) })
-	self := &registerServer{events.ServerRegistered{ID: s.cfg.ID, RaftAddr: s.RaftAddr(), HTTPAddr: s.HTTPAddr()}}
+	self := &cluster.RegisterServer{ServerRegistered: events.ServerRegistered{ID: s.cfg.ID, RaftAddr: s.RaftAddr(), HTTPAddr: s.HTTPAddr()}}
 	if _, err := s.Submit(ctx, "", "server:"+s.cfg.ID, self); err != nil {
 		s.log.Warn("register self", "err", err)
 	}
 	for _, n := range s.cfg.Nodes {
 		var known bool
-		s.fsm.read(func(st *State) { _, known = st.Nodes[n.ID] })
+		s.fsm.read(func(st *cluster.State) { _, known = st.Nodes[n.ID] })
 		if !known {
-			if _, err := s.Submit(ctx, "", "server:"+s.cfg.ID, &RegisterNode{NodeRegistered: n}); err != nil {
+			if _, err := s.Submit(ctx, "", "server:"+s.cfg.ID, &cluster.RegisterNode{NodeRegistered: n}); err != nil {
 				s.log.Warn("register node", "node", n.ID, "err", err)
 			}
 		}
 	}
 	if alg := s.cfg.SchedulerAlgorithm; alg != "" {
 		var unset bool
-		s.fsm.read(func(st *State) { unset = st.Scheduler.Algorithm == "" })
+		s.fsm.read(func(st *cluster.State) { unset = st.Scheduler.Algorithm == "" })
 		if unset {
-			cmd := &SetSchedulerConfig{events.SchedulerConfig{Algorithm: alg}}
+			cmd := &cluster.SetSchedulerConfig{SchedulerConfig: events.SchedulerConfig{Algorithm: alg}}
 			if _, err := s.Submit(ctx, "", "server:"+s.cfg.ID, cmd); err != nil {
 				s.log.Warn("scheduler config", "err", err)
 			}
@@ -174,27 +178,27 @@ const schedulePace = 2 * time.Millisecond
 // one is less than resweep old: a drain's deadline is the only thing that
 // changes with time alone.
 func (s *Server) schedule(ctx context.Context, last *schedMark) {
-	now := time.Now()
+	now := s.clock.Now()
 	var (
 		plan    scheduler.Plan
 		drained []string
 		err     error
 	)
-	var in *PlanInput
+	var in *cluster.PlanInput
 	skip := false
-	s.fsm.read(func(st *State) {
-		if st.schedVersion == last.version && now.Sub(last.at) < resweep {
+	s.fsm.read(func(st *cluster.State) {
+		if st.SchedVersion() == last.version && now.Sub(last.at) < resweep {
 			skip = true
 			return
 		}
-		*last = schedMark{version: st.schedVersion, at: now}
+		*last = schedMark{version: st.SchedVersion(), at: now}
 		if len(st.Nodes) == 0 {
 			return
 		}
 		w := st.Work(now)
-		drained = w.drained
-		if len(w.guests) > 0 && len(st.Nodes) > 0 {
-			x := st.PlanInput(w.guests, w.moving)
+		drained = w.Drained
+		if len(w.Guests) > 0 && len(st.Nodes) > 0 {
+			x := st.PlanInput(w.Guests, w.Moving)
 			in = &x
 		}
 	})
@@ -213,9 +217,9 @@ func (s *Server) schedule(ctx context.Context, last *schedMark) {
 		s.log.Debug("guest stays pending", "guest", f.Guest, "why", f.Headline())
 	}
 	if len(plan.Placements) > 0 {
-		cmd := &PlaceGuests{Placements: make([]Placement, len(plan.Placements))}
+		cmd := &cluster.PlaceGuests{Placements: make([]cluster.Placement, len(plan.Placements))}
 		for i, p := range plan.Placements {
-			cmd.Placements[i] = Placement{Guest: p.Guest.Name, Node: p.Node, CPUs: p.CPUs.String()}
+			cmd.Placements[i] = cluster.Placement{Guest: p.Guest.Name, Node: p.Node, CPUs: p.CPUs.String()}
 		}
 		o, err := s.Submit(ctx, "", actor, cmd)
 		if err != nil {
@@ -225,17 +229,19 @@ func (s *Server) schedule(ctx context.Context, last *schedMark) {
 		}
 	}
 	for _, id := range drained {
-		cmd := &SetEligibility{ID: id, Eligibility: events.Ineligible, Reason: "drain complete"}
+		cmd := &cluster.SetEligibility{SetEligibility: api.SetEligibility{ID: id, Eligibility: events.Ineligible, Reason: "drain complete"}}
 		if _, err := s.Submit(ctx, "", actor, cmd); err != nil {
 			s.log.Warn("end drain", "node", id, "err", err)
 		}
 	}
 }
 
-// publishLoop sends every committed event to NATS while this server leads.
-// A new leader publishes from where its own store is, so events committed
-// in the instant of a leader change may not be published: consumers detect
-// the gap by index and fetch from the event store.
+// publishLoop sends every committed event to the bus while this server
+// leads: on its type's subject for auditors, and to each node it concerns
+// on the node's subject, with the guest as the node must now run it. A
+// new leader publishes from where its own store is, so events committed
+// in the instant of a leader change may not be published: agents detect
+// the gap by their node's previous index and list their desired state.
 func (s *Server) publishLoop(ctx context.Context) {
 	_, cursor := s.store.Bounds()
 	for {
@@ -243,9 +249,9 @@ func (s *Server) publishLoop(ctx context.Context) {
 			return
 		}
 		recs, err := s.store.Read(cursor, 1024)
-		var gone *goneError
+		var gone *api.GoneError
 		if errors.As(err, &gone) {
-			cursor = gone.first - 1
+			cursor = gone.First - 1
 			continue
 		}
 		if err != nil {
@@ -255,19 +261,35 @@ func (s *Server) publishLoop(ctx context.Context) {
 		lead := s.raft.State() == raft.Leader
 		for _, r := range recs {
 			cursor = r.Index
-			if !lead {
-				continue
+			if lead {
+				s.publish(r)
 			}
-			var e struct {
-				Type events.Type `json:"type"`
-			}
-			if err := json.Unmarshal(r.Data, &e); err != nil {
-				s.log.Error("publish: decode", "index", r.Index, "err", err)
-				continue
-			}
-			if err := natsbus.PublishEvent(s.nc, r.Index, e.Type, r.Data); err != nil {
-				s.log.Warn("publish", "index", r.Index, "err", err)
-			}
+		}
+	}
+}
+
+func (s *Server) publish(r Record) {
+	var e struct {
+		Type events.Type `json:"type"`
+	}
+	if err := json.Unmarshal(r.Data, &e); err != nil {
+		s.log.Error("publish: decode", "index", r.Index, "err", err)
+		return
+	}
+	if err := s.bus.Publish(bus.EventSubject(e.Type), r.Index, 0, r.Data); err != nil {
+		s.log.Warn("publish", "index", r.Index, "err", err)
+	}
+	routes, ok := s.fsm.routesAt(r.Index)
+	if !ok {
+		return
+	}
+	for _, rt := range routes {
+		b, err := json.Marshal(api.NodeUpdate{Index: r.Index, Prev: rt.Prev, Event: r.Data, Guest: rt.Guest, Removed: rt.Removed})
+		if err == nil {
+			err = s.bus.Publish(bus.NodeSubject(rt.Node), r.Index, rt.Prev, b)
+		}
+		if err != nil {
+			s.log.Warn("publish to node", "index", r.Index, "node", rt.Node, "err", err)
 		}
 	}
 }
@@ -300,7 +322,7 @@ func (s *Server) join(ctx context.Context, m events.ServerRegistered) error {
 	}
 	cf := s.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: %v", api.ErrUnavailable, err)
 	}
 	present := false
 	for _, srv := range cf.Configuration().Servers {
@@ -310,10 +332,10 @@ func (s *Server) join(ctx context.Context, m events.ServerRegistered) error {
 	}
 	if !present {
 		if err := s.raft.AddVoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), 0, applyTimeout).Error(); err != nil {
-			return fmt.Errorf("%w: add voter %s: %v", ErrUnavailable, m.ID, err)
+			return fmt.Errorf("%w: add voter %s: %v", api.ErrUnavailable, m.ID, err)
 		}
 	}
-	_, err := s.Submit(ctx, "", "server:"+s.cfg.ID, &registerServer{m})
+	_, err := s.Submit(ctx, "", "server:"+s.cfg.ID, &cluster.RegisterServer{ServerRegistered: m})
 	return err
 }
 
@@ -329,6 +351,6 @@ func (s *Server) WaitIndex(ctx context.Context, idx uint64) error {
 // AppliedIndex returns the index of the last event in this server's state.
 func (s *Server) AppliedIndex() uint64 {
 	var i uint64
-	s.fsm.read(func(st *State) { i = st.Index })
+	s.fsm.read(func(st *cluster.State) { i = st.Index })
 	return i
 }

@@ -9,20 +9,17 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
+	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/coordinator/bus"
+	"github.com/corral-dev/corral/coordinator/cluster"
 	"github.com/corral-dev/corral/events"
-	"github.com/corral-dev/corral/natsbus"
 )
 
 // This file serves guests' output logs. The log lives on the guest's node
 // (the driver writes it there, size-capped); any server answers
 // GET /v1/guests/{name}/logs by reading the node from its local state and
 // asking that node's agent for the bytes over NATS, on
-// natsbus.LogsSubject(node), one LogRequest per chunk.
-
-// LogChunkMax is the most an agent sends in one LogReply.
-const LogChunkMax = 256 << 10
+// bus.LogsSubject(node), one api.LogRequest per chunk.
 
 // Timing of log reads: how long one agent may take to answer, and how
 // often a follower asks for new output.
@@ -30,38 +27,6 @@ const (
 	logRequestTimeout = 3 * time.Second
 	logPollInterval   = 200 * time.Millisecond
 )
-
-// HeaderLogOffset says at which byte of the guest's log file the answer of
-// GET /v1/guests/{name}/logs starts.
-const HeaderLogOffset = "X-Corral-Log-Offset"
-
-// LogRequest asks a node's agent for part of a guest's log.
-type LogRequest struct {
-	Guest string `json:"guest"`
-	// Offset is the byte of the log file to start at.
-	Offset int64 `json:"offset"`
-	// Tail, when positive, starts that many bytes before the end of the
-	// file instead of at Offset.
-	Tail int64 `json:"tail,omitempty"`
-	// Max bounds len(Data); the agent caps it at LogChunkMax.
-	Max int `json:"max"`
-}
-
-// LogReply is an agent's answer to a LogRequest.
-type LogReply struct {
-	Data []byte `json:"data,omitempty"`
-	// Next is the offset to ask for next; Size the file's size when read.
-	Next int64 `json:"next"`
-	Size int64 `json:"size"`
-	// Truncated says the file was shorter than the offset asked for: its
-	// head was cut to keep it under its cap (or a new run started it
-	// again), and Data starts at the file's head, offset 0.
-	Truncated bool `json:"truncated,omitempty"`
-	// Code and Error say why the read failed; Code is one of the API's
-	// error codes.
-	Code  string `json:"code,omitempty"`
-	Error string `json:"error,omitempty"`
-}
 
 // guestLogs answers GET /v1/guests/{name}/logs?offset=N&tail=BYTES&follow=1
 // with the guest's raw output as text/plain. With follow it keeps the
@@ -97,14 +62,14 @@ func (s *Server) guestLogs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	rep, err := s.readLog(ctx, node, LogRequest{Guest: name, Offset: offset, Tail: tail, Max: LogChunkMax})
+	rep, err := s.readLog(ctx, node, api.LogRequest{Guest: name, Offset: offset, Tail: tail, Max: api.LogChunkMax})
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.Header().Set(HeaderLogOffset, strconv.FormatInt(rep.Next-int64(len(rep.Data)), 10))
+	w.Header().Set(api.HeaderLogOffset, strconv.FormatInt(rep.Next-int64(len(rep.Data)), 10))
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
 	// Without follow, stop at the end the first read saw, so a guest that
@@ -142,21 +107,21 @@ func (s *Server) guestLogs(w http.ResponseWriter, r *http.Request) {
 		// its new run writes a new log.
 		now, err := s.guestNode(name)
 		switch {
-		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, api.ErrNotFound):
 			return
 		case err != nil:
-			rep = LogReply{Next: offset, Size: offset}
+			rep = api.LogReply{Next: offset, Size: offset}
 			continue
 		case now != node:
 			node, offset = now, 0
 		}
-		rep, err = s.readLog(ctx, node, LogRequest{Guest: name, Offset: offset, Max: LogChunkMax})
+		rep, err = s.readLog(ctx, node, api.LogRequest{Guest: name, Offset: offset, Max: api.LogChunkMax})
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			// The agent may be restarting: keep polling.
-			rep = LogReply{Next: offset, Size: offset}
+			rep = api.LogReply{Next: offset, Size: offset}
 		}
 	}
 }
@@ -175,8 +140,8 @@ func parseBytes(v, name string) (int64, error) {
 
 // guestNode returns the node the guest is placed on.
 func (s *Server) guestNode(name string) (string, error) {
-	var g *Guest
-	s.fsm.read(func(st *State) {
+	var g *cluster.Guest
+	s.fsm.read(func(st *cluster.State) {
 		if x, ok := st.Guests[name]; ok {
 			c := *x
 			g = &c
@@ -184,43 +149,43 @@ func (s *Server) guestNode(name string) (string, error) {
 	})
 	switch {
 	case g == nil:
-		return "", notFound("guest", name)
+		return "", api.NotFound("guest", name)
 	case g.Node == "":
-		return "", fmt.Errorf("%w: guest %q is not placed on any node (status %s), so it has no log yet; retry once it is placed", ErrUnavailable, name, g.Status)
+		return "", fmt.Errorf("%w: guest %q is not placed on any node (status %s), so it has no log yet; retry once it is placed", api.ErrUnavailable, name, g.Status)
 	}
 	return g.Node, nil
 }
 
 // readLog asks node's agent for one chunk of a guest's log.
-func (s *Server) readLog(ctx context.Context, node string, req LogRequest) (LogReply, error) {
+func (s *Server) readLog(ctx context.Context, node string, req api.LogRequest) (api.LogReply, error) {
 	b, _ := json.Marshal(req)
 	rctx, cancel := context.WithTimeout(ctx, logRequestTimeout)
 	defer cancel()
-	m, err := s.nc.RequestWithContext(rctx, natsbus.LogsSubject(node), b)
+	data, err := s.bus.Request(rctx, bus.LogsSubject(node), b)
 	switch {
 	case ctx.Err() != nil:
-		return LogReply{}, ctx.Err()
-	case errors.Is(err, nats.ErrNoResponders):
-		return LogReply{}, fmt.Errorf("%w: the agent of node %q is not connected, so guest %q's log cannot be read; check that corral agent runs there", ErrUnavailable, node, req.Guest)
-	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
-		return LogReply{}, fmt.Errorf("%w: the agent of node %q did not answer within %v; retry, or check that corral agent runs there", ErrUnavailable, node, logRequestTimeout)
+		return api.LogReply{}, ctx.Err()
+	case errors.Is(err, bus.ErrNoResponders):
+		return api.LogReply{}, fmt.Errorf("%w: the agent of node %q is not connected, so guest %q's log cannot be read; check that corral agent runs there", api.ErrUnavailable, node, req.Guest)
+	case errors.Is(err, bus.ErrTimeout):
+		return api.LogReply{}, fmt.Errorf("%w: the agent of node %q did not answer within %v; retry, or check that corral agent runs there", api.ErrUnavailable, node, logRequestTimeout)
 	case err != nil:
-		return LogReply{}, fmt.Errorf("%w: ask node %q for guest %q's log: %v", ErrUnavailable, node, req.Guest, err)
+		return api.LogReply{}, fmt.Errorf("%w: ask node %q for guest %q's log: %v", api.ErrUnavailable, node, req.Guest, err)
 	}
-	var rep LogReply
-	if err := json.Unmarshal(m.Data, &rep); err != nil {
-		return LogReply{}, fmt.Errorf("corral: node %q answered a log read with something unreadable: %w", node, err)
+	var rep api.LogReply
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return api.LogReply{}, fmt.Errorf("corral: node %q answered a log read with something unreadable: %w", node, err)
 	}
 	if rep.Error != "" {
 		code := rep.Code
-		if code == CodeNotFound {
+		if code == api.CodeNotFound {
 			// The log knows the guest; its agent does not hold it yet.
-			code = CodeUnavailable
+			code = api.CodeUnavailable
 		}
-		return LogReply{}, &APIError{Code: code, Message: fmt.Sprintf("node %q: %s", node, rep.Error)}
+		return api.LogReply{}, &api.APIError{Code: code, Message: fmt.Sprintf("node %q: %s", node, rep.Error)}
 	}
-	if rep.Next < 0 || rep.Size < 0 || len(rep.Data) > LogChunkMax {
-		return LogReply{}, fmt.Errorf("corral: node %q answered a log read out of bounds (next %d, size %d, %d bytes)", node, rep.Next, rep.Size, len(rep.Data))
+	if rep.Next < 0 || rep.Size < 0 || len(rep.Data) > api.LogChunkMax {
+		return api.LogReply{}, fmt.Errorf("corral: node %q answered a log read out of bounds (next %d, size %d, %d bytes)", node, rep.Next, rep.Size, len(rep.Data))
 	}
 	return rep, nil
 }

@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/corral-dev/corral/natsbus"
+	"github.com/corral-dev/corral/coordinator/api"
+
+	"github.com/corral-dev/corral/coordinator/bus"
 )
 
 // fakeLogAgent answers log reads for one node over real NATS from an
@@ -34,10 +36,10 @@ func (f *fakeLogAgent) cut(guest, rest string) {
 }
 
 func (f *fakeLogAgent) answer(req []byte) []byte {
-	var q LogRequest
-	var rep LogReply
+	var q api.LogRequest
+	var rep api.LogReply
 	if err := json.Unmarshal(req, &q); err != nil {
-		rep = LogReply{Code: CodeInvalid, Error: err.Error()}
+		rep = api.LogReply{Code: api.CodeInvalid, Error: err.Error()}
 	} else {
 		f.mu.Lock()
 		log, ok := f.logs[q.Guest]
@@ -45,14 +47,14 @@ func (f *fakeLogAgent) answer(req []byte) []byte {
 		off := q.Offset
 		switch {
 		case !ok:
-			rep = LogReply{Code: CodeNotFound, Error: "no such guest here"}
+			rep = api.LogReply{Code: api.CodeNotFound, Error: "no such guest here"}
 		case q.Tail > 0:
 			off = max(0, size-q.Tail)
 		case off > size:
 			off, rep.Truncated = 0, true
 		}
 		if ok {
-			end := min(size, off+int64(min(q.Max, LogChunkMax)))
+			end := min(size, off+int64(min(q.Max, api.LogChunkMax)))
 			rep.Data = bytes.Clone(log[off:end])
 			rep.Next, rep.Size = end, size
 		}
@@ -66,7 +68,7 @@ func (f *fakeLogAgent) answer(req []byte) []byte {
 func serveFakeLogs(t *testing.T, s *Server, node string) *fakeLogAgent {
 	t.Helper()
 	f := &fakeLogAgent{logs: map[string][]byte{}}
-	bus, err := natsbus.Dial(s.NATSURL(), "fake-agent-"+node)
+	conn, err := bus.Dial(s.NATSURL(), "fake-agent-"+node)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,18 +76,18 @@ func serveFakeLogs(t *testing.T, s *Server, node string) *fakeLogAgent {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		bus.Serve(ctx, natsbus.LogsSubject(node), f.answer)
+		conn.Serve(ctx, bus.LogsSubject(node), f.answer)
 	}()
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		bus.Close()
+		conn.Close()
 	})
 	// Serve subscribes on its own goroutine: wait until it answers.
 	WaitFor(t, 5*time.Second, "the fake agent to answer", func() bool {
 		rctx, rcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer rcancel()
-		_, err := bus.Request(rctx, natsbus.LogsSubject(node), []byte(`{"guest":"probe"}`))
+		_, err := conn.Request(rctx, bus.LogsSubject(node), []byte(`{"guest":"probe"}`))
 		return err == nil
 	})
 	return f
@@ -109,7 +111,7 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
-func readLogs(t *testing.T, cl *Client, name string, q LogQuery) string {
+func readLogs(t *testing.T, cl *api.Client, name string, q api.LogQuery) string {
 	t.Helper()
 	var b bytes.Buffer
 	if err := cl.Logs(context.Background(), name, q, &b); err != nil {
@@ -129,33 +131,33 @@ func TestGuestLogs(t *testing.T) {
 	WaitFor(t, 5*time.Second, "placement", func() bool { return guestsOn(t, cl)["web"] == "n1" })
 
 	// Nobody answers for n1 yet.
-	err := cl.Logs(ctx, "web", LogQuery{}, &bytes.Buffer{})
-	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), `agent of node "n1"`) {
+	err := cl.Logs(ctx, "web", api.LogQuery{}, &bytes.Buffer{})
+	if !errors.Is(err, api.ErrUnavailable) || !strings.Contains(err.Error(), `agent of node "n1"`) {
 		t.Fatalf("logs without an agent: %v", err)
 	}
-	if err := cl.Logs(ctx, "nope", LogQuery{}, &bytes.Buffer{}); !errors.Is(err, ErrNotFound) {
+	if err := cl.Logs(ctx, "nope", api.LogQuery{}, &bytes.Buffer{}); !errors.Is(err, api.ErrNotFound) {
 		t.Fatalf("logs of an unknown guest: %v", err)
 	}
 
 	agent := serveFakeLogs(t, s, "n1")
 	// The agent does not hold the guest yet: unavailable, not missing.
-	if err := cl.Logs(ctx, "web", LogQuery{}, &bytes.Buffer{}); !errors.Is(err, ErrUnavailable) {
+	if err := cl.Logs(ctx, "web", api.LogQuery{}, &bytes.Buffer{}); !errors.Is(err, api.ErrUnavailable) {
 		t.Fatalf("logs of a guest the agent does not hold: %v", err)
 	}
 	agent.write("web", "hello\nworld\n")
-	if got := readLogs(t, cl, "web", LogQuery{}); got != "hello\nworld\n" {
+	if got := readLogs(t, cl, "web", api.LogQuery{}); got != "hello\nworld\n" {
 		t.Fatalf("logs = %q", got)
 	}
-	if got := readLogs(t, cl, "web", LogQuery{Tail: 6}); got != "world\n" {
+	if got := readLogs(t, cl, "web", api.LogQuery{Tail: 6}); got != "world\n" {
 		t.Fatalf("logs --tail 6 = %q", got)
 	}
-	if got := readLogs(t, cl, "web", LogQuery{Offset: 2}); got != "llo\nworld\n" {
+	if got := readLogs(t, cl, "web", api.LogQuery{Offset: 2}); got != "llo\nworld\n" {
 		t.Fatalf("logs from offset 2 = %q", got)
 	}
 	// More than one chunk comes whole.
-	big := strings.Repeat("0123456789abcdef", LogChunkMax/16*2+100)
+	big := strings.Repeat("0123456789abcdef", api.LogChunkMax/16*2+100)
 	agent.cut("web", big)
-	if got := readLogs(t, cl, "web", LogQuery{}); got != big {
+	if got := readLogs(t, cl, "web", api.LogQuery{}); got != big {
 		t.Fatalf("a log of %d bytes read as %d bytes", len(big), len(got))
 	}
 	agent.cut("web", "start\n")
@@ -166,7 +168,7 @@ func TestGuestLogs(t *testing.T) {
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- cl.Logs(fctx, "web", LogQuery{Follow: true}, &out) }()
+	go func() { done <- cl.Logs(fctx, "web", api.LogQuery{Follow: true}, &out) }()
 	WaitFor(t, 5*time.Second, "the first output", func() bool { return out.String() == "start\n" })
 	agent.write("web", "later\n")
 	WaitFor(t, 5*time.Second, "output written later", func() bool { return out.String() == "start\nlater\n" })
@@ -198,7 +200,7 @@ func TestGuestLogsFollowEndsWithClient(t *testing.T) {
 	var out syncBuffer
 	fctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- cl.Logs(fctx, "web", LogQuery{Follow: true}, &out) }()
+	go func() { done <- cl.Logs(fctx, "web", api.LogQuery{Follow: true}, &out) }()
 	WaitFor(t, 5*time.Second, "output", func() bool { return out.String() == "x\n" })
 	cancel()
 	select {

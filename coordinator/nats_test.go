@@ -6,36 +6,32 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	"github.com/corral-dev/corral/coordinator/api"
 
+	"github.com/corral-dev/corral/coordinator/bus"
 	"github.com/corral-dev/corral/events"
-	"github.com/corral-dev/corral/natsbus"
 )
 
 // waitPublished subscribes to every event on url, runs act, and waits for
 // the event at the index act returns.
 func waitPublished(t *testing.T, url string, act func() uint64) events.Event {
 	t.Helper()
-	nc, err := natsbus.Connect(url, "test")
+	nc, err := bus.Dial(url, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	ch := make(chan *nats.Msg, 256)
-	sub, err := nc.ChanSubscribe(natsbus.EventPrefix+">", ch)
+	ch, stop, err := nc.Subscribe(bus.EventPrefix + ">")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Unsubscribe()
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	defer stop()
 	want := act()
 	deadline := time.After(10 * time.Second)
 	for {
 		select {
 		case m := <-ch:
-			if idx, err := natsbus.Index(m); err == nil && idx == want {
+			if m.Index == want {
 				e, err := events.Unmarshal(m.Data)
 				if err != nil {
 					t.Fatal(err)
@@ -49,11 +45,11 @@ func waitPublished(t *testing.T, url string, act func() uint64) events.Event {
 }
 
 func TestExternalNATS(t *testing.T) {
-	ns, err := natsbus.StartEmbedded(natsbus.EmbeddedConfig{Port: -1})
+	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{Port: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ns.Shutdown()
+	defer ns.Close()
 	cfg := TestConfig(t, "s1", t.TempDir())
 	cfg.NATSURL = ns.ClientURL()
 	s := StartTestServer(t, cfg)
@@ -61,9 +57,9 @@ func TestExternalNATS(t *testing.T) {
 	if s.NATSURL() != ns.ClientURL() {
 		t.Fatalf("server uses %s, want the external %s", s.NATSURL(), ns.ClientURL())
 	}
-	cl, _ := NewClient(s.HTTPAddr())
+	cl, _ := api.NewClient(s.HTTPAddr())
 	e := waitPublished(t, ns.ClientURL(), func() uint64 {
-		res, err := cl.CreateGuest(context.Background(), CreateGuest{Name: "ext", Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true})
+		res, err := cl.CreateGuest(context.Background(), api.CreateGuest{Name: "ext", Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,10 +89,10 @@ func TestClusteredEmbeddedNATS(t *testing.T) {
 		}
 		return true
 	})
-	cl, _ := NewClient(leader.HTTPAddr())
+	cl, _ := api.NewClient(leader.HTTPAddr())
 	for i, s := range c.servers {
 		e := waitPublished(t, s.NATSURL(), func() uint64 {
-			res, err := cl.CreateGuest(context.Background(), CreateGuest{Name: fmt.Sprintf("n%d", i), Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true})
+			res, err := cl.CreateGuest(context.Background(), api.CreateGuest{Name: fmt.Sprintf("n%d", i), Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true})
 			if err != nil {
 				t.Fatal(err)
 			}

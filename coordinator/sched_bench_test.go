@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/coordinator/cluster"
 
 	"github.com/corral-dev/corral/events"
 )
@@ -29,7 +31,7 @@ func BenchmarkPlaceEndToEnd(b *testing.B) {
 		for i := range nodes {
 			n := events.NodeRegistered{ID: fmt.Sprintf("n%04d", i), CPUs: 16 << (i % 3), MemoryBytes: 32 << 30 << (i % 3),
 				Drivers: map[string]string{"process": "1", "qemu": "1"}, Labels: map[string]string{"rack": fmt.Sprint("r", i%10)}}
-			if _, err := leader.Submit(ctx, "", "bench", &RegisterNode{NodeRegistered: n}); err != nil {
+			if _, err := leader.Submit(ctx, "", "bench", &cluster.RegisterNode{NodeRegistered: n}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -45,7 +47,7 @@ func BenchmarkPlaceEndToEnd(b *testing.B) {
 					if i >= guests {
 						return
 					}
-					g := &CreateGuest{Name: fmt.Sprintf("g%d", i), Driver: "process", Memory: "256MiB", VCPUs: 1, Command: []string{"/bin/true"}, NoStart: true}
+					g := &cluster.CreateGuest{CreateGuest: api.CreateGuest{Name: fmt.Sprintf("g%d", i), Driver: "process", Memory: "256MiB", VCPUs: 1, Command: []string{"/bin/true"}, NoStart: true}}
 					if i%3 == 0 {
 						g.Constraints = []string{fmt.Sprintf("rack=r%d", i%10)}
 					}
@@ -64,7 +66,7 @@ func BenchmarkPlaceEndToEnd(b *testing.B) {
 		created := time.Since(start)
 		WaitFor(b, 2*time.Minute, "every guest placed", func() bool {
 			var pending int
-			leader.fsm.read(func(st *State) { pending = len(st.pending) })
+			leader.fsm.read(func(st *cluster.State) { pending = len(st.Pending()) })
 			return pending == 0
 		})
 		el := time.Since(start)
@@ -73,44 +75,5 @@ func BenchmarkPlaceEndToEnd(b *testing.B) {
 			"created in %v, all placed in %v: %.0f guests/s (%d events)\n", guests, nodes, clients, created.Round(time.Millisecond), el.Round(time.Millisecond), rate, 2*guests)
 		b.ReportMetric(rate, "guests/s")
 		c.stopAll()
-	}
-}
-
-// BenchmarkStateMemory measures the heap the coordinator's state holds per
-// 100,000 guests (with 1,000 nodes).
-//
-//	go test ./coordinator -run '^$' -bench StateMemory -benchtime 1x
-func BenchmarkStateMemory(b *testing.B) {
-	const guests = 100000
-	for range b.N {
-		runtime.GC()
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		st := NewState()
-		now := time.Now()
-		apply := func(e events.Event) {
-			if _, err := st.Apply(e); err != nil {
-				b.Fatal(err)
-			}
-		}
-		for i := range 1000 {
-			id := fmt.Sprintf("n%04d", i)
-			apply(subject(events.New(now, "bench", &events.NodeRegistered{ID: id, CPUs: 128, MemoryBytes: 1 << 40,
-				Drivers: map[string]string{"process": "1"}}), "", id))
-		}
-		for i := range guests {
-			name := fmt.Sprintf("guest-%06d", i)
-			apply(subject(events.New(now, "bench", &events.GuestDefined{Name: name, Driver: "process", MemoryBytes: 64 << 20, VCPUs: 1,
-				CPUShares: 1024, Command: []string{"/bin/sleep", "1000"}, Labels: map[string]string{"app": "web"}}), name, ""))
-			node := fmt.Sprintf("n%04d", i%1000)
-			apply(subject(events.New(now, "bench", &events.GuestPlaced{Node: node}), name, node))
-		}
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		per := float64(after.HeapAlloc-before.HeapAlloc) / guests
-		fmt.Fprintf(os.Stdout, "\nstate with %d guests on 1000 nodes: %.1f MiB heap, %.0f bytes per guest\n",
-			guests, float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), per)
-		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "MiB/100k-guests")
-		runtime.KeepAlive(st)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/coordinator/api"
+
 	"github.com/corral-dev/corral/events"
 )
 
@@ -15,13 +17,13 @@ func node(id string, cpus int, mem int64, labels map[string]string) events.NodeR
 	return events.NodeRegistered{ID: id, CPUs: cpus, MemoryBytes: mem, Drivers: map[string]string{"process": "1"}, Labels: labels}
 }
 
-func startSched(t *testing.T, nodes ...events.NodeRegistered) (*Server, *Client) {
+func startSched(t *testing.T, nodes ...events.NodeRegistered) (*Server, *api.Client) {
 	t.Helper()
 	cfg := TestConfig(t, "s1", t.TempDir())
 	cfg.Nodes = nodes
 	s := StartTestServer(t, cfg)
 	<-s.Ready()
-	cl, err := NewClient(s.HTTPAddr())
+	cl, err := api.NewClient(s.HTTPAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,9 +34,9 @@ func startSched(t *testing.T, nodes ...events.NodeRegistered) (*Server, *Client)
 	return s, cl
 }
 
-func create(t *testing.T, cl *Client, name, mem string, extra func(*CreateGuest)) {
+func create(t *testing.T, cl *api.Client, name, mem string, extra func(*api.CreateGuest)) {
 	t.Helper()
-	g := CreateGuest{Name: name, Driver: "process", Memory: mem, Command: []string{"/bin/true"}}
+	g := api.CreateGuest{Name: name, Driver: "process", Memory: mem, Command: []string{"/bin/true"}}
 	if extra != nil {
 		extra(&g)
 	}
@@ -43,7 +45,7 @@ func create(t *testing.T, cl *Client, name, mem string, extra func(*CreateGuest)
 	}
 }
 
-func guestsOn(t *testing.T, cl *Client) map[string]string {
+func guestsOn(t *testing.T, cl *api.Client) map[string]string {
 	t.Helper()
 	gs, err := cl.Guests(context.Background())
 	if err != nil {
@@ -56,10 +58,10 @@ func guestsOn(t *testing.T, cl *Client) map[string]string {
 	return out
 }
 
-func placedEvents(t *testing.T, cl *Client, guest string) []events.Event {
+func placedEvents(t *testing.T, cl *api.Client, guest string) []events.Event {
 	t.Helper()
 	var out []events.Event
-	err := cl.Events(context.Background(), EventQuery{Types: []string{"guest.placed"}, Guest: guest}, func(e events.Event) error {
+	err := cl.Events(context.Background(), api.EventQuery{Types: []string{"guest.placed"}, Guest: guest}, func(e events.Event) error {
 		out = append(out, e)
 		return nil
 	})
@@ -70,14 +72,14 @@ func placedEvents(t *testing.T, cl *Client, guest string) []events.Event {
 }
 
 // report says, as the node's agent will, that a guest runs.
-func report(t *testing.T, cl *Client, name string) {
+func report(t *testing.T, cl *api.Client, name string) {
 	t.Helper()
 	g, err := cl.Guest(context.Background(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	item := NewReportItem(name, &events.GuestStarted{Node: g.Node, Generation: g.Generation, PID: 1})
-	if _, err := cl.Report(context.Background(), g.Node, "", []ReportItem{item}); err != nil {
+	item := api.NewReportItem(name, &events.GuestStarted{Node: g.Node, Generation: g.Generation, PID: 1})
+	if _, err := cl.Report(context.Background(), g.Node, "", []api.ReportItem{item}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -107,7 +109,7 @@ func TestNodeDownReschedulesOnce(t *testing.T) {
 			lost = append(lost, g)
 		}
 	}
-	if _, err := cl.SetNodeStatus(ctx, victim, NodeStatusDown, "test"); err != nil {
+	if _, err := cl.SetNodeStatus(ctx, victim, api.NodeStatusDown, "test"); err != nil {
 		t.Fatal(err)
 	}
 	WaitFor(t, 5*time.Second, "guests of the lost node moved", func() bool {
@@ -129,7 +131,7 @@ func TestNodeDownReschedulesOnce(t *testing.T) {
 		}
 	}
 	// Bringing the node back moves nothing again.
-	if _, err := cl.SetNodeStatus(ctx, victim, NodeStatusUp, "test"); err != nil {
+	if _, err := cl.SetNodeStatus(ctx, victim, api.NodeStatusUp, "test"); err != nil {
 		t.Fatal(err)
 	}
 	// A later guest's placement proves the scheduler ran after that.
@@ -146,7 +148,7 @@ func TestDrainMaxParallelOne(t *testing.T) {
 	_, cl := startSched(t, node("n1", 8, 8<<30, nil), node("n2", 8, 8<<30, nil))
 	ctx := context.Background()
 	// Keep n2 out while the guests land on n1.
-	if _, err := cl.SetEligibility(ctx, SetEligibility{ID: "n2", Eligibility: events.Ineligible}); err != nil {
+	if _, err := cl.SetEligibility(ctx, api.SetEligibility{ID: "n2", Eligibility: events.Ineligible}); err != nil {
 		t.Fatal(err)
 	}
 	names := []string{"a", "b", "c"}
@@ -157,10 +159,10 @@ func TestDrainMaxParallelOne(t *testing.T) {
 		on := guestsOn(t, cl)
 		return on["a"] == "n1" && on["b"] == "n1" && on["c"] == "n1"
 	})
-	if _, err := cl.SetEligibility(ctx, SetEligibility{ID: "n2", Eligibility: events.Eligible}); err != nil {
+	if _, err := cl.SetEligibility(ctx, api.SetEligibility{ID: "n2", Eligibility: events.Eligible}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cl.SetEligibility(ctx, SetEligibility{ID: "n1", Eligibility: events.Draining, MaxParallel: 1}); err != nil {
+	if _, err := cl.SetEligibility(ctx, api.SetEligibility{ID: "n1", Eligibility: events.Draining, MaxParallel: 1}); err != nil {
 		t.Fatal(err)
 	}
 	for moved := 1; moved <= len(names); moved++ {
@@ -180,7 +182,7 @@ func TestDrainMaxParallelOne(t *testing.T) {
 		for g, node := range on {
 			if node == "n2" {
 				count++
-				if gv, _ := cl.Guest(ctx, g); gv.Status == StatusPlaced {
+				if gv, _ := cl.Guest(ctx, g); gv.Status == api.StatusPlaced {
 					mover = g
 				}
 			}
@@ -211,19 +213,19 @@ func TestPendingReasonsAndDryRun(t *testing.T) {
 			t.Errorf("reasons %q lack %q", text, want)
 		}
 	}
-	prev, err := cl.DryRun(ctx, CreateGuest{Name: "r", Driver: "process", Memory: "64MiB", Command: []string{"/bin/true"}, Constraints: []string{"rack=b"}})
+	prev, err := cl.DryRun(ctx, api.CreateGuest{Name: "r", Driver: "process", Memory: "64MiB", Command: []string{"/bin/true"}, Constraints: []string{"rack=b"}})
 	if err != nil || prev.Node != "n2" {
 		t.Fatalf("dry run: %+v %v", prev, err)
 	}
-	if _, err := cl.Guest(ctx, "r"); !errors.Is(err, ErrNotFound) {
+	if _, err := cl.Guest(ctx, "r"); !errors.Is(err, api.ErrNotFound) {
 		t.Fatalf("dry run created the guest: %v", err)
 	}
-	pin, err := cl.DryRun(ctx, CreateGuest{Name: "p", Driver: "process", Memory: "64MiB", VCPUs: 2, PinCPUs: 2, Command: []string{"/bin/true"}})
+	pin, err := cl.DryRun(ctx, api.CreateGuest{Name: "p", Driver: "process", Memory: "64MiB", VCPUs: 2, PinCPUs: 2, Command: []string{"/bin/true"}})
 	if err != nil || pin.CPUs == "" {
 		t.Fatalf("pinned dry run: %+v %v", pin, err)
 	}
 	// Placement rules that cannot be met say so per node.
-	none, err := cl.DryRun(ctx, CreateGuest{Name: "x", Driver: "process", Memory: "64MiB", Command: []string{"/bin/true"}, Constraints: []string{"rack=c"}})
+	none, err := cl.DryRun(ctx, api.CreateGuest{Name: "x", Driver: "process", Memory: "64MiB", Command: []string{"/bin/true"}, Constraints: []string{"rack=c"}})
 	if err != nil || none.Node != "" || !strings.Contains(strings.Join(none.Unplaced, "\n"), "rack=c") {
 		t.Fatalf("unsatisfiable dry run: %+v %v", none, err)
 	}
@@ -236,7 +238,7 @@ func TestSchedulingBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, before := s.store.Bounds()
-	bad := []CreateGuest{
+	bad := []api.CreateGuest{
 		{Name: "c1", Driver: "process", Memory: "64MiB", Command: []string{"/bin/true"}, Constraints: []string{"rack"}},
 		{Name: "c2", Driver: "process", Memory: "64MiB", Command: []string{"/bin/true"}, Constraints: []string{"=a"}},
 		{Name: "c3", Driver: "process", Memory: "64MiB", Command: []string{"/bin/true"}, VCPUs: 1, CPUSet: "0-3"},
@@ -255,10 +257,10 @@ func TestSchedulingBadInput(t *testing.T) {
 	if _, err := cl.SetSchedulerConfig(ctx, events.SchedulerConfig{Algorithm: "random"}); !errors.Is(err, events.ErrInvalid) {
 		t.Errorf("algorithm random: %v", err)
 	}
-	if _, err := cl.SetEligibility(ctx, SetEligibility{ID: "nope", Eligibility: events.Draining}); !errors.Is(err, ErrNotFound) {
+	if _, err := cl.SetEligibility(ctx, api.SetEligibility{ID: "nope", Eligibility: events.Draining}); !errors.Is(err, api.ErrNotFound) {
 		t.Errorf("drain of an unknown node: %v", err)
 	}
-	if _, err := cl.SetEligibility(ctx, SetEligibility{ID: "n1", Eligibility: events.Draining, MaxParallel: -1}); !errors.Is(err, events.ErrInvalid) {
+	if _, err := cl.SetEligibility(ctx, api.SetEligibility{ID: "n1", Eligibility: events.Draining, MaxParallel: -1}); !errors.Is(err, events.ErrInvalid) {
 		t.Errorf("negative max-parallel: %v", err)
 	}
 	if _, after := s.store.Bounds(); after != before {

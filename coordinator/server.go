@@ -19,11 +19,10 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 
+	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/coordinator/bus"
 	"github.com/corral-dev/corral/events"
-	"github.com/corral-dev/corral/natsbus"
 )
 
 // RaftConfig holds the raft settings corral exposes.
@@ -64,7 +63,7 @@ type Config struct {
 	// NATSURL is an external NATS cluster; empty runs an embedded server
 	// configured by NATS.
 	NATSURL string
-	NATS    natsbus.EmbeddedConfig
+	NATS    bus.EmbeddedConfig
 	Store   StoreConfig
 	Raft    RaftConfig
 	// Nodes are registered by the leader when missing: corral dev uses it
@@ -88,7 +87,7 @@ func DefaultConfig(dataDir string) Config {
 		RaftAddr:  "127.0.0.1:4647",
 		HTTPAddr:  "127.0.0.1:4646",
 		Bootstrap: true,
-		NATS:      natsbus.EmbeddedConfig{Port: 4222},
+		NATS:      bus.EmbeddedConfig{Port: 4222},
 		Store:     DefaultStoreConfig(),
 		Raft:      DefaultRaftConfig(),
 
@@ -129,20 +128,57 @@ func (c *Config) Validate() error {
 	return c.Store.Validate()
 }
 
+// Bus is what the server needs of the delivery bus: publishing committed
+// events and node updates, answering agents' heartbeats, and asking an
+// agent for a guest's log. *bus.Conn is the real one; simtest has an
+// in-memory one.
+type Bus interface {
+	Publish(subject string, index, prev uint64, data []byte) error
+	Handle(subject string, handler func(subject string, data []byte) []byte) (stop func(), err error)
+	Request(ctx context.Context, subject string, data []byte) ([]byte, error)
+}
+
+// Clock tells the time events are stamped with.
+type Clock interface{ Now() time.Time }
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time { return time.Now() }
+
+// Deps are the server's collaborators. Every nil field gets the real one
+// corral server uses: raft's TCP transport on Config.RaftAddr, raft-boltdb
+// in DataDir/raft.db as log and stable store, file snapshots in DataDir,
+// NATS (embedded unless Config.NATSURL), a listener on Config.HTTPAddr, a
+// plain HTTP client for forwarding, and the wall clock. raft's in-memory
+// transport and stores work through the same path.
+type Deps struct {
+	Transport   raft.Transport
+	LogStore    raft.LogStore
+	StableStore raft.StableStore
+	Snapshots   raft.SnapshotStore
+	Bus         Bus
+	Listener    net.Listener
+	HTTPClient  *http.Client
+	Clock       Clock
+}
+
 // Server is one coordinator: raft, the state machine, the event store,
-// NATS publishing and the HTTP API. Create it with New, start it with Run,
-// wait for Ready, stop it with Close.
+// publishing to the bus and the HTTP API. Create it with New, start it
+// with Run, wait for Ready, stop it with Close.
 type Server struct {
 	cfg   Config
+	deps  Deps
 	log   *slog.Logger
 	raft  *raft.Raft
-	trans *raft.NetworkTransport
-	logs  *raftboltdb.BoltStore
+	trans raft.Transport
 	fsm   *fsm
 	store *Store
+	clock Clock
 
-	nats   *server.Server // nil with an external NATS
-	nc     *nats.Conn
+	closers []func() error // what New opened that Close must close, in order
+
+	nats   *bus.Embedded // nil unless embedded
+	bus    Bus
 	httpLn net.Listener
 	http   *http.Server
 	client *http.Client
@@ -161,9 +197,10 @@ type Server struct {
 	wg           sync.WaitGroup
 }
 
-// New opens the data directory, starts raft, NATS and the HTTP listener. It
-// does not serve until Run.
-func New(cfg Config) (_ *Server, err error) {
+// New opens the data directory and sets up raft, the bus and the HTTP
+// listener from deps (the real ones where nil). It serves nothing until
+// Run.
+func New(cfg Config, deps Deps) (_ *Server, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -175,8 +212,14 @@ func New(cfg Config) (_ *Server, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("corral: data dir: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, ready: make(chan struct{}), done: make(chan struct{}),
-		leaderNotify: make(chan bool, 16), client: &http.Client{Timeout: 30 * time.Second}}
+	s := &Server{cfg: cfg, deps: deps, log: log, ready: make(chan struct{}), done: make(chan struct{}),
+		leaderNotify: make(chan bool, 16), client: deps.HTTPClient, clock: deps.Clock, bus: deps.Bus}
+	if s.client == nil {
+		s.client = &http.Client{Timeout: 30 * time.Second}
+	}
+	if s.clock == nil {
+		s.clock = wallClock{}
+	}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -188,20 +231,26 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	s.fsm = newFSM(s.store, cfg.Store.CheckpointEvery, log)
 
-	if cfg.NATSURL == "" {
-		if s.nats, err = natsbus.StartEmbedded(cfg.NATS); err != nil {
+	if s.bus == nil {
+		url := cfg.NATSURL
+		if url == "" {
+			if s.nats, err = bus.StartEmbedded(cfg.NATS); err != nil {
+				return nil, err
+			}
+			url = s.nats.ClientURL()
+		}
+		c, err := bus.Dial(url, "corral-server-"+cfg.ID)
+		if err != nil {
 			return nil, err
 		}
-		s.nc, err = natsbus.Connect(s.nats.ClientURL(), "corral-server-"+cfg.ID)
-	} else {
-		s.nc, err = natsbus.Connect(cfg.NATSURL, "corral-server-"+cfg.ID)
-	}
-	if err != nil {
-		return nil, err
+		s.bus = c
+		s.closers = append(s.closers, func() error { c.Close(); return nil })
 	}
 
-	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-		return nil, fmt.Errorf("corral: http listen %s: %w (is another corral running? use --http-addr)", cfg.HTTPAddr, err)
+	if s.httpLn = deps.Listener; s.httpLn == nil {
+		if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("corral: http listen %s: %w (is another corral running? use --http-addr)", cfg.HTTPAddr, err)
+		}
 	}
 	if err = s.startRaft(); err != nil {
 		return nil, err
@@ -211,6 +260,9 @@ func New(cfg Config) (_ *Server, err error) {
 		BaseContext: func(net.Listener) context.Context { return s.baseCtx }}
 	return s, nil
 }
+
+// Handler is the server's HTTP API, for serving it without a listener.
+func (s *Server) Handler() http.Handler { return s.http.Handler }
 
 func (s *Server) startRaft() error {
 	cfg := s.cfg
@@ -227,36 +279,51 @@ func (s *Server) startRaft() error {
 	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{s.log}})
 	rc.Logger = hl
 
-	var err error
-	s.logs, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
-	if err != nil {
-		return fmt.Errorf("corral: raft log store: %w", err)
+	logStore, stable := s.deps.LogStore, s.deps.StableStore
+	if logStore == nil || stable == nil {
+		bs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+		if err != nil {
+			return fmt.Errorf("corral: raft log store: %w", err)
+		}
+		s.closers = append(s.closers, bs.Close)
+		if logStore == nil {
+			logStore = bs
+		}
+		if stable == nil {
+			stable = bs
+		}
 	}
-	logs, err := raft.NewLogCache(1024, s.logs)
-	if err != nil {
-		return err
-	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hl)
-	if err != nil {
-		return fmt.Errorf("corral: raft snapshot store: %w", err)
-	}
-	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
-	if err != nil {
-		return fmt.Errorf("corral: raft address %q: %w", cfg.RaftAddr, err)
-	}
-	var adv net.Addr
-	if addr.Port != 0 {
-		adv = addr
-	}
-	s.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 10*time.Second, hl)
-	if err != nil {
-		return fmt.Errorf("corral: raft transport on %s: %w", cfg.RaftAddr, err)
-	}
-	existing, err := raft.HasExistingState(logs, s.logs, snaps)
+	logs, err := raft.NewLogCache(1024, logStore)
 	if err != nil {
 		return err
 	}
-	if s.raft, err = raft.NewRaft(rc, s.fsm, logs, s.logs, snaps, s.trans); err != nil {
+	snaps := s.deps.Snapshots
+	if snaps == nil {
+		if snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hl); err != nil {
+			return fmt.Errorf("corral: raft snapshot store: %w", err)
+		}
+	}
+	if s.trans = s.deps.Transport; s.trans == nil {
+		addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+		if err != nil {
+			return fmt.Errorf("corral: raft address %q: %w", cfg.RaftAddr, err)
+		}
+		var adv net.Addr
+		if addr.Port != 0 {
+			adv = addr
+		}
+		nt, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 10*time.Second, hl)
+		if err != nil {
+			return fmt.Errorf("corral: raft transport on %s: %w", cfg.RaftAddr, err)
+		}
+		s.trans = nt
+		s.closers = append(s.closers, nt.Close)
+	}
+	existing, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		return err
+	}
+	if s.raft, err = raft.NewRaft(rc, s.fsm, logs, stable, snaps, s.trans); err != nil {
 		return fmt.Errorf("corral: start raft: %w", err)
 	}
 	if cfg.Bootstrap && !existing {
@@ -271,12 +338,18 @@ func (s *Server) startRaft() error {
 }
 
 // HTTPAddr returns the address the API listens on.
-func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
+func (s *Server) HTTPAddr() string {
+	if _, ok := s.httpLn.Addr().(*net.TCPAddr); !ok && s.cfg.HTTPAddr != "" {
+		return s.cfg.HTTPAddr
+	}
+	return s.httpLn.Addr().String()
+}
 
 // RaftAddr returns the address raft listens on.
 func (s *Server) RaftAddr() string { return string(s.trans.LocalAddr()) }
 
-// NATSURL returns the URL of the NATS the server publishes to.
+// NATSURL returns the URL of the NATS the server publishes to, "" when it
+// was given another bus.
 func (s *Server) NATSURL() string {
 	if s.nats != nil {
 		return s.nats.ClientURL()
@@ -287,14 +360,10 @@ func (s *Server) NATSURL() string {
 // NATSClusterURL returns the route URL of the embedded NATS server, or ""
 // when it is not clustered.
 func (s *Server) NATSClusterURL() string {
-	if s.nats == nil || s.cfg.NATS.ClusterPort == 0 {
+	if s.nats == nil {
 		return ""
 	}
-	a := s.nats.ClusterAddr()
-	if a == nil {
-		return ""
-	}
-	return "nats-route://" + a.String()
+	return s.nats.ClusterURL()
 }
 
 // ID returns the server's ID.
@@ -364,11 +433,8 @@ func (s *Server) Close() error {
 		if s.raft != nil {
 			errs = append(errs, s.raft.Shutdown().Error())
 		}
-		if s.trans != nil {
-			errs = append(errs, s.trans.Close())
-		}
-		if s.logs != nil {
-			errs = append(errs, s.logs.Close())
+		for _, c := range s.closers {
+			errs = append(errs, c())
 		}
 		if s.fsm != nil {
 			s.fsm.close()
@@ -376,13 +442,8 @@ func (s *Server) Close() error {
 		if s.store != nil {
 			errs = append(errs, s.store.Close())
 		}
-		if s.nc != nil {
-			s.nc.Drain()
-			s.nc.Close()
-		}
 		if s.nats != nil {
-			s.nats.Shutdown()
-			s.nats.WaitForShutdown()
+			s.nats.Close()
 		}
 		s.closeErr = errors.Join(errs...)
 	})
@@ -411,7 +472,7 @@ func (s *Server) joinLoop(ctx context.Context) {
 	backoff := 50 * time.Millisecond
 	for {
 		for _, addr := range s.cfg.Join {
-			req, err := http.NewRequestWithContext(ctx, "POST", baseURL(addr)+"/v1/cluster/join", bytes.NewReader(body))
+			req, err := http.NewRequestWithContext(ctx, "POST", api.BaseURL(addr)+"/v1/cluster/join", bytes.NewReader(body))
 			if err != nil {
 				s.log.Error("join", "addr", addr, "err", err)
 				continue
@@ -435,13 +496,6 @@ func (s *Server) joinLoop(ctx context.Context) {
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
-}
-
-func baseURL(addr string) string {
-	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
-		return strings.TrimRight(addr, "/")
-	}
-	return "http://" + addr
 }
 
 // slogWriter feeds raft's hclog lines into slog.

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/coordinator/api"
+
 	"github.com/corral-dev/corral/events"
 )
 
@@ -14,12 +16,12 @@ func TestSingleServerCreate(t *testing.T) {
 	cfg.Nodes = []events.NodeRegistered{{ID: "local", CPUs: 2, MemoryBytes: 4 << 30, Drivers: map[string]string{"process": "1"}}}
 	s := StartTestServer(t, cfg)
 	<-s.Ready()
-	c, err := NewClient(s.HTTPAddr())
+	c, err := api.NewClient(s.HTTPAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	res, err := c.CreateGuest(ctx, CreateGuest{Name: "web", Driver: "process", Memory: "64MiB", VCPUs: 1, Command: []string{"/bin/sleep", "100"}})
+	res, err := c.CreateGuest(ctx, api.CreateGuest{Name: "web", Driver: "process", Memory: "64MiB", VCPUs: 1, Command: []string{"/bin/sleep", "100"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,10 +30,10 @@ func TestSingleServerCreate(t *testing.T) {
 	}
 	WaitFor(t, 5*time.Second, "placement", func() bool {
 		g, err := c.Guest(ctx, "web")
-		return err == nil && g.Status == StatusPlaced && g.Node == "local"
+		return err == nil && g.Status == api.StatusPlaced && g.Node == "local"
 	})
-	_, err = c.CreateGuest(ctx, CreateGuest{Name: "web", Driver: "process", Memory: "64MiB", Command: []string{"/bin/true"}})
-	if !errors.Is(err, ErrExists) {
+	_, err = c.CreateGuest(ctx, api.CreateGuest{Name: "web", Driver: "process", Memory: "64MiB", Command: []string{"/bin/true"}})
+	if !errors.Is(err, api.ErrExists) {
 		t.Fatalf("second create: %v", err)
 	}
 }

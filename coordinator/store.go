@@ -10,6 +10,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/corral-dev/corral/coordinator/api"
 )
 
 // StoreConfig sets the event store's retention. Zero means unbounded.
@@ -201,12 +203,12 @@ func (s *Store) Reset(at uint64, state []byte) error {
 	return s.Sync()
 }
 
-// Read returns up to max records with index > after. It returns a goneError
+// Read returns up to max records with index > after. It returns an api.GoneError
 // when after+1 is older than what is retained.
 func (s *Store) Read(after uint64, max int) ([]Record, error) {
 	first, last := s.Bounds()
 	if after+1 < first {
-		return nil, &goneError{asked: after + 1, first: first}
+		return nil, &api.GoneError{Asked: after + 1, First: first}
 	}
 	if after >= last {
 		return nil, nil

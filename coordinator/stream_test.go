@@ -10,13 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	"github.com/corral-dev/corral/coordinator/api"
 
+	"github.com/corral-dev/corral/coordinator/bus"
 	"github.com/corral-dev/corral/events"
-	"github.com/corral-dev/corral/natsbus"
 )
 
-func collect(t *testing.T, cl *Client, q EventQuery) []events.Event {
+func collect(t *testing.T, cl *api.Client, q api.EventQuery) []events.Event {
 	t.Helper()
 	var out []events.Event
 	if err := cl.Events(context.Background(), q, func(e events.Event) error {
@@ -31,20 +31,20 @@ func collect(t *testing.T, cl *Client, q EventQuery) []events.Event {
 func TestStreamResumeOnAnotherServer(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	li, _ := c.waitLeader()
-	cl, _ := NewClient(c.servers[li].HTTPAddr())
+	cl, _ := api.NewClient(c.servers[li].HTTPAddr())
 	createGuests(t, cl, "g", 30)
 	_, last := c.servers[li].store.Bounds()
 	other := c.servers[(li+1)%3]
 	WaitFor(t, 5*time.Second, "follower to catch up", func() bool { _, l := other.store.Bounds(); return l >= last })
 
-	all := collect(t, cl, EventQuery{})
+	all := collect(t, cl, api.EventQuery{})
 	if uint64(len(all)) != last {
 		t.Fatalf("got %d events from the leader, want %d", len(all), last)
 	}
 	// Read half from the leader, resume from the other server.
 	mid := all[len(all)/2].Index
-	ocl, _ := NewClient(other.HTTPAddr())
-	rest := collect(t, ocl, EventQuery{Since: mid})
+	ocl, _ := api.NewClient(other.HTTPAddr())
+	rest := collect(t, ocl, api.EventQuery{Since: mid})
 	if len(rest) != len(all)-len(all)/2-1 || rest[0].Index != mid+1 {
 		t.Fatalf("resume after %d on %s gave %d events starting at %d", mid, other.ID(), len(rest), rest[0].Index)
 	}
@@ -54,7 +54,7 @@ func TestStreamResumeOnAnotherServer(t *testing.T) {
 		}
 	}
 	// Filters.
-	defs := collect(t, ocl, EventQuery{Types: []string{"guest.defined"}, Guest: "g-7"})
+	defs := collect(t, ocl, api.EventQuery{Types: []string{"guest.defined"}, Guest: "g-7"})
 	if len(defs) != 1 || defs[0].Guest != "g-7" {
 		t.Fatalf("filtered stream gave %v", defs)
 	}
@@ -65,7 +65,7 @@ func TestStreamGoneAfterRetention(t *testing.T) {
 		cfg.Store = StoreConfig{MaxEvents: 10, CheckpointEvery: 5}
 	})
 	_, s := c.waitLeader()
-	cl, _ := NewClient(s.HTTPAddr())
+	cl, _ := api.NewClient(s.HTTPAddr())
 	createGuests(t, cl, "g", 30)
 	// Checkpoints are written in the background; retention trims once one
 	// exists past what it may drop.
@@ -89,13 +89,13 @@ func TestStreamGoneAfterRetention(t *testing.T) {
 	if resp.StatusCode != http.StatusGone || !strings.Contains(string(body), `"first_index"`) {
 		t.Fatalf("since=0 after retention: %d %s", resp.StatusCode, body)
 	}
-	err = cl.Events(context.Background(), EventQuery{Since: 0}, func(events.Event) error { return nil })
-	var ae *APIError
-	if !errors.As(err, &ae) || ae.Code != CodeGone || ae.FirstIndex != first {
+	err = cl.Events(context.Background(), api.EventQuery{Since: 0}, func(events.Event) error { return nil })
+	var ae *api.APIError
+	if !errors.As(err, &ae) || ae.Code != api.CodeGone || ae.FirstIndex != first {
 		t.Fatalf("client got %v, want gone with first index %d", err, first)
 	}
 	// Resuming exactly at the first retained index works.
-	got := collect(t, cl, EventQuery{Since: first - 1})
+	got := collect(t, cl, api.EventQuery{Since: first - 1})
 	if len(got) != int(last-first+1) || got[0].Index != first {
 		t.Fatalf("resume at first retained gave %d events", len(got))
 	}
@@ -103,7 +103,7 @@ func TestStreamGoneAfterRetention(t *testing.T) {
 	if _, err := s.StateAt(last - 1); err != nil {
 		t.Fatalf("state at %d: %v", last-1, err)
 	}
-	if _, err := s.StateAt(first - 2); !errors.Is(err, ErrGone) {
+	if _, err := s.StateAt(first - 2); !errors.Is(err, api.ErrGone) {
 		t.Fatalf("state before retention: %v", err)
 	}
 }
@@ -114,21 +114,21 @@ func TestFollowAcrossLeaderChange(t *testing.T) {
 	// Follow through the leader first in the address list, so that killing
 	// it forces the client over to another server mid-stream.
 	order := c.servers[li].HTTPAddr() + "," + c.addrs(li)
-	fcl, _ := NewClient(order)
+	fcl, _ := api.NewClient(order)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var mu sync.Mutex
 	var seen []uint64
 	done := make(chan error, 1)
 	go func() {
-		done <- fcl.Events(ctx, EventQuery{Follow: true}, func(e events.Event) error {
+		done <- fcl.Events(ctx, api.EventQuery{Follow: true}, func(e events.Event) error {
 			mu.Lock()
 			seen = append(seen, e.Index)
 			mu.Unlock()
 			return nil
 		})
 	}()
-	wcl, _ := NewClient(c.addrs(-1))
+	wcl, _ := api.NewClient(c.addrs(-1))
 	createGuests(t, wcl, "a", 20)
 	WaitFor(t, 5*time.Second, "follower to see the first events", func() bool {
 		mu.Lock()
@@ -138,7 +138,7 @@ func TestFollowAcrossLeaderChange(t *testing.T) {
 	c.stops[li]()
 	c.servers[li] = nil
 	_, nl := c.waitLeader()
-	wcl2, _ := NewClient(c.addrs(-1))
+	wcl2, _ := api.NewClient(c.addrs(-1))
 	createGuests(t, wcl2, "b", 20)
 	_, last := nl.store.Bounds()
 	WaitFor(t, 10*time.Second, "follower to see every event", func() bool {
@@ -160,22 +160,18 @@ func TestFollowAcrossLeaderChange(t *testing.T) {
 func TestEventsPublishedOnNATS(t *testing.T) {
 	c := newTestCluster(t, 1, nil)
 	_, s := c.waitLeader()
-	nc, err := natsbus.Connect(s.NATSURL(), "test")
+	nc, err := bus.Dial(s.NATSURL(), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	ch := make(chan *nats.Msg, 64)
-	sub, err := nc.ChanSubscribe(natsbus.EventPrefix+">", ch)
+	ch, stop, err := nc.Subscribe(bus.EventPrefix + ">")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Unsubscribe()
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	cl, _ := NewClient(s.HTTPAddr())
-	res, err := cl.CreateGuest(context.Background(), CreateGuest{Name: "pub", Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true})
+	defer stop()
+	cl, _ := api.NewClient(s.HTTPAddr())
+	res, err := cl.CreateGuest(context.Background(), api.CreateGuest{Name: "pub", Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,11 +179,7 @@ func TestEventsPublishedOnNATS(t *testing.T) {
 	for {
 		select {
 		case m := <-ch:
-			idx, err := natsbus.Index(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if idx != res.Index {
+			if m.Index != res.Index {
 				continue
 			}
 			e, err := events.Unmarshal(m.Data)

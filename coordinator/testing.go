@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/corral-dev/corral/natsbus"
+	"github.com/corral-dev/corral/coordinator/bus"
 )
 
 // TestConfig returns a configuration for a server in a test: loopback
@@ -19,7 +19,7 @@ func TestConfig(tb testing.TB, id, dir string) Config {
 	cfg.ID = id
 	cfg.RaftAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.NATS = natsbus.EmbeddedConfig{Port: -1}
+	cfg.NATS = bus.EmbeddedConfig{Port: -1}
 	cfg.Raft.HeartbeatTimeout = 200 * time.Millisecond
 	cfg.Raft.ElectionTimeout = 200 * time.Millisecond
 	cfg.Raft.LeaderLease = 100 * time.Millisecond
@@ -32,7 +32,7 @@ func TestConfig(tb testing.TB, id, dir string) Config {
 // StartTestServer starts a server and stops it when the test ends.
 func StartTestServer(tb testing.TB, cfg Config) *Server {
 	tb.Helper()
-	s, err := New(cfg)
+	s, err := New(cfg, Deps{})
 	if err != nil {
 		tb.Fatalf("start server %s: %v", cfg.ID, err)
 	}

@@ -32,9 +32,29 @@ var knobs = map[string]Knob{
 	"swap_hard_limit": {Name: "swap_hard_limit", Default: Unlimited, Help: "a size such as 1GiB, or unlimited", parse: sizeOrUnlimited("swap_hard_limit")},
 }
 
-// LookupKnob returns the knob with the given name.
+// placementKnobs are settings a guest's host applies and reports that come
+// from its placement, not from tuning: its exclusive CPUs.
+var placementKnobs = map[string]string{
+	"cpuset_cpus": "the CPUs a guest is pinned to are chosen at placement: create it with --cpuset or --pin-cpus",
+	"cpuset_mems": "the memory nodes of a guest follow its placement",
+}
+
+// LookupAppliedKnob returns the knob a host may report as applied: a
+// tunable knob, or one placement sets (cpuset_cpus, cpuset_mems).
+func LookupAppliedKnob(name string) error {
+	if _, ok := placementKnobs[name]; ok {
+		return nil
+	}
+	_, err := LookupKnob(name)
+	return err
+}
+
+// LookupKnob returns the tunable knob with the given name.
 func LookupKnob(name string) (Knob, error) {
 	k, ok := knobs[name]
+	if why, placed := placementKnobs[name]; placed {
+		return Knob{}, fieldErr("knob", name, "not tunable: "+why)
+	}
 	if !ok {
 		return Knob{}, fieldErr("knob", name, "use one of "+strings.Join(KnobNames(), ", "))
 	}

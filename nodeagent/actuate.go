@@ -9,8 +9,8 @@ import (
 	"slices"
 
 	"github.com/corral-dev/corral/cgroupdriver"
-	"github.com/corral-dev/corral/driver"
 	"github.com/corral-dev/corral/events"
+	"github.com/corral-dev/corral/nodeagent/driver"
 )
 
 // do performs one action. It is the only place that changes guests on the
@@ -97,8 +97,7 @@ func (a *Agent) do(ctx context.Context, d Desired, act Action) string {
 func (a *Agent) start(ctx context.Context, act Action) {
 	dg := act.Desired
 	dir := a.guestDir(act.Guest)
-	knobs := Knobs(*dg)
-	g := &guest{name: act.Guest, kind: act.Kind, gen: act.Generation, phase: PhaseRunning, applied: knobs}
+	g := &guest{name: act.Guest, kind: act.Kind, gen: act.Generation, phase: PhaseRunning, applied: dg.Resources.Knobs()}
 	a.guests[g.name] = g
 	fail := func(err error) {
 		g.phase, g.startErr, g.inst = PhaseEnded, err, nil
@@ -110,17 +109,12 @@ func (a *Agent) start(ctx context.Context, act Action) {
 		fail(fmt.Errorf("corral: guest state directory: %w", err))
 		return
 	}
-	if _, err := a.deps.Drivers.For(dg.Definition.Driver); err != nil {
-		fail(err)
-		return
-	}
-	res, err := knobResources(knobs)
-	if err != nil {
+	if err := a.deps.Drivers.Supports(dg.Definition.Driver); err != nil {
 		fail(err)
 		return
 	}
 	spec := driver.SpecFor(act.Guest, &dg.Definition, dir)
-	spec.Resources = res
+	spec.Resources = dg.Resources
 	a.persist(g) // before the driver's record: a restarted agent must know the kind and generation
 	inst, err := a.deps.Drivers.Start(ctx, spec)
 	if errors.Is(err, driver.ErrAlreadyRunning) {
@@ -170,6 +164,7 @@ func (a *Agent) tune(ctx context.Context, g *guest, knobs map[string]string) {
 	if err == nil {
 		writes, err = a.deps.Cgroups.Apply(cgroupdriver.Guest{Kind: g.kind, ID: g.name}, res)
 	}
+	vals := cgroupdriver.Applied(res, writes)
 	if g.applied == nil {
 		g.applied = map[string]string{}
 	}
@@ -179,11 +174,12 @@ func (a *Agent) tune(ctx context.Context, g *guest, knobs map[string]string) {
 		a.log.Error("applying tuning", "guest", g.name, "knobs", knobs, "err", err)
 		return
 	}
-	vals := writtenValues(knobs, writes)
 	items := make([]Report, 0, len(knobs))
 	for _, k := range slices.Sorted(maps.Keys(knobs)) {
-		items = append(items, Report{Guest: g.name, Payload: &events.GuestTuningApplied{
-			Node: a.cfg.NodeID, Generation: g.gen, Knob: k, Value: vals[k]}})
+		if v, ok := vals[k]; ok {
+			items = append(items, Report{Guest: g.name, Payload: &events.GuestTuningApplied{
+				Node: a.cfg.NodeID, Generation: g.gen, Knob: k, Value: v}})
+		}
 	}
 	if _, err := a.report(ctx, items); err != nil {
 		a.log.Warn("reporting applied tuning", "guest", g.name, "err", err)
@@ -244,4 +240,16 @@ func (a *Agent) reportCleanup(ctx context.Context, removed []string) {
 	if _, err := a.report(ctx, []Report{{Payload: &events.NodeCleanup{Removed: removed}}}); err != nil {
 		a.log.Warn("reporting a cleanup", "err", err)
 	}
+}
+
+// knobResources turns knob values, in the cgroup driver's text form, into
+// the Resources that write them.
+func knobResources(knobs map[string]string) (cgroupdriver.Resources, error) {
+	var r cgroupdriver.Resources
+	for _, k := range slices.Sorted(maps.Keys(knobs)) {
+		if err := r.SetKnob(k, knobs[k]); err != nil {
+			return r, fmt.Errorf("%w: %v", ErrBadDesired, err)
+		}
+	}
+	return r, nil
 }

@@ -1,18 +1,21 @@
 package nodeagent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/corral-dev/corral/cgroupdriver"
-	"github.com/corral-dev/corral/driver"
+	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/nodeagent/driver"
 )
 
 var (
@@ -31,8 +34,8 @@ var (
 type Deps struct {
 	Coordinator Coordinator
 	Notifier    Notifier
-	Cgroups     *cgroupdriver.Driver
-	Drivers     *driver.Set
+	Cgroups     Cgroups
+	Drivers     Drivers
 	// Logger receives what the agent does; nil discards.
 	Logger *slog.Logger
 }
@@ -50,7 +53,18 @@ type Agent struct {
 	readyOnce sync.Once
 	wake      chan struct{} // a pass is due; buffered, never blocks a sender
 	fenced    atomic.Bool   // set by the heartbeat, read by the loop
-	lastIndex atomic.Uint64 // highest event index accounted for
+	lists     atomic.Uint64 // how often the desired state was listed
+
+	// The node's desired state as the agent knows it (list, then watch):
+	// listed once, then folded forward by the node's updates. Until a
+	// list is in, updates wait in buffered.
+	dmu      sync.Mutex
+	desired  Desired
+	listed   bool
+	buffered []api.NodeUpdate
+	// behind is a node index a heartbeat reported beyond desired; if the
+	// next heartbeat finds desired still short of it, an update was lost.
+	behind uint64
 
 	mu      sync.Mutex
 	names   map[string]bool // guests held or desired: the notifications that concern us
@@ -68,7 +82,7 @@ type guest struct {
 	name  string
 	kind  cgroupdriver.Kind
 	gen   uint64
-	inst  *driver.Instance // nil when the start failed or the run was lost
+	inst  Instance // nil when the start failed or the run was lost
 	phase Phase
 	// exit is the status of an ended run; startErr why it never started.
 	exit     driver.ExitStatus
@@ -213,17 +227,14 @@ func (a *Agent) poke() {
 	}
 }
 
-// pass fetches the desired state and makes the host match it; full adds
-// the drift check. It reports whether the desired state could be fetched.
+// pass makes the host match the desired state, listing it first when it
+// is due (start, reconnect, gap); full adds the drift check. It reports
+// whether the desired state was known.
 func (a *Agent) pass(ctx context.Context, full bool) bool {
-	d, err := a.deps.Coordinator.Desired(ctx, a.cfg.NodeID)
-	if err != nil {
-		if ctx.Err() == nil {
-			a.log.Warn("fetching the desired state", "err", err)
-		}
+	d, ok := a.current(ctx)
+	if !ok {
 		return false
 	}
-	a.lastIndex.Store(d.Index)
 	obs := a.observe(d)
 	var cleaned []string
 	for _, act := range Reconcile(d, obs) {
@@ -242,6 +253,82 @@ func (a *Agent) pass(ctx context.Context, full bool) bool {
 	}
 	a.setNames(d)
 	return true
+}
+
+// current returns the desired state, listing it when no list is in or a
+// gap made it unreliable, and folding in what arrived while it listed.
+func (a *Agent) current(ctx context.Context) (Desired, bool) {
+	a.dmu.Lock()
+	if a.listed {
+		d := a.desired
+		a.dmu.Unlock()
+		return d, true
+	}
+	a.dmu.Unlock()
+	d, err := a.deps.Coordinator.Desired(ctx, a.cfg.NodeID)
+	a.lists.Add(1)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("listing the desired state", "err", err)
+		}
+		return Desired{}, false
+	}
+	a.dmu.Lock()
+	defer a.dmu.Unlock()
+	if a.listed && a.desired.Index >= d.Index {
+		return a.desired, true
+	}
+	slices.SortFunc(a.buffered, func(x, y api.NodeUpdate) int { return cmp.Compare(x.Index, y.Index) })
+	for _, u := range a.buffered {
+		next, ok := Fold(d, u)
+		if !ok {
+			break // lost on the way: the heartbeat will tell, and we list again
+		}
+		d = next
+	}
+	a.desired, a.listed, a.buffered, a.behind = d, true, nil, 0
+	return d, true
+}
+
+// Lists returns how often the agent listed its desired state: once at
+// start and after every reconnect or gap, never per event.
+func (a *Agent) Lists() uint64 { return a.lists.Load() }
+
+// update folds one of the node's updates into the desired state. It runs
+// on the watch goroutine.
+func (a *Agent) update(u api.NodeUpdate) {
+	a.dmu.Lock()
+	if !a.listed {
+		if len(a.buffered) < maxBuffered {
+			a.buffered = append(a.buffered, u)
+		}
+		a.dmu.Unlock()
+		return
+	}
+	next, ok := Fold(a.desired, u)
+	switch {
+	case !ok:
+		a.log.Info("gap in the node's updates: listing again", "have", a.desired.Index, "update", u.Index, "prev", u.Prev)
+		a.listed, a.buffered = false, []api.NodeUpdate{u}
+	case next.Index == a.desired.Index:
+		a.dmu.Unlock()
+		return // a duplicate or a late one
+	default:
+		a.desired = next
+	}
+	a.dmu.Unlock()
+	a.poke()
+}
+
+// maxBuffered bounds the updates kept while a list is due.
+const maxBuffered = 4096
+
+// relist marks the desired state as due for a list and asks for a pass.
+func (a *Agent) relist() {
+	a.dmu.Lock()
+	a.listed, a.buffered = false, nil
+	a.dmu.Unlock()
+	a.poke()
 }
 
 // setNames records which guests concern the agent, for the watcher.
@@ -288,7 +375,7 @@ func (a *Agent) guestDir(name string) string {
 const guestsDir = "guests"
 
 // watchDone pokes the loop when the guest ends.
-func (a *Agent) watchDone(ctx context.Context, inst *driver.Instance) {
+func (a *Agent) watchDone(ctx context.Context, inst Instance) {
 	go func() {
 		select {
 		case <-inst.Done():

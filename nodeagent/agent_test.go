@@ -14,9 +14,9 @@ import (
 
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/cgroupdriver/cgrouptest"
-	"github.com/corral-dev/corral/driver"
-	"github.com/corral-dev/corral/driver/drivertest"
 	"github.com/corral-dev/corral/events"
+	"github.com/corral-dev/corral/nodeagent/driver"
+	"github.com/corral-dev/corral/nodeagent/driver/drivertest"
 )
 
 func TestMain(m *testing.M) {

@@ -7,29 +7,29 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/corral-dev/corral/coordinator"
+	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/coordinator/bus"
 	"github.com/corral-dev/corral/events"
-	"github.com/corral-dev/corral/natsbus"
 )
 
 // Remote is the agent's Coordinator and Notifier over the real thing: the
 // coordinator's HTTP API for registration, desired state and reports, and
-// NATS for heartbeats and event notifications.
+// the bus for heartbeats, node updates and log reads.
 type Remote struct {
-	client *coordinator.Client
-	bus    *natsbus.Conn
+	client *api.Client
+	conn   *bus.Conn
 }
 
 // NewRemote returns a Remote for the API at addrs (comma-separated, fails
-// over) and the NATS connection bus.
-func NewRemote(addrs string, bus *natsbus.Conn, actor string) (*Remote, error) {
-	c, err := coordinator.NewClient(addrs)
+// over) and the bus connection conn.
+func NewRemote(addrs string, conn *bus.Conn, actor string) (*Remote, error) {
+	c, err := api.NewClient(addrs)
 	if err != nil {
 		return nil, err
 	}
 	c.Actor = actor
 	c.Retry = 5 * time.Second
-	return &Remote{client: c, bus: bus}, nil
+	return &Remote{client: c, conn: conn}, nil
 }
 
 var (
@@ -39,8 +39,8 @@ var (
 
 // refused wraps the coordinator's final refusals in ErrRefused.
 func refused(err error) error {
-	var ae *coordinator.APIError
-	if errors.As(err, &ae) && ae.Code != coordinator.CodeUnavailable && ae.Code != coordinator.CodeInternal {
+	var ae *api.APIError
+	if errors.As(err, &ae) && ae.Code != api.CodeUnavailable && ae.Code != api.CodeInternal {
 		return fmt.Errorf("%w: %v", ErrRefused, err)
 	}
 	return err
@@ -56,20 +56,13 @@ func (r *Remote) Desired(ctx context.Context, nodeID string) (Desired, error) {
 	if err != nil {
 		return Desired{}, err
 	}
-	out := Desired{Index: d.Index, Guests: make([]DesiredGuest, 0, len(d.Guests))}
-	for _, g := range d.Guests {
-		out.Guests = append(out.Guests, DesiredGuest{
-			Name: g.Name, Generation: g.Generation, Desired: g.Desired, Status: g.Status,
-			Definition: g.GuestDefined, Tuning: g.Tuning, Paused: g.Paused,
-		})
-	}
-	return out, nil
+	return Desired{Index: d.Index, Guests: d.Guests}, nil
 }
 
 func (r *Remote) Report(ctx context.Context, nodeID, secret string, items []Report) (uint64, error) {
-	out := make([]coordinator.ReportItem, len(items))
+	out := make([]api.ReportItem, len(items))
 	for i, it := range items {
-		out[i] = coordinator.NewReportItem(it.Guest, it.Payload)
+		out[i] = api.NewReportItem(it.Guest, it.Payload)
 	}
 	res, err := r.client.Report(ctx, nodeID, secret, out)
 	if err != nil {
@@ -79,27 +72,27 @@ func (r *Remote) Report(ctx context.Context, nodeID, secret string, items []Repo
 }
 
 func (r *Remote) Heartbeat(ctx context.Context, nodeID, secret string) (uint64, error) {
-	req, _ := json.Marshal(map[string]string{"secret": secret})
-	b, err := r.bus.Request(ctx, natsbus.HeartbeatSubject(nodeID), req)
+	req, _ := json.Marshal(api.HeartbeatRequest{Secret: secret})
+	b, err := r.conn.Request(ctx, bus.HeartbeatSubject(nodeID), req)
 	if err != nil {
 		return 0, err
 	}
-	var rep coordinator.HeartbeatReply
+	var rep api.HeartbeatReply
 	if err := json.Unmarshal(b, &rep); err != nil {
 		return 0, fmt.Errorf("corral: heartbeat reply: %w", err)
 	}
 	if rep.Error != "" {
 		return 0, fmt.Errorf("corral: heartbeat refused: %s", rep.Error)
 	}
-	return rep.Index, nil
+	return rep.NodeIndex, nil
 }
 
-func (r *Remote) Watch(ctx context.Context, fn func(e events.Event)) error {
-	return r.bus.WatchEvents(ctx, func(index uint64, data []byte) {
-		e, err := events.Decode(data)
-		if err != nil || e.Index != index {
-			return
+func (r *Remote) Watch(ctx context.Context, nodeID string, ready func(), fn func(api.NodeUpdate)) error {
+	return r.conn.Watch(ctx, bus.NodeSubject(nodeID), ready, func(m bus.Msg) {
+		var u api.NodeUpdate
+		if err := json.Unmarshal(m.Data, &u); err != nil || u.Index != m.Index {
+			return // unreadable: the gap shows at the next update
 		}
-		fn(e)
+		fn(u)
 	})
 }

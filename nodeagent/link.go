@@ -3,8 +3,6 @@ package nodeagent
 import (
 	"context"
 	"time"
-
-	"github.com/corral-dev/corral/events"
 )
 
 // heartbeat tells the coordinator the agent is alive every heartbeat
@@ -20,7 +18,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		// A slow answer is still an answer: fencing is decided by the time
 		// since the last success, not by one request's timeout.
 		hctx, cancel := context.WithTimeout(ctx, max(a.cfg.HeartbeatInterval, a.cfg.FenceTimeout/3))
-		idx, err := a.deps.Coordinator.Heartbeat(hctx, a.cfg.NodeID, a.secret)
+		nodeIdx, err := a.deps.Coordinator.Heartbeat(hctx, a.cfg.NodeID, a.secret)
 		cancel()
 		switch {
 		case ctx.Err() != nil:
@@ -30,11 +28,8 @@ func (a *Agent) heartbeat(ctx context.Context) {
 			if a.fenced.Swap(false) {
 				a.log.Info("coordinator reachable again: unfencing")
 				a.poke()
-			} else if idx > a.lastIndex.Load() {
-				// The log moved past what the agent has accounted for;
-				// a pass is cheap and catches notifications NATS lost.
-				a.poke()
 			}
+			a.checkBehind(nodeIdx)
 		case time.Since(lastOK) > a.cfg.FenceTimeout:
 			if !a.fenced.Swap(true) {
 				a.log.Warn("no heartbeat for longer than the fence timeout: fencing", "since", lastOK, "err", err)
@@ -49,37 +44,40 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	}
 }
 
-// watch follows the event stream and asks for a pass on every event that
-// may concern the node, on a gap in the indexes and on every (re)connect.
+// checkBehind lists again when the node's last event, as a heartbeat
+// reported it, is still missing from the desired state one heartbeat
+// later: its update was lost on the way.
+func (a *Agent) checkBehind(nodeIdx uint64) {
+	a.dmu.Lock()
+	lost := false
+	switch {
+	case !a.listed || nodeIdx <= a.desired.Index:
+		a.behind = 0
+	case a.behind > a.desired.Index:
+		lost = true
+	default:
+		a.behind = nodeIdx
+	}
+	a.dmu.Unlock()
+	if lost {
+		a.log.Info("an update for this node never arrived: listing again")
+		a.relist()
+	}
+}
+
+// watch follows the node's updates; each (re)subscription lists the
+// desired state again, since updates may have been missed meanwhile.
 func (a *Agent) watch(ctx context.Context) {
 	for {
-		a.poke()
-		err := a.deps.Notifier.Watch(ctx, a.notify)
+		err := a.deps.Notifier.Watch(ctx, a.cfg.NodeID, a.relist, a.update)
 		if ctx.Err() != nil {
 			return
 		}
-		a.log.Warn("event stream broke; resubscribing", "err", err)
+		a.log.Warn("node updates broke; resubscribing", "err", err)
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(a.cfg.HeartbeatInterval): // back off before resubscribing
-		}
-	}
-}
-
-// notify handles one delivered event. Events at or below the index the
-// agent has accounted for are duplicates or late and are dropped.
-func (a *Agent) notify(e events.Event) {
-	for {
-		last := a.lastIndex.Load()
-		if e.Index <= last {
-			return
-		}
-		if a.lastIndex.CompareAndSwap(last, e.Index) {
-			if e.Index > last+1 || e.Node == a.cfg.NodeID || (e.Guest != "" && a.concerns(e.Guest)) {
-				a.poke()
-			}
-			return
 		}
 	}
 }

@@ -10,10 +10,10 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/corral-dev/corral/coordinator"
-	"github.com/corral-dev/corral/driver"
+	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/coordinator/bus"
 	"github.com/corral-dev/corral/events"
-	"github.com/corral-dev/corral/natsbus"
+	"github.com/corral-dev/corral/nodeagent/driver"
 )
 
 // This file answers reads of the guests' output logs, which the drivers
@@ -25,7 +25,7 @@ import (
 var ErrNotHeld = errors.New("corral: guest not held by this node's agent")
 
 // maxLogRead bounds the bytes one log read returns.
-const maxLogRead = coordinator.LogChunkMax
+const maxLogRead = api.LogChunkMax
 
 // LogServer is implemented by a [Notifier] that can also deliver log reads
 // addressed to the node. ServeLogs calls read for each one, one at a time,
@@ -133,22 +133,22 @@ var _ LogServer = (*Remote)(nil)
 
 // ServeLogs answers the coordinator's log reads for nodeID over NATS.
 func (r *Remote) ServeLogs(ctx context.Context, nodeID string, read func(LogRead) LogChunk) error {
-	return r.bus.Serve(ctx, natsbus.LogsSubject(nodeID), func(req []byte) []byte {
-		var q coordinator.LogRequest
+	return r.conn.Serve(ctx, bus.LogsSubject(nodeID), func(req []byte) []byte {
+		var q api.LogRequest
 		var c LogChunk
 		if err := json.Unmarshal(req, &q); err != nil {
 			c.Err = fmt.Errorf("%w: log request: %v", events.ErrInvalid, err)
 		} else {
 			c = read(LogRead{Guest: q.Guest, Offset: q.Offset, Tail: q.Tail, Max: q.Max})
 		}
-		rep := coordinator.LogReply{Data: c.Data, Next: c.Next, Size: c.Size, Truncated: c.Truncated}
+		rep := api.LogReply{Data: c.Data, Next: c.Next, Size: c.Size, Truncated: c.Truncated}
 		if c.Err != nil {
-			rep = coordinator.LogReply{Code: coordinator.CodeInternal, Error: c.Err.Error()}
+			rep = api.LogReply{Code: api.CodeInternal, Error: c.Err.Error()}
 			switch {
 			case errors.Is(c.Err, ErrNotHeld):
-				rep.Code = coordinator.CodeNotFound
+				rep.Code = api.CodeNotFound
 			case errors.Is(c.Err, events.ErrInvalid):
-				rep.Code = coordinator.CodeInvalid
+				rep.Code = api.CodeInvalid
 			}
 		}
 		b, _ := json.Marshal(rep)

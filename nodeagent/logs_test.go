@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/corral-dev/corral/driver"
 	"github.com/corral-dev/corral/events"
+	"github.com/corral-dev/corral/nodeagent/driver"
 )
 
 func TestReadLogFile(t *testing.T) {

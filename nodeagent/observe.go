@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/corral-dev/corral/cgroupdriver"
-	"github.com/corral-dev/corral/driver"
+	"github.com/corral-dev/corral/nodeagent/driver"
 )
 
 // recordFile is the agent's own record in a guest's state directory, next

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/events"
 )
 
 // Phase is what the agent holds of a guest on its host.
@@ -240,11 +241,11 @@ func Fence(observed []Observed) []Action {
 	return out
 }
 
-// changedKnobs returns the knobs whose effective value for d differs from
-// the one applied; a knob applied earlier that d no longer sets goes back
-// to its default.
+// changedKnobs returns the knobs whose value for d differs from the one
+// applied; a knob applied earlier that d no longer sets goes back to its
+// default.
 func changedKnobs(d DesiredGuest, applied map[string]string) map[string]string {
-	want := Knobs(d)
+	want := d.Resources.Knobs()
 	out := map[string]string{}
 	for k, v := range want {
 		if applied[k] != v {
@@ -263,4 +264,14 @@ func changedKnobs(d DesiredGuest, applied map[string]string) map[string]string {
 		return nil
 	}
 	return out
+}
+
+// knobDefault is the value a knob returns to when its tuning is removed,
+// in the cgroup driver's text form; "" when it has none to return to.
+func knobDefault(knob string) string {
+	k, err := events.LookupKnob(knob)
+	if err != nil {
+		return ""
+	}
+	return k.Default
 }

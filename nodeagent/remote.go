@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/events"
 )
 
@@ -20,26 +21,29 @@ type Coordinator interface {
 	// Register records the node (node.registered) with the secret its
 	// later calls prove themselves with.
 	Register(ctx context.Context, node events.NodeRegistered, secret string) error
-	// Desired returns the node's desired state at some committed index.
+	// Desired lists the node's desired state at some committed index.
 	Desired(ctx context.Context, nodeID string) (Desired, error)
 	// Report commits items as events, in order, and returns the index of
 	// the last one committed. It fails with an error wrapping ErrRefused
 	// when the coordinator refuses an item for good.
 	Report(ctx context.Context, nodeID, secret string, items []Report) (index uint64, err error)
-	// Heartbeat tells the coordinator's leader that the agent is alive and
-	// returns the leader's committed index. It fails when the leader
-	// cannot be reached: that is what fences the node.
-	Heartbeat(ctx context.Context, nodeID, secret string) (index uint64, err error)
+	// Heartbeat tells the coordinator's leader that the agent is alive. It
+	// returns the index of the last event that concerned the node, and
+	// fails when the leader cannot be reached: that is what fences the
+	// node.
+	Heartbeat(ctx context.Context, nodeID, secret string) (nodeIndex uint64, err error)
 }
 
-// Notifier delivers committed events as NATS carries them: possibly
-// dropped, duplicated or out of order, each with its dense log index.
+// Notifier delivers the node's updates as the bus carries them: possibly
+// dropped, duplicated or out of order, each with its log index and the
+// index of the node's previous update.
 type Notifier interface {
-	// Watch calls fn for every event it receives until ctx is done or the
-	// subscription breaks, and returns why it stopped. fn runs on Watch's
-	// goroutine and returns quickly. The agent calls Watch again after
-	// an error and treats that as a reconnect (it resyncs).
-	Watch(ctx context.Context, fn func(e events.Event)) error
+	// Watch calls ready once the subscription to nodeID's updates is in
+	// place, then fn for every update it receives, until ctx is done or
+	// the subscription breaks, and returns why it stopped. fn runs on
+	// Watch's goroutine and returns quickly. The agent calls Watch again
+	// after an error and lists its desired state again.
+	Watch(ctx context.Context, nodeID string, ready func(), fn func(api.NodeUpdate)) error
 }
 
 // Desired is a node's desired state at a committed index of the log: the
@@ -49,34 +53,20 @@ type Desired struct {
 	Guests []DesiredGuest
 }
 
-// DesiredGuest is one guest placed on the node, as the log has it.
-type DesiredGuest struct {
-	Name string
-	// Generation is the index of the placement.
-	Generation uint64
-	// Desired is "running" or "stopped".
-	Desired string
-	// Status is what the log last heard: "placed", "running", "exited" or
-	// "failed".
-	Status     string
-	Definition events.GuestDefined
-	// Tuning maps a knob (events.KnobNames) to its canonical value, for
-	// the knobs set away from their defaults.
-	Tuning map[string]string
-	// Paused asks for the running guest to be kept suspended (frozen).
-	Paused bool
-}
+// DesiredGuest is one guest placed on the node, as the API carries it:
+// its definition, generation, desired state, and its groups' settings as
+// the cgroup driver's own type.
+type DesiredGuest = api.DesiredGuest
 
-// Desired states and statuses of a [DesiredGuest], as the coordinator
-// spells them.
+// Desired states and statuses of a [DesiredGuest], as the API spells them.
 const (
-	DesiredRunning = "running"
-	DesiredStopped = "stopped"
+	DesiredRunning = api.DesiredRunning
+	DesiredStopped = api.DesiredStopped
 
-	StatusPlaced  = "placed"
-	StatusRunning = "running"
-	StatusExited  = "exited"
-	StatusFailed  = "failed"
+	StatusPlaced  = api.StatusPlaced
+	StatusRunning = api.StatusRunning
+	StatusExited  = api.StatusExited
+	StatusFailed  = api.StatusFailed
 )
 
 // Report is one item the agent asks the coordinator to commit: Payload
@@ -85,4 +75,38 @@ const (
 type Report struct {
 	Guest   string
 	Payload events.Payload
+}
+
+// Fold applies one update to a desired state and returns the new one;
+// ok is false when the update does not follow what d holds (its node's
+// previous update is newer than d), and the node must list again. An
+// update at or below d.Index is a duplicate or late: d comes back
+// unchanged, ok true. Fold is pure; d is not modified.
+func Fold(d Desired, u api.NodeUpdate) (Desired, bool) {
+	if u.Index <= d.Index {
+		return d, true
+	}
+	if u.Prev > d.Index {
+		return d, false
+	}
+	out := Desired{Index: u.Index, Guests: make([]DesiredGuest, 0, len(d.Guests)+1)}
+	name := u.Removed
+	if u.Guest != nil {
+		name = u.Guest.Name
+	}
+	placed := false
+	for _, g := range d.Guests {
+		if g.Name != name || name == "" {
+			out.Guests = append(out.Guests, g)
+			continue
+		}
+		if u.Guest != nil {
+			out.Guests = append(out.Guests, *u.Guest)
+			placed = true
+		}
+	}
+	if u.Guest != nil && !placed {
+		out.Guests = append(out.Guests, *u.Guest)
+	}
+	return out, true
 }

@@ -92,10 +92,7 @@ func (a *Agent) checkDrift(ctx context.Context) {
 		}
 		items := make([]Report, 0, len(drifted))
 		for _, o := range drifted {
-			knob := knobOfField(o.Knob)
-			if knob == "" {
-				knob = o.Knob
-			}
+			knob := o.Knob
 			a.log.Warn("drift", "guest", g.name, "knob", knob, "file", o.File, "expected", o.Want, "found", o.Got, "corrected", aerr == nil)
 			items = append(items, Report{Guest: g.name, Payload: &events.GuestDrift{
 				Node: a.cfg.NodeID, Generation: g.gen, Knob: knob, Expected: o.Want, Found: o.Got, Corrected: aerr == nil}})

@@ -11,10 +11,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/corral-dev/corral/cgroupdriver"
-	"github.com/corral-dev/corral/driver"
+	"github.com/corral-dev/corral/coordinator/bus"
 	"github.com/corral-dev/corral/events"
-	"github.com/corral-dev/corral/natsbus"
 	"github.com/corral-dev/corral/nodeagent"
+	"github.com/corral-dev/corral/nodeagent/driver"
 )
 
 // agentOptions are the flags of corral agent, and of the local agent of
@@ -49,7 +49,7 @@ func (o *agentOptions) flags(cmd *cobra.Command, stateDirDefault string) {
 // agentRun holds what a running agent needs closed.
 type agentRun struct {
 	agent *nodeagent.Agent
-	bus   *natsbus.Conn
+	bus   *bus.Conn
 }
 
 // startAgent builds the node agent for o against the API at addrs and
@@ -90,7 +90,7 @@ func (a *app) startAgent(ctx context.Context, o agentOptions, addrs, natsURL str
 	if err != nil {
 		return nil, nil, err
 	}
-	bus, err := natsbus.Dial(natsURL, "corral-agent-"+o.nodeID)
+	bus, err := bus.Dial(natsURL, "corral-agent-"+o.nodeID)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -99,7 +99,7 @@ func (a *app) startAgent(ctx context.Context, o agentOptions, addrs, natsURL str
 		bus.Close()
 		return nil, nil, err
 	}
-	ag, err := nodeagent.New(cfg, nodeagent.Deps{Coordinator: remote, Notifier: remote, Cgroups: cg, Drivers: drivers, Logger: log.With("agent", o.nodeID)})
+	ag, err := nodeagent.New(cfg, nodeagent.Deps{Coordinator: remote, Notifier: remote, Cgroups: cg, Drivers: nodeagent.HostDrivers{Set: drivers}, Logger: log.With("agent", o.nodeID)})
 	if err != nil {
 		bus.Close()
 		return nil, nil, err

@@ -11,21 +11,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/coordinator/api"
+
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/cgroupdriver/cgrouptest"
-	"github.com/corral-dev/corral/coordinator"
 )
 
-func guestView(t *testing.T, p *devProcess, name string) *coordinator.GuestView {
+func guestView(t *testing.T, p *devProcess, name string) *api.GuestView {
 	t.Helper()
-	var g coordinator.GuestView
+	var g api.GuestView
 	if err := json.Unmarshal([]byte(p.ok("guest", "show", name, "-o", "json")), &g); err != nil {
 		t.Fatal(err)
 	}
 	return &g
 }
 
-func waitGuest(t *testing.T, p *devProcess, name, what string, cond func(*coordinator.GuestView) bool) *coordinator.GuestView {
+func waitGuest(t *testing.T, p *devProcess, name, what string, cond func(*api.GuestView) bool) *api.GuestView {
 	t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	for {
@@ -62,7 +63,7 @@ func TestDevAgentRunsGuests(t *testing.T) {
 	p, cg := startAgentDev(t, []string{"web", "hog"}, "--usage-interval", "300ms")
 
 	p.ok("guest", "create", "web", "--driver", "process", "--memory", "64MiB", "--cpu-shares", "1024", "--", "/bin/sleep", "1000")
-	g := waitGuest(t, p, "web", "ran", func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusRunning && g.PID > 0 })
+	g := waitGuest(t, p, "web", "ran", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
 	dirs, err := cg.Paths(cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: "web"})
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +83,7 @@ func TestDevAgentRunsGuests(t *testing.T) {
 
 	// Tuning goes through the log to the file, and the agent says what it wrote.
 	p.ok("schedinfo", "web", "--set", "cpu_shares=500")
-	waitGuest(t, p, "web", "applied cpu_shares 500", func(g *coordinator.GuestView) bool { return g.Applied["cpu_shares"] == "500" })
+	waitGuest(t, p, "web", "applied cpu_shares 500", func(g *api.GuestView) bool { return g.Applied["cpu_shares"] == "500" })
 	if v := groupFile(t, dirs, "cpu.shares"); v != "500" {
 		t.Errorf("cpu.shares after schedinfo = %s, want 500", v)
 	}
@@ -90,7 +91,7 @@ func TestDevAgentRunsGuests(t *testing.T) {
 		t.Errorf("history lacks the tuning and its application:\n%s", out)
 	}
 	// Usage events flow for it.
-	waitGuest(t, p, "web", "reported usage", func(g *coordinator.GuestView) bool { return g.Usage != nil && g.Usage.MemoryBytes > 0 })
+	waitGuest(t, p, "web", "reported usage", func(g *api.GuestView) bool { return g.Usage != nil && g.Usage.MemoryBytes > 0 })
 
 	// Suspend freezes the guest's groups; resume thaws them.
 	p.ok("guest", "suspend", "web")
@@ -103,14 +104,14 @@ func TestDevAgentRunsGuests(t *testing.T) {
 
 	// A guest that allocates past its limit is OOM-killed, and says so.
 	p.ok("guest", "create", "hog", "--driver", "process", "--memory", "16MiB", "--", "/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1")
-	hog := waitGuest(t, p, "hog", "ended", func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusExited })
+	hog := waitGuest(t, p, "hog", "ended", func(g *api.GuestView) bool { return g.Status == api.StatusExited })
 	if hog.LastExit == nil || !hog.LastExit.OOMKilled {
 		t.Errorf("hog ended without an OOM kill: %+v", hog.LastExit)
 	}
 
 	// Stop, then destroy: the process ends and no group is left.
 	p.ok("guest", "stop", "web")
-	waitGuest(t, p, "web", "stopped", func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusExited })
+	waitGuest(t, p, "web", "stopped", func(g *api.GuestView) bool { return g.Status == api.StatusExited })
 	if err := syscall.Kill(g.PID, 0); err == nil {
 		t.Errorf("pid %d still runs after stop", g.PID)
 	}
@@ -157,7 +158,7 @@ func TestDevAgentBadGuests(t *testing.T) {
 	p.ok("guest", "create", "norootfs", "--driver", "lxc", "--memory", "32MiB", "--rootfs", "/no/such/rootfs", "--", "/bin/sh")
 	p.ok("guest", "create", "nokernel", "--driver", "qemu", "--memory", "128MiB", "--kernel", "/no/such/vmlinuz")
 	for _, n := range []string{"nocmd", "norootfs", "nokernel"} {
-		g := waitGuest(t, p, n, "failed", func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusFailed })
+		g := waitGuest(t, p, n, "failed", func(g *api.GuestView) bool { return g.Status == api.StatusFailed })
 		if g.LastExit == nil || g.LastExit.Error == "" {
 			t.Errorf("%s failed without a reason: %+v", n, g.LastExit)
 			continue
@@ -167,7 +168,7 @@ func TestDevAgentBadGuests(t *testing.T) {
 		}
 	}
 	p.ok("guest", "create", "good", "--driver", "process", "--memory", "32MiB", "--", "/bin/sleep", "1000")
-	waitGuest(t, p, "good", "ran", func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusRunning })
+	waitGuest(t, p, "good", "ran", func(g *api.GuestView) bool { return g.Status == api.StatusRunning })
 }
 
 // startAgentDev starts corral dev with its node agent on a fresh cgroup

@@ -13,9 +13,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spf13/cobra"
+	"github.com/corral-dev/corral/coordinator/api"
 
-	"github.com/corral-dev/corral/coordinator"
+	"github.com/spf13/cobra"
 )
 
 // defaultAddr is the API address client commands use when neither --addr
@@ -202,7 +202,7 @@ func (a *app) clientFlags(cmd *cobra.Command) *cobra.Command {
 const readRetry = 3 * time.Second
 
 // readClient returns an API client for commands that only read.
-func (a *app) readClient() (*coordinator.Client, error) {
+func (a *app) readClient() (*api.Client, error) {
 	c, err := a.client()
 	if err != nil {
 		return nil, err
@@ -214,8 +214,8 @@ func (a *app) readClient() (*coordinator.Client, error) {
 // client returns an API client for --addr whose writes are attributed to
 // the local user. Writes keep retrying, with the same request ID, for the
 // client's default time, which outlasts a leader election.
-func (a *app) client() (*coordinator.Client, error) {
-	c, err := coordinator.NewClient(a.addr)
+func (a *app) client() (*api.Client, error) {
+	c, err := api.NewClient(a.addr)
 	if err != nil {
 		return nil, err
 	}

@@ -14,12 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/coordinator/cluster"
+
+	"github.com/corral-dev/corral/coordinator/api"
+
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/cgroupdriver/cgrouptest"
-	"github.com/corral-dev/corral/coordinator"
-	"github.com/corral-dev/corral/driver"
-	"github.com/corral-dev/corral/driver/drivertest"
 	"github.com/corral-dev/corral/events"
+	"github.com/corral-dev/corral/nodeagent/driver"
+	"github.com/corral-dev/corral/nodeagent/driver/drivertest"
 )
 
 // How much the benchmark starts: process and lxc guests timed per driver,
@@ -63,7 +66,7 @@ func BenchmarkDevGuestStart(b *testing.B) {
 	dir := b.TempDir()
 	p := startDevWith(b, dir, "--cgroup-partition", part, "--qemu-accel", "tcg",
 		"--usage-interval", benchUsageInterval.String(), "--log-level", "info")
-	c, err := coordinator.NewClient(p.api)
+	c, err := api.NewClient(p.api)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -84,11 +87,11 @@ func BenchmarkDevGuestStart(b *testing.B) {
 	defs := []struct {
 		kind cgroupdriver.Kind
 		n    int
-		cg   coordinator.CreateGuest
+		cg   api.CreateGuest
 	}{
-		{cgroupdriver.KindProcess, benchGuests, coordinator.CreateGuest{Driver: "process", Memory: "64MiB", Command: []string{"/bin/sleep", "1000"}}},
-		{cgroupdriver.KindLXC, benchGuests, coordinator.CreateGuest{Driver: "lxc", Memory: "64MiB", Rootfs: rootfs, Command: []string{"/bin/sleep", "1000"}}},
-		{cgroupdriver.KindQEMU, benchVMs, coordinator.CreateGuest{Driver: "qemu", Memory: "128MiB", Kernel: vm.Kernel, Initrd: vm.Initramfs}},
+		{cgroupdriver.KindProcess, benchGuests, api.CreateGuest{Driver: "process", Memory: "64MiB", Command: []string{"/bin/sleep", "1000"}}},
+		{cgroupdriver.KindLXC, benchGuests, api.CreateGuest{Driver: "lxc", Memory: "64MiB", Rootfs: rootfs, Command: []string{"/bin/sleep", "1000"}}},
+		{cgroupdriver.KindQEMU, benchVMs, api.CreateGuest{Driver: "qemu", Memory: "128MiB", Kernel: vm.Kernel, Initrd: vm.Initramfs}},
 	}
 	alone := h.driverAlone(b)
 	b.ResetTimer()
@@ -119,7 +122,7 @@ func BenchmarkDevGuestStart(b *testing.B) {
 type benchHarness struct {
 	b       *testing.B
 	p       *devProcess
-	c       *coordinator.Client
+	c       *api.Client
 	cg      *cgroupdriver.Driver
 	ctx     context.Context
 	watch   *startWatch
@@ -135,7 +138,7 @@ type stageTimes struct{ commit, schedule, agent, report []time.Duration }
 // the event stream. Process and lxc guests are left running until all n
 // were timed (as a busy node would hold them); a VM is destroyed before
 // the next is created, so that earlier boots do not slow later ones.
-func (h *benchHarness) endToEnd(prefix string, tmpl coordinator.CreateGuest, n int, kind cgroupdriver.Kind) ([]time.Duration, stageTimes) {
+func (h *benchHarness) endToEnd(prefix string, tmpl api.CreateGuest, n int, kind cgroupdriver.Kind) ([]time.Duration, stageTimes) {
 	b := h.b
 	var took []time.Duration
 	var st stageTimes
@@ -179,8 +182,8 @@ func (h *benchHarness) destroyAll(gs []cgroupdriver.Guest) {
 	b := h.b
 	for _, g := range gs {
 		if _, err := h.c.GuestAction(context.Background(), g.ID, "destroy"); err != nil {
-			var ae *coordinator.APIError
-			if !errors.As(err, &ae) || ae.Code != coordinator.CodeNotFound {
+			var ae *api.APIError
+			if !errors.As(err, &ae) || ae.Code != api.CodeNotFound {
 				b.Errorf("destroy %s: %v", g.ID, err)
 			}
 		}
@@ -209,7 +212,7 @@ func (h *benchHarness) agentCPU(prefix string) (perGuestUs, idleMs, busyMs float
 	window := benchCPUWindow * benchUsageInterval
 	idle := h.cpuOver(window)
 
-	tmpl := coordinator.CreateGuest{Driver: "process", Memory: "16MiB", Command: []string{"/bin/sleep", "1000"}}
+	tmpl := api.CreateGuest{Driver: "process", Memory: "16MiB", Command: []string{"/bin/sleep", "1000"}}
 	gs := make([]cgroupdriver.Guest, benchIdle)
 	seen := make([]<-chan startSeen, benchIdle)
 	for i := range gs {
@@ -302,7 +305,7 @@ func (h *benchHarness) driverAlone(b *testing.B) *soloDrivers {
 
 // time starts n guests like tmpl with Set.Start and returns how long each
 // Start took. VMs are destroyed one by one, the others after all n.
-func (s *soloDrivers) time(tmpl coordinator.CreateGuest, n int, oneByOne bool) []time.Duration {
+func (s *soloDrivers) time(tmpl api.CreateGuest, n int, oneByOne bool) []time.Duration {
 	b := s.b
 	var took []time.Duration
 	var insts []*driver.Instance
@@ -321,7 +324,7 @@ func (s *soloDrivers) time(tmpl coordinator.CreateGuest, n int, oneByOne bool) [
 		s.seq++
 		g := tmpl
 		g.Name = fmt.Sprintf("solo-%d", s.seq)
-		def, err := g.Definition()
+		def, err := (&cluster.CreateGuest{CreateGuest: g}).Definition()
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -376,8 +379,8 @@ func (w *startWatch) expect(name string) <-chan startSeen {
 	return ch
 }
 
-func (w *startWatch) follow(ctx context.Context, c *coordinator.Client) {
-	q := coordinator.EventQuery{Follow: true, Types: []string{
+func (w *startWatch) follow(ctx context.Context, c *api.Client) {
+	q := api.EventQuery{Follow: true, Types: []string{
 		events.TypeGuestDefined.String(), events.TypeGuestPlaced.String(),
 		events.TypeGuestStarted.String(), events.TypeGuestExited.String()}}
 	c.Events(ctx, q, func(e events.Event) error {

@@ -12,9 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/coordinator/api"
+
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/cgroupdriver/cgrouptest"
-	"github.com/corral-dev/corral/coordinator"
 )
 
 // daemon is a corral server or agent run as its own process.
@@ -174,7 +175,7 @@ func TestServerAndTwoAgents(t *testing.T) {
 		ok("guest", "create", "g-"+id, "--driver", "process", "--memory", "32MiB", "--constraint", "name="+id, "--", "/bin/sleep", "1000")
 	}
 	for _, id := range []string{"a1", "a2"} {
-		g := waitView(t, env, "g-"+id, func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusRunning && g.PID > 0 })
+		g := waitView(t, env, "g-"+id, func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
 		if g.Node != id {
 			t.Fatalf("g-%s runs on %s", id, g.Node)
 		}
@@ -193,7 +194,7 @@ func TestServerAndTwoAgents(t *testing.T) {
 	if len(procs) != 1 || procs[0] != strconv.Itoa(pids["a1"]) {
 		t.Fatalf("after the agent restart the group holds %v, want only %d", procs, pids["a1"])
 	}
-	if g := waitView(t, env, "g-a1", func(*coordinator.GuestView) bool { return true }); g.PID != pids["a1"] || g.Status != coordinator.StatusRunning {
+	if g := waitView(t, env, "g-a1", func(*api.GuestView) bool { return true }); g.PID != pids["a1"] || g.Status != api.StatusRunning {
 		t.Fatalf("after the agent restart: status %s pid %d, want running %d", g.Status, g.PID, pids["a1"])
 	}
 	if n := strings.Count(ok("events", "--guest", "g-a1", "--type", "guest.started", "-o", "json"), "\n"); n != 1 {
@@ -213,18 +214,18 @@ func TestServerAndTwoAgents(t *testing.T) {
 		waitFile(t, d, "freezer.state", "THAWED")
 	}
 	for id, pid := range pids {
-		if g := waitView(t, env, "g-"+id, func(*coordinator.GuestView) bool { return true }); g.PID != pid {
+		if g := waitView(t, env, "g-"+id, func(*api.GuestView) bool { return true }); g.PID != pid {
 			t.Errorf("g-%s has pid %d after the fence, want %d", id, g.PID, pid)
 		}
 	}
 }
 
-func waitView(t *testing.T, env []string, name string, cond func(*coordinator.GuestView) bool) *coordinator.GuestView {
+func waitView(t *testing.T, env []string, name string, cond func(*api.GuestView) bool) *api.GuestView {
 	t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	for {
 		r := runCorral(t, env, "guest", "show", name, "-o", "json")
-		var g coordinator.GuestView
+		var g api.GuestView
 		if r.code == 0 {
 			if err := jsonUnmarshal(r.stdout, &g); err == nil && cond(&g) {
 				return &g

@@ -49,7 +49,7 @@ func (a *app) serve(ctx context.Context, name string, cfg coordinator.Config, st
 		}
 		cfg.DataDir = dir
 	}
-	s, err := coordinator.New(cfg)
+	s, err := coordinator.New(cfg, coordinator.Deps{})
 	if err != nil {
 		return err
 	}

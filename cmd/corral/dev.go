@@ -11,8 +11,8 @@ import (
 
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/coordinator"
+	"github.com/corral-dev/corral/coordinator/bus"
 	"github.com/corral-dev/corral/events"
-	"github.com/corral-dev/corral/natsbus"
 )
 
 type devOptions struct {
@@ -77,7 +77,7 @@ func (a *app) runDev(cmd *cobra.Command, o devOptions) error {
 	cfg := coordinator.DefaultConfig(dir)
 	cfg.HTTPAddr = o.httpAddr
 	cfg.RaftAddr = o.raftAddr
-	cfg.NATS = natsbus.EmbeddedConfig{Port: o.natsPort}
+	cfg.NATS = bus.EmbeddedConfig{Port: o.natsPort}
 	cfg.Logger = log
 	if o.noAgent {
 		cfg.Nodes = []events.NodeRegistered{node}

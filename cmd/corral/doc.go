@@ -4,7 +4,7 @@
 // cluster, schedinfo, memtune). USAGE.md lists every command and flag.
 //
 // It only wires: configuration comes from flags into coordinator.Config,
-// requests go through coordinator.Client, values are validated with the
+// requests go through api.Client, values are validated with the
 // events package's own checks. Nothing here decides cluster behaviour, and
 // nothing imports this package. One file per command (dev.go, server.go,
 // guest.go, …); app.go holds the command tree, error reporting and exit

@@ -11,10 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/coordinator/api"
+
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/cgroupdriver/cgrouptest"
-	"github.com/corral-dev/corral/coordinator"
-	"github.com/corral-dev/corral/driver/drivertest"
+	"github.com/corral-dev/corral/nodeagent/driver/drivertest"
 )
 
 // TestDevAgentRunsContainersAndVMs drives corral dev with its node agent
@@ -49,7 +50,7 @@ func TestDevAgentRunsContainersAndVMs(t *testing.T) {
 		destroyOnCleanup(t, p, cg, g)
 		p.ok("guest", "create", "ct", "--driver", "lxc", "--memory", "64MiB", "--rootfs", rootfs,
 			"--", "/bin/sh", "-c", "hostname; sleep 1000")
-		v := waitGuest(t, p, "ct", "ran", func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusRunning && g.PID > 0 })
+		v := waitGuest(t, p, "ct", "ran", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
 		dirs := requireInGroups(t, cg, g, v.PID)
 		if got := groupFile(t, dirs, "memory.limit_in_bytes"); got != strconv.Itoa(64<<20) {
 			t.Errorf("memory.limit_in_bytes = %s, want %d", got, 64<<20)
@@ -72,7 +73,7 @@ func TestDevAgentRunsContainersAndVMs(t *testing.T) {
 		g := cgroupdriver.Guest{Kind: cgroupdriver.KindQEMU, ID: "vm"}
 		destroyOnCleanup(t, p, cg, g)
 		p.ok("guest", "create", "vm", "--driver", "qemu", "--memory", "128MiB", "--kernel", a.Kernel, "--initrd", a.Initramfs)
-		v := waitGuest(t, p, "vm", "ran", func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusRunning && g.PID > 0 })
+		v := waitGuest(t, p, "vm", "ran", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
 		dirs := requireInGroups(t, cg, g, v.PID)
 		if comm, _ := os.ReadFile("/proc/" + strconv.Itoa(v.PID) + "/comm"); !strings.HasPrefix(string(comm), "qemu") {
 			t.Errorf("guest pid %d is %q, not QEMU", v.PID, comm)

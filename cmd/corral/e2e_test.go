@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/corral-dev/corral/coordinator"
+	"github.com/corral-dev/corral/coordinator/api"
+
 	"github.com/corral-dev/corral/events"
 )
 
@@ -63,9 +65,9 @@ func lastIndex(t *testing.T, p *devProcess) uint64 {
 	return checkEventLine(t, lines[len(lines)-1]).Index
 }
 
-func guestJSON(t *testing.T, p *devProcess, name string) *coordinator.Guest {
+func guestJSON(t *testing.T, p *devProcess, name string) *api.Guest {
 	t.Helper()
-	var g coordinator.Guest
+	var g api.Guest
 	if err := json.Unmarshal([]byte(p.ok("guest", "show", name, "-o", "json")), &g); err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +92,7 @@ func TestDevEndToEnd(t *testing.T) {
 	}
 	coordinator.WaitFor(t, waitTimeout, "web to be placed on test-node", func() bool {
 		g := guestJSON(t, p, "web")
-		return g.Status == coordinator.StatusPlaced && g.Node == "test-node"
+		return g.Status == api.StatusPlaced && g.Node == "test-node"
 	})
 
 	t.Run("bad input appends nothing", func(t *testing.T) {
@@ -133,7 +135,7 @@ func TestDevEndToEnd(t *testing.T) {
 		if !strings.HasPrefix(out, "NAME ") || !containsRow(out, "web", "process", "running", "placed", "test-node", "64MiB", "1", "1024") {
 			t.Errorf("guest list:\n%s", out)
 		}
-		var gs []*coordinator.Guest
+		var gs []*api.Guest
 		if err := json.Unmarshal([]byte(p.ok("guest", "list", "-o", "json")), &gs); err != nil || len(gs) != 1 || gs[0].Name != "web" {
 			t.Errorf("guest list -o json: %v %+v", err, gs)
 		}
@@ -195,11 +197,7 @@ func TestDevEndToEnd(t *testing.T) {
 
 	t.Run("state at", func(t *testing.T) {
 		p.ok("guest", "create", "later", "--driver", "process", "--memory", "32MiB", "--no-start", "--command", "/bin/sh -c 'exit 0'")
-		type state struct {
-			Index  uint64                        `json:"index"`
-			Guests map[string]*coordinator.Guest `json:"guests"`
-		}
-		var then, now state
+		var then, now api.State
 		at := strconv.FormatUint(beforeTune, 10)
 		if err := json.Unmarshal([]byte(p.ok("state", "--at", at, "-o", "json")), &then); err != nil {
 			t.Fatal(err)
@@ -207,13 +205,21 @@ func TestDevEndToEnd(t *testing.T) {
 		if err := json.Unmarshal([]byte(p.ok("state", "-o", "json")), &now); err != nil {
 			t.Fatal(err)
 		}
-		if then.Index != beforeTune || then.Guests["web"] == nil || then.Guests["web"].Knob("cpu_shares") != "1024" || then.Guests["later"] != nil {
+		guest := func(st api.State, name string) *api.Guest {
+			for _, g := range st.Guests {
+				if g.Name == name {
+					return g
+				}
+			}
+			return nil
+		}
+		if web := guest(then, "web"); then.Index != beforeTune || web == nil || web.Knob("cpu_shares") != "1024" || web.CPUShares != 1024 || guest(then, "later") != nil {
 			t.Errorf("state --at %s: %+v", at, then)
 		}
-		if now.Guests["web"] == nil || now.Guests["web"].Knob("cpu_shares") != "500" || now.Guests["later"] == nil {
+		if web := guest(now, "web"); web == nil || web.Knob("cpu_shares") != "500" || web.CPUShares != 500 || guest(now, "later") == nil {
 			t.Errorf("state now: %+v", now)
 		}
-		if got := now.Guests["later"].Command; !reflect.DeepEqual(got, []string{"/bin/sh", "-c", "exit 0"}) {
+		if got := guest(now, "later").Command; !reflect.DeepEqual(got, []string{"/bin/sh", "-c", "exit 0"}) {
 			t.Errorf("--command split into %q", got)
 		}
 		out := p.ok("state", "--at", at)
@@ -225,7 +231,7 @@ func TestDevEndToEnd(t *testing.T) {
 
 	t.Run("lifecycle", func(t *testing.T) {
 		p.ok("guest", "stop", "web")
-		if g := guestJSON(t, p, "web"); g.Desired != coordinator.DesiredStopped {
+		if g := guestJSON(t, p, "web"); g.Desired != api.DesiredStopped {
 			t.Errorf("after stop desired is %q", g.Desired)
 		}
 		p.ok("guest", "start", "web")

@@ -6,14 +6,15 @@ import (
 	"io"
 	"strings"
 
+	"github.com/corral-dev/corral/coordinator/api"
+
 	"github.com/spf13/cobra"
 
-	"github.com/corral-dev/corral/coordinator"
 	"github.com/corral-dev/corral/events"
 )
 
 func (a *app) eventsCommand() *cobra.Command {
-	var q coordinator.EventQuery
+	var q api.EventQuery
 	cmd := &cobra.Command{
 		Use:   "events",
 		Short: "Print events from the log, optionally following new ones",
@@ -40,8 +41,8 @@ first retained index.`,
 			}
 			out := a.eventWriter(q.Follow, true)
 			err = c.Events(cmd.Context(), q, out.write)
-			var ae *coordinator.APIError
-			if err != nil && out.n == 0 && !cmd.Flags().Changed("since") && errors.As(err, &ae) && ae.Code == coordinator.CodeGone && ae.FirstIndex > 0 {
+			var ae *api.APIError
+			if err != nil && out.n == 0 && !cmd.Flags().Changed("since") && errors.As(err, &ae) && ae.Code == api.CodeGone && ae.FirstIndex > 0 {
 				// No --since means "from the oldest retained event", not
 				// "from index 1": start where retention left off.
 				q.Since = ae.FirstIndex - 1
@@ -71,7 +72,7 @@ func typeList() string {
 }
 
 // checkEventQuery refuses filters the server would refuse, before asking.
-func checkEventQuery(q coordinator.EventQuery) error {
+func checkEventQuery(q api.EventQuery) error {
 	for _, t := range q.Types {
 		if _, err := events.ParseType(strings.TrimSpace(t)); err != nil {
 			return err

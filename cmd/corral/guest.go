@@ -6,9 +6,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/corral-dev/corral/coordinator/api"
+
 	"github.com/spf13/cobra"
 
-	"github.com/corral-dev/corral/coordinator"
 	"github.com/corral-dev/corral/events"
 )
 
@@ -97,7 +98,7 @@ func (a *app) guestShowCommand() *cobra.Command {
 	}
 }
 
-func printGuest(a *app, gv *coordinator.GuestView) error {
+func printGuest(a *app, gv *api.GuestView) error {
 	g := &gv.Guest
 	t := newTable(a.stdout, "Name:", g.Name)
 	t.row("Driver:", g.Driver)
@@ -204,7 +205,7 @@ func (a *app) guestActionCommand(action, short, done string) *cobra.Command {
 
 // printWrite reports a committed write: its JSON answer, or what happened
 // and at which index.
-func (a *app) printWrite(res coordinator.WriteResult, what string) error {
+func (a *app) printWrite(res api.WriteResult, what string) error {
 	if a.json() {
 		return writeJSON(a.stdout, res)
 	}

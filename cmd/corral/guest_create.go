@@ -5,9 +5,12 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/corral-dev/corral/coordinator/cluster"
+
+	"github.com/corral-dev/corral/coordinator/api"
+
 	"github.com/spf13/cobra"
 
-	"github.com/corral-dev/corral/coordinator"
 	"github.com/corral-dev/corral/events"
 )
 
@@ -102,12 +105,12 @@ quotes respected, nothing expanded) or as the arguments after --.`,
 
 // request builds and checks the create command locally, so that a mistake
 // is reported without a round trip; the server checks it again.
-func (o *createOptions) request(cmd *cobra.Command, args []string) (coordinator.CreateGuest, error) {
+func (o *createOptions) request(cmd *cobra.Command, args []string) (api.CreateGuest, error) {
 	name, err := guestName(args)
 	if err != nil {
-		return coordinator.CreateGuest{}, err
+		return api.CreateGuest{}, err
 	}
-	req := coordinator.CreateGuest{
+	req := api.CreateGuest{
 		Name: name, Driver: o.driver, Memory: o.memory, VCPUs: o.vcpus, CPUShares: o.cpuShares,
 		Rootfs: o.rootfs, Kernel: o.kernel, Initrd: o.initrd, NoStart: o.noStart,
 		Constraints: o.constraints, SpreadBy: o.spreadBy, CPUSet: o.cpuset,
@@ -149,13 +152,13 @@ func (o *createOptions) request(cmd *cobra.Command, args []string) (coordinator.
 	if o.vcpus < 1 {
 		return req, &events.FieldError{Field: "vcpus", Value: strconv.Itoa(o.vcpus), Want: fmt.Sprintf("use 1 to %d", events.MaxVCPUs)}
 	}
-	if _, err := req.Definition(); err != nil {
+	if _, err := (&cluster.CreateGuest{CreateGuest: req}).Definition(); err != nil {
 		return req, err
 	}
 	return req, nil
 }
 
-func (a *app) printDryRun(cmd *cobra.Command, c *coordinator.Client, req coordinator.CreateGuest) error {
+func (a *app) printDryRun(cmd *cobra.Command, c *api.Client, req api.CreateGuest) error {
 	p, err := c.DryRun(cmd.Context(), req)
 	if err != nil {
 		return err

@@ -1,13 +1,12 @@
 package main
 
 import (
+	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/spf13/cobra"
-
-	"github.com/corral-dev/corral/coordinator"
 )
 
 func (a *app) guestLogsCommand() *cobra.Command {
-	var q coordinator.LogQuery
+	var q api.LogQuery
 	cmd := &cobra.Command{
 		Use:   "logs NAME",
 		Short: "Print a guest's output (stdout and stderr, or a QEMU guest's serial console)",

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/corral-dev/corral/coordinator"
+	"github.com/corral-dev/corral/coordinator/api"
 )
 
 // TestDevGuestLogs runs process guests under corral dev's node agent on
@@ -15,7 +15,7 @@ import (
 // clear refusal for a guest that does not exist.
 func TestDevGuestLogs(t *testing.T) {
 	p, _ := startAgentDev(t, []string{"hello", "ticker"})
-	running := func(g *coordinator.GuestView) bool { return g.Status == coordinator.StatusRunning && g.PID > 0 }
+	running := func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 }
 
 	p.ok("guest", "create", "hello", "--driver", "process", "--memory", "32MiB", "--", "/bin/sh", "-c", "echo hello-from-guest; sleep 1000")
 	waitGuest(t, p, "hello", "ran", running)

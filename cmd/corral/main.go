@@ -4,7 +4,7 @@ import (
 	"os"
 
 	"github.com/corral-dev/corral/cgroupdriver"
-	"github.com/corral-dev/corral/driver"
+	"github.com/corral-dev/corral/nodeagent/driver"
 )
 
 func main() {

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/corral-dev/corral/cgroupdriver"
-	"github.com/corral-dev/corral/driver"
+	"github.com/corral-dev/corral/nodeagent/driver"
 )
 
 // corralBin is the binary under test, built once by TestMain.

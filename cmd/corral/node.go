@@ -5,9 +5,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/corral-dev/corral/coordinator/api"
+
 	"github.com/spf13/cobra"
 
-	"github.com/corral-dev/corral/coordinator"
 	"github.com/corral-dev/corral/events"
 )
 
@@ -46,7 +47,7 @@ func nodeTable(a *app) *table {
 	return newTable(a.stdout, "ID", "STATUS", "ELIGIBILITY", "CPUS", "MEMORY", "RESERVED", "ALLOCATED", "GUESTS")
 }
 
-func nodeRow(t *table, n *coordinator.Node, mem int64, vcpus, guests int) {
+func nodeRow(t *table, n *api.Node, mem int64, vcpus, guests int) {
 	elig := n.Eligibility
 	if n.Drain != nil && !n.Drain.Deadline.IsZero() {
 		elig += " until " + formatTime(n.Drain.Deadline)
@@ -130,7 +131,7 @@ again with "corral node eligibility ID --enable". --cancel stops a drain.`,
 			if deadline < 0 || maxParallel < 0 {
 				return usagef("--deadline and --max-parallel must not be negative")
 			}
-			req := coordinator.SetEligibility{ID: id, Eligibility: events.Draining, MaxParallel: maxParallel}
+			req := api.SetEligibility{ID: id, Eligibility: events.Draining, MaxParallel: maxParallel}
 			if deadline > 0 {
 				req.Deadline = time.Now().Add(deadline)
 			}
@@ -138,7 +139,7 @@ again with "corral node eligibility ID --enable". --cancel stops a drain.`,
 				if deadline > 0 || maxParallel > 0 {
 					return usagef("--cancel takes no --deadline or --max-parallel")
 				}
-				req = coordinator.SetEligibility{ID: id, Eligibility: events.Eligible, Reason: "drain cancelled"}
+				req = api.SetEligibility{ID: id, Eligibility: events.Eligible, Reason: "drain cancelled"}
 			}
 			c, err := a.client()
 			if err != nil {
@@ -184,7 +185,7 @@ func (a *app) nodeEligibilityCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := c.SetEligibility(cmd.Context(), coordinator.SetEligibility{ID: id, Eligibility: el})
+			res, err := c.SetEligibility(cmd.Context(), api.SetEligibility{ID: id, Eligibility: el})
 			if err != nil {
 				return err
 			}

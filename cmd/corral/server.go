@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/corral-dev/corral/coordinator"
-	"github.com/corral-dev/corral/natsbus"
+	"github.com/corral-dev/corral/coordinator/bus"
 )
 
 type serverOptions struct {
@@ -73,7 +73,7 @@ Ctrl-C or SIGTERM stops it cleanly.`,
 			cfg.Bootstrap = o.bootstrap
 			cfg.Join = o.join
 			cfg.NATSURL = o.natsURL
-			cfg.NATS = natsbus.EmbeddedConfig{Host: o.natsHost, Port: o.natsPort, ClusterPort: o.natsClusterPort, Routes: o.natsRoutes}
+			cfg.NATS = bus.EmbeddedConfig{Host: o.natsHost, Port: o.natsPort, ClusterPort: o.natsClusterPort, Routes: o.natsRoutes}
 			cfg.Store.MaxEvents = o.retainEvents
 			cfg.Store.MaxAge = o.retainAge
 			cfg.Store.CheckpointEvery = o.checkpointEvery

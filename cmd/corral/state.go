@@ -5,9 +5,9 @@ import (
 	"maps"
 	"slices"
 
-	"github.com/spf13/cobra"
+	"github.com/corral-dev/corral/coordinator/api"
 
-	"github.com/corral-dev/corral/coordinator"
+	"github.com/spf13/cobra"
 )
 
 func (a *app) stateCommand() *cobra.Command {
@@ -35,13 +35,7 @@ printed as one JSON object.`,
 				return err
 			}
 			if a.json() {
-				// Request bookkeeping is the server's business, not state.
-				return writeJSON(a.stdout, struct {
-					Index   uint64                             `json:"index"`
-					Servers map[string]*coordinator.ServerInfo `json:"servers"`
-					Nodes   map[string]*coordinator.Node       `json:"nodes"`
-					Guests  map[string]*coordinator.Guest      `json:"guests"`
-				}{st.Index, st.Servers, st.Nodes, st.Guests})
+				return writeJSON(a.stdout, st)
 			}
 			return printState(a, st)
 		},
@@ -50,7 +44,7 @@ printed as one JSON object.`,
 	return a.clientFlags(cmd)
 }
 
-func printState(a *app, st *coordinator.State) error {
+func printState(a *app, st *api.State) error {
 	fmt.Fprintf(a.stdout, "State at index %d\n\nSERVERS\n", st.Index)
 	t := newTable(a.stdout, "ID", "RAFT", "HTTP")
 	for _, id := range slices.Sorted(maps.Keys(st.Servers)) {
@@ -62,14 +56,9 @@ func printState(a *app, st *coordinator.State) error {
 	}
 
 	fmt.Fprintf(a.stdout, "\nNODES\n")
-	count := map[string]int{}
-	for _, g := range st.Guests {
-		count[g.Node]++
-	}
 	t = nodeTable(a)
-	for _, id := range slices.Sorted(maps.Keys(st.Nodes)) {
-		mem, vcpus := st.Allocated(id)
-		nodeRow(t, st.Nodes[id], mem, vcpus, count[id])
+	for _, n := range st.Nodes {
+		nodeRow(t, &n.Node, n.AllocatedMemoryBytes, n.AllocatedVCPUs, n.Guests)
 	}
 	if err := t.flush(); err != nil {
 		return err
@@ -77,8 +66,7 @@ func printState(a *app, st *coordinator.State) error {
 
 	fmt.Fprintf(a.stdout, "\nGUESTS\n")
 	t = newTable(a.stdout, "NAME", "DRIVER", "DESIRED", "STATUS", "NODE", "MEMORY", "VCPUS", "CPU_SHARES")
-	for _, name := range slices.Sorted(maps.Keys(st.Guests)) {
-		g := st.Guests[name]
+	for _, g := range st.Guests {
 		t.row(g.Name, g.Driver, g.Desired, g.Status, g.Node, formatBytes(g.MemoryBytes), fmt.Sprint(g.VCPUs), g.Knob("cpu_shares"))
 	}
 	return t.flush()

@@ -8,9 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/corral-dev/corral/coordinator/api"
+
 	"github.com/spf13/cobra"
 
-	"github.com/corral-dev/corral/coordinator"
 	"github.com/corral-dev/corral/events"
 )
 
@@ -37,7 +38,7 @@ func (o *tuneOptions) flags(cmd *cobra.Command) {
 // guest as it is afterwards. For a running guest it waits, a bounded time,
 // for its agent to report the values it wrote, so what is printed is what
 // the host holds.
-func (a *app) tune(ctx context.Context, name string, set map[string]string, o tuneOptions) (*coordinator.Guest, error) {
+func (a *app) tune(ctx context.Context, name string, set map[string]string, o tuneOptions) (*api.Guest, error) {
 	client := a.readClient
 	if len(set) > 0 {
 		client = a.client
@@ -47,7 +48,7 @@ func (a *app) tune(ctx context.Context, name string, set map[string]string, o tu
 		return nil, err
 	}
 	if len(set) > 0 {
-		t := coordinator.TuneGuest{Name: name, Set: set, Live: o.live, Persistent: o.config, Reason: o.reason}
+		t := api.TuneGuest{Name: name, Set: set, Live: o.live, Persistent: o.config, Reason: o.reason}
 		if _, err := c.Tune(ctx, t); err != nil {
 			return nil, err
 		}
@@ -58,7 +59,7 @@ func (a *app) tune(ctx context.Context, name string, set map[string]string, o tu
 		if err != nil {
 			return nil, err
 		}
-		if len(set) == 0 || o.config && !o.live || g.Status != coordinator.StatusRunning || applied(&g.Guest, set) {
+		if len(set) == 0 || o.config && !o.live || g.Status != api.StatusRunning || applied(&g.Guest, set) {
 			return &g.Guest, nil
 		}
 		if time.Now().After(deadline) {
@@ -77,7 +78,7 @@ func (a *app) tune(ctx context.Context, name string, set map[string]string, o tu
 const appliedWait = 10 * time.Second
 
 // applied reports whether the agent wrote every knob of set.
-func applied(g *coordinator.Guest, set map[string]string) bool {
+func applied(g *api.Guest, set map[string]string) bool {
 	for k := range set {
 		if g.Applied[k] != g.Knob(k) {
 			return false

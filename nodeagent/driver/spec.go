@@ -46,7 +46,7 @@ type Spec struct {
 
 	// MemoryBytes is the guest's memory: the RAM of a qemu guest (default
 	// 128 MiB) and, unless Resources.MemoryHardLimit is set, the memory
-	// limit of its groups (for qemu with headroom, see [QEMUMemoryLimit]).
+	// limit of its groups (for qemu with headroom, see [events.QEMUMemoryLimit]).
 	MemoryBytes int64
 	// VCPUs is the number of virtual CPUs of a qemu guest (default 1).
 	VCPUs int
@@ -92,15 +92,6 @@ func SpecFor(id string, def *events.GuestDefined, stateDir string) Spec {
 		s.Resources.CPUShares = new(uint64(def.CPUShares))
 	}
 	return s
-}
-
-// QEMUMemoryLimit is the memory limit of a qemu guest's groups when the
-// operator set no hard_limit: the guest's RAM plus room for QEMU itself
-// (its code, device models, TCG translation cache, I/O buffers), the larger
-// of 256 MiB and a quarter of the RAM. A limit of exactly the RAM would get
-// QEMU OOM-killed as soon as the guest touches all of its memory.
-func QEMUMemoryLimit(ram int64) int64 {
-	return ram + max(256<<20, ram/4)
 }
 
 // validate checks what can be checked without touching the host.

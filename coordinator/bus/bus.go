@@ -1,4 +1,4 @@
-package natsbus
+package bus
 
 import (
 	"errors"
@@ -16,6 +16,10 @@ import (
 // HeaderIndex carries an event's log index.
 const HeaderIndex = "Corral-Index"
 
+// HeaderPrev carries, on a node's subject, the index of the previous
+// update to that node.
+const HeaderPrev = "Corral-Prev"
+
 // EventPrefix is the subject prefix of committed events. An event of type
 // guest.defined travels on corral.events.guest.defined, so
 // "corral.events.>" receives them all.
@@ -23,6 +27,35 @@ const EventPrefix = "corral.events."
 
 // EventSubject returns the subject events of type t are published on.
 func EventSubject(t events.Type) string { return EventPrefix + t.String() }
+
+// NodePrefix is the subject prefix of per-node updates: the leader sends
+// node n every event that concerns it on corral.node.n, and nothing else.
+const NodePrefix = "corral.node."
+
+// NodeSubject returns the subject node's updates travel on.
+func NodeSubject(node string) string { return NodePrefix + node }
+
+// HeartbeatPrefix is the subject prefix of agents' heartbeats: the agent of
+// node n sends requests on corral.heartbeat.n and the leader answers.
+const HeartbeatPrefix = "corral.heartbeat."
+
+// HeartbeatSubject returns the subject node's agent sends heartbeats on.
+func HeartbeatSubject(node string) string { return HeartbeatPrefix + node }
+
+// LogsPrefix is the subject prefix of guest log reads: the agent of node n
+// answers requests on corral.logs.n.
+const LogsPrefix = "corral.logs."
+
+// LogsSubject returns the subject node's agent answers log reads on.
+func LogsSubject(node string) string { return LogsPrefix + node }
+
+// Errors of a request, matched with errors.Is.
+var (
+	// ErrNoResponders: nobody listens on the subject.
+	ErrNoResponders = errors.New("corral: no responder on the bus")
+	// ErrTimeout: nobody answered in time.
+	ErrTimeout = errors.New("corral: bus request timed out")
+)
 
 // EmbeddedConfig configures the embedded nats-server.
 type EmbeddedConfig struct {
@@ -53,9 +86,15 @@ func (c EmbeddedConfig) Validate() error {
 	return nil
 }
 
+// Embedded is a nats-server running in this process.
+type Embedded struct {
+	ns      *server.Server
+	cluster bool
+}
+
 // StartEmbedded starts a nats-server in this process and waits until it
 // accepts connections.
-func StartEmbedded(c EmbeddedConfig) (*server.Server, error) {
+func StartEmbedded(c EmbeddedConfig) (*Embedded, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -94,11 +133,33 @@ func StartEmbedded(c EmbeddedConfig) (*server.Server, error) {
 		ns.Shutdown()
 		return nil, errors.New("corral: embedded nats server did not become ready in 10s (is the port free?)")
 	}
-	return ns, nil
+	return &Embedded{ns: ns, cluster: c.ClusterPort != 0}, nil
 }
 
-// Connect connects to NATS at urls (comma-separated), reconnecting forever.
-func Connect(urls, name string) (*nats.Conn, error) {
+// ClientURL is the URL clients connect to.
+func (e *Embedded) ClientURL() string { return e.ns.ClientURL() }
+
+// ClusterURL is the route URL other embedded servers join, or "" when the
+// server is not clustered.
+func (e *Embedded) ClusterURL() string {
+	if !e.cluster {
+		return ""
+	}
+	a := e.ns.ClusterAddr()
+	if a == nil {
+		return ""
+	}
+	return "nats-route://" + a.String()
+}
+
+// Close shuts the server down and waits until it has.
+func (e *Embedded) Close() {
+	e.ns.Shutdown()
+	e.ns.WaitForShutdown()
+}
+
+// connect connects to NATS at urls (comma-separated), reconnecting forever.
+func connect(urls, name string) (*nats.Conn, error) {
 	nc, err := nats.Connect(urls,
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -112,34 +173,5 @@ func Connect(urls, name string) (*nats.Conn, error) {
 	return nc, nil
 }
 
-// PublishEvent publishes one encoded event with its index.
-func PublishEvent(nc *nats.Conn, index uint64, t events.Type, data []byte) error {
-	m := nats.NewMsg(EventSubject(t))
-	m.Header.Set(HeaderIndex, strconv.FormatUint(index, 10))
-	m.Data = data
-	return nc.PublishMsg(m)
-}
-
-// Index returns the event index a message carries.
-func Index(m *nats.Msg) (uint64, error) {
-	v := m.Header.Get(HeaderIndex)
-	i, err := strconv.ParseUint(v, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("corral: message on %s has no valid %s header (%q)", m.Subject, HeaderIndex, v)
-	}
-	return i, nil
-}
-
-// HeartbeatPrefix is the subject prefix of agents' heartbeats: the agent of
-// node n sends requests on corral.heartbeat.n and the leader answers.
-const HeartbeatPrefix = "corral.heartbeat."
-
-// HeartbeatSubject returns the subject node's agent sends heartbeats on.
-func HeartbeatSubject(node string) string { return HeartbeatPrefix + node }
-
-// LogsPrefix is the subject prefix of guest log reads: the agent of node n
-// answers requests on corral.logs.n.
-const LogsPrefix = "corral.logs."
-
-// LogsSubject returns the subject node's agent answers log reads on.
-func LogsSubject(node string) string { return LogsPrefix + node }
+// NumRoutes is how many other servers this one is routed to.
+func (e *Embedded) NumRoutes() int { return e.ns.NumRoutes() }

@@ -1,4 +1,4 @@
-package coordinator
+package cluster
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/events"
 	"github.com/corral-dev/corral/scheduler"
 )
@@ -152,25 +153,25 @@ func (s *State) checkPlacement(g *Guest, p *events.GuestPlaced) error {
 		}
 	}
 	if err := scheduler.CheckPlacement(snap, pl, s.SchedulerConfig()); err != nil {
-		return fmt.Errorf("%w: %s", ErrConflict, strings.TrimPrefix(err.Error(), "corral: "))
+		return fmt.Errorf("%w: %s", api.ErrConflict, strings.TrimPrefix(err.Error(), "corral: "))
 	}
 	return nil
 }
 
-// schedulingWork is what one pass has to place: guests in the order they
+// Work is what one pass has to place: guests in the order they
 // should be tried, and the set of those that currently sit on a node.
-type schedulingWork struct {
-	guests []*Guest
-	moving map[string]bool
-	// drained lists draining nodes with no guests left.
-	drained []string
+type Work struct {
+	Guests []*Guest
+	Moving map[string]bool
+	// Drained lists draining nodes with no guests left.
+	Drained []string
 }
 
 // Work collects one pass's work as of now: pending guests, every guest on a
 // node that is down, and on draining nodes as many guests as the drain's
 // parallelism allows (all of them once its deadline passed).
-func (s *State) Work(now time.Time) schedulingWork {
-	w := schedulingWork{guests: s.Pending(), moving: map[string]bool{}}
+func (s *State) Work(now time.Time) Work {
+	w := Work{Guests: s.Pending(), Moving: map[string]bool{}}
 	for _, id := range slices.Sorted(maps.Keys(s.Nodes)) {
 		n := s.Nodes[id]
 		if n.Status != NodeStatusDown && n.Eligibility != events.Draining {
@@ -180,12 +181,12 @@ func (s *State) Work(now time.Time) schedulingWork {
 		switch {
 		case n.Status == NodeStatusDown:
 			for _, name := range on {
-				w.guests = append(w.guests, s.Guests[name])
-				w.moving[name] = true
+				w.Guests = append(w.Guests, s.Guests[name])
+				w.Moving[name] = true
 			}
 		case n.Eligibility == events.Draining && n.Drain != nil:
 			if len(on) == 0 {
-				w.drained = append(w.drained, id)
+				w.Drained = append(w.Drained, id)
 				continue
 			}
 			budget := len(on)
@@ -199,8 +200,8 @@ func (s *State) Work(now time.Time) schedulingWork {
 				budget = max(0, n.Drain.MaxParallel-inflight)
 			}
 			for _, name := range on[:min(budget, len(on))] {
-				w.guests = append(w.guests, s.Guests[name])
-				w.moving[name] = true
+				w.Guests = append(w.Guests, s.Guests[name])
+				w.Moving[name] = true
 			}
 		}
 	}
@@ -243,4 +244,19 @@ func (in PlanInput) Schedule(now time.Time) (scheduler.Plan, error) {
 // Plan runs the scheduler over the state for the given guests.
 func (s *State) Plan(guests []*Guest, moving map[string]bool, now time.Time) (scheduler.Plan, error) {
 	return s.PlanInput(guests, moving).Schedule(now)
+}
+
+// PlaceNow places one new guest against the state as it is, when no other
+// guest waits for a placement (so it never jumps the queue) and a node
+// takes it. It is what a create commits together with the definition.
+func (s *State) PlaceNow(g *Guest, now time.Time) (events.GuestPlaced, bool) {
+	if len(s.Nodes) == 0 || s.hasPending() {
+		return events.GuestPlaced{}, false
+	}
+	plan, err := s.Plan([]*Guest{g}, nil, now)
+	if err != nil || len(plan.Placements) != 1 {
+		return events.GuestPlaced{}, false
+	}
+	p := plan.Placements[0]
+	return events.GuestPlaced{Node: p.Node, CPUs: p.CPUs.String()}, true
 }

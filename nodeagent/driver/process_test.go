@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/corral-dev/corral/cgroupdriver"
-	"github.com/corral-dev/corral/driver"
-	"github.com/corral-dev/corral/driver/drivertest"
+	"github.com/corral-dev/corral/nodeagent/driver"
+	"github.com/corral-dev/corral/nodeagent/driver/drivertest"
 )
 
 // TestProcessRunsInItsGroups: the command's first action, reading

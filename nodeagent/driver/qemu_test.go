@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/corral-dev/corral/cgroupdriver"
-	"github.com/corral-dev/corral/driver"
-	"github.com/corral-dev/corral/driver/drivertest"
+	"github.com/corral-dev/corral/nodeagent/driver"
+	"github.com/corral-dev/corral/nodeagent/driver/drivertest"
 )
 
 const bootTimeout = 60 * time.Second // TCG on a loaded 2-core host

@@ -6,7 +6,7 @@ import (
 
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/cgroupdriver/cgrouptest"
-	"github.com/corral-dev/corral/driver"
+	"github.com/corral-dev/corral/nodeagent/driver"
 )
 
 // Config returns a driver configuration on the real host with a fresh

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/events"
 )
 
 // QEMUConfig configures the qemu driver. Start from [DefaultQEMUConfig].
@@ -106,17 +107,14 @@ func (d *QEMU) AccelReason() string { return d.reason }
 // qmpFD is the descriptor number of the QMP listening socket in QEMU.
 const qmpFD = 3
 
-const (
-	defaultQEMUMemory = 128 << 20
-	mib               = 1 << 20
-)
+const mib = 1 << 20
 
 // Args returns QEMU's arguments for spec (without the program name). It
 // does no I/O.
 func (d *QEMU) Args(spec *Spec) []string {
 	mem := spec.MemoryBytes
-	if mem == 0 {
-		mem = defaultQEMUMemory
+	if mem <= 0 {
+		mem = events.DefaultQEMUMemory
 	}
 	vcpus := max(spec.VCPUs, 1)
 	args := []string{
@@ -195,11 +193,7 @@ func (d *QEMU) Start(ctx context.Context, spec Spec) (*Instance, error) {
 	}
 	res := spec.Resources
 	if res.MemoryHardLimit == nil {
-		mem := spec.MemoryBytes
-		if mem == 0 {
-			mem = defaultQEMUMemory
-		}
-		res.MemoryHardLimit = new(QEMUMemoryLimit(mem))
+		res.MemoryHardLimit = new(events.QEMUMemoryLimit(spec.MemoryBytes))
 	}
 	if res.Devices == nil {
 		res.Devices = &cgroupdriver.DeviceACL{Allow: cgroupdriver.DefaultDeviceRules(d.accel == AccelKVM)}

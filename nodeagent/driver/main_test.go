@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/corral-dev/corral/cgroupdriver"
-	"github.com/corral-dev/corral/driver"
+	"github.com/corral-dev/corral/nodeagent/driver"
 )
 
 // helperEnv makes the test binary act as a guest program or as a

@@ -1,100 +1,42 @@
-package coordinator
+package cluster
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
 
+	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/events"
 	"github.com/corral-dev/corral/scheduler"
 )
 
-// Guest statuses as the state machine knows them.
-const (
-	StatusPending = "pending" // defined, not placed
-	StatusPlaced  = "placed"  // placed, not (yet) reported running
-	StatusRunning = "running"
-	StatusExited  = "exited"
-	StatusFailed  = "failed" // the agent could not start it
+// The records are the API's: the state machine keeps what the API shows.
+type (
+	Guest      = api.Guest
+	Node       = api.Node
+	ServerInfo = api.ServerInfo
 )
 
-// Desired states.
+// Statuses and desired states, as the API spells them.
 const (
-	DesiredRunning = "running"
-	DesiredStopped = "stopped"
+	StatusPending  = api.StatusPending
+	StatusPlaced   = api.StatusPlaced
+	StatusRunning  = api.StatusRunning
+	StatusExited   = api.StatusExited
+	StatusFailed   = api.StatusFailed
+	DesiredRunning = api.DesiredRunning
+	DesiredStopped = api.DesiredStopped
+	NodeStatusUp   = api.NodeStatusUp
+	NodeStatusDown = api.NodeStatusDown
 )
-
-// Node statuses.
-const (
-	NodeStatusUp   = "up"
-	NodeStatusDown = "down"
-)
-
-// Guest is the state machine's record of one guest.
-type Guest struct {
-	events.GuestDefined
-	Desired    string `json:"desired"`
-	Status     string `json:"status"`
-	Node       string `json:"node,omitempty"`
-	Generation uint64 `json:"generation,omitempty"`
-	PID        int    `json:"pid,omitempty"`
-	// CPUs are the exclusive CPUs the placement chose, when pinned.
-	CPUs string `json:"cpus,omitempty"`
-	// MovedFrom is the node a drain or a node loss moved the guest off,
-	// until the guest reports started on its new node.
-	MovedFrom string `json:"moved_from,omitempty"`
-	// Paused is set while the guest is asked to be suspended.
-	Paused bool `json:"paused,omitempty"`
-	// Applied holds the knob values the agent reports it wrote for the
-	// current generation; Usage its last usage report.
-	Applied     map[string]string   `json:"applied,omitempty"`
-	Usage       *events.GuestUsage  `json:"usage,omitempty"`
-	Tuning      map[string]string   `json:"tuning,omitempty"` // knob -> canonical value, when not the default
-	LastExit    *events.GuestExited `json:"last_exit,omitempty"`
-	CreateIndex uint64              `json:"create_index"`
-	ModifyIndex uint64              `json:"modify_index"`
-}
-
-// Knob returns the guest's current value of a knob in canonical form.
-func (g *Guest) Knob(name string) string {
-	if v, ok := g.Tuning[name]; ok {
-		return v
-	}
-	switch name {
-	case "cpu_shares":
-		return fmt.Sprint(g.CPUShares)
-	case "hard_limit":
-		// A guest's memory is its hard limit until tuned otherwise.
-		return fmt.Sprint(g.MemoryBytes)
-	}
-	k, err := events.LookupKnob(name)
-	if err != nil {
-		return ""
-	}
-	return k.Default
-}
-
-// Node is the state machine's record of one host.
-type Node struct {
-	events.NodeRegistered
-	Status string `json:"status"`
-	// Eligibility is eligible, ineligible or draining; Drain holds the
-	// drain's deadline and parallelism while draining.
-	Eligibility string                  `json:"eligibility"`
-	Drain       *events.NodeEligibility `json:"drain,omitempty"`
-	CreateIndex uint64                  `json:"create_index"`
-	ModifyIndex uint64                  `json:"modify_index"`
-}
-
-// ServerInfo is a coordinator server's addresses.
-type ServerInfo = events.ServerRegistered
 
 // Outcome is what a request produced, kept so that a retry with the same
 // request ID gets the first call's answer.
 type Outcome struct {
-	Indexes []uint64  `json:"indexes,omitempty"`
-	Err     *APIError `json:"error,omitempty"`
+	Indexes []uint64      `json:"indexes,omitempty"`
+	Err     *api.APIError `json:"error,omitempty"`
 }
 
 // maxRequests bounds the request-ID table. Retries older than the last
@@ -112,6 +54,10 @@ type State struct {
 	ReqOrder []string `json:"req_order"`
 	// Scheduler is the placement policy; the zero value means the default.
 	Scheduler events.SchedulerConfig `json:"scheduler"`
+	// NodeEvents holds, per node, the index of the last event that
+	// concerned it (its own, or one about a guest placed on it before or
+	// after): the Prev of the next update its agent receives.
+	NodeEvents map[string]uint64 `json:"node_events,omitempty"`
 
 	// pending indexes the guests with StatusPending and byNode the guests
 	// placed on each node. They are derived: built by NewState and reindex,
@@ -146,6 +92,33 @@ func (s *State) Pending() []*Guest {
 	slices.SortFunc(out, func(a, b *Guest) int { return cmp.Compare(a.CreateIndex, b.CreateIndex) })
 	return out
 }
+
+func (s *State) hasPending() bool {
+	if s.pending != nil {
+		return len(s.pending) > 0
+	}
+	for _, g := range s.Guests {
+		if g.Status == StatusPending {
+			return true
+		}
+	}
+	return false
+}
+
+// DecodeState decodes a state encoded with encoding/json (a raft snapshot
+// or a checkpoint) and rebuilds its derived indexes.
+func DecodeState(data []byte) (*State, error) {
+	s := NewState()
+	if err := json.Unmarshal(data, s); err != nil {
+		return nil, err
+	}
+	s.reindex()
+	return s, nil
+}
+
+// SchedVersion counts the changes that can change a placement decision, so
+// a scheduling pass that saw the same version may be skipped.
+func (s *State) SchedVersion() uint64 { return s.schedVersion }
 
 // reindex rebuilds the derived indexes, after decoding or copying.
 func (s *State) reindex() {
@@ -243,11 +216,27 @@ func NewState() *State {
 // that no longer fits the state is refused with an error and leaves the
 // state unchanged. Apply is deterministic: no I/O, no clock, no randomness.
 func (s *State) Apply(e events.Event) (events.Event, error) {
+	e, _, err := s.applyRouted(e, false)
+	return e, err
+}
+
+// ApplyRouted is Apply that also returns what the event means to each
+// node it concerns, for the node's agent.
+func (s *State) ApplyRouted(e events.Event) (events.Event, []Route, error) {
+	return s.applyRouted(e, true)
+}
+
+func (s *State) applyRouted(e events.Event, want bool) (events.Event, []Route, error) {
 	idx := s.Index + 1
 	e.Index = idx
-	if err := s.apply(idx, &e); err != nil {
-		return events.Event{}, err
+	before := ""
+	if g := s.Guests[e.Guest]; g != nil && e.Guest != "" {
+		before = g.Node
 	}
+	if err := s.apply(idx, &e); err != nil {
+		return events.Event{}, nil, err
+	}
+	routes := s.route(idx, &e, before, want)
 	switch e.Type {
 	case events.TypeNodeRegistered, events.TypeNodeUp, events.TypeNodeDown, events.TypeNodeEligibility,
 		events.TypeGuestDefined, events.TypeGuestPlaced, events.TypeGuestUndefined, events.TypeGuestStarted,
@@ -255,7 +244,7 @@ func (s *State) Apply(e events.Event) (events.Event, error) {
 		s.schedVersion++ // started: a drain's move completed
 	}
 	s.Index = idx
-	return e, nil
+	return e, routes, nil
 }
 
 func (s *State) apply(idx uint64, e *events.Event) error {
@@ -275,7 +264,7 @@ func (s *State) apply(idx uint64, e *events.Event) error {
 		if err != nil {
 			return err
 		}
-		u := g.usage()
+		u := usageOf(g)
 		u.LimitHits = p.LimitHits
 		return nil
 	case *events.GuestTuningApplied:
@@ -283,7 +272,7 @@ func (s *State) apply(idx uint64, e *events.Event) error {
 		if err != nil {
 			return err
 		}
-		if _, err := events.LookupKnob(p.Knob); err != nil {
+		if err := events.LookupAppliedKnob(p.Knob); err != nil {
 			return err
 		}
 		if g.Applied == nil {
@@ -349,7 +338,7 @@ func (s *State) apply(idx uint64, e *events.Event) error {
 func (s *State) guest(name string) (*Guest, error) {
 	g, ok := s.Guests[name]
 	if !ok {
-		return nil, notFound("guest", name)
+		return nil, api.NotFound("guest", name)
 	}
 	return g, nil
 }
@@ -357,7 +346,7 @@ func (s *State) guest(name string) (*Guest, error) {
 func (s *State) node(id string) (*Node, error) {
 	n, ok := s.Nodes[id]
 	if !ok {
-		return nil, notFound("node", id)
+		return nil, api.NotFound("node", id)
 	}
 	return n, nil
 }
@@ -400,7 +389,7 @@ func (s *State) applyGuestDefined(idx uint64, e *events.Event, p *events.GuestDe
 		return fmt.Errorf("%w: guest definition for %q carries subject %q", events.ErrInvalid, p.Name, e.Guest)
 	}
 	if _, ok := s.Guests[p.Name]; ok {
-		return existsErr(p.Name)
+		return api.GuestExists(p.Name)
 	}
 	s.Guests[p.Name] = &Guest{
 		GuestDefined: *p, Desired: DesiredStopped, Status: StatusPending,
@@ -455,7 +444,7 @@ func (s *State) applyGuestPlaced(idx uint64, e *events.Event, p *events.GuestPla
 		return err
 	}
 	if g.Node != "" && !s.movable(g.Node) {
-		return fmt.Errorf("%w: guest %q is already placed on node %q, which is up and not draining", ErrConflict, g.Name, g.Node)
+		return fmt.Errorf("%w: guest %q is already placed on node %q, which is up and not draining", api.ErrConflict, g.Name, g.Node)
 	}
 	if err := s.checkPlacement(g, p); err != nil {
 		return err
@@ -500,7 +489,7 @@ func (s *State) current(e *events.Event, node string, gen uint64) (*Guest, error
 	}
 	if g.Node != node || g.Generation != gen {
 		return nil, fmt.Errorf("%w: report for guest %q on node %q generation %d, but it is placed on %q generation %d",
-			ErrConflict, g.Name, node, gen, g.Node, g.Generation)
+			api.ErrConflict, g.Name, node, gen, g.Node, g.Generation)
 	}
 	return g, nil
 }
@@ -542,7 +531,7 @@ func (s *State) applyGuestTuned(idx uint64, e *events.Event, p *events.GuestTune
 		return err
 	}
 	if cur := g.Knob(p.Knob); cur != p.Old {
-		return fmt.Errorf("%w: %s of guest %q is %s, not %s: it changed meanwhile; read it again and retry", ErrConflict, p.Knob, g.Name, cur, p.Old)
+		return fmt.Errorf("%w: %s of guest %q is %s, not %s: it changed meanwhile; read it again and retry", api.ErrConflict, p.Knob, g.Name, cur, p.Old)
 	}
 	if g.Tuning == nil {
 		g.Tuning = map[string]string{}
@@ -573,13 +562,14 @@ func (s *State) Record(id string, o *Outcome) {
 // Clone returns a deep copy of s.
 func (s *State) Clone() *State {
 	c := &State{
-		Index:     s.Index,
-		Servers:   make(map[string]*ServerInfo, len(s.Servers)),
-		Scheduler: s.Scheduler,
-		Nodes:     make(map[string]*Node, len(s.Nodes)),
-		Guests:    make(map[string]*Guest, len(s.Guests)),
-		Requests:  maps.Clone(s.Requests),
-		ReqOrder:  slices.Clone(s.ReqOrder),
+		Index:      s.Index,
+		Servers:    make(map[string]*ServerInfo, len(s.Servers)),
+		Scheduler:  s.Scheduler,
+		Nodes:      make(map[string]*Node, len(s.Nodes)),
+		Guests:     make(map[string]*Guest, len(s.Guests)),
+		Requests:   maps.Clone(s.Requests),
+		ReqOrder:   slices.Clone(s.ReqOrder),
+		NodeEvents: maps.Clone(s.NodeEvents),
 	}
 	for k, v := range s.Servers {
 		x := *v
@@ -617,7 +607,7 @@ func (s *State) Clone() *State {
 	return c
 }
 
-func (g *Guest) usage() *events.GuestUsage {
+func usageOf(g *Guest) *events.GuestUsage {
 	if g.Usage == nil {
 		g.Usage = &events.GuestUsage{Guest: g.Name, Generation: g.Generation}
 	}

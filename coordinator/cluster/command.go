@@ -1,4 +1,4 @@
-package coordinator
+package cluster
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/events"
 	"github.com/corral-dev/corral/scheduler"
 )
@@ -20,26 +21,7 @@ type Command interface {
 }
 
 // CreateGuest defines a guest and, unless NoStart, asks for it to run.
-type CreateGuest struct {
-	Name      string            `json:"name"`
-	Driver    string            `json:"driver"`
-	Memory    string            `json:"memory"`
-	VCPUs     int               `json:"vcpus"`
-	CPUShares int               `json:"cpu_shares,omitempty"`
-	Command   []string          `json:"command,omitempty"`
-	Rootfs    string            `json:"rootfs,omitempty"`
-	Kernel    string            `json:"kernel,omitempty"`
-	Initrd    string            `json:"initrd,omitempty"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	// Placement rules: constraints like "rack=a" or "rack!=b", a label key
-	// to spread by (anti-affinity), and exclusive CPUs as an explicit
-	// cpuset or a count for the scheduler to choose.
-	Constraints []string `json:"constraints,omitempty"`
-	SpreadBy    string   `json:"spread_by,omitempty"`
-	CPUSet      string   `json:"cpuset,omitempty"`
-	PinCPUs     int      `json:"pin_cpus,omitempty"`
-	NoStart     bool     `json:"no_start,omitempty"`
-}
+type CreateGuest struct{ api.CreateGuest }
 
 // Definition turns the command into a validated guest definition.
 func (c *CreateGuest) Definition() (*events.GuestDefined, error) {
@@ -86,21 +68,27 @@ func (c *CreateGuest) Decide(s *State, now time.Time, actor string) ([]events.Ev
 		return nil, err
 	}
 	if _, ok := s.Guests[d.Name]; ok {
-		return nil, existsErr(d.Name)
+		return nil, api.GuestExists(d.Name)
 	}
 	out := []events.Event{subject(events.New(now, actor, d), d.Name, "")}
 	if !c.NoStart {
 		out = append(out, subject(events.New(now, actor, &events.GuestStartRequested{}), d.Name, ""))
 	}
+	// A guest that can be placed at once is placed in the same proposal,
+	// unless others wait before it: they keep their turn.
+	if p, ok := s.PlaceNow(&Guest{GuestDefined: *d}, now); ok {
+		e := subject(events.New(now, PlacementActor, &p), d.Name, p.Node)
+		e.Reason = "placed at creation"
+		out = append(out, e)
+	}
 	return out, nil
 }
 
-// GuestAction is start, stop or destroy of one guest.
-type GuestAction struct {
-	Name   string `json:"name"`
-	Action string `json:"action"`
-	Reason string `json:"reason,omitempty"`
-}
+// PlacementActor is the actor of placements the scheduler makes.
+const PlacementActor = "scheduler"
+
+// GuestAction is start, stop, suspend, resume or destroy of one guest.
+type GuestAction struct{ api.GuestAction }
 
 func (c *GuestAction) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
 	if err := events.ValidateID("guest name", c.Name); err != nil {
@@ -131,15 +119,7 @@ func (c *GuestAction) Decide(s *State, now time.Time, actor string) ([]events.Ev
 
 // TuneGuest changes knobs of a guest, one guest.tuned event per knob whose
 // value changes.
-type TuneGuest struct {
-	Name string            `json:"name"`
-	Set  map[string]string `json:"set"`
-	// Live and Persistent select where the change applies, as virsh's
-	// --live and --config do; neither given means both.
-	Live       bool   `json:"live,omitempty"`
-	Persistent bool   `json:"persistent,omitempty"`
-	Reason     string `json:"reason,omitempty"`
-}
+type TuneGuest struct{ api.TuneGuest }
 
 func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
 	if err := events.ValidateID("guest name", c.Name); err != nil {
@@ -195,17 +175,13 @@ func (c *RegisterNode) Decide(s *State, now time.Time, actor string) ([]events.E
 		p.SecretHash = SecretHash(c.Secret)
 	}
 	if n, ok := s.Nodes[p.ID]; ok && n.SecretHash != "" && n.Status == NodeStatusUp && n.SecretHash != p.SecretHash {
-		return nil, fmt.Errorf("%w: node %q is up and belongs to another agent; stop that agent, or wait until the node is declared down", ErrPermission, p.ID)
+		return nil, fmt.Errorf("%w: node %q is up and belongs to another agent; stop that agent, or wait until the node is declared down", api.ErrPermission, p.ID)
 	}
 	return []events.Event{subject(events.New(now, actor, &p), "", p.ID)}, nil
 }
 
 // SetNodeStatus declares a node up or down.
-type SetNodeStatus struct {
-	ID     string `json:"id"`
-	Status string `json:"status"`
-	Reason string `json:"reason,omitempty"`
-}
+type SetNodeStatus struct{ api.SetNodeStatus }
 
 func (c *SetNodeStatus) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
 	n, err := s.node(c.ID)
@@ -251,13 +227,7 @@ func (c *PlaceGuests) Decide(s *State, now time.Time, actor string) ([]events.Ev
 
 // SetEligibility makes a node eligible or ineligible for new guests, or
 // drains it.
-type SetEligibility struct {
-	ID          string    `json:"id"`
-	Eligibility string    `json:"eligibility"`
-	Deadline    time.Time `json:"deadline,omitzero"`
-	MaxParallel int       `json:"max_parallel,omitempty"`
-	Reason      string    `json:"reason,omitempty"`
-}
+type SetEligibility struct{ api.SetEligibility }
 
 func (c *SetEligibility) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
 	if err := events.ValidateID("node id", c.ID); err != nil {
@@ -304,12 +274,12 @@ func (c *SetSchedulerConfig) Decide(s *State, now time.Time, actor string) ([]ev
 	return []events.Event{events.New(now, actor, &p)}, nil
 }
 
-// registerServer records a coordinator server's addresses.
-type registerServer struct {
+// RegisterServer records a coordinator server's addresses.
+type RegisterServer struct {
 	events.ServerRegistered
 }
 
-func (c *registerServer) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
+func (c *RegisterServer) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
 	if cur, ok := s.Servers[c.ID]; ok && *cur == c.ServerRegistered {
 		return nil, nil
 	}

@@ -1,4 +1,4 @@
-package coordinator
+package api
 
 import (
 	"errors"
@@ -28,6 +28,9 @@ var (
 	ErrGone        = errors.New("corral: no longer retained")
 	ErrUnavailable = errors.New("corral: unavailable")
 	ErrNotLeader   = errors.New("corral: not the leader")
+	// ErrPermission is returned when a request does not come from the
+	// agent of the node it is about.
+	ErrPermission = errors.New("corral: permission denied")
 )
 
 // APIError is an error as it crosses the API: a stable code and a message
@@ -61,15 +64,15 @@ func (e *APIError) Is(target error) bool {
 	return false
 }
 
-// toAPIError classifies err.
-func toAPIError(err error) *APIError {
+// ErrorOf classifies err as it crosses the API.
+func ErrorOf(err error) *APIError {
 	var ae *APIError
 	if errors.As(err, &ae) {
 		return ae
 	}
-	var ge *goneError
+	var ge *GoneError
 	if errors.As(err, &ge) {
-		return &APIError{Code: CodeGone, Message: err.Error(), FirstIndex: ge.first}
+		return &APIError{Code: CodeGone, Message: err.Error(), FirstIndex: ge.First}
 	}
 	code := CodeInternal
 	switch {
@@ -89,7 +92,8 @@ func toAPIError(err error) *APIError {
 	return &APIError{Code: code, Message: err.Error()}
 }
 
-func httpStatus(code string) int {
+// HTTPStatus is the HTTP status an error code is answered with.
+func HTTPStatus(code string) int {
 	switch code {
 	case CodeInvalid:
 		return http.StatusBadRequest
@@ -107,21 +111,28 @@ func httpStatus(code string) int {
 	return http.StatusInternalServerError
 }
 
-// goneError says an index is older than what retention kept.
-type goneError struct {
-	asked, first uint64
+// GoneError says an index is older than what retention kept.
+type GoneError struct {
+	Asked, First uint64
 }
 
-func (e *goneError) Error() string {
-	return fmt.Sprintf("events before index %d are no longer retained (asked for %d); resume from %d or rebuild from current state", e.first, e.asked, e.first)
+func (e *GoneError) Error() string {
+	return fmt.Sprintf("events before index %d are no longer retained (asked for %d); resume from %d or rebuild from current state", e.First, e.Asked, e.First)
 }
 
-func (e *goneError) Is(target error) bool { return target == ErrGone }
+func (e *GoneError) Is(target error) bool { return target == ErrGone }
 
-func notFound(what, name string) error {
+// NotFound says that the named thing does not exist.
+func NotFound(what, name string) error {
 	return fmt.Errorf("%w: %s %q does not exist", ErrNotFound, what, name)
 }
 
-func existsErr(name string) error {
+// GuestExists says that a guest of that name is already defined.
+func GuestExists(name string) error {
 	return fmt.Errorf("%w: guest %q is already defined; choose another name or destroy it first", ErrExists, name)
+}
+
+// BadRequest says that a field's value is not what the API takes.
+func BadRequest(field, value, want string) error {
+	return &events.FieldError{Field: field, Value: value, Want: want}
 }

@@ -1,4 +1,4 @@
-package coordinator
+package api
 
 import (
 	"bufio"
@@ -41,7 +41,7 @@ func NewClient(addrs string) (*Client, error) {
 		if a == "" {
 			continue
 		}
-		u, err := url.Parse(baseURL(a))
+		u, err := url.Parse(BaseURL(a))
 		if err != nil || u.Host == "" {
 			return nil, fmt.Errorf("corral: address %q is not host:port or http://host:port", a)
 		}
@@ -170,7 +170,7 @@ func (c *Client) GuestAction(ctx context.Context, name, action string) (WriteRes
 	case "destroy":
 		return c.writeCmd(ctx, "DELETE", "/v1/guests/"+name, nil)
 	}
-	return WriteResult{}, badRequest("action", action, "use start, stop, suspend, resume or destroy")
+	return WriteResult{}, BadRequest("action", action, "use start, stop, suspend, resume or destroy")
 }
 
 // Tune changes knobs of a guest.
@@ -195,12 +195,6 @@ func (c *Client) Report(ctx context.Context, node, secret string, items []Report
 	}
 	var res WriteResult
 	return res, c.doHeaders(ctx, "POST", "/v1/nodes/"+node+"/report", NewRequestID(), map[string]string{HeaderNodeSecret: secret}, AgentReport{Items: items}, &res)
-}
-
-// NewReportItem encodes a payload as a report item.
-func NewReportItem(guest string, p events.Payload) ReportItem {
-	b, _ := json.Marshal(p)
-	return ReportItem{Guest: guest, Type: p.EventType(), Payload: b}
 }
 
 // Desired returns a node's desired state.
@@ -270,14 +264,6 @@ func (c *Client) SetSchedulerConfig(ctx context.Context, cfg events.SchedulerCon
 	return c.writeCmd(ctx, "POST", "/v1/operator/scheduler", cfg)
 }
 
-// NodeView is a node with what is allocated on it.
-type NodeView struct {
-	Node
-	AllocatedMemoryBytes int64 `json:"allocated_memory_bytes"`
-	AllocatedVCPUs       int   `json:"allocated_vcpus"`
-	Guests               int   `json:"guests"`
-}
-
 // Nodes lists every node.
 func (c *Client) Nodes(ctx context.Context) ([]NodeView, error) {
 	var out []NodeView
@@ -297,8 +283,8 @@ func (c *Client) State(ctx context.Context, at *uint64) (*State, error) {
 	if at != nil {
 		path += "?at=" + strconv.FormatUint(*at, 10)
 	}
-	out := NewState()
-	return out, c.do(ctx, "GET", path, "", nil, out)
+	var out State
+	return &out, c.do(ctx, "GET", path, "", nil, &out)
 }
 
 // EventQuery selects events for Events.
@@ -418,4 +404,20 @@ func (c *Client) stream(ctx context.Context, u string, fn func(events.Event) err
 		return fmt.Errorf("%w: %v", errStreamEnded, err)
 	}
 	return nil
+}
+
+// BaseURL turns host:port into http://host:port; a URL is kept as given.
+func BaseURL(addr string) string {
+	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
+		return strings.TrimRight(addr, "/")
+	}
+	return "http://" + addr
+}
+
+// Do sends one request to the API (path with its query), retrying on
+// other servers like every call of the client, and decodes the answer into
+// out. reqID makes a write idempotent: a retry with the same ID gets the
+// first call's answer.
+func (c *Client) Do(ctx context.Context, method, path, reqID string, in, out any) error {
+	return c.do(ctx, method, path, reqID, in, out)
 }

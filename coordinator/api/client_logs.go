@@ -1,4 +1,4 @@
-package coordinator
+package api
 
 import (
 	"context"
@@ -50,10 +50,10 @@ func (c *Client) Logs(ctx context.Context, name string, q LogQuery, w io.Writer)
 		return err
 	}
 	if q.Offset < 0 {
-		return badRequest("offset", strconv.FormatInt(q.Offset, 10), "a byte offset ≥ 0")
+		return BadRequest("offset", strconv.FormatInt(q.Offset, 10), "a byte offset ≥ 0")
 	}
 	if q.Tail < 0 {
-		return badRequest("tail", strconv.FormatInt(q.Tail, 10), "a byte count ≥ 0")
+		return BadRequest("tail", strconv.FormatInt(q.Tail, 10), "a byte count ≥ 0")
 	}
 	deadline := time.Now().Add(c.Retry)
 	backoff := 50 * time.Millisecond
@@ -110,7 +110,7 @@ func (c *Client) openLogs(ctx context.Context, u string) (*http.Response, error)
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, MaxBody))
 		return nil, decodeAPIError(resp.StatusCode, b)
 	}
 	return resp, nil

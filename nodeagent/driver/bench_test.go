@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/corral-dev/corral/cgroupdriver"
-	"github.com/corral-dev/corral/driver"
-	"github.com/corral-dev/corral/driver/drivertest"
+	"github.com/corral-dev/corral/nodeagent/driver"
+	"github.com/corral-dev/corral/nodeagent/driver/drivertest"
 )
 
 // BenchmarkStart times the driver alone starting a guest until it runs in

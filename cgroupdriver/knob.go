@@ -1,0 +1,235 @@
+package cgroupdriver
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// This file is the text form of [Resources], keyed by knob: the JSON name
+// of each field, which is also the virsh-style name the operator tunes
+// (cpu_shares, vcpu_quota, hard_limit, …). The coordinator turns a guest's
+// tuning into Resources with SetKnob, and the agent reports what a write
+// applied with [Applied], so no layer above parses cgroup files back.
+//
+// Canonical text: whole numbers in decimal, limits that are [Unlimited]
+// as "unlimited" (the CPU quota as -1, as virsh prints it), cpusets as the
+// kernel prints them. The device ACL and block throttles have no text form.
+
+// UnlimitedText is the canonical text of an [Unlimited] size or count.
+const UnlimitedText = "unlimited"
+
+// TextKnobs lists the knobs [Resources.SetKnob] and [Resources.Knobs] take.
+func TextKnobs() []string {
+	return []string{"blkio_weight", "cpu_shares", "cpuset_cpus", "cpuset_mems", "hard_limit", "net_cls_classid",
+		"pids_max", "soft_limit", "swap_hard_limit", "vcpu_period", "vcpu_quota"}
+}
+
+// SetKnob sets the field of knob from its canonical text. It checks the
+// text's form only; [Driver.Validate] checks the value against the host.
+func (r *Resources) SetKnob(knob, value string) error {
+	bad := func(want string) error {
+		return &FieldError{Field: knob, Value: value, Reason: want}
+	}
+	uint := func(bits int) (uint64, error) {
+		n, err := strconv.ParseUint(value, 10, bits)
+		if err != nil {
+			return 0, bad("must be a whole number")
+		}
+		return n, nil
+	}
+	limit := func() (int64, error) {
+		if value == UnlimitedText || value == "-1" {
+			return Unlimited, nil
+		}
+		n, err := strconv.ParseInt(value, 10, 64)
+		if err != nil || n < 0 {
+			return 0, bad("must be a whole number or unlimited")
+		}
+		return n, nil
+	}
+	var err error
+	switch knob {
+	case "cpu_shares":
+		var n uint64
+		if n, err = uint(64); err == nil {
+			r.CPUShares = new(n)
+		}
+	case "vcpu_period":
+		var n uint64
+		if n, err = uint(64); err == nil {
+			r.CPUPeriodUs = new(n)
+		}
+	case "vcpu_quota":
+		var n int64
+		if n, err = limit(); err == nil {
+			r.CPUQuotaUs = new(n)
+		}
+	case "cpuset_cpus", "cpuset_mems":
+		set, perr := parseCPUSet(value)
+		if perr != nil || len(set) == 0 {
+			return bad("must be a cpuset list like 0-3,6")
+		}
+		if knob == "cpuset_cpus" {
+			r.CpusetCPUs = set.String()
+		} else {
+			r.CpusetMems = set.String()
+		}
+	case "hard_limit", "soft_limit", "swap_hard_limit", "pids_max":
+		var n int64
+		if n, err = limit(); err == nil {
+			switch knob {
+			case "hard_limit":
+				r.MemoryHardLimit = new(n)
+			case "soft_limit":
+				r.MemorySoftLimit = new(n)
+			case "swap_hard_limit":
+				r.MemorySwapHardLimit = new(n)
+			default:
+				r.PidsMax = new(n)
+			}
+		}
+	case "blkio_weight":
+		var n uint64
+		if n, err = uint(16); err == nil {
+			r.BlkioWeight = new(uint16(n))
+		}
+	case "net_cls_classid":
+		var n uint64
+		if n, err = uint(32); err == nil {
+			r.NetClassID = new(uint32(n))
+		}
+	default:
+		return bad("is not a knob: use one of " + strings.Join(TextKnobs(), ", "))
+	}
+	return err
+}
+
+// Knobs returns the canonical text of every knob r manages that has a
+// text form.
+func (r Resources) Knobs() map[string]string {
+	out := map[string]string{}
+	u := func(k string, p *uint64) {
+		if p != nil {
+			out[k] = strconv.FormatUint(*p, 10)
+		}
+	}
+	l := func(k string, p *int64) {
+		if p != nil {
+			out[k] = limitText(*p)
+		}
+	}
+	u("cpu_shares", r.CPUShares)
+	u("vcpu_period", r.CPUPeriodUs)
+	if r.CPUQuotaUs != nil {
+		out["vcpu_quota"] = strconv.FormatInt(*r.CPUQuotaUs, 10)
+	}
+	if r.CpusetCPUs != "" {
+		out["cpuset_cpus"] = r.CpusetCPUs
+	}
+	if r.CpusetMems != "" {
+		out["cpuset_mems"] = r.CpusetMems
+	}
+	l("hard_limit", r.MemoryHardLimit)
+	l("soft_limit", r.MemorySoftLimit)
+	l("swap_hard_limit", r.MemorySwapHardLimit)
+	l("pids_max", r.PidsMax)
+	if r.BlkioWeight != nil {
+		out["blkio_weight"] = strconv.FormatUint(uint64(*r.BlkioWeight), 10)
+	}
+	if r.NetClassID != nil {
+		out["net_cls_classid"] = strconv.FormatUint(uint64(*r.NetClassID), 10)
+	}
+	return out
+}
+
+func limitText(v int64) string {
+	if v == Unlimited {
+		return UnlimitedText
+	}
+	return strconv.FormatInt(v, 10)
+}
+
+// Only returns the part of r that manages the named knobs (text knobs, or
+// "devices" and "blkio_throttle").
+func (r Resources) Only(knobs ...string) Resources {
+	var out Resources
+	for _, k := range knobs {
+		switch k {
+		case "cpu_shares":
+			out.CPUShares = r.CPUShares
+		case "vcpu_period":
+			out.CPUPeriodUs = r.CPUPeriodUs
+		case "vcpu_quota":
+			out.CPUQuotaUs = r.CPUQuotaUs
+		case "cpuset_cpus":
+			out.CpusetCPUs = r.CpusetCPUs
+		case "cpuset_mems":
+			out.CpusetMems = r.CpusetMems
+		case "hard_limit":
+			out.MemoryHardLimit = r.MemoryHardLimit
+		case "soft_limit":
+			out.MemorySoftLimit = r.MemorySoftLimit
+		case "swap_hard_limit":
+			out.MemorySwapHardLimit = r.MemorySwapHardLimit
+		case "pids_max":
+			out.PidsMax = r.PidsMax
+		case "blkio_weight":
+			out.BlkioWeight = r.BlkioWeight
+		case "net_cls_classid":
+			out.NetClassID = r.NetClassID
+		case "devices":
+			out.Devices = r.Devices
+		case "blkio_throttle":
+			out.BlkioThrottle = r.BlkioThrottle
+		}
+	}
+	return out
+}
+
+// Applied returns, for each text knob of r that writes performed (as
+// [Driver.Apply] returns them, also after a failure part way), the
+// canonical value that was written: on cgroup v2 a cpu.weight of 39 is
+// reported as the cpu_shares of 500 it stands for.
+func Applied(r Resources, writes []Write) map[string]string {
+	all := r.Knobs()
+	out := map[string]string{}
+	for _, w := range writes {
+		for _, k := range strings.Split(w.Knob, ",") {
+			if v, ok := all[k]; ok {
+				out[k] = v
+			}
+		}
+	}
+	return out
+}
+
+// KnobDiff returns the knobs whose text differs between have and want, and
+// those want no longer sets (with have's value), sorted.
+func KnobDiff(have, want map[string]string) (changed, dropped []string) {
+	for k, v := range want {
+		if have[k] != v {
+			changed = append(changed, k)
+		}
+	}
+	for k := range have {
+		if _, ok := want[k]; !ok {
+			dropped = append(dropped, k)
+		}
+	}
+	slices.Sort(changed)
+	slices.Sort(dropped)
+	return changed, dropped
+}
+
+// String formats r's text knobs for logs.
+func (r Resources) String() string {
+	k := r.Knobs()
+	parts := make([]string, 0, len(k))
+	for _, name := range slices.Sorted(maps.Keys(k)) {
+		parts = append(parts, fmt.Sprintf("%s=%s", name, k[name]))
+	}
+	return strings.Join(parts, " ")
+}

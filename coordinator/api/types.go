@@ -1,0 +1,329 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/events"
+)
+
+// HTTP headers of the API.
+const (
+	HeaderRequestID = "X-Corral-Request-ID"
+	HeaderActor     = "X-Corral-Actor"
+	// HeaderNodeSecret carries the secret a node's agent proves itself with.
+	HeaderNodeSecret = "X-Corral-Node-Secret"
+	// HeaderIndex on a response is the log index the answer reflects.
+	HeaderIndex = "X-Corral-Index"
+	// HeaderLogOffset says at which byte of the guest's log file the
+	// answer of GET /v1/guests/{name}/logs starts.
+	HeaderLogOffset = "X-Corral-Log-Offset"
+)
+
+// MaxBody bounds a request body.
+const MaxBody = 1 << 20
+
+// Guest statuses.
+const (
+	StatusPending = "pending" // defined, not placed
+	StatusPlaced  = "placed"  // placed, not (yet) reported running
+	StatusRunning = "running"
+	StatusExited  = "exited"
+	StatusFailed  = "failed" // the agent could not start it
+)
+
+// Desired states.
+const (
+	DesiredRunning = "running"
+	DesiredStopped = "stopped"
+)
+
+// Node statuses.
+const (
+	NodeStatusUp   = "up"
+	NodeStatusDown = "down"
+)
+
+// Guest is one guest as the log has it: its definition, placement, desired
+// and reported state, tuning and last usage. It is the state machine's
+// record and what the API shows.
+type Guest struct {
+	events.GuestDefined
+	Desired    string `json:"desired"`
+	Status     string `json:"status"`
+	Node       string `json:"node,omitempty"`
+	Generation uint64 `json:"generation,omitempty"`
+	PID        int    `json:"pid,omitempty"`
+	// CPUs are the exclusive CPUs the placement chose, when pinned.
+	CPUs string `json:"cpus,omitempty"`
+	// MovedFrom is the node a drain or a node loss moved the guest off,
+	// until the guest reports started on its new node.
+	MovedFrom string `json:"moved_from,omitempty"`
+	// Paused is set while the guest is asked to be suspended.
+	Paused bool `json:"paused,omitempty"`
+	// Applied holds the knob values the agent reports it wrote for the
+	// current generation; Usage its last usage report.
+	Applied     map[string]string   `json:"applied,omitempty"`
+	Usage       *events.GuestUsage  `json:"usage,omitempty"`
+	Tuning      map[string]string   `json:"tuning,omitempty"` // knob -> canonical value, when not the default
+	LastExit    *events.GuestExited `json:"last_exit,omitempty"`
+	CreateIndex uint64              `json:"create_index"`
+	ModifyIndex uint64              `json:"modify_index"`
+}
+
+// Knob returns the guest's current value of a knob in canonical form: its
+// tuning, else what its definition implies, else the knob's default.
+func (g *Guest) Knob(name string) string {
+	if v, ok := g.Tuning[name]; ok {
+		return v
+	}
+	switch name {
+	case "cpu_shares":
+		return fmt.Sprint(g.CPUShares)
+	case "hard_limit":
+		// A guest's memory is its hard limit until tuned otherwise.
+		return fmt.Sprint(g.MemoryBytes)
+	}
+	k, err := events.LookupKnob(name)
+	if err != nil {
+		return ""
+	}
+	return k.Default
+}
+
+// Node is one host as the log has it.
+type Node struct {
+	events.NodeRegistered
+	Status string `json:"status"`
+	// Eligibility is eligible, ineligible or draining; Drain holds the
+	// drain's deadline and parallelism while draining.
+	Eligibility string                  `json:"eligibility"`
+	Drain       *events.NodeEligibility `json:"drain,omitempty"`
+	CreateIndex uint64                  `json:"create_index"`
+	ModifyIndex uint64                  `json:"modify_index"`
+}
+
+// ServerInfo is a coordinator server's addresses.
+type ServerInfo = events.ServerRegistered
+
+// NodeView is a node with what is allocated on it.
+type NodeView struct {
+	Node
+	AllocatedMemoryBytes int64 `json:"allocated_memory_bytes"`
+	AllocatedVCPUs       int   `json:"allocated_vcpus"`
+	Guests               int   `json:"guests"`
+}
+
+// NodeDetail is a node with what it holds.
+type NodeDetail struct {
+	NodeView
+	GuestList []*Guest `json:"guest_list"`
+}
+
+// GuestView is a guest as the API shows it: its record and, while it waits
+// for a placement, why no node takes it, one line per node.
+type GuestView struct {
+	Guest
+	Unplaced []string `json:"unplaced,omitempty"`
+}
+
+// State is the cluster as of an index, as GET /v1/state answers it: the
+// same views the list endpoints give, so every view agrees.
+type State struct {
+	Index     uint64                 `json:"index"`
+	Servers   map[string]*ServerInfo `json:"servers"`
+	Nodes     []NodeView             `json:"nodes"`
+	Guests    []*Guest               `json:"guests"`
+	Scheduler events.SchedulerConfig `json:"scheduler"`
+}
+
+// PlacementPreview is what a dry run answers: where the guest would go, or
+// why it would stay pending.
+type PlacementPreview struct {
+	Node     string   `json:"node,omitempty"`
+	CPUs     string   `json:"cpus,omitempty"`
+	Score    float64  `json:"score,omitempty"`
+	Ranked   int      `json:"ranked,omitempty"`
+	Unplaced []string `json:"unplaced,omitempty"`
+}
+
+// WriteResult is the answer to a write: the indexes of the events it
+// committed.
+type WriteResult struct {
+	Index   uint64   `json:"index"`
+	Indexes []uint64 `json:"indexes"`
+}
+
+// Member is one coordinator server as `corral cluster members` shows it.
+type Member struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr,omitempty"`
+	Suffrage string `json:"suffrage"`
+	Leader   bool   `json:"leader"`
+}
+
+// CreateGuest defines a guest and, unless NoStart, asks for it to run.
+type CreateGuest struct {
+	Name      string            `json:"name"`
+	Driver    string            `json:"driver"`
+	Memory    string            `json:"memory"`
+	VCPUs     int               `json:"vcpus"`
+	CPUShares int               `json:"cpu_shares,omitempty"`
+	Command   []string          `json:"command,omitempty"`
+	Rootfs    string            `json:"rootfs,omitempty"`
+	Kernel    string            `json:"kernel,omitempty"`
+	Initrd    string            `json:"initrd,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	// Placement rules: constraints like "rack=a" or "rack!=b", a label key
+	// to spread by (anti-affinity), and exclusive CPUs as an explicit
+	// cpuset or a count for the scheduler to choose.
+	Constraints []string `json:"constraints,omitempty"`
+	SpreadBy    string   `json:"spread_by,omitempty"`
+	CPUSet      string   `json:"cpuset,omitempty"`
+	PinCPUs     int      `json:"pin_cpus,omitempty"`
+	NoStart     bool     `json:"no_start,omitempty"`
+}
+
+// GuestAction is start, stop, suspend, resume or destroy of one guest.
+type GuestAction struct {
+	Name   string `json:"name"`
+	Action string `json:"action"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// TuneGuest changes knobs of a guest.
+type TuneGuest struct {
+	Name string            `json:"name"`
+	Set  map[string]string `json:"set"`
+	// Live and Persistent select where the change applies, as virsh's
+	// --live and --config do; neither given means both.
+	Live       bool   `json:"live,omitempty"`
+	Persistent bool   `json:"persistent,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+// SetNodeStatus declares a node up or down.
+type SetNodeStatus struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// SetEligibility makes a node eligible or ineligible for new guests, or
+// drains it.
+type SetEligibility struct {
+	ID          string    `json:"id"`
+	Eligibility string    `json:"eligibility"`
+	Deadline    time.Time `json:"deadline,omitzero"`
+	MaxParallel int       `json:"max_parallel,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+}
+
+// ReportItem is one thing an agent reports: an event payload, about one of
+// its guests or about the node.
+type ReportItem struct {
+	Guest   string          `json:"guest,omitempty"`
+	Type    events.Type     `json:"type"`
+	Payload json.RawMessage `json:"payload"`
+}
+
+// NewReportItem encodes a payload as a report item.
+func NewReportItem(guest string, p events.Payload) ReportItem {
+	b, _ := json.Marshal(p)
+	return ReportItem{Guest: guest, Type: p.EventType(), Payload: b}
+}
+
+// AgentReport is the body of POST /v1/nodes/{id}/report.
+type AgentReport struct {
+	Items []ReportItem `json:"items"`
+}
+
+// HeartbeatRequest is what an agent sends on its heartbeat subject.
+type HeartbeatRequest struct {
+	Secret string `json:"secret"`
+}
+
+// HeartbeatReply answers an agent's heartbeat: the leader's applied index
+// and the index of the last event that concerned the agent's node, so an
+// agent that missed one knows to list again.
+type HeartbeatReply struct {
+	Index     uint64 `json:"index"`
+	NodeIndex uint64 `json:"node_index"`
+	Error     string `json:"error,omitempty"`
+}
+
+// Desired is a node's desired state at an index: every guest the log
+// places on it, as the host must run it.
+type Desired struct {
+	Index  uint64         `json:"index"`
+	Node   *Node          `json:"node"`
+	Guests []DesiredGuest `json:"guests"`
+}
+
+// DesiredGuest is one guest as its host must run it: the driver spec (in
+// Definition), the placement generation, the desired state and every
+// resource setting as the cgroup driver's own type, with the placement's
+// pinned CPUs and every tuning already folded in. An agent needs nothing
+// else to start, tune, suspend or stop it.
+type DesiredGuest struct {
+	Name string `json:"name"`
+	// Generation is the index of the placement.
+	Generation uint64 `json:"generation"`
+	// Desired is running or stopped; Status what the log last heard
+	// (placed, running, exited or failed).
+	Desired    string              `json:"desired"`
+	Status     string              `json:"status"`
+	Paused     bool                `json:"paused,omitempty"`
+	Definition events.GuestDefined `json:"definition"`
+	// Resources are the guest's groups' settings: every field set is
+	// managed (written at start, rewritten when it changes, watched for
+	// drift).
+	Resources cgroupdriver.Resources `json:"resources"`
+}
+
+// NodeUpdate is what the leader publishes on a node's subject for every
+// event that concerns the node: the event, and the guest it is about as
+// the node must now run it (nil when the event is about no guest of the
+// node, Removed when the guest left the node). Prev is the index of the
+// previous event that concerned the node, so the agent can tell a gap.
+type NodeUpdate struct {
+	Index   uint64          `json:"index"`
+	Prev    uint64          `json:"prev"`
+	Event   json.RawMessage `json:"event"`
+	Guest   *DesiredGuest   `json:"guest,omitempty"`
+	Removed string          `json:"removed,omitempty"`
+}
+
+// LogChunkMax is the most an agent sends in one LogReply.
+const LogChunkMax = 256 << 10
+
+// LogRequest asks a node's agent for part of a guest's log.
+type LogRequest struct {
+	Guest string `json:"guest"`
+	// Offset is the byte of the log file to start at.
+	Offset int64 `json:"offset"`
+	// Tail, when positive, starts that many bytes before the end of the
+	// file instead of at Offset.
+	Tail int64 `json:"tail,omitempty"`
+	// Max bounds len(Data); the agent caps it at LogChunkMax.
+	Max int `json:"max"`
+}
+
+// LogReply is an agent's answer to a LogRequest.
+type LogReply struct {
+	Data []byte `json:"data,omitempty"`
+	// Next is the offset to ask for next; Size the file's size when read.
+	Next int64 `json:"next"`
+	Size int64 `json:"size"`
+	// Truncated says the file was shorter than the offset asked for: its
+	// head was cut to keep it under its cap (or a new run started it
+	// again), and Data starts at the file's head, offset 0.
+	Truncated bool `json:"truncated,omitempty"`
+	// Code and Error say why the read failed; Code is one of the API's
+	// error codes.
+	Code  string `json:"code,omitempty"`
+	Error string `json:"error,omitempty"`
+}

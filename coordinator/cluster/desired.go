@@ -1,0 +1,158 @@
+package cluster
+
+import (
+	"maps"
+	"slices"
+
+	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/events"
+)
+
+// This file is the one path from the log to a host: what a node must run
+// (its desired state, listed), and what each event changes of it (routes,
+// watched), both as api.DesiredGuest.
+
+// Resources returns the settings of g's groups: the one place a knob of
+// the log becomes a field of the cgroup driver. cpu_shares comes from the
+// definition, the hard limit from the guest's memory (for a VM with room
+// for QEMU itself), the cpuset from the placement's pinned CPUs, and every
+// tuning the log holds overrides them.
+func Resources(g *Guest) cgroupdriver.Resources {
+	var r cgroupdriver.Resources
+	if g.CPUShares > 0 {
+		r.CPUShares = new(uint64(g.CPUShares))
+	}
+	mem := g.MemoryBytes
+	if g.Driver == events.DriverQEMU {
+		mem = events.QEMUMemoryLimit(mem)
+	}
+	if mem > 0 {
+		r.MemoryHardLimit = new(mem)
+	}
+	r.CpusetCPUs = g.CPUs
+	for _, k := range slices.Sorted(maps.Keys(g.Tuning)) {
+		// Tuning values were validated and made canonical before they
+		// were committed; one that a newer build no longer reads is left
+		// unmanaged rather than stopping the guest.
+		_ = r.SetKnob(k, g.Tuning[k])
+	}
+	return r
+}
+
+// DesiredGuest returns g as its node must run it.
+func DesiredGuest(g *Guest) api.DesiredGuest {
+	def := g.GuestDefined
+	def.Command = slices.Clone(def.Command)
+	def.Labels = maps.Clone(def.Labels)
+	def.Constraints = slices.Clone(def.Constraints)
+	return api.DesiredGuest{
+		Name: g.Name, Generation: g.Generation, Desired: g.Desired, Status: g.Status, Paused: g.Paused,
+		Definition: def, Resources: Resources(g),
+	}
+}
+
+// Desired returns node id's desired state: every guest placed on it.
+func (s *State) Desired(id string) (*api.Desired, error) {
+	n, err := s.node(id)
+	if err != nil {
+		return nil, err
+	}
+	c := *n
+	d := &api.Desired{Index: s.Index, Node: &c, Guests: []api.DesiredGuest{}}
+	for _, name := range s.GuestsOn(id) {
+		d.Guests = append(d.Guests, DesiredGuest(s.Guests[name]))
+	}
+	return d, nil
+}
+
+// NodeIndex returns the index of the last event that concerned node id.
+func (s *State) NodeIndex(id string) uint64 { return s.NodeEvents[id] }
+
+// Route is what one committed event means to one node: the update its
+// agent folds into its desired state.
+type Route struct {
+	Node string
+	// Prev is the index of the node's previous event: a gap check.
+	Prev uint64
+	// Guest is the event's guest as Node must now run it, when it is
+	// placed there; Removed names the guest when it left Node.
+	Guest   *api.DesiredGuest
+	Removed string
+}
+
+// route records that the event at idx concerns the nodes the guest was on
+// before and is on after it, and the event's own node, and returns the
+// routes when want is set.
+func (s *State) route(idx uint64, e *events.Event, before string, want bool) []Route {
+	after := ""
+	var g *Guest
+	if e.Guest != "" {
+		if g = s.Guests[e.Guest]; g != nil {
+			after = g.Node
+		}
+	}
+	var out []Route
+	seen := [3]string{}
+	for i, n := range [3]string{e.Node, before, after} {
+		if n == "" || n == seen[0] || n == seen[1] {
+			continue
+		}
+		seen[i] = n
+		if _, ok := s.Nodes[n]; !ok {
+			continue
+		}
+		if s.NodeEvents == nil {
+			s.NodeEvents = map[string]uint64{}
+		}
+		prev := s.NodeEvents[n]
+		s.NodeEvents[n] = idx
+		if !want {
+			continue
+		}
+		r := Route{Node: n, Prev: prev}
+		switch {
+		case g != nil && after == n:
+			dg := DesiredGuest(g)
+			r.Guest = &dg
+		case e.Guest != "" && before == n:
+			r.Removed = e.Guest
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// View returns a copy of g as the API shows it: its definition's
+// cpu_shares is the value in force, so no view keeps a stale copy.
+func View(g *Guest) *Guest {
+	c := *g
+	if v, ok := g.Tuning["cpu_shares"]; ok {
+		if r := (cgroupdriver.Resources{}); r.SetKnob("cpu_shares", v) == nil && r.CPUShares != nil {
+			c.CPUShares = int(*r.CPUShares)
+		}
+	}
+	return &c
+}
+
+// NodeView returns n with what is allocated on it.
+func (s *State) NodeView(n *Node) api.NodeView {
+	mem, cpu := s.Allocated(n.ID)
+	return api.NodeView{Node: *n, AllocatedMemoryBytes: mem, AllocatedVCPUs: cpu, Guests: len(s.GuestsOn(n.ID))}
+}
+
+// View returns the whole state as GET /v1/state answers it.
+func (s *State) View() *api.State {
+	out := &api.State{Index: s.Index, Servers: map[string]*api.ServerInfo{}, Nodes: []api.NodeView{}, Guests: []*Guest{}, Scheduler: s.Scheduler}
+	for id, v := range s.Servers {
+		c := *v
+		out.Servers[id] = &c
+	}
+	for _, id := range slices.Sorted(maps.Keys(s.Nodes)) {
+		out.Nodes = append(out.Nodes, s.NodeView(s.Nodes[id]))
+	}
+	for _, name := range slices.Sorted(maps.Keys(s.Guests)) {
+		out.Guests = append(out.Guests, View(s.Guests[name]))
+	}
+	return out
+}
