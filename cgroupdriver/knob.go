@@ -1,9 +1,6 @@
 package cgroupdriver
 
 import (
-	"fmt"
-	"maps"
-	"slices"
 	"strconv"
 	"strings"
 )
@@ -204,32 +201,4 @@ func Applied(r Resources, writes []Write) map[string]string {
 		}
 	}
 	return out
-}
-
-// KnobDiff returns the knobs whose text differs between have and want, and
-// those want no longer sets (with have's value), sorted.
-func KnobDiff(have, want map[string]string) (changed, dropped []string) {
-	for k, v := range want {
-		if have[k] != v {
-			changed = append(changed, k)
-		}
-	}
-	for k := range have {
-		if _, ok := want[k]; !ok {
-			dropped = append(dropped, k)
-		}
-	}
-	slices.Sort(changed)
-	slices.Sort(dropped)
-	return changed, dropped
-}
-
-// String formats r's text knobs for logs.
-func (r Resources) String() string {
-	k := r.Knobs()
-	parts := make([]string, 0, len(k))
-	for _, name := range slices.Sorted(maps.Keys(k)) {
-		parts = append(parts, fmt.Sprintf("%s=%s", name, k[name]))
-	}
-	return strings.Join(parts, " ")
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/coordinator"
 	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/events"
 
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/cgroupdriver/cgrouptest"
@@ -196,4 +199,49 @@ func startAgentDev(t *testing.T, guests []string, extra ...string) (*devProcess,
 		p.stop(syscall.SIGTERM, waitTimeout)
 	})
 	return p, cg
+}
+
+// TestDevAgentPinsCPUs: a guest created with --cpuset runs with exactly
+// those CPUs in its cpuset group on this host, and a hand edit of the file
+// is put back by the agent and recorded as drift.
+func TestDevAgentPinsCPUs(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("needs two CPUs to pin one and move it to the other")
+	}
+	p, cg := startAgentDev(t, []string{"pinned"})
+	p.ok("guest", "create", "pinned", "--driver", "process", "--memory", "32MiB", "--cpuset", "1", "--", "/bin/sleep", "1000")
+	g := waitGuest(t, p, "pinned", "ran", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
+	if g.CPUs != "1" {
+		t.Fatalf("the log placed the guest on CPUs %q, want 1", g.CPUs)
+	}
+	dirs, err := cg.Paths(cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: "pinned"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, dirs, "cpuset.cpus", "1")
+	if status, err := os.ReadFile("/proc/" + strconv.Itoa(g.PID) + "/status"); err != nil || !strings.Contains(string(status), "Cpus_allowed_list:\t1\n") {
+		t.Errorf("pid %d may run on other CPUs than 1: %v\n%s", g.PID, err, status)
+	}
+	waitGuest(t, p, "pinned", "applied cpuset_cpus 1", func(g *api.GuestView) bool { return g.Applied["cpuset_cpus"] == "1" })
+
+	var file string
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "cpuset.cpus")); err == nil {
+			file = filepath.Join(d, "cpuset.cpus")
+		}
+	}
+	if err := os.WriteFile(file, []byte("0"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, dirs, "cpuset.cpus", "1")
+	var drift []string
+	coordinator.WaitFor(t, waitTimeout, "a guest.drift event for cpuset_cpus", func() bool {
+		drift = eventLines(t, p, "--guest", "pinned", "--type", "guest.drift")
+		return len(drift) > 0
+	})
+	e := checkEventLine(t, drift[0])
+	d, ok := e.Payload.(*events.GuestDrift)
+	if !ok || d.Knob != "cpuset_cpus" || d.Expected != "1" || d.Found != "0" || !d.Corrected {
+		t.Errorf("drift event = %s", drift[0])
+	}
 }

@@ -1,0 +1,60 @@
+package cgroupdriver
+
+import (
+	"errors"
+	"maps"
+	"testing"
+)
+
+func TestKnobTextRoundTrip(t *testing.T) {
+	in := map[string]string{
+		"cpu_shares": "500", "vcpu_period": "100000", "vcpu_quota": "-1", "cpuset_cpus": "1,3-4", "cpuset_mems": "0",
+		"hard_limit": "268435456", "soft_limit": "unlimited", "swap_hard_limit": "unlimited", "pids_max": "64",
+		"blkio_weight": "500", "net_cls_classid": "1048577",
+	}
+	var r Resources
+	for k, v := range in {
+		if err := r.SetKnob(k, v); err != nil {
+			t.Fatalf("SetKnob(%s, %s): %v", k, v, err)
+		}
+	}
+	if got := r.Knobs(); !maps.Equal(got, in) {
+		t.Fatalf("Knobs() = %v, want %v", got, in)
+	}
+	if *r.MemorySoftLimit != Unlimited || *r.CPUQuotaUs != Unlimited || r.CpusetCPUs != "1,3-4" {
+		t.Fatalf("fields: %+v", r)
+	}
+	only := r.Only("cpu_shares", "cpuset_cpus")
+	if got := only.Knobs(); len(got) != 2 || got["cpu_shares"] != "500" || got["cpuset_cpus"] != "1,3-4" {
+		t.Fatalf("Only = %v", got)
+	}
+}
+
+func TestSetKnobRefusesBadText(t *testing.T) {
+	for _, c := range []struct{ knob, value string }{
+		{"cpu_shares", "-3"}, {"cpu_shares", "lots"}, {"hard_limit", "1G"}, {"cpuset_cpus", "3-1"},
+		{"cpuset_cpus", ""}, {"blkio_weight", "70000"}, {"nope", "1"},
+	} {
+		var r Resources
+		err := r.SetKnob(c.knob, c.value)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != c.knob {
+			t.Errorf("SetKnob(%q, %q) = %v, want a FieldError naming the knob", c.knob, c.value, err)
+		}
+	}
+}
+
+func TestAppliedReportsWhatWasWritten(t *testing.T) {
+	var r Resources
+	r.SetKnob("cpu_shares", "500")
+	r.SetKnob("hard_limit", "unlimited")
+	r.SetKnob("vcpu_quota", "50000")
+	// v2 writes cpu.weight for the shares and cpu.max for quota and
+	// period together; hard_limit failed before it was written.
+	writes := []Write{{Knob: "cpu_shares", File: "cpu.weight", Value: "39"}, {Knob: "vcpu_quota,vcpu_period", File: "cpu.max", Value: "50000 100000"}}
+	got := Applied(r, writes)
+	want := map[string]string{"cpu_shares": "500", "vcpu_quota": "50000"}
+	if !maps.Equal(got, want) {
+		t.Fatalf("Applied = %v, want %v", got, want)
+	}
+}
