@@ -123,10 +123,17 @@ func (s *State) route(idx uint64, e *events.Event, before string, want bool) []R
 	return out
 }
 
-// View returns a copy of g as the API shows it: its definition's
-// cpu_shares is the value in force, so no view keeps a stale copy.
+// View returns a copy of g as the API shows it, safe to encode after the
+// state lock is released: its definition's cpu_shares is the value in
+// force, so no view keeps a stale copy.
 func View(g *Guest) *Guest {
 	c := *g
+	c.Applied = maps.Clone(g.Applied)
+	c.Tuning = maps.Clone(g.Tuning)
+	if g.Usage != nil {
+		u := *g.Usage
+		c.Usage = &u
+	}
 	if v, ok := g.Tuning["cpu_shares"]; ok {
 		if r := (cgroupdriver.Resources{}); r.SetKnob("cpu_shares", v) == nil && r.CPUShares != nil {
 			c.CPUShares = int(*r.CPUShares)
