@@ -182,6 +182,42 @@ func TestDevEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("views agree", func(t *testing.T) {
+		// The tuned value shows wherever cpu_shares shows.
+		if g := guestJSON(t, p, "web"); g.CPUShares != 500 || g.Knob("cpu_shares") != "500" {
+			t.Errorf("guest show -o json: cpu_shares %d, knob %s; want 500", g.CPUShares, g.Knob("cpu_shares"))
+		}
+		var gs []*api.Guest
+		if err := json.Unmarshal([]byte(p.ok("guest", "list", "-o", "json")), &gs); err != nil || len(gs) == 0 || gs[0].CPUShares != 500 {
+			t.Errorf("guest list -o json: %v %+v", err, gs)
+		}
+		// state and node list give the same allocation, in JSON and in tables.
+		var st api.State
+		if err := json.Unmarshal([]byte(p.ok("state", "-o", "json")), &st); err != nil {
+			t.Fatal(err)
+		}
+		var nodes []api.NodeView
+		if err := json.Unmarshal([]byte(p.ok("node", "list", "-o", "json")), &nodes); err != nil {
+			t.Fatal(err)
+		}
+		if len(nodes) != 1 || len(st.Nodes) != 1 || nodes[0].AllocatedMemoryBytes != 64<<20 || nodes[0].AllocatedVCPUs != 1 ||
+			st.Nodes[0].AllocatedMemoryBytes != nodes[0].AllocatedMemoryBytes || st.Nodes[0].AllocatedVCPUs != nodes[0].AllocatedVCPUs ||
+			st.Nodes[0].Guests != nodes[0].Guests {
+			t.Errorf("state nodes %+v, node list %+v", st.Nodes, nodes)
+		}
+		row := func(out string) string {
+			for _, l := range strings.Split(out, "\n") {
+				if strings.HasPrefix(l, "test-node ") {
+					return strings.Join(strings.Fields(l), " ")
+				}
+			}
+			return ""
+		}
+		if a, b := row(p.ok("node", "list")), row(p.ok("state")); a == "" || a != b || !strings.Contains(a, "64MiB, 1 vCPU") {
+			t.Errorf("node list row %q, state row %q", a, b)
+		}
+	})
+
 	t.Run("events json", func(t *testing.T) {
 		lines := eventLines(t, p)
 		for i, line := range lines {
