@@ -32,9 +32,10 @@
 // through a re-exec shim. Every binary that starts guests must call
 // [RunShimIfRequested] first thing in main.
 //
-// Dependency rule: this package imports nothing else of corral's. It may be
-// imported by the node agent and by tests; it must never import events,
-// coordinator, scheduler, nodeagent or cmd. Test support lives in the
-// cgrouptest subpackage. Linux only, 64-bit (the BPF attribute layout
+// Dependency rule: this package imports nothing of corral's. The agent and
+// its drivers build on it, and the wire API carries its [Resources] as a
+// desired guest's settings; it must never import events, coordinator/...,
+// scheduler, nodeagent/... or cmd, nor raft or NATS. Test support lives in
+// the cgrouptest subpackage. Linux only, 64-bit (the BPF attribute layout
 // assumes 64-bit pointers).
 package cgroupdriver

@@ -1,16 +1,26 @@
-// Package coordinator is corral's replicated control plane: a state machine
-// over the event log (state.go, pure), the commands that are validated
-// against that state and turned into events (command.go, pure), the raft
-// plumbing that commits them (fsm.go, server.go), the per-server event store
-// that keeps committed events independently of raft's compaction (store.go),
-// and the HTTP API and its client (http.go, client.go).
+// Package coordinator is corral's server: one member of the replicated
+// control plane. It owns the raft adapter (fsm.go: proposals, applying
+// committed entries to the state, snapshots), the server's configuration,
+// collaborators and life cycle (server.go), the per-server event store that
+// keeps committed events independently of raft's compaction (store.go),
+// submitting commands and the leader's loops that schedule, publish
+// committed events and node updates on the bus and trim the store
+// (leader.go), the HTTP handlers (http.go, http_sched.go), the agents'
+// reports, desired state and heartbeats (agent.go) and the proxy for
+// guests' output logs (logs.go). Test helpers live in testing.go.
+//
+// What the server runs is not here: the pure state machine and the commands
+// live in coordinator/cluster, the wire types, error codes and Go client in
+// coordinator/api, the NATS bus in coordinator/bus.
 //
 // Invariants kept here (see DESIGN.md): the raft log is the only source of
-// truth; State.Apply does no I/O, reads no clock and draws no random number;
-// commands are validated before they become events and the state machine
-// re-checks what could have changed since; event indexes are dense and the
-// same on every server.
+// truth; a command is validated (cluster.Command.Decide) before it is
+// proposed and nothing is appended when it is refused; publishing and
+// scheduling happen after commit, driven by the committed index; event
+// indexes are dense and the same on every server.
 //
-// It imports events, scheduler and natsbus of corral's; it must never import
-// nodeagent or cgroupdriver.
+// Dependency rule: it imports coordinator/api, coordinator/cluster,
+// coordinator/bus, events and scheduler of corral's, and it alone imports
+// raft, raft-boltdb and bbolt. It must never import nodeagent/..., cmd or the
+// test-support packages, nor nats.go or nats-server (only through the bus).
 package coordinator

@@ -8,5 +8,6 @@
 // hold one encoding of every type as released; TestGolden fails if a change
 // makes any of them undecodable or decodes it differently.
 //
-// This package imports nothing of corral's; every other package may import it.
+// Dependency rule: this package imports the standard library only, nothing
+// of corral's and no other module; every other package may import it.
 package events

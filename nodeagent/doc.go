@@ -3,13 +3,16 @@
 // assigns, applies their tuning, and reports back (started, exited, usage,
 // limit hits, drift, cleanup) as events.
 //
-// The agent is level-triggered. Every notification that may concern its
-// node, every gap in the event stream, every reconnect and every
-// [Config.ResyncInterval] makes it fetch its node's desired state (list,
-// then watch: DESIGN invariant 1), compare it with what runs on the host
-// through the pure [Reconcile], and hand the resulting [Action] values to a
-// thin actuator. Actions are keyed by guest and generation (invariant 5),
-// so a duplicate or late notification changes nothing.
+// The agent follows its node's desired state by list, then watch (DESIGN
+// invariant 1): it subscribes to its node's updates on the bus, lists the
+// desired state at start, on every (re)subscription and whenever an update
+// is missing (a gap in the updates' previous indexes, or a heartbeat that
+// names a node index no update brought), and folds every other update in
+// with the pure [Fold]. Each change, and every [Config.ResyncInterval] (which
+// also checks for drift), makes a pass: the pure [Reconcile] compares the
+// desired state with what runs on the host and a thin actuator performs
+// the resulting [Action] values. Actions are keyed by guest and generation
+// (invariant 5), so a duplicate or late update changes nothing.
 //
 // It owns, on its host, everything below its state directory (a secret,
 // and one directory per guest, <StateDir>/guests/<id>, which is the
@@ -20,11 +23,17 @@
 // [Config.FenceTimeout] freezes its guests (invariant 6) and, back in
 // touch, thaws those still assigned to it and destroys the rest.
 //
-// The coordinator is reached through the small [Coordinator] and [Notifier]
-// interfaces declared here; the adapter over the coordinator's HTTP API and
-// NATS lives next to them and is wired by cmd.
+// Its collaborators are small interfaces declared here: [Cgroups], [Drivers]
+// and [Instance] for the host (deps.go; the real ones are
+// *cgroupdriver.Driver and, through [HostDrivers], package driver), and
+// [Coordinator], [Notifier] and [LogServer] for the cluster (coordinator.go,
+// logs.go). [Remote] implements the last three over the coordinator's HTTP
+// API (api.Client) and the bus (bus.Conn): remote.go. cmd wires the real
+// ones.
 //
-// Dependency rule: this package imports cgroupdriver, driver and events. It
-// must never import scheduler or cmd, and only the adapter may import
-// coordinator or natsbus. Linux only.
+// Dependency rule: this package imports coordinator/api, coordinator/bus,
+// cgroupdriver, events and nodeagent/driver of corral's. It must never
+// import the server (coordinator), coordinator/cluster, scheduler, raft
+// (github.com/hashicorp/raft, raft-boltdb, go.etcd.io/bbolt), cmd or the
+// test-support packages. Linux only.
 package nodeagent

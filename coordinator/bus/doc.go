@@ -9,5 +9,7 @@
 // can drop what they have applied and detect gaps; a node's updates also
 // carry the index of the node's previous update (Corral-Prev).
 //
-// Dependency rule: it imports events of corral's and nothing else of ours.
+// Dependency rule: it imports events of corral's and nothing else of ours:
+// never coordinator, coordinator/api, coordinator/cluster, nodeagent/... or
+// cmd, nor raft. No other package imports nats.go or nats-server.
 package bus

@@ -83,10 +83,10 @@ func TestSpecFor(t *testing.T) {
 	if s := driver.SpecFor("web", def, "/s"); s.Rootfs != "/img/web.qcow2" || s.Disk != "" || s.Guest.Kind != cgroupdriver.KindLXC {
 		t.Errorf("SpecFor(lxc) = %+v", s)
 	}
-	if got := driver.QEMUMemoryLimit(128 << 20); got != 384<<20 {
-		t.Errorf("QEMUMemoryLimit(128 MiB) = %d", got)
+	if got := events.QEMUMemoryLimit(128 << 20); got != 384<<20 {
+		t.Errorf("events.QEMUMemoryLimit(128 MiB) = %d", got)
 	}
-	if got := driver.QEMUMemoryLimit(4 << 30); got != 5<<30 {
-		t.Errorf("QEMUMemoryLimit(4 GiB) = %d", got)
+	if got := events.QEMUMemoryLimit(4 << 30); got != 5<<30 {
+		t.Errorf("events.QEMUMemoryLimit(4 GiB) = %d", got)
 	}
 }

@@ -30,8 +30,9 @@
 // in main (and in TestMain): a container's init is this binary re-executed,
 // and on cgroup v1 so is the entry shim that puts it into its groups.
 //
-// Dependency rule: this package may import cgroupdriver and events. It must
-// never import coordinator, scheduler, natsbus, nodeagent or cmd: the agent
-// builds on it, not the other way round. Test support lives in the
-// drivertest subpackage. Linux only, amd64 for the KVM probe.
+// Dependency rule: this package imports cgroupdriver and events of
+// corral's. It must never import coordinator/..., scheduler, nodeagent or
+// cmd, nor raft or NATS: nodeagent builds on it, not the other way round.
+// Test support lives in the drivertest subpackage. Linux only, amd64 for
+// the KVM probe.
 package driver

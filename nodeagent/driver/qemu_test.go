@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/events"
 	"github.com/corral-dev/corral/nodeagent/driver"
 	"github.com/corral-dev/corral/nodeagent/driver/drivertest"
 )
@@ -50,7 +51,7 @@ func TestQEMUGuest(t *testing.T) {
 	ctx := testCtx(t)
 	q := inst.QMP()
 	checkInGroups(t, inst, inst.PID())
-	if got, want := groupFile(t, inst, "memory.limit_in_bytes"), strconv.FormatInt(driver.QEMUMemoryLimit(128<<20), 10); got != want {
+	if got, want := groupFile(t, inst, "memory.limit_in_bytes"), strconv.FormatInt(events.QEMUMemoryLimit(128<<20), 10); got != want {
 		t.Errorf("memory limit %s, want %s (RAM plus headroom)", got, want)
 	}
 	var blocks []struct {
