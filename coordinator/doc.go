@@ -13,7 +13,7 @@
 // live in coordinator/cluster, the wire types, error codes and Go client in
 // coordinator/api, the NATS bus in coordinator/bus.
 //
-// Invariants kept here (see DESIGN.md): the raft log is the only source of
+// Invariants kept here: the raft log is the only source of
 // truth; a command is validated (cluster.Command.Decide) before it is
 // proposed and nothing is appended when it is refused; publishing and
 // scheduling happen after commit, driven by the committed index; event

@@ -198,7 +198,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 		writeError(w, err)
 		return
 	}
-	for _, h := range []string{api.HeaderRequestID, api.HeaderActor, "Content-Type"} {
+	for _, h := range []string{api.HeaderRequestID, api.HeaderActor, api.HeaderNodeSecret, "Content-Type"} {
 		req.Header.Set(h, r.Header.Get(h))
 	}
 	req.Header.Set(headerForwarded, s.cfg.ID)

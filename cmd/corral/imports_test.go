@@ -407,7 +407,7 @@ func TestImportLayout(t *testing.T) {
 		case strings.HasPrefix(name, "."), ignored(name):
 		default:
 			t.Errorf("%s at the repository root is not part of the layout (%s; files %s): "+
-				"put it under one of those, or change the layout in DESIGN.md and in this test",
+				"put it under one of those, or change the layout in the README and in this test",
 				name, strings.Join(dirs, ", "), strings.Join(files, ", "))
 		}
 	}
