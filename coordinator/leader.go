@@ -152,6 +152,17 @@ func (s *Server) leaderDuties(ctx context.Context) {
 	}
 }
 
+// reportSkipped logs each node a scheduling pass had to leave out, once
+// per distinct reason, so a bad record is said without flooding the log.
+func (s *Server) reportSkipped(skipped []error) {
+	for _, err := range skipped {
+		msg := err.Error()
+		if _, seen := s.skippedNodes.LoadOrStore(msg, true); !seen {
+			s.log.Warn("scheduler: node left out of placement until it registers again", "err", msg)
+		}
+	}
+}
+
 // schedMark is what the last scheduling pass saw.
 type schedMark struct {
 	version uint64
@@ -206,7 +217,9 @@ func (s *Server) schedule(ctx context.Context, last *schedMark) {
 		return
 	}
 	if in != nil {
-		plan, err = in.Schedule(now)
+		var skipped []error
+		plan, skipped, err = in.Schedule(now)
+		s.reportSkipped(skipped)
 	}
 	if err != nil {
 		s.log.Error("scheduler", "err", err)

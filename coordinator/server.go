@@ -188,6 +188,8 @@ type Server struct {
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
 
+	skippedNodes sync.Map // reasons already logged by reportSkipped
+
 	leaderNotify chan bool
 	ready        chan struct{}
 	readyOnce    sync.Once

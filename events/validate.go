@@ -267,6 +267,76 @@ func (n *NodeRegistered) Validate() error {
 	return ValidateLabels("label", n.Labels)
 }
 
+// Bounds on what one node may claim when it registers. MaxNodeCPUs matches
+// the scheduler's CPU IDs (0-8191) and MaxNodeMemoryBytes its sizes.
+const (
+	MaxNodeCPUs        = 8192
+	MaxNodeMemoryBytes = 1 << 52
+	maxNodeDrivers     = 16
+	maxControllers     = 32
+	maxShortField      = 64
+)
+
+// ValidateRegistration checks a registration as a node's agent sends it,
+// more strictly than Validate (which the state machine also applies to
+// registrations an older build committed): every value one host supplies
+// is bounded, so one bad host cannot stop placement on the others.
+func (n *NodeRegistered) ValidateRegistration() error {
+	if err := n.Validate(); err != nil {
+		return err
+	}
+	if n.CPUs > MaxNodeCPUs {
+		return fieldErr("cpus", strconv.Itoa(n.CPUs), fmt.Sprintf("use 1 to %d", MaxNodeCPUs))
+	}
+	if n.MemoryBytes > MaxNodeMemoryBytes {
+		return fieldErr("memory", strconv.FormatInt(n.MemoryBytes, 10), fmt.Sprintf("at most %d bytes (4 PiB)", int64(MaxNodeMemoryBytes)))
+	}
+	if len(n.Drivers) > maxNodeDrivers {
+		return fieldErr("drivers", strconv.Itoa(len(n.Drivers)), fmt.Sprintf("at most %d drivers", maxNodeDrivers))
+	}
+	for _, name := range sortedKeys(n.Drivers) {
+		if err := ValidateID("driver", name); err != nil {
+			return err
+		}
+		if err := shortText("driver "+name+" version", n.Drivers[name]); err != nil {
+			return err
+		}
+	}
+	if len(n.Controllers) > maxControllers {
+		return fieldErr("controllers", strconv.Itoa(len(n.Controllers)), fmt.Sprintf("at most %d controllers", maxControllers))
+	}
+	for _, c := range n.Controllers {
+		if err := shortText("controller", c); err != nil {
+			return err
+		}
+	}
+	if err := shortText("address", n.Address); err != nil {
+		return err
+	}
+	return shortText("cgroup_mode", n.CgroupMode)
+}
+
+func shortText(field, s string) error {
+	if len(s) > maxShortField {
+		return fieldErr(field, s[:maxShortField]+"…", fmt.Sprintf("at most %d characters", maxShortField))
+	}
+	for _, c := range s {
+		if c < 0x20 || c == 0x7f {
+			return fieldErr(field, strconv.Quote(s), "no control characters")
+		}
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
 // strictDecode decodes exactly one JSON value, refusing unknown fields and
 // trailing data.
 func strictDecode(b []byte, v any) error {

@@ -2,6 +2,7 @@ package events
 
 import (
 	"errors"
+	"maps"
 	"strings"
 	"testing"
 )
@@ -112,4 +113,29 @@ func FuzzValidate(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestValidateRegistrationBounds(t *testing.T) {
+	ok := NodeRegistered{ID: "n1", CPUs: MaxNodeCPUs, MemoryBytes: 1 << 30, Drivers: map[string]string{"process": "1", "qemu": "7.2"},
+		Controllers: []string{"cpu", "memory"}, CgroupMode: "v1"}
+	if err := ok.ValidateRegistration(); err != nil {
+		t.Fatalf("a valid registration: %v", err)
+	}
+	for name, mod := range map[string]func(*NodeRegistered){
+		"too many cpus":     func(n *NodeRegistered) { n.CPUs = MaxNodeCPUs + 1 },
+		"too much memory":   func(n *NodeRegistered) { n.MemoryBytes = MaxNodeMemoryBytes + 1 },
+		"bad driver name":   func(n *NodeRegistered) { n.Drivers = map[string]string{"../x": "1"} },
+		"long version":      func(n *NodeRegistered) { n.Drivers = map[string]string{"process": strings.Repeat("1", 65)} },
+		"control character": func(n *NodeRegistered) { n.CgroupMode = "v1\n" },
+		"too many controllers": func(n *NodeRegistered) {
+			n.Controllers = make([]string, 33)
+		},
+	} {
+		n := ok
+		n.Drivers = maps.Clone(ok.Drivers)
+		mod(&n)
+		if err := n.ValidateRegistration(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v, want invalid", name, err)
+		}
+	}
 }

@@ -167,7 +167,7 @@ type RegisterNode struct {
 
 func (c *RegisterNode) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
 	p := c.NodeRegistered
-	if err := p.Validate(); err != nil {
+	if err := p.ValidateRegistration(); err != nil {
 		return nil, err
 	}
 	p.SecretHash = ""

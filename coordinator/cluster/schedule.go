@@ -233,17 +233,33 @@ func (s *State) PlanInput(guests []*Guest, moving map[string]bool) PlanInput {
 }
 
 // Schedule runs the scheduler; it needs no lock.
-func (in PlanInput) Schedule(now time.Time) (scheduler.Plan, error) {
+// One node the scheduler cannot read (capacities from an older build, say)
+// is left out of the pass and named in skipped; it never stops placement
+// on the others.
+func (in PlanInput) Schedule(now time.Time) (plan scheduler.Plan, skipped []error, err error) {
 	snap, err := scheduler.NewSnapshot(in.Nodes)
 	if err != nil {
-		return scheduler.Plan{}, err
+		good := make([]scheduler.Node, 0, len(in.Nodes))
+		for _, n := range in.Nodes {
+			if _, err := scheduler.NewSnapshot([]scheduler.Node{n}); err != nil {
+				skipped = append(skipped, err)
+				continue
+			}
+			good = append(good, n)
+		}
+		if snap, err = scheduler.NewSnapshot(good); err != nil {
+			return scheduler.Plan{}, skipped, err
+		}
 	}
-	return scheduler.Schedule(snap, in.Pending, in.Config, now, in.Seed)
+	plan, err = scheduler.Schedule(snap, in.Pending, in.Config, now, in.Seed)
+	return plan, skipped, err
 }
 
-// Plan runs the scheduler over the state for the given guests.
+// Plan runs the scheduler over the state for the given guests, leaving out
+// nodes it cannot read.
 func (s *State) Plan(guests []*Guest, moving map[string]bool, now time.Time) (scheduler.Plan, error) {
-	return s.PlanInput(guests, moving).Schedule(now)
+	plan, _, err := s.PlanInput(guests, moving).Schedule(now)
+	return plan, err
 }
 
 // PlaceNow places one new guest against the state as it is, when no other

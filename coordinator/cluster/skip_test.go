@@ -1,0 +1,60 @@
+package cluster
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/events"
+	"github.com/corral-dev/corral/scheduler"
+)
+
+// TestBadNodeIsSkipped: a node whose record the scheduler cannot read (one
+// an older build let register with 8,193 CPUs) is left out of placement and
+// named, and the guest goes to a good node; a new registration like it is
+// refused.
+func TestBadNodeIsSkipped(t *testing.T) {
+	if events.MaxNodeCPUs != scheduler.MaxCPUID+1 {
+		t.Fatalf("events.MaxNodeCPUs %d does not match the scheduler's CPU IDs 0-%d", events.MaxNodeCPUs, scheduler.MaxCPUID)
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st := NewState()
+	apply := func(e events.Event) {
+		t.Helper()
+		if _, err := st.Apply(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	node := func(id string, cpus int) events.NodeRegistered {
+		return events.NodeRegistered{ID: id, CPUs: cpus, MemoryBytes: 8 << 30, Drivers: map[string]string{"process": "1"}}
+	}
+	huge := node("huge", 8193)
+	apply(subject(events.New(now, "old", &huge), "", "huge"))
+	good := node("good", 4)
+	apply(subject(events.New(now, "agent", &good), "", "good"))
+	apply(subject(events.New(now, "cli", &events.GuestDefined{Name: "web", Driver: "process", MemoryBytes: 64 << 20, VCPUs: 1, CPUShares: 1024, Command: []string{"/bin/true"}}), "web", ""))
+
+	w := st.Work(now)
+	plan, skipped, err := st.PlanInput(w.Guests, w.Moving).Schedule(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Placements) != 1 || plan.Placements[0].Node != "good" {
+		t.Fatalf("plan %+v, want web on good", plan)
+	}
+	if len(skipped) != 1 || !strings.Contains(skipped[0].Error(), `"huge"`) || !errors.Is(skipped[0], scheduler.ErrInvalidSnapshot) {
+		t.Fatalf("skipped %v, want the huge node named", skipped)
+	}
+
+	again := RegisterNode{NodeRegistered: node("huge2", 8193)}
+	if _, err := again.Decide(st, now, "agent"); !errors.Is(err, events.ErrInvalid) || api.ErrorOf(err).Code != api.CodeInvalid {
+		t.Fatalf("registering 8193 CPUs: %v", err)
+	}
+	long := RegisterNode{NodeRegistered: node("odd", 2)}
+	long.Drivers = map[string]string{"process": strings.Repeat("v", 100)}
+	if _, err := long.Decide(st, now, "agent"); !errors.Is(err, events.ErrInvalid) {
+		t.Fatalf("a 100-character driver version: %v", err)
+	}
+}
