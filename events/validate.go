@@ -282,11 +282,11 @@ const (
 // registrations an older build committed): every value one host supplies
 // is bounded, so one bad host cannot stop placement on the others.
 func (n *NodeRegistered) ValidateRegistration() error {
-	if err := n.Validate(); err != nil {
-		return err
-	}
 	if n.CPUs > MaxNodeCPUs {
 		return fieldErr("cpus", strconv.Itoa(n.CPUs), fmt.Sprintf("use 1 to %d", MaxNodeCPUs))
+	}
+	if err := n.Validate(); err != nil {
+		return err
 	}
 	if n.MemoryBytes > MaxNodeMemoryBytes {
 		return fieldErr("memory", strconv.FormatInt(n.MemoryBytes, 10), fmt.Sprintf("at most %d bytes (4 PiB)", int64(MaxNodeMemoryBytes)))

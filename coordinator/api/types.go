@@ -83,7 +83,11 @@ func (g *Guest) Knob(name string) string {
 	case "cpu_shares":
 		return fmt.Sprint(g.CPUShares)
 	case "hard_limit":
-		// A guest's memory is its hard limit until tuned otherwise.
+		// A guest's memory is its hard limit until tuned otherwise; a
+		// VM's has room for QEMU itself.
+		if g.Driver == events.DriverQEMU {
+			return fmt.Sprint(events.QEMUMemoryLimit(g.MemoryBytes))
+		}
 		return fmt.Sprint(g.MemoryBytes)
 	}
 	k, err := events.LookupKnob(name)

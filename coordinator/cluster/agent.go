@@ -73,7 +73,7 @@ func (c *AgentReport) Decide(s *State, now time.Time, actor string) ([]events.Ev
 				return nil, err
 			}
 		}
-		if node := payloadNode(p); node != "" && node != c.Node {
+		if node, about := payloadNode(p); about && node != c.Node {
 			return nil, &events.FieldError{Field: fmt.Sprintf("items[%d].node", i), Value: node, Want: "a node reports only about itself: " + c.Node}
 		}
 		out = append(out, subject(events.New(now, actor, p), it.Guest, c.Node))
@@ -81,18 +81,20 @@ func (c *AgentReport) Decide(s *State, now time.Time, actor string) ([]events.Ev
 	return out, nil
 }
 
-func payloadNode(p events.Payload) string {
+// payloadNode returns the node a report about a guest names; about is
+// false for node-wide reports, which name none.
+func payloadNode(p events.Payload) (node string, about bool) {
 	switch x := p.(type) {
 	case *events.GuestStarted:
-		return x.Node
+		return x.Node, true
 	case *events.GuestExited:
-		return x.Node
+		return x.Node, true
 	case *events.GuestLimitHit:
-		return x.Node
+		return x.Node, true
 	case *events.GuestTuningApplied:
-		return x.Node
+		return x.Node, true
 	case *events.GuestDrift:
-		return x.Node
+		return x.Node, true
 	}
-	return ""
+	return "", false
 }

@@ -41,7 +41,7 @@ func (c *CreateGuest) Definition() (*events.GuestDefined, error) {
 	if cpuset != "" {
 		set, err := scheduler.ParseCPUSet(cpuset)
 		if err != nil {
-			return nil, fmt.Errorf("%w: cpuset: %v", events.ErrInvalid, err)
+			return nil, fmt.Errorf("%w: cpuset: %s", events.ErrInvalid, strings.TrimPrefix(err.Error(), "corral: "))
 		}
 		cpuset = set.String()
 	}

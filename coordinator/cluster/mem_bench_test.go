@@ -13,7 +13,7 @@ import (
 // BenchmarkStateMemory measures the heap the coordinator's state holds per
 // 100,000 guests (with 1,000 nodes).
 //
-//	go test ./coordinator -run '^$' -bench StateMemory -benchtime 1x
+//	go test ./coordinator/cluster -run '^$' -bench StateMemory -benchtime 1x
 func BenchmarkStateMemory(b *testing.B) {
 	const guests = 100000
 	for range b.N {

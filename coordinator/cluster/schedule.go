@@ -31,12 +31,12 @@ func (s *State) SchedulerConfig() scheduler.Config {
 func schedGuest(d *events.GuestDefined) (scheduler.Guest, error) {
 	cons, err := scheduler.ParseConstraints(d.Constraints)
 	if err != nil {
-		return scheduler.Guest{}, fmt.Errorf("%w: %v", events.ErrInvalid, err)
+		return scheduler.Guest{}, fmt.Errorf("%w: %s", events.ErrInvalid, strings.TrimPrefix(err.Error(), "corral: "))
 	}
 	var cpus scheduler.CPUSet
 	if d.CPUSet != "" {
 		if cpus, err = scheduler.ParseCPUSet(d.CPUSet); err != nil {
-			return scheduler.Guest{}, fmt.Errorf("%w: %v", events.ErrInvalid, err)
+			return scheduler.Guest{}, fmt.Errorf("%w: %s", events.ErrInvalid, strings.TrimPrefix(err.Error(), "corral: "))
 		}
 	}
 	g := scheduler.Guest{
@@ -44,7 +44,7 @@ func schedGuest(d *events.GuestDefined) (scheduler.Guest, error) {
 		Labels: d.Labels, Constraints: cons, SpreadBy: d.SpreadBy, CPUSet: cpus, PinCPUs: d.PinCPUs,
 	}
 	if err := g.Validate(); err != nil {
-		return scheduler.Guest{}, fmt.Errorf("%w: %v", events.ErrInvalid, err)
+		return scheduler.Guest{}, fmt.Errorf("%w: %s", events.ErrInvalid, strings.TrimPrefix(err.Error(), "corral: "))
 	}
 	return g, nil
 }
@@ -266,7 +266,7 @@ func (s *State) Plan(guests []*Guest, moving map[string]bool, now time.Time) (sc
 // guest waits for a placement (so it never jumps the queue) and a node
 // takes it. It is what a create commits together with the definition.
 func (s *State) PlaceNow(g *Guest, now time.Time) (events.GuestPlaced, bool) {
-	if len(s.Nodes) == 0 || s.hasPending() {
+	if len(s.Nodes) == 0 || s.hasPending() || s.hasMoving() {
 		return events.GuestPlaced{}, false
 	}
 	plan, err := s.Plan([]*Guest{g}, nil, now)
@@ -275,4 +275,15 @@ func (s *State) PlaceNow(g *Guest, now time.Time) (events.GuestPlaced, bool) {
 	}
 	p := plan.Placements[0]
 	return events.GuestPlaced{Node: p.Node, CPUs: p.CPUs.String()}, true
+}
+
+// hasMoving reports whether guests wait to move off a lost or draining
+// node: they too come before a new guest.
+func (s *State) hasMoving() bool {
+	for id, n := range s.Nodes {
+		if (n.Status == NodeStatusDown || n.Eligibility == events.Draining) && len(s.GuestsOn(id)) > 0 {
+			return true
+		}
+	}
+	return false
 }

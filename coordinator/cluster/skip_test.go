@@ -58,3 +58,35 @@ func TestBadNodeIsSkipped(t *testing.T) {
 		t.Fatalf("a 100-character driver version: %v", err)
 	}
 }
+
+// TestCreateWaitsBehindMovingGuests: guests that must move off a lost node
+// come before a new guest, so a create does not place it at once.
+func TestCreateWaitsBehindMovingGuests(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st := NewState()
+	apply := func(e events.Event) {
+		t.Helper()
+		if _, err := st.Apply(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"n1", "n2"} {
+		n := events.NodeRegistered{ID: id, CPUs: 1, MemoryBytes: 1 << 30, Drivers: map[string]string{"process": "1"}}
+		apply(subject(events.New(now, "agent", &n), "", id))
+	}
+	a := CreateGuest{CreateGuest: api.CreateGuest{Name: "a", Driver: "process", Memory: "512MiB", Command: []string{"/bin/true"}}}
+	evs, err := a.Decide(st, now, "cli")
+	if err != nil || len(evs) != 3 {
+		t.Fatalf("create a: %v %v", evs, err)
+	}
+	for _, e := range evs {
+		apply(e)
+	}
+	from := st.Guests["a"].Node
+	apply(subject(events.New(now, "server", &events.NodeDown{}), "", from))
+	b := CreateGuest{CreateGuest: api.CreateGuest{Name: "b", Driver: "process", Memory: "512MiB", Command: []string{"/bin/true"}}}
+	evs, err = b.Decide(st, now, "cli")
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("create b while a waits to move: %d events %v, want the definition and start only", len(evs), err)
+	}
+}

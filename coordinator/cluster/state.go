@@ -487,7 +487,9 @@ func (s *State) current(e *events.Event, node string, gen uint64) (*Guest, error
 	if err != nil {
 		return nil, err
 	}
-	if g.Node != node || g.Generation != gen {
+	// A report must name the node and generation it is about: an empty
+	// node would match every guest not placed yet.
+	if node == "" || g.Node != node || g.Generation != gen {
 		return nil, fmt.Errorf("%w: report for guest %q on node %q generation %d, but it is placed on %q generation %d",
 			api.ErrConflict, g.Name, node, gen, g.Node, g.Generation)
 	}

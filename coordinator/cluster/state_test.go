@@ -36,7 +36,7 @@ func TestFSMGolden(t *testing.T) {
 			}
 			want, err := os.ReadFile(golden)
 			if err != nil {
-				t.Fatalf("%v (run go test ./coordinator -run TestFSMGolden -update)", err)
+				t.Fatalf("%v (run go test ./coordinator/cluster -run TestFSMGolden -update)", err)
 			}
 			if !bytes.Equal(got, want) {
 				t.Errorf("%s differs from %s:\n%s", in, golden, got)
