@@ -9,6 +9,7 @@ import (
 
 	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/coordinator/bus"
+	"github.com/corral-dev/corral/coordinator/cluster"
 	"github.com/corral-dev/corral/events"
 )
 
@@ -21,6 +22,13 @@ func TestCreatePlacesInOneProposal(t *testing.T) {
 	if _, err := cl.RegisterNode(ctx, agentNode("n1"), ""); err != nil {
 		t.Fatal(err)
 	}
+	// The new leader registers itself; wait for that, so only the create
+	// appends from here on.
+	WaitFor(t, 5*time.Second, "the leader to register itself", func() bool {
+		var n int
+		s.fsm.read(func(st *cluster.State) { n = len(st.Servers) })
+		return n == 1
+	})
 	WaitFor(t, 5*time.Second, "raft to apply what it appended", func() bool { return s.raft.AppliedIndex() == s.raft.LastIndex() })
 	before := s.raft.LastIndex()
 	res, err := cl.CreateGuest(ctx, api.CreateGuest{Name: "web", Driver: "process", Memory: "64MiB", Command: []string{"/bin/true"}})
