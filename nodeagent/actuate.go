@@ -168,18 +168,32 @@ func (a *Agent) tune(ctx context.Context, g *guest, knobs map[string]string) {
 	if g.applied == nil {
 		g.applied = map[string]string{}
 	}
-	maps.Copy(g.applied, knobs)
-	a.persist(g)
-	if err != nil {
-		a.log.Error("applying tuning", "guest", g.name, "knobs", knobs, "err", err)
-		return
+	maps.Copy(g.applied, vals)
+	for k := range vals {
+		delete(g.refused, k)
 	}
-	items := make([]Report, 0, len(knobs))
-	for _, k := range slices.Sorted(maps.Keys(knobs)) {
-		if v, ok := vals[k]; ok {
-			items = append(items, Report{Guest: g.name, Payload: &events.GuestTuningApplied{
-				Node: a.cfg.NodeID, Generation: g.gen, Knob: k, Value: v}})
+	if err != nil {
+		// Not retried, and not drift, until the log asks for another value.
+		if g.refused == nil {
+			g.refused = map[string]string{}
 		}
+		for k, v := range knobs {
+			if _, ok := vals[k]; !ok {
+				g.refused[k] = v
+			}
+		}
+		a.log.Error("applying tuning", "guest", g.name, "knobs", knobs, "err", err)
+	}
+	a.persist(g)
+	items := make([]Report, 0, len(vals))
+	for _, k := range slices.Sorted(maps.Keys(vals)) {
+		if _, asked := knobs[k]; asked {
+			items = append(items, Report{Guest: g.name, Payload: &events.GuestTuningApplied{
+				Node: a.cfg.NodeID, Generation: g.gen, Knob: k, Value: vals[k]}})
+		}
+	}
+	if len(items) == 0 {
+		return
 	}
 	if _, err := a.report(ctx, items); err != nil {
 		a.log.Warn("reporting applied tuning", "guest", g.name, "err", err)

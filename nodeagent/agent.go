@@ -65,6 +65,9 @@ type Agent struct {
 	// behind is a node index a heartbeat reported beyond desired; if the
 	// next heartbeat finds desired still short of it, an update was lost.
 	behind uint64
+	// relists counts the lists asked for; a list that was in flight when
+	// another was asked may predate the subscription and does not count.
+	relists uint64
 
 	mu      sync.Mutex
 	names   map[string]bool // guests held or desired: the notifications that concern us
@@ -94,6 +97,9 @@ type guest struct {
 	exitReported  bool
 	exitIndex     uint64
 	applied       map[string]string
+	// refused holds knob values the host refused, so they are neither
+	// written again nor taken for drift until the log asks for another.
+	refused map[string]string
 
 	hits      uint64 // limit hits at the last usage report
 	hitsKnown bool
@@ -264,6 +270,7 @@ func (a *Agent) current(ctx context.Context) (Desired, bool) {
 		a.dmu.Unlock()
 		return d, true
 	}
+	asked := a.relists
 	a.dmu.Unlock()
 	d, err := a.deps.Coordinator.Desired(ctx, a.cfg.NodeID)
 	a.lists.Add(1)
@@ -285,6 +292,12 @@ func (a *Agent) current(ctx context.Context) (Desired, bool) {
 			break // lost on the way: the heartbeat will tell, and we list again
 		}
 		d = next
+	}
+	if a.relists != asked {
+		// Asked again while this list was under way: it may miss what
+		// came before the new subscription. Use it, and list once more.
+		a.poke()
+		return d, true
 	}
 	a.desired, a.listed, a.buffered, a.behind = d, true, nil, 0
 	return d, true
@@ -327,6 +340,7 @@ const maxBuffered = 4096
 func (a *Agent) relist() {
 	a.dmu.Lock()
 	a.listed, a.buffered = false, nil
+	a.relists++
 	a.dmu.Unlock()
 	a.poke()
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/cgroupdriver/cgrouptest"
+	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/events"
 	"github.com/corral-dev/corral/nodeagent/driver"
 	"github.com/corral-dev/corral/nodeagent/driver/drivertest"
@@ -51,7 +52,7 @@ func newHost(t *testing.T) *host {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(state) })
-	return &host{cg: dcfg.Cgroups, set: set, state: state, coord: newFakeCoordinator(testNode)}
+	return &host{cg: dcfg.Cgroups, set: set, state: state, coord: newFakeCoordinator(t, testNode)}
 }
 
 func (h *host) config() Config {
@@ -65,11 +66,22 @@ func (h *host) config() Config {
 	return cfg
 }
 
-// start runs an agent until the test ends (or abandon is called) and
-// waits until it is ready.
+func (h *host) deps() Deps {
+	return Deps{Coordinator: h.coord, Notifier: h.coord, Cgroups: h.cg, Drivers: HostDrivers{Set: h.set}}
+}
+
+// start runs an agent with the test configuration until the test ends
+// and waits until it is ready.
 func (h *host) start(t *testing.T) *Agent {
 	t.Helper()
-	a, err := New(h.config(), Deps{Coordinator: h.coord, Notifier: h.coord, Cgroups: h.cg, Drivers: h.set})
+	return h.startWith(t, h.config())
+}
+
+// startWith runs an agent with cfg until the test ends and waits until it
+// is ready.
+func (h *host) startWith(t *testing.T, cfg Config) *Agent {
+	t.Helper()
+	a, err := New(cfg, h.deps())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,11 +106,13 @@ func (h *host) start(t *testing.T) *Agent {
 // cleanup undefines every guest and waits until the agent removed them.
 func (h *host) cleanup(t *testing.T) {
 	t.Helper()
-	d, _ := h.coord.Desired(context.Background(), testNode)
-	for _, g := range d.Guests {
+	h.coord.mu.Lock()
+	guests := slices.Clone(h.coord.guests)
+	h.coord.mu.Unlock()
+	for _, g := range guests {
 		h.coord.undefine(g.Name)
 	}
-	for _, g := range d.Guests {
+	for _, g := range guests {
 		h.waitGone(t, cgroupdriver.Guest{Kind: cgroupdriver.Kind(g.Definition.Driver), ID: g.Name})
 	}
 }
@@ -311,7 +325,7 @@ func TestAgentFailedStart(t *testing.T) {
 // assigns to it.
 func TestAgentAdopt(t *testing.T) {
 	h := newHost(t)
-	first, err := New(h.config(), Deps{Coordinator: h.coord, Notifier: h.coord, Cgroups: h.cg, Drivers: h.set})
+	first, err := New(h.config(), h.deps())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,15 +364,19 @@ func TestAgentAdopt(t *testing.T) {
 
 // TestAgentFence: heartbeats failing past the fence timeout freeze the
 // guests and nothing is reported; back in touch, the agent thaws what
-// the log still assigns and destroys the rest.
+// the log still assigns and destroys the rest, though the update that
+// moved a guest away was lost while it was cut off.
 func TestAgentFence(t *testing.T) {
 	h := newHost(t)
-	h.start(t)
+	a := h.start(t)
 	h.coord.place(sleeper("web"))
 	h.coord.place(sleeper("gone"))
 	st := waitReport[*events.GuestStarted](t, h.coord, "web", nil)
 	gst := waitReport[*events.GuestStarted](t, h.coord, "gone", nil)
 
+	// Cut off: heartbeats, lists and reports fail, and the bus loses
+	// every update meanwhile.
+	h.coord.setLose(func(api.NodeUpdate) bool { return true })
 	h.coord.setUnreachable(true)
 	before := h.coord.reportCount()
 	waitFor(t, "web frozen", 10*time.Second, func() bool { return freezerState(t, st.Cgroups) == "FROZEN" })
@@ -366,15 +384,41 @@ func TestAgentFence(t *testing.T) {
 	if n := h.coord.reportCount(); n != before {
 		t.Errorf("%d reports while fenced", n-before)
 	}
-	h.coord.mu.Lock()
-	delete(h.coord.guests, "gone") // the coordinator moved it elsewhere meanwhile
-	h.coord.mu.Unlock()
+	// The coordinator moved it elsewhere meanwhile and the update saying
+	// so is lost: the agent must notice (by the next update's Prev or the
+	// heartbeat's node index) and list.
+	h.coord.moveAway("gone")
+	lists := a.Lists()
 	h.coord.setUnreachable(false)
+	h.coord.setLose(nil)
 
 	waitFor(t, "web thawed", 10*time.Second, func() bool { return freezerState(t, st.Cgroups) == "THAWED" })
 	h.waitGone(t, cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: "gone"})
 	if !alive(st.PID) || alive(gst.PID) {
 		t.Errorf("after unfencing: web alive %v (want true), gone alive %v (want false)", alive(st.PID), alive(gst.PID))
+	}
+	if a.Lists() <= lists {
+		t.Errorf("the agent learnt of the move without listing (%d lists, %d before)", a.Lists(), lists)
+	}
+	h.cleanup(t)
+}
+
+// TestAgentPause: a guest the log asks to suspend is frozen and thawed
+// when asked to resume; its process lives on throughout.
+func TestAgentPause(t *testing.T) {
+	h := newHost(t)
+	h.start(t)
+	h.coord.place(sleeper("web"))
+	st := waitReport[*events.GuestStarted](t, h.coord, "web", nil)
+	h.coord.pause("web", true)
+	waitFor(t, "web frozen", 10*time.Second, func() bool { return freezerState(t, st.Cgroups) == "FROZEN" })
+	h.coord.pause("web", false)
+	waitFor(t, "web thawed", 10*time.Second, func() bool { return freezerState(t, st.Cgroups) == "THAWED" })
+	if !alive(st.PID) {
+		t.Error("web did not live through its pause")
+	}
+	if n := len(reportsOf[*events.GuestStarted](h.coord, "web")); n != 1 {
+		t.Errorf("%d started reports, want 1", n)
 	}
 	h.cleanup(t)
 }

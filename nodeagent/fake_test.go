@@ -4,50 +4,115 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/events"
 )
 
 // fakeCoordinator is an in-memory coordinator for one node: it holds the
-// node's desired state, applies the agent's reports to it as the state
-// machine would, records them, and publishes every change as an event
-// with a dense index.
+// node's desired state as the coordinator computes it (Resources included),
+// applies the agent's reports to it as the state machine would, records
+// them, and publishes every change as an api.NodeUpdate whose Prev chains
+// the node's updates. Like NATS it may lose updates: a watcher whose
+// buffer is full misses one, and a test can make it lose chosen ones.
 type fakeCoordinator struct {
+	t    testing.TB
 	node string
 
 	mu         sync.Mutex
-	index      uint64
-	guests     map[string]*DesiredGuest
+	index      uint64         // the log's last index
+	nodeIndex  uint64         // the last index that concerned node
+	guests     []DesiredGuest // placed on node, sorted by name
 	reports    []Report
 	registered []events.NodeRegistered
 	secret     string
 	hbFail     bool
-	watchers   map[int]chan events.Event
+	lists      int // Desired calls
+	heartbeats int // successful Heartbeat calls
+	readies    int // subscriptions whose ready returned
+	watchers   map[int]chan api.NodeUpdate
 	nextW      int
+	// lose, when set, says which updates the bus loses on the way to
+	// every watcher; lost records their indexes. overflows counts updates
+	// a watcher missed because its buffer was full.
+	lose      func(api.NodeUpdate) bool
+	lost      []uint64
+	overflows int
 }
 
 var errUnreachable = errors.New("fake: leader unreachable")
 
-func newFakeCoordinator(node string) *fakeCoordinator {
-	return &fakeCoordinator{node: node, guests: map[string]*DesiredGuest{}, watchers: map[int]chan events.Event{}}
+// watchBuffer is a watcher's buffer: large enough that a test which
+// wants no loss gets none, yet a full one drops, as NATS may.
+const watchBuffer = 4096
+
+func newFakeCoordinator(t testing.TB, node string) *fakeCoordinator {
+	return &fakeCoordinator{t: t, node: node, watchers: map[int]chan api.NodeUpdate{}}
 }
 
-// commit appends an event for guest; mu must be held.
+// find returns the index of guest name in f.guests, or -1; mu must be held.
+func (f *fakeCoordinator) find(name string) int {
+	return slices.IndexFunc(f.guests, func(g DesiredGuest) bool { return g.Name == name })
+}
+
+// get returns the placed guest name; the test fails when there is none.
+// mu must be held.
+func (f *fakeCoordinator) get(name string) *DesiredGuest {
+	i := f.find(name)
+	if i < 0 {
+		f.t.Errorf("fake: guest %q is not placed on %s", name, f.node)
+		return &DesiredGuest{}
+	}
+	return &f.guests[i]
+}
+
+// commit appends an event about guest (or the node, when guest is "") and
+// publishes the node's update: the guest as the node must now run it, or
+// its removal when it is no longer placed here. mu must be held.
 func (f *fakeCoordinator) commit(guest string, p events.Payload) uint64 {
 	f.index++
 	e := events.New(time.Now(), "fake", p)
 	e.Index, e.Guest, e.Node = f.index, guest, f.node
-	for _, w := range f.watchers {
-		select {
-		case w <- e:
-		default: // NATS may drop: the agent must cope
+	raw, err := events.Marshal(e)
+	if err != nil {
+		f.t.Errorf("fake: %v", err)
+	}
+	u := api.NodeUpdate{Index: f.index, Prev: f.nodeIndex, Event: raw}
+	f.nodeIndex = f.index
+	if guest != "" {
+		if i := f.find(guest); i >= 0 {
+			g := f.guests[i] // a copy: the fake replaces fields, never writes through them
+			u.Guest = &g
+		} else {
+			u.Removed = guest
 		}
 	}
+	if f.lose != nil && f.lose(u) {
+		f.lost = append(f.lost, u.Index)
+		return f.index
+	}
+	for _, w := range f.watchers {
+		select {
+		case w <- u:
+		default: // NATS may drop: the agent must cope
+			f.overflows++
+		}
+	}
+	return f.index
+}
+
+// elsewhere commits an event that concerns another node: the log's index
+// moves on, the node's updates skip it.
+func (f *fakeCoordinator) elsewhere() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.index++
 	return f.index
 }
 
@@ -66,16 +131,14 @@ func (f *fakeCoordinator) Register(ctx context.Context, n events.NodeRegistered,
 func (f *fakeCoordinator) Desired(ctx context.Context, node string) (Desired, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.lists++
 	if f.hbFail {
 		return Desired{}, errUnreachable
 	}
-	d := Desired{Index: f.index}
-	for _, name := range slices.Sorted(maps.Keys(f.guests)) {
-		g := *f.guests[name]
-		g.Tuning = maps.Clone(g.Tuning)
-		d.Guests = append(d.Guests, g)
+	if node != f.node {
+		return Desired{}, fmt.Errorf("%w: fake: node %q is not %q", ErrRefused, node, f.node)
 	}
-	return d, nil
+	return Desired{Index: f.index, Guests: slices.Clone(f.guests)}, nil
 }
 
 func (f *fakeCoordinator) Report(ctx context.Context, node, secret string, items []Report) (uint64, error) {
@@ -88,7 +151,10 @@ func (f *fakeCoordinator) Report(ctx context.Context, node, secret string, items
 		return 0, fmt.Errorf("%w: wrong secret", ErrRefused)
 	}
 	for _, it := range items {
-		g := f.guests[it.Guest]
+		var g *DesiredGuest
+		if i := f.find(it.Guest); i >= 0 {
+			g = &f.guests[i]
+		}
 		switch p := it.Payload.(type) {
 		case *events.GuestStarted:
 			if g == nil || g.Generation != p.Generation {
@@ -116,11 +182,15 @@ func (f *fakeCoordinator) Heartbeat(ctx context.Context, node, secret string) (u
 	if f.hbFail {
 		return 0, errUnreachable
 	}
-	return f.index, nil
+	f.heartbeats++
+	return f.nodeIndex, nil
 }
 
-func (f *fakeCoordinator) Watch(ctx context.Context, fn func(events.Event)) error {
-	ch := make(chan events.Event, 64)
+func (f *fakeCoordinator) Watch(ctx context.Context, node string, ready func(), fn func(api.NodeUpdate)) error {
+	if node != f.node {
+		return fmt.Errorf("fake: no updates for node %q", node)
+	}
+	ch := make(chan api.NodeUpdate, watchBuffer)
 	f.mu.Lock()
 	id := f.nextW
 	f.nextW++
@@ -131,29 +201,57 @@ func (f *fakeCoordinator) Watch(ctx context.Context, fn func(events.Event)) erro
 		delete(f.watchers, id)
 		f.mu.Unlock()
 	}()
+	ready()
+	f.mu.Lock()
+	f.readies++
+	f.mu.Unlock()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case e := <-ch:
-			fn(e)
+		case u := <-ch:
+			fn(u)
 		}
 	}
 }
 
-// place defines and places a guest on the node, desired running.
+// resourcesOf is what the coordinator computes for a new placement: the
+// definition's cpu_shares and memory (for a VM with QEMU's headroom).
+func resourcesOf(def events.GuestDefined) cgroupdriver.Resources {
+	var r cgroupdriver.Resources
+	if def.CPUShares > 0 {
+		r.CPUShares = new(uint64(def.CPUShares))
+	}
+	mem := def.MemoryBytes
+	if def.Driver == events.DriverQEMU {
+		mem = events.QEMUMemoryLimit(mem)
+	}
+	if mem > 0 {
+		r.MemoryHardLimit = new(mem)
+	}
+	return r
+}
+
+// place defines and places a guest on the node, desired running, and
+// returns its generation.
 func (f *fakeCoordinator) place(def events.GuestDefined) uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	gen := f.commit(def.Name, &events.GuestPlaced{Node: f.node})
-	f.guests[def.Name] = &DesiredGuest{Name: def.Name, Generation: gen, Desired: DesiredRunning, Status: StatusPlaced, Definition: def}
+	if i := f.find(def.Name); i >= 0 {
+		f.guests = slices.Delete(f.guests, i, i+1)
+	}
+	gen := f.index + 1
+	f.guests = append(f.guests, DesiredGuest{Name: def.Name, Generation: gen, Desired: DesiredRunning, Status: StatusPlaced,
+		Definition: def, Resources: resourcesOf(def)})
+	slices.SortFunc(f.guests, func(a, b DesiredGuest) int { return strings.Compare(a.Name, b.Name) })
+	f.commit(def.Name, &events.GuestPlaced{Node: f.node})
 	return gen
 }
 
 func (f *fakeCoordinator) setDesired(name, desired string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	g := f.guests[name]
+	g := f.get(name)
 	if desired == DesiredRunning && (g.Status == StatusExited || g.Status == StatusFailed) {
 		g.Status = StatusPlaced
 	}
@@ -165,22 +263,49 @@ func (f *fakeCoordinator) setDesired(name, desired string) {
 	}
 }
 
+// pause asks for the guest to be suspended (or resumed).
+func (f *fakeCoordinator) pause(name string, paused bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.get(name).Paused = paused
+	if paused {
+		f.commit(name, &events.GuestSuspendRequested{})
+	} else {
+		f.commit(name, &events.GuestResumeRequested{})
+	}
+}
+
 func (f *fakeCoordinator) undefine(name string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	delete(f.guests, name)
+	if i := f.find(name); i >= 0 {
+		f.guests = slices.Delete(f.guests, i, i+1)
+	}
 	f.commit(name, &events.GuestUndefined{})
 }
 
+// moveAway places the guest on another node.
+func (f *fakeCoordinator) moveAway(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if i := f.find(name); i >= 0 {
+		f.guests = slices.Delete(f.guests, i, i+1)
+	}
+	f.commit(name, &events.GuestPlaced{Node: "elsewhere"})
+}
+
+// tune sets a knob, in its canonical text, as the coordinator folds a
+// tuning into the guest's Resources.
 func (f *fakeCoordinator) tune(name, knob, value string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	g := f.guests[name]
-	if g.Tuning == nil {
-		g.Tuning = map[string]string{}
+	g := f.get(name)
+	old := g.Resources.Knobs()[knob]
+	if err := g.Resources.SetKnob(knob, value); err != nil {
+		f.t.Errorf("fake: tune %s: %v", name, err)
+		return
 	}
-	g.Tuning[knob] = value
-	f.commit(name, &events.GuestTuned{Knob: knob, New: value, Live: true})
+	f.commit(name, &events.GuestTuned{Knob: knob, Old: old, New: value, Live: true})
 }
 
 func (f *fakeCoordinator) setUnreachable(down bool) {
@@ -189,13 +314,56 @@ func (f *fakeCoordinator) setUnreachable(down bool) {
 	f.hbFail = down
 }
 
+// setLose makes the bus lose every update lose accepts (nil: none).
+func (f *fakeCoordinator) setLose(lose func(api.NodeUpdate) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lose = lose
+}
+
+// loseOnce makes the bus lose the first update match accepts.
+func (f *fakeCoordinator) loseOnce(match func(api.NodeUpdate) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lose = func(u api.NodeUpdate) bool {
+		if !match(u) {
+			return false
+		}
+		f.lose = nil // called with mu held
+		return true
+	}
+}
+
+// about matches the updates about guest name.
+func about(name string) func(api.NodeUpdate) bool {
+	return func(u api.NodeUpdate) bool {
+		return (u.Guest != nil && u.Guest.Name == name) || u.Removed == name
+	}
+}
+
 func (f *fakeCoordinator) status(name string) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if g := f.guests[name]; g != nil {
-		return g.Status
+	if i := f.find(name); i >= 0 {
+		return f.guests[i].Status
 	}
 	return ""
+}
+
+// counters returns how often the agent listed, how many heartbeats
+// succeeded and how many subscriptions became ready.
+func (f *fakeCoordinator) counters() (lists, heartbeats, readies int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lists, f.heartbeats, f.readies
+}
+
+// losses returns the indexes of the updates lost on purpose and the count
+// of those a full buffer dropped.
+func (f *fakeCoordinator) losses() (lost []uint64, overflows int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.lost), f.overflows
 }
 
 // reportsOf returns the reports of type T about guest ("" for node-wide).

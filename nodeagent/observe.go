@@ -135,7 +135,7 @@ func (a *Agent) observeHeld() []Observed {
 		out = append(out, Observed{
 			Name: g.name, Kind: g.kind, Generation: g.gen, Phase: g.phase, Frozen: g.frozen,
 			StartReported: g.startReported, ExitReported: g.exitReported, ExitIndex: g.exitIndex,
-			Applied: maps.Clone(g.applied),
+			Applied: appliedOrRefused(g),
 		})
 	}
 	return out
@@ -147,4 +147,16 @@ func describeOrphan(act Action) string {
 		return fmt.Sprintf("state directory %s/%s", guestsDir, act.Guest)
 	}
 	return fmt.Sprintf("cgroup %s/%s", act.Kind, act.Guest)
+}
+
+// appliedOrRefused is what Reconcile compares the desired knobs with: the
+// values written, and those the host refused (not to be tried again until
+// the log asks for another value).
+func appliedOrRefused(g *guest) map[string]string {
+	out := maps.Clone(g.applied)
+	if len(g.refused) > 0 && out == nil {
+		out = map[string]string{}
+	}
+	maps.Copy(out, g.refused)
+	return out
 }

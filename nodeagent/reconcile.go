@@ -220,7 +220,10 @@ func Reconcile(desired Desired, observed []Observed) []Action {
 		return a.Kind < b.Kind
 	})
 	for _, o := range strays {
-		if o.Name != "" && want[o.Name] != nil {
+		// A stray group of a desired guest's own kind is about to be used
+		// by it; one of another kind (the guest was defined again with
+		// another driver) is left over and goes.
+		if d := want[o.Name]; o.Name != "" && d != nil && !o.Dir && o.Kind == cgroupdriver.Kind(d.Definition.Driver) {
 			continue
 		}
 		out = append(out, Action{Op: OpRemoveOrphan, Guest: o.Name, Kind: o.Kind, Dir: o.Dir})

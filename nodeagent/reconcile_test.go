@@ -1,16 +1,22 @@
 package nodeagent
 
 import (
+	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/events"
 )
 
+// dg is a process guest with the settings the coordinator computes for
+// its definition: cpu_shares 1024 and a 64 MiB hard limit.
 func dg(name string, gen uint64, desired, status string) DesiredGuest {
-	return DesiredGuest{Name: name, Generation: gen, Desired: desired, Status: status,
-		Definition: events.GuestDefined{Name: name, Driver: "process", MemoryBytes: 64 << 20, CPUShares: 1024, Command: []string{"sleep", "1000"}}}
+	def := events.GuestDefined{Name: name, Driver: "process", MemoryBytes: 64 << 20, CPUShares: 1024, Command: []string{"sleep", "1000"}}
+	return DesiredGuest{Name: name, Generation: gen, Desired: desired, Status: status, Definition: def,
+		Resources: cgroupdriver.Resources{CPUShares: new(uint64(1024)), MemoryHardLimit: new(int64(64 << 20))}}
 }
 
 func running(name string, gen uint64) Observed {
@@ -22,7 +28,11 @@ func running(name string, gen uint64) Observed {
 // compact form of Action.String.
 func TestReconcile(t *testing.T) {
 	tuned := dg("web", 5, DesiredRunning, StatusRunning)
-	tuned.Tuning = map[string]string{"cpu_shares": "500"}
+	tuned.Resources.CPUShares = new(uint64(500))
+	pinned := dg("web", 5, DesiredRunning, StatusRunning)
+	if err := pinned.Resources.SetKnob("cpuset_cpus", "0-1"); err != nil {
+		t.Fatal(err)
+	}
 	resetObs := running("web", 5)
 	resetObs.Applied["vcpu_quota"] = "50000"
 	frozen := running("web", 5)
@@ -108,6 +118,10 @@ func TestReconcile(t *testing.T) {
 			desired:  []DesiredGuest{tuned},
 			observed: []Observed{running("web", 5)},
 			want:     []string{"tune web kind=process gen=5 cpu_shares=500"}},
+		{name: "cpuset differs: tune",
+			desired:  []DesiredGuest{pinned},
+			observed: []Observed{running("web", 5)},
+			want:     []string{"tune web kind=process gen=5 cpuset_cpus=0-1"}},
 		{name: "tuning removed: back to the default",
 			desired:  []DesiredGuest{dg("web", 5, DesiredRunning, StatusRunning)},
 			observed: []Observed{resetObs},
@@ -164,25 +178,24 @@ func TestFence(t *testing.T) {
 	}
 }
 
-func TestKnobs(t *testing.T) {
-	q := dg("vm", 1, DesiredRunning, StatusPlaced)
-	q.Definition.Driver = "qemu"
-	q.Definition.MemoryBytes = 0
-	if got := Knobs(q)["hard_limit"]; got != "402653184" { // 128 MiB + 256 MiB headroom
-		t.Errorf("qemu hard_limit = %s", got)
-	}
-	p := dg("p", 1, DesiredRunning, StatusPlaced)
-	p.Tuning = map[string]string{"hard_limit": "unlimited", "cpu_shares": "500"}
-	k := Knobs(p)
-	if k["hard_limit"] != "unlimited" || k["cpu_shares"] != "500" {
-		t.Errorf("Knobs = %v", k)
-	}
-	r, err := knobResources(map[string]string{"hard_limit": "unlimited", "vcpu_quota": "-1", "cpu_shares": "500", "soft_limit": "1048576"})
-	if err != nil || *r.MemoryHardLimit != -1 || *r.CPUQuotaUs != -1 || *r.CPUShares != 500 || *r.MemorySoftLimit != 1<<20 {
+// TestKnobResources: knob text, as Resources.Knobs gives it and the
+// agent records it as applied, turns back into the Resources that write
+// it; text that is not a knob's is refused as a bad desired state.
+func TestKnobResources(t *testing.T) {
+	r, err := knobResources(map[string]string{"hard_limit": "unlimited", "vcpu_quota": "-1", "cpu_shares": "500", "soft_limit": "1048576", "cpuset_cpus": "0-1"})
+	if err != nil || *r.MemoryHardLimit != -1 || *r.CPUQuotaUs != -1 || *r.CPUShares != 500 || *r.MemorySoftLimit != 1<<20 || r.CpusetCPUs != "0-1" {
 		t.Errorf("knobResources = %+v, %v", r, err)
 	}
-	if _, err := knobResources(map[string]string{"cpu_shares": "lots"}); err == nil {
-		t.Error("knobResources took cpu_shares=lots")
+	want := dg("p", 1, DesiredRunning, StatusPlaced).Resources
+	want.PidsMax = new(int64(cgroupdriver.Unlimited))
+	back, err := knobResources(want.Knobs())
+	if err != nil || !maps.Equal(back.Knobs(), want.Knobs()) {
+		t.Errorf("knobResources(%v) = %v, %v", want.Knobs(), back.Knobs(), err)
+	}
+	for _, bad := range []map[string]string{{"cpu_shares": "lots"}, {"no_such_knob": "1"}} {
+		if _, err := knobResources(bad); !errors.Is(err, ErrBadDesired) {
+			t.Errorf("knobResources(%v) = %v, want ErrBadDesired", bad, err)
+		}
 	}
 }
 
