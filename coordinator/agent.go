@@ -32,6 +32,9 @@ func (s *Server) agentRoutes(mux *http.ServeMux) {
 			writeError(w, err)
 			return
 		}
+		if !s.readBarrier(w, r) {
+			return
+		}
 		var d *api.Desired
 		var err error
 		s.fsm.read(func(st *cluster.State) { d, err = st.Desired(id) })

@@ -88,6 +88,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /v1/state", s.getState)
 	mux.HandleFunc("GET /v1/cluster/members", s.members)
 	mux.HandleFunc("POST /v1/cluster/join", s.handleJoin)
+	mux.HandleFunc("GET /v1/internal/read-index", s.handleReadIndex)
 	s.schedRoutes(mux)
 	s.agentRoutes(mux)
 	return mux
@@ -247,6 +248,9 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listGuests(w http.ResponseWriter, r *http.Request) {
+	if !s.readBarrier(w, r) {
+		return
+	}
 	out := []*api.Guest{}
 	s.fsm.read(func(st *cluster.State) {
 		for _, name := range slices.Sorted(maps.Keys(st.Guests)) {
@@ -257,6 +261,9 @@ func (s *Server) listGuests(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getGuest(w http.ResponseWriter, r *http.Request) {
+	if !s.readBarrier(w, r) {
+		return
+	}
 	name := r.PathValue("name")
 	if err := events.ValidateID("guest name", name); err != nil {
 		writeError(w, err)
@@ -281,6 +288,9 @@ func (s *Server) getGuest(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
+	if !s.readBarrier(w, r) {
+		return
+	}
 	out := []api.NodeView{}
 	s.fsm.read(func(st *cluster.State) {
 		for _, id := range slices.Sorted(maps.Keys(st.Nodes)) {
@@ -327,6 +337,9 @@ func (s *Server) getState(w http.ResponseWriter, r *http.Request) {
 	at, given, err := parseIndex(r, "at")
 	if err != nil {
 		writeError(w, err)
+		return
+	}
+	if !given && !s.readBarrier(w, r) {
 		return
 	}
 	var view *api.State

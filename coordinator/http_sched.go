@@ -33,6 +33,9 @@ func (s *Server) schedRoutes(mux *http.ServeMux) {
 		})
 	})
 	mux.HandleFunc("GET /v1/operator/scheduler", func(w http.ResponseWriter, r *http.Request) {
+		if !s.readBarrier(w, r) {
+			return
+		}
 		var cfg scheduler.Config
 		s.fsm.read(func(st *cluster.State) { cfg = st.SchedulerConfig() })
 		writeJSON(w, http.StatusOK, events.SchedulerConfig{Algorithm: string(cfg.Algorithm), CPUOvercommit: cfg.CPUOvercommit, MemoryOvercommit: cfg.MemoryOvercommit})
@@ -41,6 +44,9 @@ func (s *Server) schedRoutes(mux *http.ServeMux) {
 		id := r.PathValue("id")
 		if err := events.ValidateID("node id", id); err != nil {
 			writeError(w, err)
+			return
+		}
+		if !s.readBarrier(w, r) {
 			return
 		}
 		var out *api.NodeDetail

@@ -90,6 +90,9 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		case lead := <-s.leaderNotify:
 			stop()
 			stop = func() {}
+			if !lead {
+				s.leaderReady.Store(false)
+			}
 			if lead {
 				lctx, cancel := context.WithCancel(ctx)
 				stop = cancel
@@ -106,6 +109,10 @@ func (s *Server) leaderDuties(ctx context.Context) {
 		s.log.Warn("barrier failed", "err", err)
 		return
 	}
+	// From here the state holds every write any leader acknowledged:
+	// consistent reads may be served from it.
+	s.leaderReady.Store(true)
+	defer s.leaderReady.Store(false)
 	s.goLoop(func() { s.heartbeats(ctx) })
 	self := &cluster.RegisterServer{ServerRegistered: events.ServerRegistered{ID: s.cfg.ID, RaftAddr: s.RaftAddr(), HTTPAddr: s.HTTPAddr()}}
 	if _, err := s.Submit(ctx, "", "server:"+s.cfg.ID, self); err != nil {

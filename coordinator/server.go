@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -35,6 +36,10 @@ type RaftConfig struct {
 	MaxAppendEntries  int
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
+	// CommitTimeout is how long a follower may go without hearing of the
+	// latest commit when no new entry is sent: a read or forwarded write
+	// on a follower waits for it.
+	CommitTimeout time.Duration
 }
 
 // DefaultRaftConfig suits servers on one LAN.
@@ -46,6 +51,7 @@ func DefaultRaftConfig() RaftConfig {
 		MaxAppendEntries:  512,
 		SnapshotThreshold: 8192,
 		TrailingLogs:      10240,
+		CommitTimeout:     5 * time.Millisecond,
 	}
 }
 
@@ -189,6 +195,9 @@ type Server struct {
 	cancelBase context.CancelFunc
 
 	skippedNodes sync.Map // reasons already logged by reportSkipped
+	// leaderReady is set while this server leads and has applied what
+	// earlier leaders committed (see read.go).
+	leaderReady atomic.Bool
 
 	leaderNotify chan bool
 	ready        chan struct{}
@@ -277,6 +286,9 @@ func (s *Server) startRaft() error {
 	rc.BatchApplyCh = true
 	rc.SnapshotThreshold = cfg.Raft.SnapshotThreshold
 	rc.TrailingLogs = cfg.Raft.TrailingLogs
+	if cfg.Raft.CommitTimeout > 0 {
+		rc.CommitTimeout = cfg.Raft.CommitTimeout
+	}
 	rc.NotifyCh = s.leaderNotify
 	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{s.log}})
 	rc.Logger = hl

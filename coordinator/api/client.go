@@ -30,6 +30,10 @@ type Client struct {
 	// Retry bounds how long a write keeps trying when servers are
 	// unavailable.
 	Retry time.Duration
+	// Stale makes reads be served by the first server that answers, from
+	// its own state at once, instead of reflecting every write
+	// acknowledged before them (?stale=1).
+	Stale bool
 }
 
 // NewClient returns a client for a comma-separated list of addresses
@@ -53,12 +57,27 @@ func NewClient(addrs string) (*Client, error) {
 	return c, nil
 }
 
+// NewClientWith is NewClient sending every request through hc: a client
+// with its own timeouts or transport (simtest routes requests to servers
+// in memory this way).
+func NewClientWith(addrs string, hc *http.Client) (*Client, error) {
+	c, err := NewClient(addrs)
+	if err != nil {
+		return nil, err
+	}
+	c.http = hc
+	return c, nil
+}
+
 // NewRequestID returns a random request ID.
 func NewRequestID() string {
 	var b [12]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// DecodeError turns an error answer of the API into its *APIError.
+func DecodeError(status int, body []byte) error { return decodeAPIError(status, body) }
 
 func decodeAPIError(status int, body []byte) error {
 	var e struct {
@@ -75,7 +94,7 @@ func decodeAPIError(status int, body []byte) error {
 func retryable(err error) bool {
 	var ae *APIError
 	if errors.As(err, &ae) {
-		return ae.Code == CodeUnavailable
+		return ae.Code == CodeUnavailable || ae.Code == CodeCatchingUp
 	}
 	return err != nil // transport errors
 }
@@ -93,6 +112,9 @@ func (c *Client) doHeaders(ctx context.Context, method, path, reqID string, head
 		if body, err = json.Marshal(in); err != nil {
 			return err
 		}
+	}
+	if c.Stale && method == "GET" {
+		path = withQuery(path, "stale=1")
 	}
 	deadline := time.Now().Add(c.Retry)
 	backoff := 50 * time.Millisecond
@@ -420,4 +442,11 @@ func BaseURL(addr string) string {
 // first call's answer.
 func (c *Client) Do(ctx context.Context, method, path, reqID string, in, out any) error {
 	return c.do(ctx, method, path, reqID, in, out)
+}
+
+func withQuery(path, q string) string {
+	if strings.Contains(path, "?") {
+		return path + "&" + q
+	}
+	return path + "?" + q
 }

@@ -17,7 +17,10 @@ const (
 	CodeGone        = "gone"
 	CodePermission  = "permission_denied"
 	CodeUnavailable = "unavailable"
-	CodeInternal    = "internal"
+	// CodeCatchingUp: the server is still applying the log up to the
+	// index a consistent read needs (Index and Want say how far).
+	CodeCatchingUp = "catching_up"
+	CodeInternal   = "internal"
 )
 
 // Sentinel errors, matched with errors.Is.
@@ -39,6 +42,10 @@ type APIError struct {
 	Code       string `json:"code"`
 	Message    string `json:"message"`
 	FirstIndex uint64 `json:"first_index,omitempty"`
+	// Index and Want are, for catching_up, the index the server holds
+	// and the one the read needs.
+	Index uint64 `json:"index,omitempty"`
+	Want  uint64 `json:"want,omitempty"`
 }
 
 func (e *APIError) Error() string { return e.Message }
@@ -56,7 +63,7 @@ func (e *APIError) Is(target error) bool {
 		return target == ErrConflict
 	case CodeGone:
 		return target == ErrGone
-	case CodeUnavailable:
+	case CodeUnavailable, CodeCatchingUp:
 		return target == ErrUnavailable
 	case CodePermission:
 		return target == ErrPermission
@@ -105,7 +112,7 @@ func HTTPStatus(code string) int {
 		return http.StatusGone
 	case CodePermission:
 		return http.StatusForbidden
-	case CodeUnavailable:
+	case CodeUnavailable, CodeCatchingUp:
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
