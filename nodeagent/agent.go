@@ -160,13 +160,23 @@ func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { a.heartbeat(ctx) })
-	wg.Go(func() { a.watch(ctx) })
+	subscribed := make(chan struct{})
+	wg.Go(func() { a.watch(ctx, subscribed) })
 	wg.Go(func() { a.serveLogs(ctx) })
 
 	resync := time.NewTicker(a.cfg.ResyncInterval)
 	defer resync.Stop()
 	usage := time.NewTicker(a.cfg.UsageInterval)
 	defer usage.Stop()
+	// List once the subscription is in place, so no update falls between
+	// the list and the watch; a bus that is slow to subscribe costs one
+	// more list later, not a missed update.
+	select {
+	case <-subscribed:
+	case <-time.After(a.cfg.HeartbeatInterval):
+	case <-ctx.Done():
+		return a.exitErr(ctx)
+	}
 	a.poke()
 	full := true
 	for {

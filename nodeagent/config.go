@@ -25,6 +25,10 @@ type Config struct {
 	StateDir string
 	// Labels are sent with the registration, for placement constraints.
 	Labels map[string]string
+	// CPUs and MemoryBytes are the host's capacity as registered; zero
+	// means what this machine has (runtime.NumCPU, /proc/meminfo).
+	CPUs        int
+	MemoryBytes int64
 	// ReserveCPUs and ReserveMemoryBytes are kept back for the host.
 	ReserveCPUs        int
 	ReserveMemoryBytes int64
@@ -71,6 +75,9 @@ func (c Config) Validate() error {
 	switch {
 	case c.StateDir == "" || !filepath.IsAbs(c.StateDir):
 		bad("state directory", "%q must be an absolute path", c.StateDir)
+	}
+	if c.CPUs < 0 || c.MemoryBytes < 0 {
+		bad("capacity", "CPUs (%d) and memory (%d) must not be negative (0: detect)", c.CPUs, c.MemoryBytes)
 	}
 	if c.ReserveCPUs < 0 || c.ReserveMemoryBytes < 0 {
 		bad("reserve", "CPUs (%d) and memory (%d) must not be negative", c.ReserveCPUs, c.ReserveMemoryBytes)

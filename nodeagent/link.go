@@ -67,9 +67,21 @@ func (a *Agent) checkBehind(nodeIdx uint64) {
 
 // watch follows the node's updates; each (re)subscription lists the
 // desired state again, since updates may have been missed meanwhile.
-func (a *Agent) watch(ctx context.Context) {
+// subscribed is closed on the first subscription, so the first list comes
+// after it and sees everything the updates will not.
+func (a *Agent) watch(ctx context.Context, subscribed chan<- struct{}) {
+	first := true
+	ready := func() {
+		// Before the first list this only marks one as due, which the
+		// first pass does anyway; after it, the list is done again.
+		a.relist()
+		if first {
+			first = false
+			close(subscribed)
+		}
+	}
 	for {
-		err := a.deps.Notifier.Watch(ctx, a.cfg.NodeID, a.relist, a.update)
+		err := a.deps.Notifier.Watch(ctx, a.cfg.NodeID, ready, a.update)
 		if ctx.Err() != nil {
 			return
 		}

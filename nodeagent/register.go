@@ -70,12 +70,18 @@ func (a *Agent) Registration() events.NodeRegistered {
 		}
 	}
 	slices.Sort(ctrls)
-	mem, err := memTotal("/proc/meminfo")
-	if err != nil {
-		a.log.Warn("reading the host's memory", "err", err)
+	cpus, mem := a.cfg.CPUs, a.cfg.MemoryBytes
+	if cpus == 0 {
+		cpus = runtime.NumCPU()
+	}
+	if mem == 0 {
+		var err error
+		if mem, err = memTotal("/proc/meminfo"); err != nil {
+			a.log.Warn("reading the host's memory", "err", err)
+		}
 	}
 	return events.NodeRegistered{
-		ID: a.cfg.NodeID, CPUs: runtime.NumCPU(), MemoryBytes: mem,
+		ID: a.cfg.NodeID, CPUs: cpus, MemoryBytes: mem,
 		ReserveCPUs: a.cfg.ReserveCPUs, ReserveMemoryBytes: a.cfg.ReserveMemoryBytes,
 		Drivers: a.deps.Drivers.Versions(), Labels: a.cfg.Labels,
 		CgroupMode: string(rep.Mode), Controllers: ctrls,

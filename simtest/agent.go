@@ -44,6 +44,7 @@ func (c *Cluster) newAgent(n NodeConfig, cfg Config) *Agent {
 	a := &Agent{c: c, ID: n.ID, Host: NewHost(n.ID, cpus, mem), StateDir: filepath.Join(c.dir, "agent-"+n.ID)}
 	ac := nodeagent.DefaultConfig()
 	ac.NodeID, ac.StateDir, ac.Labels = n.ID, a.StateDir, n.Labels
+	ac.CPUs, ac.MemoryBytes = cpus, mem
 	ac.HeartbeatInterval, ac.FenceTimeout = HeartbeatInterval, FenceTimeout
 	ac.ResyncInterval, ac.UsageInterval = ResyncInterval, UsageInterval
 	ac.StopTimeout = time.Second
@@ -83,10 +84,8 @@ func (a *Agent) Requests() Requests { return a.c.Net.Requests(a.ID) }
 // Start runs a new agent on the host and state directory and returns
 // once it follows the log: it is ready (it adopted what the host runs,
 // registered, and made its first pass), its subscription to the node's
-// updates is in place, and the list that subscription asks for is done.
-// (The agent subscribes and lists concurrently, so a start may cost two
-// lists; waiting for both keeps what a test counts afterwards about the
-// test, not about the start.) It must run inside [Run].
+// updates is in place, and its one list, made after the subscription, is
+// done. It must run inside [Run].
 func (a *Agent) Start() error {
 	if err := a.start(); err != nil {
 		return err

@@ -28,12 +28,9 @@ var (
 	_ nodeagent.LogServer   = (*link)(nil)
 )
 
-// Register registers the node with the simulated host's hardware: the
-// agent reads the machine it runs on (runtime.NumCPU, /proc/meminfo),
-// which in one process is the same for every node and not the test's to
-// choose.
+// Register registers the node with the hardware the agent's
+// configuration gives it: the simulated host's.
 func (l *link) Register(ctx context.Context, node events.NodeRegistered, secret string) error {
-	node.CPUs, node.MemoryBytes = l.host.CPUs(), l.host.MemoryBytes()
 	_, err := l.client.RegisterNode(ctx, node, secret)
 	return err
 }

@@ -159,14 +159,15 @@ func (e *Embedded) Close() {
 }
 
 // connect connects to NATS at urls (comma-separated), reconnecting forever.
-func connect(urls, name string) (*nats.Conn, error) {
-	nc, err := nats.Connect(urls,
+func connect(urls, name string, extra ...nats.Option) (*nats.Conn, error) {
+	opts := append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond),
+		nats.ReconnectWait(100 * time.Millisecond),
 		nats.RetryOnFailedConnect(true),
-		nats.ReconnectBufSize(64<<20),
-	)
+		nats.ReconnectBufSize(64 << 20),
+	}, extra...)
+	nc, err := nats.Connect(urls, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("corral: connect to nats %s: %w", urls, err)
 	}

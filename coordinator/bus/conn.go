@@ -12,15 +12,19 @@ import (
 // Conn is a NATS connection, for code that must not import nats.go: the
 // coordinator's publishing, heartbeats and log reads, and the node agent's
 // subscriptions.
-type Conn struct{ nc *nats.Conn }
+type Conn struct {
+	nc     *nats.Conn
+	closed chan struct{} // closed when the connection is closed for good
+}
 
 // Dial connects to NATS at urls (comma-separated), reconnecting forever.
 func Dial(urls, name string) (*Conn, error) {
-	nc, err := connect(urls, name)
+	closed := make(chan struct{})
+	nc, err := connect(urls, name, nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{nc: nc}, nil
+	return &Conn{nc: nc, closed: closed}, nil
 }
 
 // Msg is one message as a subscriber receives it.
@@ -81,8 +85,6 @@ func (c *Conn) Watch(ctx context.Context, subject string, ready func(), fn func(
 		return fmt.Errorf("corral: subscribe to %s: %w", subject, err)
 	}
 	defer sub.Unsubscribe()
-	closed := make(chan struct{})
-	c.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
 	if ready != nil {
 		ready()
 	}
@@ -90,7 +92,7 @@ func (c *Conn) Watch(ctx context.Context, subject string, ready func(), fn func(
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-closed:
+		case <-c.closed:
 			return fmt.Errorf("corral: nats connection closed")
 		case m := <-ch:
 			fn(Msg{Subject: m.Subject, Index: header(m, HeaderIndex), Prev: header(m, HeaderPrev), Data: m.Data})
