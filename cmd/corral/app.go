@@ -31,6 +31,7 @@ type app struct {
 
 	addr   string // --addr of the client commands
 	output string // -o of the client commands
+	stale  bool   // --stale of the read commands
 
 	// started is set when a command's RunE begins. An error before that
 	// came from parsing the command line and earns the usage text.
@@ -193,12 +194,14 @@ func (a *app) clientFlags(cmd *cobra.Command) *cobra.Command {
 	f := cmd.PersistentFlags()
 	f.StringVar(&a.addr, "addr", def, "API address of a server (env CORRAL_ADDR); a comma-separated list fails over")
 	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+	f.BoolVar(&a.stale, "stale", false, "reads only: answer from the first server reached, at once, even if it lags the leader (by default a read reflects every write acknowledged before it)")
 	return cmd
 }
 
-// readRetry bounds how long a read keeps trying the --addr servers. Reads
-// are answered by any server without a leader, so waiting out an election
-// as writes do (the client's default) would only delay "connection refused".
+// readRetry bounds how long a read keeps trying the --addr servers. A
+// server that cannot serve a consistent read says so at once (no leader)
+// or within its own bound (catching up), so waiting out an election as
+// writes do (the client's default) would only delay "connection refused".
 const readRetry = 3 * time.Second
 
 // readClient returns an API client for commands that only read.
@@ -208,6 +211,7 @@ func (a *app) readClient() (*api.Client, error) {
 		return nil, err
 	}
 	c.Retry = readRetry
+	c.Stale = a.stale
 	return c, nil
 }
 

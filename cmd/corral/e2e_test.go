@@ -183,6 +183,9 @@ func TestDevEndToEnd(t *testing.T) {
 	})
 
 	t.Run("views agree", func(t *testing.T) {
+		if out := p.ok("guest", "list", "--stale"); !containsRow(out, "web", "process") {
+			t.Errorf("guest list --stale:\n%s", out)
+		}
 		// The tuned value shows wherever cpu_shares shows.
 		if g := guestJSON(t, p, "web"); g.CPUShares != 500 || g.Knob("cpu_shares") != "500" {
 			t.Errorf("guest show -o json: cpu_shares %d, knob %s; want 500", g.CPUShares, g.Knob("cpu_shares"))
