@@ -147,7 +147,7 @@ func soleImporters() map[string][]string {
 	return map[string][]string{
 		"github.com/nats-io/nats.go/...":       {"coordinator/bus"},
 		"github.com/nats-io/nats-server/...":   {"coordinator/bus"},
-		"github.com/hashicorp/raft/...":        {"coordinator"},
+		"github.com/hashicorp/raft/...":        {"coordinator", "simtest"}, // simtest hands the servers raft's in-memory transport and stores
 		"github.com/hashicorp/raft-boltdb/...": {"coordinator"},
 		"github.com/hashicorp/go-hclog/...":    {"coordinator"},
 		"go.etcd.io/bbolt/...":                 {"coordinator"},
