@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -265,11 +266,26 @@ func (s *State) Plan(guests []*Guest, moving map[string]bool, now time.Time) (sc
 // PlaceNow places one new guest against the state as it is, when no other
 // guest waits for a placement (so it never jumps the queue) and a node
 // takes it. It is what a create commits together with the definition.
+//
+// It looks at a few nodes drawn at random (seeded by the state's index),
+// not at all of them, as Nomad's schedulers limit their candidates: the
+// cost of a create does not grow with the cluster. A guest none of them
+// takes, or one that must be spread across nodes, waits for the scheduler's
+// pass over the whole cluster.
 func (s *State) PlaceNow(g *Guest, now time.Time) (events.GuestPlaced, bool) {
-	if len(s.Nodes) == 0 || s.hasPending() || s.hasMoving() {
+	if len(s.Nodes) == 0 || s.hasPending() || s.hasMoving() || g.SpreadBy != "" {
 		return events.GuestPlaced{}, false
 	}
-	plan, err := s.Plan([]*Guest{g}, nil, now)
+	cfg := s.SchedulerConfig()
+	if cfg.Algorithm == scheduler.Spread {
+		return events.GuestPlaced{}, false
+	}
+	sg, err := schedGuest(&g.GuestDefined)
+	if err != nil {
+		return events.GuestPlaced{}, false
+	}
+	in := PlanInput{Nodes: s.candidates(placeNowCandidates), Pending: []scheduler.Guest{sg}, Config: cfg, Seed: s.Index}
+	plan, _, err := in.Schedule(now)
 	if err != nil || len(plan.Placements) != 1 {
 		return events.GuestPlaced{}, false
 	}
@@ -277,11 +293,39 @@ func (s *State) PlaceNow(g *Guest, now time.Time) (events.GuestPlaced, bool) {
 	return events.GuestPlaced{Node: p.Node, CPUs: p.CPUs.String()}, true
 }
 
+// placeNowCandidates is how many nodes a create looks at.
+const placeNowCandidates = 8
+
+// candidates returns up to n nodes as the scheduler sees them, drawn
+// without repetition by a generator seeded with the state's index, so
+// every replay of the same state draws the same ones.
+func (s *State) candidates(n int) []scheduler.Node {
+	ids := s.nodeIDs
+	out := make([]scheduler.Node, 0, min(n, len(ids)))
+	if len(ids) <= n {
+		for _, id := range ids {
+			out = append(out, *s.sched[id])
+		}
+		return out
+	}
+	r := rand.New(rand.NewPCG(s.Index, uint64(len(ids))))
+	picked := make(map[int]bool, n)
+	for len(out) < n {
+		i := r.IntN(len(ids))
+		if picked[i] {
+			continue
+		}
+		picked[i] = true
+		out = append(out, *s.sched[ids[i]])
+	}
+	return out
+}
+
 // hasMoving reports whether guests wait to move off a lost or draining
 // node: they too come before a new guest.
 func (s *State) hasMoving() bool {
-	for id, n := range s.Nodes {
-		if (n.Status == NodeStatusDown || n.Eligibility == events.Draining) && len(s.GuestsOn(id)) > 0 {
+	for id := range s.unavail {
+		if len(s.GuestsOn(id)) > 0 {
 			return true
 		}
 	}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +89,59 @@ func TestCreateWaitsBehindMovingGuests(t *testing.T) {
 	evs, err = b.Decide(st, now, "cli")
 	if err != nil || len(evs) != 2 {
 		t.Fatalf("create b while a waits to move: %d events %v, want the definition and start only", len(evs), err)
+	}
+}
+
+// TestPlaceNowLooksAtAFewNodes: on a large cluster a create places its
+// guest after looking at a few nodes drawn from the state's index, the same
+// ones on every replay, and on one that fits.
+func TestPlaceNowLooksAtAFewNodes(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st := bigState(t, 2000)
+	g := &Guest{GuestDefined: events.GuestDefined{Name: "web", Driver: "process", MemoryBytes: 64 << 20, VCPUs: 1, CPUShares: 1024, Command: []string{"/bin/true"}}}
+	p1, ok1 := st.PlaceNow(g, now)
+	p2, ok2 := st.Clone().PlaceNow(g, now)
+	if !ok1 || !ok2 || p1 != p2 {
+		t.Fatalf("PlaceNow gave %+v %v and, on a copy, %+v %v", p1, ok1, p2, ok2)
+	}
+	if _, ok := st.Nodes[p1.Node]; !ok {
+		t.Fatalf("placed on unknown node %q", p1.Node)
+	}
+	if got := len(st.candidates(placeNowCandidates)); got != placeNowCandidates {
+		t.Fatalf("%d candidates, want %d", got, placeNowCandidates)
+	}
+}
+
+func bigState(tb testing.TB, nodes int) *State {
+	tb.Helper()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st := NewState()
+	for i := range nodes {
+		id := "n" + strconv.Itoa(i)
+		n := events.NodeRegistered{ID: id, CPUs: 16, MemoryBytes: 64 << 30, Drivers: map[string]string{"process": "1"}}
+		if _, err := st.Apply(subject(events.New(now, "agent", &n), "", id)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return st
+}
+
+// BenchmarkCreateDecide: what validating and placing one create costs the
+// leader, with 100 and with 10,000 nodes: the same, since a create looks
+// at a few nodes only.
+func BenchmarkCreateDecide(b *testing.B) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, nodes := range []int{100, 10000} {
+		b.Run(strconv.Itoa(nodes)+"-nodes", func(b *testing.B) {
+			st := bigState(b, nodes)
+			c := CreateGuest{CreateGuest: api.CreateGuest{Name: "web", Driver: "process", Memory: "64MiB", Command: []string{"/bin/true"}}}
+			b.ResetTimer()
+			for range b.N {
+				evs, err := c.Decide(st, now, "bench")
+				if err != nil || len(evs) != 3 {
+					b.Fatalf("%d events, %v", len(evs), err)
+				}
+			}
+		})
 	}
 }

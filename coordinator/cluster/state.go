@@ -68,6 +68,10 @@ type State struct {
 	// for the nodes an event touches, so a scheduling pass copies it
 	// instead of converting the whole cluster under the lock.
 	sched map[string]*scheduler.Node
+	// nodeIDs lists the nodes sorted, and unavail those down or
+	// draining, for placing a new guest without a pass over every node.
+	nodeIDs []string
+	unavail map[string]bool
 	// schedVersion counts the changes that can change a placement
 	// decision (nodes, guests defined, placed or removed, the policy), so
 	// the leader can skip scheduling passes that would decide nothing new.
@@ -131,9 +135,13 @@ func (s *State) reindex() {
 		s.setNode(name, "", g.Node)
 	}
 	s.sched = map[string]*scheduler.Node{}
+	s.unavail = map[string]bool{}
+	s.nodeIDs = nil
 	for id := range s.Nodes {
 		s.refreshNode(id)
+		s.nodeIDs = append(s.nodeIDs, id)
 	}
+	slices.Sort(s.nodeIDs)
 }
 
 // refreshNode rebuilds the scheduler's view of one node.
@@ -144,10 +152,16 @@ func (s *State) refreshNode(id string) {
 	n, ok := s.Nodes[id]
 	if !ok {
 		delete(s.sched, id)
+		delete(s.unavail, id)
 		return
 	}
 	sn := s.schedNode(n, nil)
 	s.sched[id] = &sn
+	if n.Status == NodeStatusDown || n.Eligibility == events.Draining {
+		s.unavail[id] = true
+	} else {
+		delete(s.unavail, id)
+	}
 }
 
 // setNode moves a guest from one node's index entry to another's.
@@ -208,6 +222,7 @@ func NewState() *State {
 		pending:  map[string]bool{},
 		byNode:   map[string]map[string]bool{},
 		sched:    map[string]*scheduler.Node{},
+		unavail:  map[string]bool{},
 	}
 }
 
@@ -362,6 +377,9 @@ func (s *State) applyNodeRegistered(idx uint64, e *events.Event, p *events.NodeR
 	if !ok {
 		n = &Node{CreateIndex: idx, Eligibility: events.Eligible}
 		s.Nodes[p.ID] = n
+		if i, found := slices.BinarySearch(s.nodeIDs, p.ID); !found && s.sched != nil {
+			s.nodeIDs = slices.Insert(s.nodeIDs, i, p.ID)
+		}
 	}
 	n.NodeRegistered = *p
 	n.Status = NodeStatusUp
