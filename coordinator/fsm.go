@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -88,6 +90,44 @@ type fsm struct {
 	// leader's publisher; indexes are dense, so a ring keyed by index.
 	routesMu sync.Mutex
 	routes   [routeRing]routedIndex
+
+	// While the event store fails appends, fault says why, and unstored
+	// holds the records it has not taken, oldest first: every later
+	// append, and a retry every storeRetry, offers them again, so a store
+	// that failed for a while (a full disk) catches up by itself. Past
+	// unstoredLimit bytes they are dropped and the fault is final: a
+	// restart replays raft into the store. Meanwhile the state still
+	// follows raft, and the server refuses writes, reads and streams,
+	// refuses raft snapshots (so raft keeps the entries the store lacks)
+	// and hands leadership away. storeMu guards unstored and the appends.
+	storeMu       sync.Mutex
+	unstored      []Record
+	unstoredBytes int
+	unstoredLimit int
+	fault         atomic.Pointer[storeFault]
+	faultMu       sync.Mutex
+	faultCh       chan struct{} // closed while a fault lasts; replaced when it ends
+	closing       chan struct{}
+	retries       sync.WaitGroup
+
+	// failAppends, when set (by tests only), makes every event-store
+	// append fail with it instead of writing.
+	failAppends atomic.Pointer[error]
+}
+
+// storeRetry is how often a failing event store is offered its unstored
+// records again.
+const storeRetry = 500 * time.Millisecond
+
+// defaultUnstoredLimit bounds the memory the records a failing store has
+// not taken may hold.
+const defaultUnstoredLimit = 64 << 20
+
+// storeFault is why and where the event store stopped following the log.
+type storeFault struct {
+	index uint64 // the first index the store could not take
+	err   error  // the latest failure
+	final bool   // the unstored records were dropped: only a restart heals
 }
 
 // routeRing is how many events back the publisher can find the node
@@ -115,6 +155,9 @@ var _ raft.BatchingFSM = (*fsm)(nil)
 func newFSM(store *Store, every uint64, log *slog.Logger) *fsm {
 	f := &fsm{state: cluster.NewState(), store: store, checkpointEvery: every, log: log,
 		checkpoints: make(chan *cluster.State, 1), cpDone: make(chan struct{})}
+	f.unstoredLimit = defaultUnstoredLimit
+	f.faultCh = make(chan struct{})
+	f.closing = make(chan struct{})
 	go f.checkpointLoop()
 	return f
 }
@@ -132,7 +175,8 @@ func (f *fsm) checkpointLoop() {
 	}
 }
 
-// close stops the checkpoint goroutine after it wrote what it was given.
+// close stops the checkpoint goroutine after it wrote what it was given,
+// and the store's retries.
 func (f *fsm) close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -140,6 +184,8 @@ func (f *fsm) close() {
 		close(f.checkpoints)
 		<-f.cpDone
 		f.checkpoints = nil
+		close(f.closing)
+		f.retries.Wait()
 	}
 }
 
@@ -180,7 +226,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		// O(1) per event. When the last one is still being written, this
 		// one is skipped.
 		every := max(f.checkpointEvery, uint64(len(f.state.Guests)+len(f.state.Nodes)))
-		if idx := f.state.Index; idx-f.lastCheckpoint >= every && f.checkpoints != nil {
+		if idx := f.state.Index; idx-f.lastCheckpoint >= every && f.checkpoints != nil && f.fault.Load() == nil {
 			select {
 			case f.checkpoints <- f.state.Clone():
 			default:
@@ -196,11 +242,111 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		f.routes[c.index%routeRing] = routedIndex{index: c.index, routes: c.routes}
 	}
 	f.routesMu.Unlock()
-	if err := f.store.Append(recs); err != nil {
-		// The raft log still holds these events; a restart replays them.
-		f.log.Error("event store append failed", "err", err)
-	}
+	f.storeMu.Lock()
+	f.storeLocked(recs)
+	f.storeMu.Unlock()
 	return out
+}
+
+func (f *fsm) appendEvents(recs []Record) error {
+	if err := f.failAppends.Load(); err != nil {
+		return *err
+	}
+	return f.store.Append(recs)
+}
+
+// storeLocked appends what the store has not taken yet and then recs,
+// and keeps fault up to date. f.storeMu is held.
+func (f *fsm) storeLocked(recs []Record) {
+	cur := f.fault.Load()
+	if cur != nil && cur.final {
+		return
+	}
+	if len(f.unstored) > 0 {
+		recs = append(f.unstored, recs...)
+	}
+	if len(recs) == 0 {
+		return
+	}
+	err := f.appendEvents(recs)
+	if err == nil {
+		f.unstored, f.unstoredBytes = nil, 0
+		if cur != nil {
+			f.setFault(nil)
+			f.log.Info("event store writes work again: it holds the log; serving", "through", recs[len(recs)-1].Index)
+		}
+		return
+	}
+	if len(f.unstored) == 0 {
+		f.unstored = append([]Record(nil), recs...)
+	} else {
+		f.unstored = recs
+	}
+	f.unstoredBytes = 0
+	for _, r := range f.unstored {
+		f.unstoredBytes += len(r.Data)
+	}
+	next := &storeFault{index: f.unstored[0].Index, err: err}
+	if f.unstoredBytes > f.unstoredLimit {
+		next.final = true
+		f.unstored, f.unstoredBytes = nil, 0
+		f.log.Error("event store write failed for too long: giving up until a restart rebuilds the store from raft", "index", next.index, "err", err)
+	} else if cur == nil {
+		f.log.Error("event store write failed: this server stops serving and retries", "index", next.index, "err", err)
+	}
+	f.setFault(next)
+	if cur == nil && !next.final {
+		f.retries.Add(1)
+		go f.retryLoop()
+	}
+}
+
+// retryLoop offers the unstored records to the store every storeRetry
+// until it takes them, the fault is final or the fsm closes.
+func (f *fsm) retryLoop() {
+	defer f.retries.Done()
+	t := time.NewTicker(storeRetry)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.closing:
+			return
+		case <-t.C:
+		}
+		f.storeMu.Lock()
+		f.storeLocked(nil)
+		b := f.fault.Load()
+		f.storeMu.Unlock()
+		if b == nil || b.final {
+			return
+		}
+	}
+}
+
+// setFault records the store's fault, nil when it ended, and wakes
+// waiters on faulted.
+func (f *fsm) setFault(b *storeFault) {
+	f.faultMu.Lock()
+	defer f.faultMu.Unlock()
+	was := f.fault.Swap(b) != nil
+	switch {
+	case b != nil && !was:
+		close(f.faultCh)
+	case b == nil && was:
+		f.faultCh = make(chan struct{})
+	}
+}
+
+// broken returns why the event store does not follow the log, nil while
+// it does.
+func (f *fsm) broken() *storeFault { return f.fault.Load() }
+
+// faulted returns a channel closed while the store has a fault: at once
+// if it has one now, else when one begins.
+func (f *fsm) faulted() <-chan struct{} {
+	f.faultMu.Lock()
+	defer f.faultMu.Unlock()
+	return f.faultCh
 }
 
 // committedEvent is an applied event's index and its encoding as proposed.
@@ -303,6 +449,9 @@ func (f *fsm) applyProposal(p decodedProposal) (*cluster.Outcome, []committedEve
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	// The store must hold everything the snapshot covers before raft may
 	// compact the log entries it was built from.
+	if b := f.broken(); b != nil {
+		return nil, fmt.Errorf("corral: no snapshot while the event store is broken (it could not take index %d: %w): raft keeps its log so that a restart rebuilds the store", b.index, b.err)
+	}
 	if err := f.store.Sync(); err != nil {
 		return nil, err
 	}
@@ -322,11 +471,14 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("corral: decode snapshot: %w", err)
 	}
+	f.storeMu.Lock()
 	if _, last := f.store.Bounds(); last < s.Index {
 		if err := f.store.Reset(s.Index, data); err != nil {
+			f.storeMu.Unlock()
 			return err
 		}
 	}
+	f.storeMu.Unlock()
 	f.mu.Lock()
 	f.state = s
 	f.lastCheckpoint = s.Index

@@ -469,6 +469,10 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) streamFrom(w http.ResponseWriter, r *http.Request, since uint64, follow bool, f eventFilter) {
+	if err := s.storeBroken(); err != nil {
+		writeError(w, err)
+		return
+	}
 	cursor := since
 	recs, err := s.store.Read(cursor, 1024)
 	if err != nil {
@@ -497,7 +501,11 @@ func (s *Server) streamFrom(w http.ResponseWriter, r *http.Request, since uint64
 			if !follow {
 				return
 			}
-			if err := s.store.Wait(r.Context(), cursor); err != nil {
+			if err := s.waitStore(r.Context(), cursor); err != nil {
+				if r.Context().Err() == nil {
+					b, _ := json.Marshal(map[string]any{"error": api.ErrorOf(err)})
+					w.Write(append(b, '\n'))
+				}
 				return
 			}
 		}

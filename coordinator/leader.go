@@ -5,6 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -24,6 +30,9 @@ const applyTimeout = 10 * time.Second
 // A request ID seen before returns that request's outcome and commits
 // nothing new.
 func (s *Server) Submit(ctx context.Context, reqID, actor string, cmd cluster.Command) (*cluster.Outcome, error) {
+	if err := s.storeBroken(); err != nil {
+		return nil, err
+	}
 	if s.raft.State() != raft.Leader {
 		return nil, api.ErrNotLeader
 	}
@@ -104,6 +113,10 @@ func (s *Server) leaderLoop(ctx context.Context) {
 
 func (s *Server) leaderDuties(ctx context.Context) {
 	s.log.Info("became leader")
+	s.goLoop(func() { s.handOffWhenBroken(ctx) })
+	if !s.waitHealed(ctx) {
+		return // handOffWhenBroken gave leadership away
+	}
 	// Apply everything earlier leaders committed before deciding anything.
 	if err := s.raft.Barrier(applyTimeout).Error(); err != nil {
 		s.log.Warn("barrier failed", "err", err)
@@ -146,7 +159,7 @@ func (s *Server) leaderDuties(ctx context.Context) {
 		began := time.Now()
 		s.schedule(ctx, &mark)
 		took := time.Since(began) // the pass alone, not the idle wait after it
-		if err := s.store.Wait(ctx, seen); err != nil {
+		if err := s.waitStore(ctx, seen); err != nil && (ctx.Err() != nil || !s.waitHealed(ctx)) {
 			return
 		}
 		if wait := max(schedulePace, 2*took) - time.Since(began); wait > 0 {
@@ -157,6 +170,68 @@ func (s *Server) leaderDuties(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// storeBroken returns, while this server's event store fails writes, the
+// error every write, read and stream on this server answers with; nil
+// while the store follows the log.
+func (s *Server) storeBroken() error {
+	b := s.fsm.broken()
+	if b == nil {
+		return nil
+	}
+	did := "it has stepped down; the other servers serve"
+	if s.raft.State() == raft.Leader {
+		did = "it is handing leadership to another server (a lone server cannot, and serves nothing meanwhile)"
+	}
+	heal := "it retries every " + storeRetry.String() + " and serves again once the store takes the events (free disk space if it is full), or restart it to rebuild the store from raft"
+	if b.final {
+		heal = "restart it to rebuild the store from raft"
+	}
+	return fmt.Errorf("%w: server %s cannot write its event store (index %d: %v): %s; %s",
+		api.ErrUnavailable, s.cfg.ID, b.index, b.err, did, heal)
+}
+
+// handOffWhenBroken transfers leadership to another server whenever this
+// server's event store fails writes, retrying while it leads and the
+// fault lasts: a leader that cannot store events can neither acknowledge
+// writes nor publish them.
+func (s *Server) handOffWhenBroken(ctx context.Context) {
+	logged := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.fsm.faulted():
+		}
+		err := s.raft.LeadershipTransfer().Error()
+		if err == nil {
+			s.log.Warn("handed leadership to another server: the event store fails writes")
+			return
+		}
+		if !logged {
+			s.log.Error("cannot hand leadership away while the event store fails writes; retrying", "err", err)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// waitHealed waits until this server's event store follows the log
+// again, false when ctx ends first.
+func (s *Server) waitHealed(ctx context.Context) bool {
+	for s.fsm.broken() != nil {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(storeRetry):
+		}
+	}
+	return true
 }
 
 // reportSkipped logs each node a scheduling pass had to leave out, once
@@ -256,36 +331,207 @@ func (s *Server) schedule(ctx context.Context, last *schedMark) {
 	}
 }
 
+// busWatcher is the part of *bus.Conn a server uses to learn what any
+// server published. A Bus without it makes a new leader publish from
+// where its own store was.
+type busWatcher interface {
+	Watch(ctx context.Context, subject string, ready func(), fn func(bus.Msg)) error
+}
+
 // publishLoop sends every committed event to the bus while this server
 // leads: on its type's subject for auditors, and to each node it concerns
-// on the node's subject, with the guest as the node must now run it. A
-// new leader publishes from where its own store is, so events committed
-// in the instant of a leader change may not be published: agents detect
-// the gap by their node's previous index and list their desired state.
+// on the node's subject, with the guest as the node must now run it.
+//
+// Every server watches the event subjects and remembers the highest index
+// it saw published, by whichever server. A new leader publishes from
+// there, not from where its own store is, so the events committed around
+// a leader change still reach subscribers (some twice: consumers drop by
+// index). The mark file (publishedFile) carries that index across a
+// restart. What is no longer retained is announced on bus.EventGapSubject. A node's
+// update whose route the fsm no longer holds is skipped: its agent learns
+// of the gap by the update's Prev or its heartbeat and lists its desired
+// state again.
 func (s *Server) publishLoop(ctx context.Context) {
 	_, cursor := s.store.Bounds()
+	// seen is the highest index this server saw published or published
+	// itself; observed the highest that came back from the bus, which is
+	// what the mark file keeps across restarts.
+	var seen, observed atomic.Uint64
+	seen.Store(cursor)
+	w, watching := s.bus.(busWatcher)
+	var mark *publishedMark
+	if watching {
+		mark = s.loadPublished(cursor)
+		seen.Store(mark.saved)
+		observed.Store(mark.saved)
+		defer mark.save(s, &observed, true)
+		s.goLoop(func() { s.watchPublished(ctx, w, &seen, &observed) })
+	}
+	wake := make(chan raft.Observation, 1)
+	obs := raft.NewObserver(wake, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	s.raft.RegisterObserver(obs)
+	defer s.raft.DeregisterObserver(obs)
+	leading := false
 	for {
-		if err := s.store.Wait(ctx, cursor); err != nil {
-			return
+		lead := s.raft.State() == raft.Leader
+		if lead && !leading && watching {
+			from := seen.Load()
+			if from != cursor {
+				s.log.Info("publishing from where the last leader stopped", "from", from+1, "store_at", cursor)
+			}
+			cursor = from
+		}
+		leading = lead
+		if mark != nil {
+			mark.save(s, &observed, false)
 		}
 		recs, err := s.store.Read(cursor, 1024)
 		var gone *api.GoneError
 		if errors.As(err, &gone) {
+			if lead {
+				s.publishGap(cursor+1, gone.First-1, &seen)
+			}
 			cursor = gone.First - 1
 			continue
 		}
 		if err != nil {
-			s.log.Error("publish: read event store", "err", err)
-			return
+			s.log.Error("publish: read event store; retrying", "after", cursor, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(storeRetry):
+			}
+			continue
 		}
-		lead := s.raft.State() == raft.Leader
+		if len(recs) == 0 {
+			if err := s.waitPublishable(ctx, cursor, wake); err != nil && (ctx.Err() != nil || !s.waitHealed(ctx)) {
+				return
+			}
+			continue
+		}
 		for _, r := range recs {
 			cursor = r.Index
 			if lead {
 				s.publish(r)
+				raiseTo(&seen, r.Index)
 			}
 		}
 	}
+}
+
+// waitPublishable blocks until the store holds an index past after or
+// this server's leadership changes (wake), or returns an error when ctx
+// ends or the store fails writes.
+func (s *Server) waitPublishable(ctx context.Context, after uint64, wake <-chan raft.Observation) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-wake:
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
+	s.waitStore(wctx, after) // what ended it is checked here
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return s.storeBroken()
+}
+
+// watchPublished raises seen and observed to every index published on
+// the event subjects until ctx ends.
+func (s *Server) watchPublished(ctx context.Context, w busWatcher, seen, observed *atomic.Uint64) {
+	err := w.Watch(ctx, bus.EventPrefix+">", nil, func(m bus.Msg) {
+		raiseTo(seen, m.Index)
+		raiseTo(observed, m.Index)
+	})
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("watch published events: a new leader will publish from its own store", "err", err)
+	}
+}
+
+// publishedFile, in the data directory, holds the highest index this
+// server saw come back from the bus, so that after a restart (of every
+// server, or of a lone one) a new leader republishes what may not have got
+// out instead of assuming it did. It is replaced atomically, without
+// fsync, at most every publishedSave: it may lag, which costs duplicates
+// only.
+const publishedFile = "published"
+
+const publishedSave = 200 * time.Millisecond
+
+type publishedMark struct {
+	path   string
+	saved  uint64
+	at     time.Time
+	failed bool // the last save failed and was logged
+}
+
+// loadPublished reads the mark file. Without one (a new data dir, or one
+// from before the file existed) what the store holds counts as
+// published, as a restarted server cannot tell.
+func (s *Server) loadPublished(storeLast uint64) *publishedMark {
+	m := &publishedMark{path: filepath.Join(s.cfg.DataDir, publishedFile), saved: storeLast}
+	b, err := os.ReadFile(m.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return m
+	}
+	n, perr := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || perr != nil {
+		s.log.Warn("publish: unreadable mark file; counting what the store holds as published", "path", m.path, "err", errors.Join(err, perr))
+		return m
+	}
+	m.saved = n
+	return m
+}
+
+// save writes observed to the mark file when it rose and the last write
+// is publishedSave old, or now when final.
+func (m *publishedMark) save(s *Server, observed *atomic.Uint64, final bool) {
+	v := observed.Load()
+	now := time.Now()
+	if v <= m.saved || !final && now.Sub(m.at) < publishedSave {
+		return
+	}
+	tmp := m.path + ".tmp"
+	err := os.WriteFile(tmp, []byte(strconv.FormatUint(v, 10)+"\n"), 0o600)
+	if err == nil {
+		err = os.Rename(tmp, m.path)
+	}
+	m.at = now
+	if err != nil {
+		if !m.failed {
+			s.log.Warn("publish: cannot save the mark file; after a restart this server may publish some events again", "path", m.path, "err", err)
+			m.failed = true
+		}
+		return
+	}
+	m.saved, m.failed = v, false
+}
+
+func raiseTo(v *atomic.Uint64, idx uint64) {
+	for {
+		cur := v.Load()
+		if idx <= cur || v.CompareAndSwap(cur, idx) {
+			return
+		}
+	}
+}
+
+// publishGap announces that events from..to will never be published.
+func (s *Server) publishGap(from, to uint64, seen *atomic.Uint64) {
+	b, _ := json.Marshal(api.PublishGap{From: from, To: to,
+		Reason: fmt.Sprintf("events %d to %d were committed but not published before a leader change, and the event store of %s no longer holds them; read the state from the API", from, to, s.cfg.ID)})
+	s.log.Warn("publish: announcing a gap", "from", from, "to", to)
+	if err := s.bus.Publish(bus.EventGapSubject, to, from-1, b); err != nil {
+		s.log.Warn("publish gap", "from", from, "to", to, "err", err)
+		return
+	}
+	raiseTo(seen, to)
 }
 
 func (s *Server) publish(r Record) {
@@ -365,7 +611,37 @@ func (s *Server) WaitIndex(ctx context.Context, idx uint64) error {
 	if idx == 0 {
 		return nil
 	}
-	return s.store.Wait(ctx, idx-1)
+	return s.waitStore(ctx, idx-1)
+}
+
+// waitStore blocks until the event store holds an index greater than
+// after, or ctx ends, or the store fails a write: then it returns the
+// reason at once instead of letting the caller wait for what may never
+// come.
+func (s *Server) waitStore(ctx context.Context, after uint64) error {
+	if _, last := s.store.Bounds(); last > after {
+		return nil
+	}
+	if err := s.storeBroken(); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	faulted := s.fsm.faulted()
+	go func() {
+		select {
+		case <-faulted:
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
+	err := s.store.Wait(wctx, after)
+	if err != nil && ctx.Err() == nil {
+		if berr := s.storeBroken(); berr != nil {
+			return berr
+		}
+	}
+	return err
 }
 
 // AppliedIndex returns the index of the last event in this server's state.

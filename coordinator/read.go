@@ -61,6 +61,10 @@ func (s *Server) ReadIndex(ctx context.Context) (uint64, error) {
 // and sets the headers that say what the answer reflects. It answers the
 // error itself and returns false when the read cannot be served.
 func (s *Server) readBarrier(w http.ResponseWriter, r *http.Request) bool {
+	if err := s.storeBroken(); err != nil {
+		writeError(w, err)
+		return false
+	}
 	stale := r.URL.Query().Get("stale")
 	switch stale {
 	case "", "0", "false":
@@ -81,7 +85,7 @@ func (s *Server) readBarrier(w http.ResponseWriter, r *http.Request) bool {
 		idx, err = s.leaderReadIndex(ctx, r)
 	}
 	if err == nil {
-		if err = s.WaitIndex(ctx, idx); err != nil {
+		if err = s.WaitIndex(ctx, idx); err != nil && s.storeBroken() == nil {
 			err = &api.APIError{Code: api.CodeCatchingUp, Index: s.AppliedIndex(), Want: idx,
 				Message: fmt.Sprintf("server %s holds the log up to index %d and is catching up to %d; retry, or read with ?stale=1 (--stale) to see its state as it is", s.cfg.ID, s.AppliedIndex(), idx)}
 		}

@@ -301,6 +301,15 @@ type NodeUpdate struct {
 	Removed string          `json:"removed,omitempty"`
 }
 
+// PublishGap is the body of a notice on bus.EventGapSubject: events From
+// to To were committed but never published, and the leader's event store
+// no longer holds them.
+type PublishGap struct {
+	From   uint64 `json:"from"`
+	To     uint64 `json:"to"`
+	Reason string `json:"reason"`
+}
+
 // LogChunkMax is the most an agent sends in one LogReply.
 const LogChunkMax = 256 << 10
 

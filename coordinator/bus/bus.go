@@ -25,6 +25,14 @@ const HeaderPrev = "Corral-Prev"
 // "corral.events.>" receives them all.
 const EventPrefix = "corral.events."
 
+// EventGapSubject carries an explicit notice that committed events were
+// never published and are no longer in the event store, so a subscriber
+// knows to read what it can from the API (GET /v1/events) or do without.
+// Its Corral-Index header is the last lost index; its body an
+// api.PublishGap. A subscriber to "corral.events.>" receives it too and
+// must look at the subject before decoding a message as an event.
+const EventGapSubject = EventPrefix + "gap"
+
 // EventSubject returns the subject events of type t are published on.
 func EventSubject(t events.Type) string { return EventPrefix + t.String() }
 
