@@ -550,7 +550,7 @@ func (s *Server) publish(r Record) {
 		return
 	}
 	for _, rt := range routes {
-		b, err := json.Marshal(api.NodeUpdate{Index: r.Index, Prev: rt.Prev, Event: r.Data, Guest: rt.Guest, Removed: rt.Removed})
+		b, err := encodeNodeUpdate(r, rt)
 		if err == nil {
 			err = s.bus.Publish(bus.NodeSubject(rt.Node), r.Index, rt.Prev, b)
 		}
@@ -558,6 +558,33 @@ func (s *Server) publish(r Record) {
 			s.log.Warn("publish to node", "index", r.Index, "node", rt.Node, "err", err)
 		}
 	}
+}
+
+// encodeNodeUpdate writes the api.NodeUpdate of a route as JSON. It is
+// built by hand around the stored event, which is valid JSON already:
+// encoding/json would scan and compact it again for every node.
+func encodeNodeUpdate(r Record, rt cluster.Route) ([]byte, error) {
+	b := make([]byte, 0, len(r.Data)+512)
+	b = append(b, `{"index":`...)
+	b = strconv.AppendUint(b, r.Index, 10)
+	b = append(b, `,"prev":`...)
+	b = strconv.AppendUint(b, rt.Prev, 10)
+	b = append(b, `,"event":`...)
+	b = append(b, r.Data...)
+	if rt.Guest != nil {
+		g, err := json.Marshal(rt.Guest)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, `,"guest":`...)
+		b = append(b, g...)
+	}
+	if rt.Removed != "" {
+		n, _ := json.Marshal(rt.Removed)
+		b = append(b, `,"removed":`...)
+		b = append(b, n...)
+	}
+	return append(b, '}'), nil
 }
 
 // retentionTick is how often retention runs.

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -156,5 +157,27 @@ func TestNodeUpdatesOnlyToTheirNode(t *testing.T) {
 	case m := <-on2:
 		t.Fatalf("n2 got more: %s", m.Data)
 	default:
+	}
+}
+
+// TestEncodeNodeUpdate: the hand-built encoding decodes to what
+// encoding/json would have written.
+func TestEncodeNodeUpdate(t *testing.T) {
+	ev := []byte(`{"index":7,"type":"guest.placed","v":1,"time":"2026-01-01T00:00:00Z","actor":"scheduler","guest":"web","node":"n1","payload":{"node":"n1"}}`)
+	g := &api.DesiredGuest{Name: "web", Generation: 7, Desired: api.DesiredRunning, Status: api.StatusPlaced}
+	for _, rt := range []cluster.Route{{Node: "n1", Prev: 3, Guest: g}, {Node: "n2", Prev: 5, Removed: "web"}, {Node: "n1", Prev: 0}} {
+		got, err := encodeNodeUpdate(Record{Index: 7, Data: ev}, rt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := json.Marshal(api.NodeUpdate{Index: 7, Prev: rt.Prev, Event: ev, Guest: rt.Guest, Removed: rt.Removed})
+		var a, b api.NodeUpdate
+		if err := json.Unmarshal(got, &a); err != nil {
+			t.Fatalf("%s: %v", got, err)
+		}
+		json.Unmarshal(want, &b)
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("encoded %s, want %s", got, want)
+		}
 	}
 }
