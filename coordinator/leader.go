@@ -36,6 +36,11 @@ func (s *Server) Submit(ctx context.Context, reqID, actor string, cmd cluster.Co
 	if s.raft.State() != raft.Leader {
 		return nil, api.ErrNotLeader
 	}
+	// Refused before raft: a leader whose log write fails steps down, and
+	// a full disk would make it do so over and over.
+	if err := s.DiskRoom(); err != nil {
+		return nil, err
+	}
 	var (
 		evs   []events.Event
 		prior *cluster.Outcome

@@ -19,7 +19,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/coordinator/bus"
@@ -237,8 +236,22 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 		}
 	}()
 
+	disk := newDiskGuard(cfg.ID, cfg.DataDir)
 	if s.store, err = OpenStore(filepath.Join(cfg.DataDir, "events.db"), cfg.Store); err != nil {
-		return nil, err
+		return nil, disk.opening(err)
+	}
+	s.store.disk = disk
+	disk.onChange = func(full bool, err error) {
+		if full {
+			log.Error("disk full: refusing writes until there is room", "err", err)
+			go s.handOffWhileDiskFull()
+		} else {
+			log.Info("disk has room again: accepting writes", "dir", cfg.DataDir)
+		}
+	}
+	if d := s.store.Damage(); d != nil {
+		log.Warn("event store was damaged: moved it aside and started an empty one; raft replays its log into it",
+			"found", d.Err, "moved_to", d.MovedTo)
 	}
 	s.fsm = newFSM(s.store, cfg.Store.CheckpointEvery, log)
 
@@ -295,16 +308,16 @@ func (s *Server) startRaft() error {
 
 	logStore, stable := s.deps.LogStore, s.deps.StableStore
 	if logStore == nil || stable == nil {
-		bs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+		bs, err := openRaftLog(cfg.DataDir)
 		if err != nil {
-			return fmt.Errorf("corral: raft log store: %w", err)
+			return s.store.disk.opening(err)
 		}
 		s.closers = append(s.closers, bs.Close)
 		if logStore == nil {
-			logStore = bs
+			logStore = diskLogStore{bs, s.store.disk}
 		}
 		if stable == nil {
-			stable = bs
+			stable = diskStableStore{bs, s.store.disk}
 		}
 	}
 	logs, err := raft.NewLogCache(1024, logStore)
@@ -339,6 +352,13 @@ func (s *Server) startRaft() error {
 	}
 	if s.raft, err = raft.NewRaft(rc, s.fsm, logs, stable, snaps, s.trans); err != nil {
 		return fmt.Errorf("corral: start raft: %w", err)
+	}
+	if s.store.Damage() != nil {
+		// NewRaft restored the newest snapshot, if any: the store starts there.
+		if first, _ := s.store.Bounds(); first > 1 {
+			s.log.Warn("the rebuilt event store starts after raft's newest snapshot: events before it are gone from this server, and the event stream answers 410 Gone for them; the state is whole",
+				"first_retained_index", first)
+		}
 	}
 	if cfg.Bootstrap && !existing {
 		f := s.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -65,25 +66,60 @@ type Store struct {
 	db  *bolt.DB
 	cfg StoreConfig
 
+	// damage says what OpenStore found wrong with the file it moved
+	// aside; nil when the store opened as it was.
+	damage *StoreDamage
+	// disk, when set (Server does), names a full disk in write errors.
+	disk *diskGuard
+
 	mu     sync.Mutex
 	first  uint64 // first retained index; last+1 when empty
 	last   uint64
 	notify chan struct{} // closed and replaced on every append
 }
 
-// OpenStore opens or creates the store at path.
+// StoreDamage describes an event store file that OpenStore found damaged
+// and replaced with an empty one.
+type StoreDamage struct {
+	Err     error  // what was found, wrapping ErrDamaged
+	MovedTo string // where the damaged file now is
+}
+
+// Damage returns what OpenStore found wrong with the store's file, nil when
+// it opened as it was. A damaged store starts empty: the caller replays
+// raft into it.
+func (s *Store) Damage() *StoreDamage { return s.damage }
+
+// OpenStore opens or creates the store at path. The file is checked before
+// bbolt maps it (see checkBoltFile and checkStoreFile): the store is
+// derived from raft, so a torn or corrupt file is moved aside to
+// path.corrupt-<time> and an empty store is started instead of failing or
+// crashing; Damage reports it.
 func OpenStore(path string, cfg StoreConfig) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoSync: true, NoFreelistSync: true})
-	if errors.Is(err, bolt.ErrTimeout) {
-		return nil, fmt.Errorf("corral: event store %s is locked: is another corral using this data dir? stop it or give another --data-dir", path)
+	var damage *StoreDamage
+	err := checkStoreFile(path)
+	var db *bolt.DB
+	if err == nil {
+		db, err = openBoltGuarded(path, &bolt.Options{Timeout: 2 * time.Second, NoSync: true, NoFreelistSync: true})
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("corral: event store %s is locked: is another corral using this data dir? stop it or give another --data-dir", path)
+		}
+	}
+	if errors.Is(err, ErrDamaged) {
+		aside := fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405.000Z"))
+		if rerr := os.Rename(path, aside); rerr != nil {
+			return nil, fmt.Errorf("corral: event store %s is damaged (%v) and could not be moved aside: %v; move it away by hand and start again", path, err, rerr)
+		}
+		damage = &StoreDamage{Err: err, MovedTo: aside}
+		db, err = openBoltGuarded(path, &bolt.Options{Timeout: 2 * time.Second, NoSync: true, NoFreelistSync: true})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("corral: open event store %s: %w", path, err)
 	}
-	s := &Store{db: db, cfg: cfg, first: 1, notify: make(chan struct{})}
+	s := &Store{db: db, cfg: cfg, first: 1, notify: make(chan struct{}), damage: damage}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketEvents, bucketCheckpoints, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -149,7 +185,7 @@ func (s *Store) Append(recs []Record) error {
 		return tx.Bucket(bucketMeta).Put(keyLast, u64(recs[len(recs)-1].Index))
 	})
 	if err != nil {
-		return fmt.Errorf("corral: event store append: %w", err)
+		return fmt.Errorf("corral: event store append: %w", s.disk.failed(err))
 	}
 	s.mu.Lock()
 	s.last = recs[len(recs)-1].Index
