@@ -48,8 +48,19 @@ func (s *Server) agentRoutes(mux *http.ServeMux) {
 
 // checkFence refuses an agent whose self-fencing would not surely happen
 // before this cluster declares its node down and places its guests
-// elsewhere: that would allow two running copies of a guest.
+// elsewhere: that would allow two running copies of a guest. The rule:
+//
+//	node-down timeout > fence timeout + margin,
+//	margin = 2 heartbeat intervals + the fencer's longest poll interval
+//
+// The agent's lease runs from when it sent its last heartbeat that
+// succeeded, which the leader heard no earlier; its fencer freezes the
+// guests at most one poll after the lease ran out; the two heartbeats
+// cover a heartbeat the leader heard late and the leader's own check.
 func (s *Server) checkFence(n *events.NodeRegistered) error {
+	// fencerPoll is nodeagent.MaxFencerPoll, which the agent enforces on
+	// --fence-poll; the server must not import the agent.
+	const fencerPoll = 100 * time.Millisecond
 	if n.FenceTimeoutMs == 0 && n.HeartbeatMs == 0 {
 		return nil
 	}
@@ -58,9 +69,11 @@ func (s *Server) checkFence(n *events.NodeRegistered) error {
 	if fence <= 0 || beat <= 0 {
 		return &events.FieldError{Field: "fence_timeout_ms", Value: fmt.Sprint(n.FenceTimeoutMs), Want: "give both a positive fence timeout and heartbeat interval"}
 	}
-	if limit := s.cfg.NodeDownTimeout - 2*beat; fence >= limit {
+	margin := 2*beat + fencerPoll
+	if down := s.cfg.NodeDownTimeout; fence+margin >= down {
 		return &events.FieldError{Field: "fence_timeout_ms", Value: fence.String(),
-			Want: fmt.Sprintf("the agent's fence timeout must be below the cluster's node-down timeout (%v) minus two heartbeats (%v): lower --fence-timeout or raise the servers' --node-down-timeout", s.cfg.NodeDownTimeout, 2*beat)}
+			Want: fmt.Sprintf("the agent's fence timeout (%v) plus a margin of two heartbeats and the fencer's poll (2×%v + %v = %v) must be below this cluster's node-down timeout (%v), or a dead agent's guests could still run when they start elsewhere: lower the agent's --fence-timeout to below %v (or its --heartbeat-interval), or raise the servers' --node-down-timeout above %v",
+				fence, beat, fencerPoll, margin, down, down-margin, fence+margin)}
 	}
 	return nil
 }

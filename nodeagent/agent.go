@@ -48,6 +48,7 @@ type Agent struct {
 	deps   Deps
 	log    *slog.Logger
 	secret string
+	fence  *fenceGuard // nil without a fencer
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -125,11 +126,17 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{
+	a := &Agent{
 		cfg: cfg, deps: deps, log: log.With("node", cfg.NodeID), secret: secret,
 		ready: make(chan struct{}), wake: make(chan struct{}, 1),
 		names: map[string]bool{}, guests: map[string]*guest{},
-	}, nil
+	}
+	if len(cfg.Fencer.Command) > 0 {
+		if a.fence, err = newFenceGuard(cfg, deps.Cgroups, a.log); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
 }
 
 // Ready is closed once the agent has adopted what a previous run left,
@@ -153,6 +160,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer close(a.runDone)
 
 	a.adopt(ctx)
+	if a.fence != nil {
+		// Before anything else: the guests adopted may be running, and
+		// from now on only a lease this agent renews keeps them so.
+		if err := a.fence.ensure(); err != nil {
+			a.log.Error("starting the fencer; retried every heartbeat", "err", err)
+		}
+	}
 	if err := a.register(ctx); err != nil {
 		return a.exitErr(ctx)
 	}
@@ -191,8 +205,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			continue
 		}
 		if a.fenced.Load() {
-			a.fence(ctx)
+			a.freezeHeld(ctx)
 			continue
+		}
+		if a.fence != nil && (!a.fence.mayAct() || !a.liftFence()) {
+			continue // the heartbeat pokes once the lease is renewed
 		}
 		if a.pass(ctx, full) {
 			full = false
@@ -256,6 +273,14 @@ func (a *Agent) pass(ctx context.Context, full bool) bool {
 	for _, act := range Reconcile(d, obs) {
 		if ctx.Err() != nil {
 			return false
+		}
+		if (act.Op == OpStart || act.Op == OpThaw) && d.NodeDown {
+			a.log.Info("the log has this node down: its guests may run elsewhere, not starting or thawing", "guest", act.Guest, "op", act.Op)
+			continue // node.up (or a registration) comes as an update and pokes
+		}
+		if (act.Op == OpStart || act.Op == OpThaw) && a.fence != nil && !a.fence.mayRun(a.cfg.FenceTimeout) {
+			a.log.Warn("the fence lease runs out soon: not starting or thawing until it is renewed", "guest", act.Guest, "op", act.Op)
+			continue // the renewal pokes once the lease had run out; else the next resync
 		}
 		if removed := a.do(ctx, d, act); removed != "" {
 			cleaned = append(cleaned, removed)
@@ -375,10 +400,10 @@ func (a *Agent) concerns(guest string) bool {
 	return a.names[guest]
 }
 
-// fence freezes every running guest: the coordinator has not heard from
-// the agent for longer than the fence timeout and may soon place the
+// freezeHeld freezes every running guest: the coordinator has not heard
+// from the agent for longer than the fence timeout and may soon place the
 // guests elsewhere.
-func (a *Agent) fence(ctx context.Context) {
+func (a *Agent) freezeHeld(ctx context.Context) {
 	for _, act := range Fence(a.observeHeld()) {
 		g := a.guests[act.Guest]
 		if err := g.inst.Suspend(ctx); err != nil {

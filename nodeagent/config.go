@@ -49,6 +49,23 @@ type Config struct {
 	// StopTimeout is how long a graceful stop may take before the guest
 	// is killed.
 	StopTimeout time.Duration
+
+	// Fencer fences the guests even when the agent process is dead.
+	Fencer FencerConfig
+}
+
+// FencerConfig configures the fencer: a process of the agent's binary
+// that freezes every guest once the agent has not renewed its lease for
+// FenceTimeout, whether the agent is cut off, stopped or dead (fencer.go).
+type FencerConfig struct {
+	// Command starts the fencer: a program (and its first arguments) that
+	// calls [RunFencerIfRequested] first thing, normally the agent's own
+	// binary. Empty means no fencer: only a live agent then fences.
+	Command []string
+	// Poll is how often the fencer reads the lease, at most
+	// [MaxFencerPoll]. A guest runs at most FenceTimeout + Poll after the
+	// last heartbeat that succeeded.
+	Poll time.Duration
 }
 
 // DefaultConfig returns the settings the agent uses unless told otherwise;
@@ -60,6 +77,7 @@ func DefaultConfig() Config {
 		UsageInterval:     10 * time.Second,
 		ResyncInterval:    5 * time.Second,
 		StopTimeout:       10 * time.Second,
+		Fencer:            FencerConfig{Poll: MaxFencerPoll},
 	}
 }
 
@@ -98,6 +116,16 @@ func (c Config) Validate() error {
 	}
 	if c.HeartbeatInterval > 0 && c.FenceTimeout > 0 && c.FenceTimeout < 2*c.HeartbeatInterval {
 		bad("fence timeout", "%v must be at least two heartbeat intervals (%v), or one late heartbeat fences the node", c.FenceTimeout, 2*c.HeartbeatInterval)
+	}
+	if len(c.Fencer.Command) > 0 {
+		switch {
+		case c.Fencer.Command[0] == "":
+			bad("fencer", "the command has no program")
+		case c.Fencer.Poll <= 0 || c.Fencer.Poll > MaxFencerPoll:
+			bad("fencer poll", "%v must be positive and at most %v (the coordinator counts on it)", c.Fencer.Poll, MaxFencerPoll)
+		case c.FenceTimeout > 0 && c.Fencer.Poll > c.FenceTimeout/2:
+			bad("fencer poll", "%v must be at most half the fence timeout (%v)", c.Fencer.Poll, c.FenceTimeout)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -23,6 +23,20 @@
 // [Config.FenceTimeout] freezes its guests (invariant 6) and, back in
 // touch, thaws those still assigned to it and destroys the rest.
 //
+// Fencing does not depend on the agent being alive: with
+// [Config.Fencer] set, the agent starts a fencer, a small process of its
+// own binary in a session of its own ([RunFencerIfRequested], fencer.go),
+// and renews a lease after every heartbeat that succeeded. When the lease
+// runs out (agent cut off, stopped, or dead) the fencer freezes the kind
+// directories of the freezer hierarchy, and with them every guest; it
+// never thaws. An agent acts on guests only while a fencer runs and the
+// lease does; finding the fence up, it freezes each guest on its own,
+// takes the fence down and lists its desired state again, so that only
+// its next pass thaws what the log still assigns here, after destroying
+// what it moved away (fenceguard.go). The coordinator places a lost
+// node's guests elsewhere only after its node-down timeout, which must
+// exceed the fence timeout by two heartbeats and [MaxFencerPoll].
+//
 // Its collaborators are small interfaces declared here: [Cgroups], [Drivers]
 // and [Instance] for the host (deps.go; the real ones are
 // *cgroupdriver.Driver and, through [HostDrivers], package driver), and

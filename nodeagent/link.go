@@ -15,6 +15,13 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	defer t.Stop()
 	lastOK := time.Now()
 	for {
+		if a.fence != nil {
+			a.fence.check()
+		}
+		// The lease runs from when the heartbeat was sent: the coordinator
+		// cannot have heard it earlier, so it cannot count the node-down
+		// timeout from earlier either.
+		sent, sentBoot := time.Now(), now()
 		// A slow answer is still an answer: fencing is decided by the time
 		// since the last success, not by one request's timeout.
 		hctx, cancel := context.WithTimeout(ctx, max(a.cfg.HeartbeatInterval, a.cfg.FenceTimeout/3))
@@ -24,10 +31,15 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		case ctx.Err() != nil:
 			return
 		case err == nil:
-			lastOK = time.Now()
-			if a.fenced.Swap(false) {
-				a.log.Info("coordinator reachable again: unfencing")
+			lastOK = sent
+			if a.fence != nil && a.fence.renew(sentBoot+a.cfg.FenceTimeout.Nanoseconds()) {
 				a.poke()
+			}
+			if a.fenced.Swap(false) {
+				// List before thawing anything: what moved away while we
+				// were cut off may never have reached us.
+				a.log.Info("coordinator reachable again: unfencing")
+				a.relist()
 			}
 			a.checkBehind(nodeIdx)
 		case time.Since(lastOK) > a.cfg.FenceTimeout:

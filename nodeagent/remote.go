@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 
 	"github.com/corral-dev/corral/coordinator/api"
@@ -51,6 +52,10 @@ type Notifier interface {
 type Desired struct {
 	Index  uint64
 	Guests []DesiredGuest
+	// NodeDown is set while the log has the node declared down: its
+	// guests may be placed elsewhere at any moment, so the agent starts
+	// and thaws nothing until the log has it up again (invariant 6).
+	NodeDown bool
 }
 
 // DesiredGuest is one guest placed on the node, as the API carries it:
@@ -89,7 +94,18 @@ func Fold(d Desired, u api.NodeUpdate) (Desired, bool) {
 	if u.Prev > d.Index {
 		return d, false
 	}
-	out := Desired{Index: u.Index, Guests: make([]DesiredGuest, 0, len(d.Guests)+1)}
+	out := Desired{Index: u.Index, Guests: make([]DesiredGuest, 0, len(d.Guests)+1), NodeDown: d.NodeDown}
+	var head struct {
+		Type events.Type `json:"type"`
+	}
+	if len(u.Event) > 0 && json.Unmarshal(u.Event, &head) == nil {
+		switch head.Type {
+		case events.TypeNodeDown:
+			out.NodeDown = true
+		case events.TypeNodeUp, events.TypeNodeRegistered:
+			out.NodeDown = false
+		}
+	}
 	name := u.Removed
 	if u.Guest != nil {
 		name = u.Guest.Name

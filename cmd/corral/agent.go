@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -27,6 +28,8 @@ type agentOptions struct {
 	reserveCPUs   int
 	reserveMemory string
 	fence         time.Duration
+	fencer        bool
+	fencePoll     time.Duration
 	heartbeat     time.Duration
 	usage         time.Duration
 	accel         string
@@ -41,6 +44,8 @@ func (o *agentOptions) flags(cmd *cobra.Command, stateDirDefault string) {
 	f.IntVar(&o.reserveCPUs, "reserve-cpus", 0, "CPUs kept back for the host")
 	f.StringVar(&o.reserveMemory, "reserve-memory", "", "memory kept back for the host, e.g. 1GiB")
 	f.DurationVar(&o.fence, "fence-timeout", def.FenceTimeout, "freeze every guest when the coordinator has been unreachable this long; must stay below the servers' --node-down-timeout")
+	f.BoolVar(&o.fencer, "fencer", true, "run a fencer process that freezes the guests when the agent itself dies or stalls; without it a dead agent's guests keep running while the cluster starts them elsewhere")
+	f.DurationVar(&o.fencePoll, "fence-poll", def.Fencer.Poll, fmt.Sprintf("how often the fencer checks the agent's lease (at most %v)", nodeagent.MaxFencerPoll))
 	f.DurationVar(&o.heartbeat, "heartbeat-interval", def.HeartbeatInterval, "how often the agent tells the coordinator it is alive")
 	f.DurationVar(&o.usage, "usage-interval", def.UsageInterval, "how often one usage event for all guests is sent")
 	f.StringVar(&o.accel, "qemu-accel", "auto", "qemu accelerator: kvm, tcg or auto (auto proves KVM runs a guest before using it)")
@@ -59,6 +64,14 @@ func (a *app) startAgent(ctx context.Context, o agentOptions, addrs, natsURL str
 	cfg.NodeID, cfg.StateDir = o.nodeID, o.stateDir
 	cfg.FenceTimeout, cfg.HeartbeatInterval, cfg.UsageInterval = o.fence, o.heartbeat, o.usage
 	cfg.ReserveCPUs = o.reserveCPUs
+	cfg.Fencer.Poll = o.fencePoll
+	if o.fencer {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, nil, fmt.Errorf("the fencer is this binary, which cannot be found (%w): pass --fencer=false to run without one", err)
+		}
+		cfg.Fencer.Command = []string{exe}
+	}
 	if o.reserveMemory != "" {
 		n, err := events.ParseSize("reserve-memory", o.reserveMemory)
 		if err != nil {
@@ -144,7 +157,12 @@ and reports started, exited, usage, limit hits and drift as events.
 
 Stopping the agent (Ctrl-C, SIGTERM, even kill -9) leaves the guests running;
 a restarted agent adopts them. An agent that cannot reach the coordinator for
---fence-timeout freezes its guests until it can.`,
+--fence-timeout freezes its guests until it can. So does its fencer, a small
+process of this binary the agent starts in a session of its own, when the
+agent itself is dead or stalled: it freezes every guest once the lease the
+agent renews after each heartbeat has run out, and never thaws; the next
+agent thaws what the log still assigns to the node, after destroying what
+the log moved away. The fencer writes its log to <state-dir>/fence/fencer.log.`,
 		Example: `  corral agent --node-id n1 --addr 10.0.0.1:4646 --nats-url nats://10.0.0.1:4222
   corral agent --node-id n2 --addr s1:4646,s2:4646 --nats-url nats://s1:4222,nats://s2:4222 --label rack=a --reserve-memory 1GiB`,
 		Args: cobra.NoArgs,

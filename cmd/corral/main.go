@@ -4,6 +4,7 @@ import (
 	"os"
 
 	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/nodeagent"
 	"github.com/corral-dev/corral/nodeagent/driver"
 )
 
@@ -14,6 +15,9 @@ func main() {
 	// Then, when started as a container's init: set up its namespaces,
 	// root and /dev, and exec the container's command.
 	driver.RunInitIfRequested()
+	// Then, when started as a node agent's fencer: guard its lease and
+	// freeze its guests when it runs out.
+	nodeagent.RunFencerIfRequested()
 
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
 }

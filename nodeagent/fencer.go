@@ -1,0 +1,335 @@
+package nodeagent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The fencer is the half of fencing that does not need the agent alive
+// (invariant 6): a tiny process of the agent's own binary, started by the
+// agent in a session of its own so that it outlives the agent (kill -9,
+// crash, OOM kill, a stopped process). The agent renews a lease after every
+// heartbeat that succeeded; the fencer reads it every poll interval and,
+// once it has run out, freezes the kind directories
+// <partition>/corral/{process,lxc,qemu} in the freezer hierarchy (v1
+// freezer.state, v2 cgroup.freeze), which freezes every guest below them
+// and leaves the agent's own group, <partition>/corral/agent, alone. It
+// never thaws: only an agent that is back in touch with the coordinator
+// does, after its first pass (liftFence).
+//
+// Everything lives in <StateDir>/fence:
+//
+//	lease        the deadline, CLOCK_BOOTTIME nanoseconds, written atomically
+//	fencer.lock  flock'ed by the live fencer for its whole life
+//	fencer.json  the live fencer's pid and what it guards
+//	fencer.log   the fencer's own log (its standard error)
+//
+// A missing or unreadable lease counts as run out. A fencer exits on
+// SIGTERM ([StopFencer]) and when the state directory is gone (after one
+// last freeze); a second fencer on the same directory exits at once.
+
+// MaxFencerPoll bounds [FencerConfig.Poll]. The coordinator counts it in
+// the margin between a node's fence timeout and its node-down timeout.
+const MaxFencerPoll = 100 * time.Millisecond
+
+// fencerEnv carries the fencer's request into the re-executed binary.
+const fencerEnv = "CORRAL_FENCER"
+
+const (
+	fenceDir   = "fence"
+	leaseFile  = "lease"
+	lockFile   = "fencer.lock"
+	infoFile   = "fencer.json"
+	fencerLog  = "fencer.log"
+	readyToken = "ready\n"
+
+	// fencerBusy is the exit code of a fencer that found another one
+	// guarding the same state directory.
+	fencerBusy = 3
+)
+
+// FreezeDir is one directory the fencer freezes: a kind directory in the
+// freezer hierarchy, and that hierarchy's cgroup version.
+type FreezeDir struct {
+	Path    string `json:"path"`
+	Version int    `json:"version"`
+}
+
+// fencerRequest is what the agent tells a fencer it starts, and what the
+// fencer records in fencer.json once it guards.
+type fencerRequest struct {
+	StateDir string        `json:"state_dir"`
+	Dirs     []FreezeDir   `json:"dirs"`
+	Poll     time.Duration `json:"poll_ns"`
+	PID      int           `json:"pid,omitempty"`
+}
+
+func (r fencerRequest) same(o fencerRequest) bool {
+	if r.StateDir != o.StateDir || r.Poll != o.Poll || len(r.Dirs) != len(o.Dirs) {
+		return false
+	}
+	for i := range r.Dirs {
+		if r.Dirs[i] != o.Dirs[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// RunFencerIfRequested must be called first thing in main (after the
+// cgroup shim and the container init) of every binary that runs agents
+// with a fencer. In an ordinary run it returns at once; in a process the
+// agent started as its fencer it guards the lease and never returns.
+func RunFencerIfRequested() {
+	v, ok := syscall.Getenv(fencerEnv)
+	if !ok {
+		return
+	}
+	var req fencerRequest
+	if err := json.Unmarshal([]byte(v), &req); err != nil || req.StateDir == "" || req.Poll <= 0 {
+		fmt.Fprintf(os.Stderr, "corral fencer: bad %s (%v): the agent starts the fencer, do not run it by hand\n", fencerEnv, err)
+		os.Exit(2)
+	}
+	os.Exit(runFencer(req))
+}
+
+func runFencer(req fencerRequest) int {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("fencer", os.Getpid(), "state", req.StateDir)
+	dir := filepath.Join(req.StateDir, fenceDir)
+	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		log.Error("opening the lock file", "err", err)
+		return 2
+	}
+	// Closing the file, which its finalizer would do once nothing refers
+	// to it, drops the lock: hold it until the fencer exits.
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		log.Info("another fencer guards this state directory", "err", err)
+		return fencerBusy
+	}
+	req.PID = os.Getpid()
+	if b, err := json.Marshal(req); err == nil {
+		if err := writeAtomic(filepath.Join(dir, infoFile), b); err != nil {
+			log.Warn("writing fencer.json", "err", err)
+		}
+	}
+	if ready := os.NewFile(3, "ready"); ready != nil {
+		ready.WriteString(readyToken)
+		ready.Close()
+	}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+	log.Info("guarding the lease", "dirs", req.Dirs, "poll", req.Poll)
+
+	t := time.NewTicker(req.Poll)
+	defer t.Stop()
+	var fencing bool
+	var lastErr string
+	for {
+		if _, err := os.Stat(req.StateDir); errors.Is(err, os.ErrNotExist) {
+			freezeAll(req.Dirs)
+			log.Info("the agent's state directory is gone: guests left frozen, exiting")
+			return 0
+		}
+		expired, why := leaseExpired(filepath.Join(dir, leaseFile))
+		switch {
+		case expired:
+			if !fencing {
+				fencing = true
+				log.Warn("lease ran out: freezing every guest", "why", why)
+			}
+			if err := freezeAll(req.Dirs); err != nil && err.Error() != lastErr {
+				lastErr = err.Error()
+				log.Error("freezing", "err", err)
+			}
+		case fencing:
+			// Renewed: an agent is back. It thaws, not us.
+			fencing, lastErr = false, ""
+			log.Info("lease renewed; the agent lifts the fence")
+		}
+		select {
+		case <-stop:
+			log.Info("stopped")
+			os.Remove(filepath.Join(dir, infoFile))
+			return 0
+		case <-t.C:
+		}
+	}
+}
+
+// now is the lease clock: CLOCK_BOOTTIME, which goes on while the host is
+// suspended (the coordinator's clock does too) and is never set.
+func now() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		panic("corral: CLOCK_BOOTTIME: " + err.Error()) // Linux has had it since 2.6.39
+	}
+	return ts.Nano()
+}
+
+// leaseExpired reports whether the lease at path has run out, and why.
+func leaseExpired(path string) (bool, string) {
+	left, why := leaseLeft(path)
+	return left <= 0, why
+}
+
+// leaseLeft returns how long the lease at path still runs (0 or less: it
+// ran out, and why).
+func leaseLeft(path string) (time.Duration, string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	d, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Sprintf("unreadable lease %q", b)
+	}
+	left := time.Duration(d - now())
+	if left <= 0 {
+		return left, fmt.Sprintf("deadline passed %v ago", -left)
+	}
+	return left, ""
+}
+
+// writeLease renews the lease: the guests may run until deadline.
+func writeLease(stateDir string, deadline int64) error {
+	return writeAtomic(filepath.Join(stateDir, fenceDir, leaseFile), []byte(strconv.FormatInt(deadline, 10)+"\n"))
+}
+
+func writeAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// freezeAll freezes every directory that exists and is not frozen yet. It
+// does not wait: the next poll pushes a FREEZING group on (reading
+// freezer.state makes the kernel re-check it).
+func freezeAll(dirs []FreezeDir) error {
+	var errs []error
+	for _, d := range dirs {
+		if err := setFreeze(d, true); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// setFreeze sets the group's own freezer setting when it differs.
+func setFreeze(d FreezeDir, frozen bool) error {
+	self, err := selfFrozen(d)
+	if err != nil {
+		return err
+	}
+	if self == frozen {
+		if d.Version == 1 {
+			os.ReadFile(filepath.Join(d.Path, "freezer.state")) // re-checks a FREEZING group
+		}
+		return nil
+	}
+	file, val := "cgroup.freeze", "0"
+	if frozen {
+		val = "1"
+	}
+	if d.Version == 1 {
+		file, val = "freezer.state", "THAWED"
+		if frozen {
+			val = "FROZEN"
+		}
+	}
+	if err := os.WriteFile(filepath.Join(d.Path, file), []byte(val), 0); err != nil {
+		return fmt.Errorf("corral: %s/%s = %s: %w", d.Path, file, val, err)
+	}
+	return nil
+}
+
+// selfFrozen reports whether the group itself is set frozen (not merely
+// frozen through a parent).
+func selfFrozen(d FreezeDir) (bool, error) {
+	file := "cgroup.freeze"
+	if d.Version == 1 {
+		file = "freezer.self_freezing"
+	}
+	b, err := os.ReadFile(filepath.Join(d.Path, file))
+	if err != nil {
+		return false, err
+	}
+	return strings.TrimSpace(string(b)) == "1", nil
+}
+
+// populated reports whether the group or a group below it holds a task.
+func populated(d FreezeDir) bool {
+	if d.Version == 2 {
+		b, err := os.ReadFile(filepath.Join(d.Path, "cgroup.events"))
+		return err == nil && strings.Contains(string(b), "populated 1")
+	}
+	found := false
+	filepath.WalkDir(d.Path, func(p string, e os.DirEntry, err error) error {
+		if err != nil || found || !e.IsDir() {
+			return nil
+		}
+		if b, err := os.ReadFile(filepath.Join(p, "cgroup.procs")); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+			found = true
+		}
+		return nil
+	})
+	return found
+}
+
+// StopFencer stops the fencer guarding stateDir, if one runs, and waits
+// until it is gone (or timeout passes). Guests it froze stay frozen. An
+// operator retiring a node, and tests, call it; an agent never does.
+func StopFencer(stateDir string, timeout time.Duration) error {
+	dir := filepath.Join(stateDir, fenceDir)
+	if !fencerAlive(dir) {
+		return nil
+	}
+	b, err := os.ReadFile(filepath.Join(dir, infoFile))
+	var info fencerRequest
+	if err == nil {
+		err = json.Unmarshal(b, &info)
+	}
+	if err != nil || info.PID <= 0 {
+		return fmt.Errorf("corral: a fencer guards %s but %s is unreadable (%v): find it with fuser %s and stop it with SIGTERM", stateDir, infoFile, err, filepath.Join(dir, lockFile))
+	}
+	if err := syscall.Kill(info.PID, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("corral: stopping the fencer (pid %d): %w", info.PID, err)
+	}
+	deadline := time.Now().Add(timeout)
+	for fencerAlive(dir) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("corral: the fencer (pid %d) of %s still runs %v after SIGTERM: kill it with SIGKILL", info.PID, stateDir, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
+
+// fencerAlive reports whether a fencer holds the lock in dir.
+func fencerAlive(dir string) bool {
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDONLY, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return errors.Is(err, unix.EWOULDBLOCK)
+	}
+	unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false
+}
