@@ -425,6 +425,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.goLoop(func() { s.leaderLoop(ctx) })
 	s.goLoop(func() { s.publishLoop(ctx) })
 	s.goLoop(func() { s.retentionLoop(ctx) })
+	s.goLoop(func() { s.backfillLoop(ctx) })
 	if len(s.cfg.Join) > 0 {
 		s.goLoop(func() { s.joinLoop(ctx) })
 	}

@@ -195,6 +195,43 @@ func (s *Store) Append(recs []Record) error {
 	return nil
 }
 
+// Prepend stores records that end right before the first retained index,
+// without a gap: events older than what this store holds, fetched from a
+// peer after the store was rebuilt from a raft snapshot or the server
+// joined through one.
+func (s *Store) Prepend(recs []Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	first := s.first
+	s.mu.Unlock()
+	for i, r := range recs {
+		if r.Index == 0 || (i > 0 && r.Index != recs[i-1].Index+1) {
+			return fmt.Errorf("corral: event store prepend: records are not dense at %d", r.Index)
+		}
+	}
+	if end := recs[len(recs)-1].Index; end+1 != first {
+		return fmt.Errorf("corral: event store prepend: records end at %d, the store starts at %d", end, first)
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEvents)
+		for _, r := range recs {
+			if err := b.Put(u64(r.Index), r.Data); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keyFirst, u64(recs[0].Index))
+	})
+	if err != nil {
+		return fmt.Errorf("corral: event store prepend: %w", s.disk.failed(err))
+	}
+	s.mu.Lock()
+	s.first = recs[0].Index
+	s.mu.Unlock()
+	return nil
+}
+
 // PutCheckpoint stores the encoded state as of cp.Index.
 func (s *Store) PutCheckpoint(cp Record) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
