@@ -9,7 +9,9 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,11 +57,39 @@ func (d *Driver) Start(cmd *exec.Cmd, g Guest) error {
 	if cmd.SysProcAttr != nil && cmd.SysProcAttr.UseCgroupFD {
 		return errors.New("corral: Start: SysProcAttr.UseCgroupFD is already set")
 	}
+	if err := d.checkThawed(g); err != nil {
+		return err
+	}
 	if len(d.l.hs) == 1 && d.l.v2 == 0 {
 		return d.startCloneInto(cmd, g)
 	}
 	return d.startShim(cmd, g)
 }
+
+// checkThawed refuses a start into a group that is frozen: on v1 the
+// group's freezer.state says FROZEN or FREEZING when any ancestor is
+// frozen; on v2 cgroup.events says "frozen 1".
+func (d *Driver) checkThawed(g Guest) error {
+	i, v := d.l.at(cFreezer)
+	if i < 0 {
+		return nil
+	}
+	dir := d.l.guestDir(i, g)
+	if v == 1 {
+		if st, err := readFile(dir + "/freezer.state"); err == nil && st != "THAWED" {
+			return fmt.Errorf("%w: %s: %s/freezer.state is %s; not starting it until it is thawed", ErrFrozen, g, dir, st)
+		}
+		return nil
+	}
+	if ev, err := readFile(dir + "/cgroup.events"); err == nil && strings.Contains(ev, "frozen 1") {
+		return fmt.Errorf("%w: %s: %s is frozen; not starting it until it is thawed", ErrFrozen, g, dir)
+	}
+	return nil
+}
+
+// shimTimeout bounds how long a start waits for the shim to join the
+// guest's groups: a group frozen in that instant would stop it forever.
+const shimTimeout = 30 * time.Second
 
 func (d *Driver) startCloneInto(cmd *exec.Cmd, g Guest) error {
 	dir := d.l.guestDir(0, g)
@@ -116,7 +146,12 @@ func (d *Driver) startShim(cmd *exec.Cmd, g Guest) error {
 		return fmt.Errorf("corral: start in %s: %w", g, err)
 	}
 	// The write end closes when the shim execs (close-on-exec) or exits.
-	msg, _ := io.ReadAll(pr)
+	_ = pr.SetReadDeadline(time.Now().Add(shimTimeout))
+	msg, rerr := io.ReadAll(pr)
+	if errors.Is(rerr, os.ErrDeadlineExceeded) {
+		_ = cmd.Process.Kill() // delivered once its group is thawed
+		return fmt.Errorf("%w: %s: the entry shim did not exec within %v (its group was frozen meanwhile?); it is killed", ErrShim, g, shimTimeout)
+	}
 	if len(msg) > 0 {
 		_ = cmd.Wait()
 		return fmt.Errorf("%w: %s: %s", ErrShim, g, msg)

@@ -181,3 +181,25 @@ func TestHostV2(t *testing.T) {
 	t.Run("remove", func(t *testing.T) { testRemove(t, d, create(t, d, "v2-gone")) })
 	t.Run("reserve", func(t *testing.T) { testReserve(t, d, cgroupdriver.Reservation{}) })
 }
+
+// TestHostStartRefusesFrozenGroup: a start into a frozen group (the
+// node's fencer froze its kind directory) is refused at once instead of
+// hanging on a process that stops before its first instruction.
+func TestHostStartRefusesFrozenGroup(t *testing.T) {
+	d, _ := hostDriver(t)
+	g := create(t, d, "frozen")
+	if err := d.Freeze(t.Context(), g); err != nil {
+		t.Fatal(err)
+	}
+	err := d.Start(exec.Command("true"), g)
+	if !errors.Is(err, cgroupdriver.ErrFrozen) {
+		t.Fatalf("Start into a frozen group: %v", err)
+	}
+	t.Log(err)
+	if err := d.Thaw(t.Context(), g); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(t, d, g, nil, "true"); err != nil {
+		t.Fatalf("Start after the thaw: %v\n%s", err, out)
+	}
+}

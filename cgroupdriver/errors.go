@@ -30,6 +30,10 @@ var (
 	// ErrShim is returned by [Driver.Start] when the re-exec shim could not
 	// join the guest's groups or exec the command.
 	ErrShim = errors.New("corral: cgroup entry shim failed")
+	// ErrFrozen is returned by [Driver.Start] when the guest's group is
+	// frozen (by the node's fencer, or an ancestor's freezer): a process
+	// would stop before its first instruction and the start would hang.
+	ErrFrozen = errors.New("corral: the guest's group is frozen")
 )
 
 // FieldError says which field of a [Resources] (or [Reservation]) value the

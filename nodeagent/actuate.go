@@ -120,6 +120,13 @@ func (a *Agent) start(ctx context.Context, act Action) {
 	if errors.Is(err, driver.ErrAlreadyRunning) {
 		inst, err = a.deps.Drivers.Adopt(ctx, spec)
 	}
+	if errors.Is(err, cgroupdriver.ErrFrozen) {
+		// The node's groups are frozen (fenced): not the guest's fault.
+		// Forget this try; a pass once they are thawed starts it.
+		delete(a.guests, g.name)
+		a.log.Warn("not starting the guest while its groups are frozen; retrying on a later pass", "guest", g.name, "err", err)
+		return
+	}
 	if err != nil {
 		fail(err)
 		return

@@ -68,6 +68,24 @@ func NewPartition(t testing.TB, rep cgroupdriver.Report) string {
 // first, thawing and killing the tasks it finds, and retrying busy groups
 // until timeout.
 func RemoveTree(dir string, timeout time.Duration) error {
+	// Thaw from the top down first: a task below a frozen ancestor cannot
+	// die of the SIGKILL sent to it.
+	thawTree(dir)
+	return removeTree(dir, timeout)
+}
+
+func thawTree(dir string) {
+	_ = os.WriteFile(filepath.Join(dir, "freezer.state"), []byte("THAWED"), 0)
+	_ = os.WriteFile(filepath.Join(dir, "cgroup.freeze"), []byte("0"), 0)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.IsDir() {
+			thawTree(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+func removeTree(dir string, timeout time.Duration) error {
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -77,7 +95,7 @@ func RemoveTree(dir string, timeout time.Duration) error {
 	}
 	for _, e := range ents {
 		if e.IsDir() {
-			if err := RemoveTree(filepath.Join(dir, e.Name()), timeout); err != nil {
+			if err := removeTree(filepath.Join(dir, e.Name()), timeout); err != nil {
 				return err
 			}
 		}

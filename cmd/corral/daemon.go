@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -92,6 +93,16 @@ func (a *app) serve(ctx context.Context, name string, cfg coordinator.Config, st
 
 	select {
 	case err = <-done:
+	case <-ctx.Done():
+		// A stop was asked for. hashicorp/raft's pipelined replication can
+		// hang its shutdown when a follower's connection broke mid-stream;
+		// nothing is lost by exiting then (the raft log is on disk, the
+		// event store is rebuilt from it), so a stop never hangs.
+		select {
+		case err = <-done:
+		case <-time.After(shutdownGrace):
+			err = fmt.Errorf("shutdown did not finish within %v (raft replication is stuck); exiting anyway: the raft log is on disk and the event store is rebuilt from it at the next start", shutdownGrace)
+		}
 	case err = <-agentDone:
 		if err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("node agent stopped", "err", err)
@@ -102,3 +113,6 @@ func (a *app) serve(ctx context.Context, name string, cfg coordinator.Config, st
 	log.Info("stopped", "err", err)
 	return err
 }
+
+// shutdownGrace bounds a daemon's clean stop.
+const shutdownGrace = 10 * time.Second

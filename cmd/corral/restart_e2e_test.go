@@ -47,6 +47,7 @@ func TestNoOldReadAfterKill9(t *testing.T) {
 		wg                         sync.WaitGroup
 	)
 	hc := &http.Client{Timeout: 5 * time.Second}
+	url := p.api + "/v1/guests" // the restarted process listens on the same port
 	wg.Go(func() {
 		for {
 			select {
@@ -54,7 +55,7 @@ func TestNoOldReadAfterKill9(t *testing.T) {
 				return
 			default:
 			}
-			resp, err := hc.Get(p.api + "/v1/guests")
+			resp, err := hc.Get(url)
 			if err != nil {
 				refused.Add(1)
 				continue

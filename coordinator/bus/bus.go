@@ -174,6 +174,11 @@ func connect(urls, name string, extra ...nats.Option) (*nats.Conn, error) {
 		nats.ReconnectWait(100 * time.Millisecond),
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectBufSize(64 << 20),
+		// A server that stops answering (paused, cut off) is left within
+		// about two seconds, not NATS's default two minutes, so an agent's
+		// heartbeats move to another server well before its fence timeout.
+		nats.PingInterval(time.Second),
+		nats.MaxPingsOutstanding(2),
 	}, extra...)
 	nc, err := nats.Connect(urls, opts...)
 	if err != nil {
