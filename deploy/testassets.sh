@@ -47,6 +47,8 @@ need_pkgs=()
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need_pkgs+=(busybox-static)
 [ "$WHAT" = rootfs ] || command -v cpio >/dev/null || need_pkgs+=(cpio)
 command -v flock >/dev/null || need_pkgs+=(util-linux)
+# The nemesis test partitions servers with nftables rules.
+[ "$WHAT" = rootfs ] || command -v nft >/dev/null || need_pkgs+=(nftables)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	log "installing ${need_pkgs[*]}"
 	export DEBIAN_FRONTEND=noninteractive
