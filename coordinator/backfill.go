@@ -26,12 +26,14 @@ import (
 // backfillChunk is how many events one request asks a peer for.
 const backfillChunk = 4096
 
-// backfillRetry is how long the loop waits before asking again when no
-// peer could help.
+// backfillRetry is how often the loop looks at the store's first index,
+// and how long it waits before asking again when no peer could help.
 const backfillRetry = 5 * time.Second
 
-// backfillLoop runs until this server's store starts at index 1, as far as
-// its retention wants, or ctx ends.
+// backfillLoop copies older events whenever this server's store starts
+// after index 1 and its retention would keep them: after a rebuild at
+// start, and after a snapshot raft installs later on. It runs until ctx
+// ends, looking every backfillRetry.
 func (s *Server) backfillLoop(ctx context.Context) {
 	select {
 	case <-s.ready:
@@ -40,18 +42,17 @@ func (s *Server) backfillLoop(ctx context.Context) {
 	}
 	for {
 		first, last := s.store.Bounds()
-		if first <= 1 || (s.cfg.Store.MaxEvents > 0 && last-first+1 >= s.cfg.Store.MaxEvents) {
-			return
-		}
-		n, err := s.backfillOnce(ctx, first)
-		switch {
-		case ctx.Err() != nil:
-			return
-		case n > 0:
-			s.log.Info("event store: copied older events from a peer", "events", n, "first", first-uint64(n))
-			continue
-		case err != nil:
-			s.log.Warn("event store: cannot copy older events from a peer yet", "first", first, "err", err)
+		if first > 1 && (s.cfg.Store.MaxEvents == 0 || last-first+1 < s.cfg.Store.MaxEvents) {
+			n, err := s.backfillOnce(ctx, first)
+			switch {
+			case ctx.Err() != nil:
+				return
+			case n > 0:
+				s.log.Info("event store: copied older events from a peer", "events", n, "first", first-uint64(n))
+				continue
+			case err != nil:
+				s.log.Warn("event store: cannot copy older events from a peer yet", "first", first, "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -25,9 +25,11 @@ type Agent struct {
 	Host     *Host
 	StateDir string
 	cfg      nodeagent.Config
+	lease    time.Duration // the host's fencing lease; 0: none
 
 	mu     sync.Mutex
 	agent  *nodeagent.Agent
+	link   *link
 	conn   *Conn
 	cancel context.CancelFunc
 	done   chan error
@@ -52,6 +54,9 @@ func (c *Cluster) newAgent(n NodeConfig, cfg Config) *Agent {
 		cfg.Agent(&ac)
 	}
 	a.cfg = ac
+	if !cfg.NoLease {
+		a.lease = ac.FenceTimeout + LeaseMargin
+	}
 	// The secret is the node's identity in the log: drawn from the seed,
 	// so that a replay registers the same node.
 	var raw [32]byte
@@ -94,6 +99,12 @@ func (a *Agent) Start() error {
 	for {
 		synctest.Wait() // the subscription, and the list it asks for
 		if a.c.Bus.Subscribed(a.ID, bus.NodeSubject(a.ID)) {
+			// What the lease froze while the agent was away and the
+			// log still wants running here runs again.
+			a.mu.Lock()
+			l := a.link
+			a.mu.Unlock()
+			l.liftFence(a.c.ctx, a.ID)
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -121,7 +132,7 @@ func (a *Agent) start() error {
 	client.Actor = "agent:" + a.ID
 	client.Retry = 5 * time.Second
 	conn := c.Bus.Conn(a.ID)
-	l := &link{client: client, conn: conn, host: a.Host}
+	l := &link{client: client, conn: conn, host: a.Host, lease: a.lease}
 	log := c.log
 	if log != nil {
 		log = log.With("agent", a.ID)
@@ -147,7 +158,7 @@ func (a *Agent) start() error {
 		conn.Close()
 		return fmt.Errorf("simtest: agent %s not ready after %v", a.ID, StartTimeout)
 	}
-	a.agent, a.conn, a.cancel, a.done = ag, conn, cancel, done
+	a.agent, a.link, a.conn, a.cancel, a.done = ag, l, conn, cancel, done
 	return nil
 }
 

@@ -27,6 +27,7 @@ type Bus struct {
 	mu        sync.Mutex
 	rng       *rand.Rand
 	fault     Fault
+	cut       func(from, to string) bool
 	subs      []*subscription // in subscription order, for a deterministic fan-out
 	nextID    uint64
 	stats     map[string]*SubjectStats
@@ -89,6 +90,16 @@ func (b *Bus) SetFault(f Fault) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.fault = f
+}
+
+// SetCut installs a function that decides whether endpoint from can
+// reach endpoint to at all: the hook partitions build on. A delivery it
+// refuses is dropped before the fault function sees it. nil lets every
+// endpoint reach every other.
+func (b *Bus) SetCut(f func(from, to string) bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cut = f
 }
 
 // Observe calls fn for every delivery handed to a subscriber, with the
@@ -172,7 +183,9 @@ func (b *Bus) send(d Delivery) int {
 		d := d
 		d.To = s.conn.name
 		fate := Fate{}
-		if b.fault != nil {
+		if b.cut != nil && b.cut(d.From, d.To) {
+			fate.Drop = true
+		} else if b.fault != nil {
 			fate = b.fault(d, b.rng)
 		}
 		if fate.Drop {

@@ -34,6 +34,12 @@ type Config struct {
 	// after the harness filled it in.
 	Server func(*coordinator.Config)
 	Agent  func(*nodeagent.Config)
+	// Logger, when set, is every daemon's logger (CORRAL_TEST_LOG=1 sends
+	// everything to standard error instead).
+	Logger *slog.Logger
+	// NoLease runs the hosts without a fencing lease ([Host.RenewLease]):
+	// only a live agent fences, as with no fencer configured.
+	NoLease bool
 }
 
 // NodeConfig describes one simulated host.
@@ -54,6 +60,12 @@ const (
 	FenceTimeout      = 2 * time.Second
 	ResyncInterval    = time.Second
 	UsageInterval     = 2 * time.Second
+	// LeaseMargin is how much longer than the fence timeout a host's
+	// fencing lease lives ([Host.RenewLease]): the real fencer's longest
+	// poll interval, nodeagent.MaxFencerPoll. The coordinator refuses a
+	// node whose node-down timeout is not longer than its fence timeout
+	// plus two heartbeat intervals plus that.
+	LeaseMargin = nodeagent.MaxFencerPoll
 	// StartTimeout bounds how long New and Start wait for a daemon to be
 	// ready.
 	StartTimeout = 30 * time.Second
@@ -83,6 +95,10 @@ type Cluster struct {
 	agents  []*Agent
 
 	mu sync.Mutex // guards the raft transports' connections
+
+	cutMu    sync.Mutex // guards cuts and isolated; taken last
+	cuts     map[cutPair]bool
+	isolated map[string]bool
 }
 
 // Run runs f inside a testing/synctest bubble, so that the cluster's time
@@ -102,15 +118,19 @@ type Cluster struct {
 func Run(t *testing.T, seed uint64, f func(t *testing.T)) {
 	t.Helper()
 	synctest.Test(t, func(t *testing.T) {
+		// Deferred: a failure in the bubble ends t's test once the
+		// bubble is done, before Test returns.
+		defer func() {
+			if t.Failed() {
+				t.Logf("simtest: seed %d", seed)
+			}
+		}()
 		cryptotest.SetGlobalRandom(t, seed)
 		// raft's election timeouts come from the global source. Seed is a
 		// no-op unless the test binary sets //go:debug randseednop=0.
 		mathrand.Seed(int64(seed))
 		f(t)
 	})
-	if t.Failed() {
-		t.Logf("simtest: seed %d", seed)
-	}
 }
 
 // New builds the cluster, starts every server and agent, and returns once
@@ -125,7 +145,11 @@ func New(t testing.TB, cfg Config) *Cluster {
 		t: t, ctx: t.Context(), seed: cfg.Seed, dir: t.TempDir(),
 		rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed)),
 		Bus: NewBus(cfg.Seed), Net: NewNet(),
+		cuts: map[cutPair]bool{}, isolated: map[string]bool{},
 	}
+	c.Bus.SetCut(c.Cut)
+	c.Net.SetRefuse(c.refuse)
+	c.log = cfg.Logger
 	if os.Getenv("CORRAL_TEST_LOG") != "" {
 		c.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -315,4 +339,22 @@ func (c *Cluster) WaitReady(s *Server) {
 	case <-time.After(StartTimeout):
 		c.t.Fatalf("server %s not ready after %v", s.ID, StartTimeout)
 	}
+}
+
+// Describe says, in one line, what each server is doing: stopped, or
+// its raft state and the index its state holds.
+func (c *Cluster) Describe() string {
+	var out []string
+	for _, s := range c.servers {
+		cs := s.Coordinator()
+		switch {
+		case cs == nil:
+			out = append(out, s.ID+" stopped")
+		case cs.IsLeader():
+			out = append(out, fmt.Sprintf("%s leader at %d", s.ID, cs.AppliedIndex()))
+		default:
+			out = append(out, fmt.Sprintf("%s at %d", s.ID, cs.AppliedIndex()))
+		}
+	}
+	return strings.Join(out, ", ")
 }

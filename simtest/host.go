@@ -36,6 +36,13 @@ type Host struct {
 	groups  map[cgroupdriver.Guest]*Group
 	procs   map[string]*proc // by guest ID: what runs, or ended and not yet destroyed
 	nextPID int
+
+	// watch, when set, is told every change of whether a guest is active
+	// (runs and is not frozen), with the host locked.
+	watch func(node, guest string, pid int, active bool)
+	// The lease the agent renews; see [Host.RenewLease].
+	leaseTimer *time.Timer
+	leaseFired int
 }
 
 // Group is one guest's control group on a [Host]: the knob values it
@@ -190,8 +197,17 @@ func (h *Host) removeLocked(g cgroupdriver.Guest) error {
 	return nil
 }
 
-// RemoveOrphan is Remove.
-func (h *Host) RemoveOrphan(ctx context.Context, g cgroupdriver.Guest) error { return h.Remove(ctx, g) }
+// RemoveOrphan kills what runs in g's group and removes it, as the real
+// driver does (it kills every process in the group, then removes it).
+func (h *Host) RemoveOrphan(ctx context.Context, g cgroupdriver.Guest) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if p := h.procs[g.ID]; p != nil && p.guest == g {
+		p.end(driver.ExitStatus{Code: -1, Signal: syscall.SIGKILL})
+		delete(h.procs, g.ID)
+	}
+	return h.removeLocked(g)
+}
 
 // Orphans returns the groups that known does not name, sorted.
 func (h *Host) Orphans(known []cgroupdriver.Guest) ([]cgroupdriver.Guest, error) {
@@ -277,6 +293,7 @@ func (h *Host) Start(ctx context.Context, spec driver.Spec) (nodeagent.Instance,
 	h.nextPID++
 	p := &proc{host: h, guest: spec.Guest, pid: h.nextPID, done: make(chan struct{})}
 	h.procs[spec.Guest.ID] = p
+	h.changedLocked(p, false)
 	return &Instance{p: p}, nil
 }
 
@@ -302,6 +319,24 @@ type proc struct {
 	done   chan struct{}
 	status driver.ExitStatus
 	frozen bool
+	// leaseFrozen marks a guest the lease's expiry froze, for LiftFence.
+	leaseFrozen bool
+}
+
+// active reports whether the guest runs and is not frozen: what the
+// at-most-one-copy rule counts.
+func (p *proc) active() bool { return !p.ended() && !p.frozen }
+
+// setFrozen freezes or thaws p, telling the watcher; the host's lock is
+// held.
+func (p *proc) setFrozen(on bool) {
+	h := p.host
+	was := p.active()
+	p.frozen = on
+	if g := h.groups[p.guest]; g != nil {
+		g.Frozen = on
+	}
+	h.changedLocked(p, was)
 }
 
 func (p *proc) ended() bool {
@@ -318,9 +353,11 @@ func (p *proc) end(st driver.ExitStatus) {
 	if p.ended() {
 		return
 	}
+	was := p.active()
 	p.status = st
 	p.frozen = false
 	close(p.done)
+	p.host.changedLocked(p, was)
 }
 
 // Instance is an agent's handle on a guest of a [Host]; it implements
@@ -391,10 +428,8 @@ func (i *Instance) freeze(on bool) error {
 	if i.p.ended() {
 		return driver.ErrExited
 	}
-	i.p.frozen = on
-	if g := h.groups[i.p.guest]; g != nil {
-		g.Frozen = on
-	}
+	i.p.setFrozen(on)
+	i.p.leaseFrozen = false // the agent's freeze or thaw now
 	return nil
 }
 
@@ -424,3 +459,138 @@ func (i *Instance) Release() {
 // ErrNoGroup is returned by [Host.SetValue] for a guest the host has no
 // group for.
 var ErrNoGroup = errors.New("simtest: no such group")
+
+// Watch makes the host call fn every time one of its guests becomes
+// active (runs and is not frozen) or stops being active, with the pid of
+// its instance. fn runs with the host locked, on the goroutine that made
+// the change, so that a checker sees every change in the order the host
+// made them: it must be quick and must not call the host.
+func (h *Host) Watch(fn func(node, guest string, pid int, active bool)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.watch = fn
+}
+
+// changedLocked tells the watcher when p's activity changed from was.
+func (h *Host) changedLocked(p *proc, was bool) {
+	if now := p.active(); now != was && h.watch != nil {
+		h.watch(h.node, p.guest.ID, p.pid, now)
+	}
+}
+
+// Active reports whether the host runs guest id and does not keep it
+// frozen.
+func (h *Host) Active(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p := h.procs[id]
+	return p != nil && p.active()
+}
+
+// HostGuest is what a host holds of one guest.
+type HostGuest struct {
+	Guest  cgroupdriver.Guest
+	PID    int
+	Ended  bool // its process ended and the guest was not destroyed yet
+	Frozen bool
+}
+
+// Guests lists the guests the host holds, running or ended and not yet
+// destroyed, by ID.
+func (h *Host) Guests() map[string]HostGuest {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make(map[string]HostGuest, len(h.procs))
+	for id, p := range h.procs {
+		out[id] = HostGuest{Guest: p.guest, PID: p.pid, Ended: p.ended(), Frozen: p.frozen}
+	}
+	return out
+}
+
+// The fencing lease models the per-node watcher that fences a host whose
+// agent is gone: the agent renews a lease on every heartbeat that
+// succeeds, and when the lease is older than its time to live the host
+// freezes every guest it runs, whether the agent lives or not. Thawing is
+// left to the agent (its next pass, once the coordinator is reachable
+// again), which first stops what the log moved away.
+//
+// The interface assumed of the real watcher (nodeagent's fencer): after
+// every heartbeat that succeeded, RenewLease(sent + FenceTimeout), sent
+// being when the heartbeat was sent; the fencer notices expiry within its
+// poll interval (nodeagent.MaxFencerPoll at most), and freezes; once the
+// agent is
+// back in touch, LiftFence thaws, of what expiry froze, what a fresh list
+// of the node's desired state still wants running there. The real agent
+// does that itself (liftFence, then a pass on a fresh list); the simulated
+// agent runs without a fencer, so its link does it for it, after the
+// first heartbeat that succeeds and after the agent's start.
+
+// RenewLease moves the host's fencing lease to run out at deadline.
+func (h *Host) RenewLease(deadline time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ttl := time.Until(deadline)
+	if h.leaseTimer == nil {
+		h.leaseTimer = time.AfterFunc(ttl, h.leaseExpired)
+		return
+	}
+	h.leaseTimer.Reset(ttl)
+}
+
+// leaseExpired freezes every guest the host runs.
+func (h *Host) leaseExpired() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.leaseFired++
+	for _, id := range slices.Sorted(maps.Keys(h.procs)) {
+		if p := h.procs[id]; p.active() {
+			p.setFrozen(true)
+			p.leaseFrozen = true
+		}
+	}
+}
+
+// LeaseExpiries counts how often the host's lease expired.
+func (h *Host) LeaseExpiries() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.leaseFired
+}
+
+// FenceUp reports whether the lease's expiry froze guests that nothing
+// thawed since.
+func (h *Host) FenceUp() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range h.procs {
+		if p.leaseFrozen && !p.ended() {
+			return true
+		}
+	}
+	return false
+}
+
+// LiftFence thaws the guests the lease's expiry froze, and nothing thawed
+// since, that keep accepts; the others stay frozen for the agent to stop.
+// It models the real agent's liftFence followed by its pass on a fresh
+// list: a guest the log still assigns here runs again, one it moved away
+// never does.
+func (h *Host) LiftFence(keep func(guest string) bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, id := range slices.Sorted(maps.Keys(h.procs)) {
+		if p := h.procs[id]; p.leaseFrozen && !p.ended() && keep(id) {
+			p.setFrozen(false)
+			p.leaseFrozen = false
+		}
+	}
+}
+
+// StopLease stops the lease's timer, as the host's shutdown does.
+func (h *Host) StopLease() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.leaseTimer != nil {
+		h.leaseTimer.Stop()
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/coordinator/bus"
@@ -20,6 +21,9 @@ type link struct {
 	client *api.Client
 	conn   *Conn
 	host   *Host
+	// lease is the time to live of the host's fencing lease from when a
+	// heartbeat that succeeded was sent; see [Host.RenewLease].
+	lease time.Duration
 }
 
 var (
@@ -60,6 +64,7 @@ func (l *link) Report(ctx context.Context, nodeID, secret string, items []nodeag
 }
 
 func (l *link) Heartbeat(ctx context.Context, nodeID, secret string) (uint64, error) {
+	sent := time.Now()
 	req, _ := json.Marshal(api.HeartbeatRequest{Secret: secret})
 	b, err := l.conn.Request(ctx, bus.HeartbeatSubject(nodeID), req)
 	if err != nil {
@@ -71,6 +76,10 @@ func (l *link) Heartbeat(ctx context.Context, nodeID, secret string) (uint64, er
 	}
 	if rep.Error != "" {
 		return 0, fmt.Errorf("corral: heartbeat refused: %s", rep.Error)
+	}
+	if l.lease > 0 {
+		l.host.RenewLease(sent.Add(l.lease))
+		l.liftFence(ctx, nodeID)
 	}
 	return rep.NodeIndex, nil
 }
@@ -109,4 +118,25 @@ func (l *link) ServeLogs(ctx context.Context, nodeID string, read func(nodeagent
 		b, _ := json.Marshal(rep)
 		return b
 	})
+}
+
+// liftFence thaws, of the guests the host's lease froze, those a fresh
+// list of the node's desired state wants running here; see
+// [Host.LiftFence]. Without a list it leaves them frozen: the next
+// heartbeat tries again.
+func (l *link) liftFence(ctx context.Context, nodeID string) {
+	if !l.host.FenceUp() {
+		return
+	}
+	d, err := l.client.Desired(ctx, nodeID)
+	if err != nil {
+		return
+	}
+	want := map[string]bool{}
+	for _, g := range d.Guests {
+		if g.Desired == api.DesiredRunning && !g.Paused {
+			want[g.Name] = true
+		}
+	}
+	l.host.LiftFence(func(id string) bool { return want[id] })
 }

@@ -20,7 +20,9 @@ type Server struct {
 	RaftAddr string // its raft transport's address
 	cfg      coordinator.Config
 
-	logs  *raft.InmemStore // log and stable store
+	// Disk is the server's raft log and stable store; it can be made to
+	// fail log writes.
+	Disk  *Disk
 	snaps *raft.InmemSnapshotStore
 
 	mu     sync.Mutex
@@ -34,7 +36,7 @@ type Server struct {
 func (c *Cluster) newServer(i int, cfg Config) *Server {
 	id := fmt.Sprintf("s%d", i+1)
 	s := &Server{c: c, ID: id, HTTPAddr: id + ":4646", RaftAddr: id + ":4647",
-		logs: raft.NewInmemStore(), snaps: raft.NewInmemSnapshotStore()}
+		Disk: newDisk(), snaps: raft.NewInmemSnapshotStore()}
 	sc := coordinator.TestConfig(c.t, id, c.dir)
 	sc.HTTPAddr, sc.RaftAddr = s.HTTPAddr, s.RaftAddr
 	sc.Bootstrap = i == 0
@@ -74,7 +76,7 @@ func (s *Server) Start() error {
 	_, trans := raft.NewInmemTransport(raft.ServerAddress(s.RaftAddr))
 	conn := c.Bus.Conn(s.ID)
 	srv, err := coordinator.New(s.cfg, coordinator.Deps{
-		Transport: trans, LogStore: s.logs, StableStore: s.logs, Snapshots: s.snaps,
+		Transport: trans, LogStore: s.Disk, StableStore: s.Disk, Snapshots: s.snaps,
 		Bus: conn, Listener: newListener(s.HTTPAddr), HTTPClient: c.Net.Client(s.ID),
 	})
 	if err != nil {
@@ -118,7 +120,7 @@ func (c *Cluster) connect(s *Server, trans *raft.InmemTransport) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, o := range c.servers {
-		if o == s || o.trans == nil {
+		if o == s || o.trans == nil || c.Cut(s.ID, o.ID) {
 			continue
 		}
 		trans.Connect(raft.ServerAddress(o.RaftAddr), o.trans)
