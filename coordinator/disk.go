@@ -135,14 +135,50 @@ func bytesText(n uint64) string {
 // diskLogStore passes a log store's write failures through the guard, so
 // that a full disk is reported as such (and noted, see diskFullHold)
 // instead of as a bbolt error.
+//
+// On a follower a failed append is retried until it succeeds: raft has
+// then already deleted the entries the leader's replaced, and an append it
+// gave up on would leave its idea of its last index wrong, so it would
+// reject the leader until restarted. A leader returns the error (and steps
+// down, as raft does).
 type diskLogStore struct {
 	raft.LogStore
-	g *diskGuard
+	g    *diskGuard
+	wait func(error) bool // nil: never retry
 }
 
-func (d diskLogStore) StoreLog(l *raft.Log) error { return d.g.failed(d.LogStore.StoreLog(l)) }
+func (d diskLogStore) StoreLog(l *raft.Log) error { return d.StoreLogs([]*raft.Log{l}) }
 
-func (d diskLogStore) StoreLogs(ls []*raft.Log) error { return d.g.failed(d.LogStore.StoreLogs(ls)) }
+func (d diskLogStore) StoreLogs(ls []*raft.Log) error {
+	for {
+		err := d.g.failed(d.LogStore.StoreLogs(ls))
+		if err == nil || d.wait == nil || !d.wait(err) {
+			return err
+		}
+	}
+}
+
+// waitForRoom is diskLogStore's retry rule: on a follower that is not
+// stopping, it logs the failure once in a while, waits a moment and says to
+// try again.
+func (s *Server) waitForRoom(err error) bool {
+	if s.leading.Load() {
+		return false
+	}
+	select {
+	case <-s.done:
+		return false
+	case <-time.After(appendRetry):
+	}
+	if now := time.Now(); now.Sub(s.lastAppendWarn) > 10*time.Second {
+		s.lastAppendWarn = now
+		s.log.Error("cannot append to the raft log; retrying until it works (a follower must not give up here)", "err", err)
+	}
+	return true
+}
+
+// appendRetry is how often a follower retries a failed log append.
+const appendRetry = 100 * time.Millisecond
 
 func (d diskLogStore) DeleteRange(min, max uint64) error {
 	return d.g.failed(d.LogStore.DeleteRange(min, max))

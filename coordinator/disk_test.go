@@ -169,7 +169,7 @@ func TestDiskGuardNamesAFullDisk(t *testing.T) {
 	if err := g.room(); err != nil {
 		t.Fatalf("room on an empty temp dir: %v", err)
 	}
-	ls := diskLogStore{failingLogStore{raft.NewInmemStore(), &os.PathError{Op: "write", Path: dir + "/raft.db", Err: syscall.ENOSPC}}, g}
+	ls := diskLogStore{LogStore: failingLogStore{raft.NewInmemStore(), &os.PathError{Op: "write", Path: dir + "/raft.db", Err: syscall.ENOSPC}}, g: g}
 	err := ls.StoreLogs([]*raft.Log{{Index: 1}})
 	if !errors.Is(err, ErrDiskFull) || !errors.Is(err, api.ErrUnavailable) || !errors.Is(err, syscall.ENOSPC) ||
 		!strings.Contains(err.Error(), "disk full on server s9: "+dir+" has no room left") {

@@ -104,6 +104,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		case lead := <-s.leaderNotify:
 			stop()
 			stop = func() {}
+			s.leading.Store(lead)
 			if !lead {
 				s.leaderReady.Store(false)
 			}

@@ -195,8 +195,13 @@ type Server struct {
 
 	skippedNodes sync.Map // reasons already logged by reportSkipped
 	// leaderReady is set while this server leads and has applied what
-	// earlier leaders committed (see read.go).
+	// earlier leaders committed (see read.go); leading while raft says it
+	// leads.
 	leaderReady atomic.Bool
+	leading     atomic.Bool
+	// lastAppendWarn is when waitForRoom last logged; only raft's
+	// goroutine touches it.
+	lastAppendWarn time.Time
 
 	leaderNotify chan bool
 	ready        chan struct{}
@@ -314,12 +319,13 @@ func (s *Server) startRaft() error {
 		}
 		s.closers = append(s.closers, bs.Close)
 		if logStore == nil {
-			logStore = diskLogStore{bs, s.store.disk}
+			logStore = bs
 		}
 		if stable == nil {
 			stable = diskStableStore{bs, s.store.disk}
 		}
 	}
+	logStore = diskLogStore{LogStore: logStore, g: s.store.disk, wait: s.waitForRoom}
 	logs, err := raft.NewLogCache(1024, logStore)
 	if err != nil {
 		return err
