@@ -348,8 +348,8 @@ type busWatcher interface {
 // leads: on its type's subject for auditors, and to each node it concerns
 // on the node's subject, with the guest as the node must now run it.
 //
-// Every server watches the event subjects and remembers the highest index
-// it saw published, by whichever server. A new leader publishes from
+// Every server watches the leader's published marks and remembers the
+// highest index it saw published, by whichever server. A new leader publishes from
 // there, not from where its own store is, so the events committed around
 // a leader change still reach subscribers (some twice: consumers drop by
 // index). The mark file (publishedFile) carries that index across a
@@ -425,6 +425,13 @@ func (s *Server) publishLoop(ctx context.Context) {
 				raiseTo(&seen, r.Index)
 			}
 		}
+		if lead && watching {
+			// Tell every server how far this leader got; NATS keeps one
+			// publisher's order, so the mark follows the events.
+			if err := s.bus.Publish(bus.PublishedSubject, cursor, 0, nil); err != nil {
+				s.log.Warn("publish the published mark", "index", cursor, "err", err)
+			}
+		}
 	}
 }
 
@@ -448,10 +455,12 @@ func (s *Server) waitPublishable(ctx context.Context, after uint64, wake <-chan 
 	return s.storeBroken()
 }
 
-// watchPublished raises seen and observed to every index published on
-// the event subjects until ctx ends.
+// watchPublished raises seen and observed to every mark a leader
+// published on bus.PublishedSubject until ctx ends. Following the marks,
+// one small message per published batch, costs far less than following
+// every event.
 func (s *Server) watchPublished(ctx context.Context, w busWatcher, seen, observed *atomic.Uint64) {
-	err := w.Watch(ctx, bus.EventPrefix+">", nil, func(m bus.Msg) {
+	err := w.Watch(ctx, bus.PublishedSubject, nil, func(m bus.Msg) {
 		raiseTo(seen, m.Index)
 		raiseTo(observed, m.Index)
 	})

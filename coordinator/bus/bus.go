@@ -33,6 +33,12 @@ const EventPrefix = "corral.events."
 // must look at the subject before decoding a message as an event.
 const EventGapSubject = EventPrefix + "gap"
 
+// PublishedSubject carries, from the leader after each batch it published,
+// an empty message whose Corral-Index is the last index it published: every
+// server follows it (instead of every event) to know where a new leader
+// must resume.
+const PublishedSubject = "corral.published"
+
 // EventSubject returns the subject events of type t are published on.
 func EventSubject(t events.Type) string { return EventPrefix + t.String() }
 
