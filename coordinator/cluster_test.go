@@ -61,27 +61,9 @@ func newTestCluster(t *testing.T, n int, tweak func(i int, cfg *Config, started 
 }
 
 func (c *testCluster) start(i int) {
-	s, err := New(c.cfgs[i], Deps{})
-	if err != nil {
-		c.t.Fatalf("start %s: %v", c.cfgs[i].ID, err)
-	}
+	s, stop := startServer(c.t, c.cfgs[i], Deps{})
 	// A restarted server must come back on the raft address the others know.
 	c.cfgs[i].RaftAddr = s.RaftAddr()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.Run(ctx)
-	}()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			<-done
-			s.Close()
-		})
-	}
-	c.t.Cleanup(stop)
 	c.servers[i], c.stops[i] = s, stop
 }
 

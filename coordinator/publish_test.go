@@ -80,25 +80,7 @@ func newNATSCluster(t *testing.T, tweak func(cfg *Config)) *natsCluster {
 		}
 		t.Cleanup(conn.Close)
 		nc.buses[i] = &lossyBus{Conn: conn}
-		s, err := New(cfg, Deps{Bus: nc.buses[i]})
-		if err != nil {
-			t.Fatalf("start %s: %v", cfg.ID, err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			s.Run(ctx)
-		}()
-		var once sync.Once
-		stop := func() {
-			once.Do(func() {
-				cancel()
-				<-done
-				s.Close()
-			})
-		}
-		t.Cleanup(stop)
+		s, stop := startServer(t, cfg, Deps{Bus: nc.buses[i]})
 		nc.servers[i], nc.stops[i], nc.cfgs[i] = s, stop, cfg
 		if i == 0 {
 			<-s.Ready()

@@ -38,11 +38,24 @@ func (b *logBuffer) String() string {
 	return b.buf.String()
 }
 
-// runServer starts a server on cfg and returns it with a function that
-// stops it (also called when the test ends).
+// runServer starts a server on cfg, waits until it is ready and returns
+// it with a function that stops it (also called when the test ends).
 func runServer(t *testing.T, cfg Config) (*Server, func()) {
 	t.Helper()
-	s, err := New(cfg, Deps{})
+	s, stop := startServer(t, cfg, Deps{})
+	select {
+	case <-s.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("server %s not ready after 10s", cfg.ID)
+	}
+	return s, stop
+}
+
+// startServer starts a server on cfg and deps and returns it with a
+// function that stops it, once, also when the test ends.
+func startServer(t testing.TB, cfg Config, deps Deps) (*Server, func()) {
+	t.Helper()
+	s, err := New(cfg, deps)
 	if err != nil {
 		t.Fatalf("start server %s: %v", cfg.ID, err)
 	}
@@ -61,11 +74,6 @@ func runServer(t *testing.T, cfg Config) (*Server, func()) {
 		})
 	}
 	t.Cleanup(stop)
-	select {
-	case <-s.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatalf("server %s not ready after 10s", cfg.ID)
-	}
 	return s, stop
 }
 
