@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"net"
 	"os"
 	"os/exec"
@@ -52,46 +51,10 @@ func newDaemons(t *testing.T) *daemons {
 
 // start runs corral with args and waits for its first stdout line.
 func (ds *daemons) start(name string, args ...string) *daemon {
-	t := ds.t
-	t.Helper()
-	logf, err := os.CreateTemp(t.TempDir(), name+"-*.log")
+	ds.t.Helper()
+	d, err := ds.tryStartWith(name, func(*syscall.SysProcAttr) {}, args...)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(corralBin, args...)
-	cmd.Stdout, cmd.Stderr, cmd.Env = w, logf, childEnv()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	d := &daemon{t: t, cmd: cmd, done: make(chan struct{}), log: logf.Name(), name: name}
-	go func() {
-		cmd.Wait()
-		close(d.done)
-	}()
-	ds.list = append(ds.list, d)
-	line := make(chan string, 1)
-	go func() {
-		defer r.Close()
-		sc := bufio.NewScanner(r)
-		if sc.Scan() {
-			line <- sc.Text()
-		}
-		for sc.Scan() {
-		}
-	}()
-	select {
-	case <-line:
-	case <-d.done:
-		b, _ := os.ReadFile(d.log)
-		t.Fatalf("%s exited before it was ready:\n%s", name, b)
-	case <-time.After(startTimeout):
-		t.Fatalf("%s was not ready in %v", name, startTimeout)
+		ds.t.Fatal(err)
 	}
 	return d
 }
