@@ -17,19 +17,32 @@ import (
 // the bus for heartbeats, node updates and log reads.
 type Remote struct {
 	client *api.Client
-	conn   *bus.Conn
+	conn   RemoteBus
+}
+
+// RemoteBus is what Remote needs of the bus: *bus.Conn, or simtest's
+// in-memory one.
+type RemoteBus interface {
+	Request(ctx context.Context, subject string, data []byte) ([]byte, error)
+	Watch(ctx context.Context, subject string, ready func(), fn func(bus.Msg)) error
+	Serve(ctx context.Context, subject string, handler func(req []byte) []byte) error
 }
 
 // NewRemote returns a Remote for the API at addrs (comma-separated, fails
 // over) and the bus connection conn.
-func NewRemote(addrs string, conn *bus.Conn, actor string) (*Remote, error) {
+func NewRemote(addrs string, conn RemoteBus, actor string) (*Remote, error) {
 	c, err := api.NewClient(addrs)
 	if err != nil {
 		return nil, err
 	}
 	c.Actor = actor
 	c.Retry = 5 * time.Second
-	return &Remote{client: c, conn: conn}, nil
+	return NewRemoteWith(c, conn), nil
+}
+
+// NewRemoteWith returns a Remote over an API client set up by the caller.
+func NewRemoteWith(client *api.Client, conn RemoteBus) *Remote {
+	return &Remote{client: client, conn: conn}
 }
 
 var (

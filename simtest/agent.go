@@ -132,7 +132,7 @@ func (a *Agent) start() error {
 	client.Actor = "agent:" + a.ID
 	client.Retry = 5 * time.Second
 	conn := c.Bus.Conn(a.ID)
-	l := &link{client: client, conn: conn, host: a.Host, lease: a.lease}
+	l := &link{Remote: nodeagent.NewRemoteWith(client, conn), client: client, host: a.Host, lease: a.lease}
 	log := c.log
 	if log != nil {
 		log = log.With("agent", a.ID)
