@@ -77,7 +77,7 @@ func TestCredentialsAcrossLeaderKills(t *testing.T) {
 	}
 	cl, _ = api.NewClient(c.addrs(-1))
 	nodes, err := cl.Nodes(ctx)
-	if err != nil || len(nodes) != 1 || nodes[0].SecretHash == "" {
+	if err != nil || len(nodes) != 1 || !nodes[0].Agent {
 		t.Fatalf("nodes after the rounds: %+v %v", nodes, err)
 	}
 }

@@ -54,6 +54,14 @@ func goldenEvents() []Event {
 		ev(23, "web", "", &GuestSuspendRequested{}),
 		ev(24, "web", "", &GuestResumeRequested{}),
 		ev(22, "", "n2", &NodeRegistered{ID: "n2", CPUs: 2, MemoryBytes: 4 << 30, SecretHash: "ab12", FenceTimeoutMs: 10000, HeartbeatMs: 1000}),
+		ev(25, "", "", &ACLTokenCreated{Accessor: "0123456789abcdef0123456789abcdef", Name: "bootstrap", Policies: []string{"management"},
+			SecretHash: "e8bc163c82eee18733288c7d4ac636db3a6deb013ef2d37b68322be20edc45cc", Bootstrap: true}),
+		ev(26, "", "", &ACLTokenDeleted{Accessor: "0123456789abcdef0123456789abcdef"}),
+		ev(27, "", "", &ACLPolicySet{Name: "deploy", Description: "CI deploys guests", Capabilities: []string{"guest:read", "guest:write"}}),
+		ev(28, "", "", &ACLPolicyDeleted{Name: "deploy"}),
+		ev(29, "", "n3", &NodeJoinTokenCreated{Accessor: "fedcba9876543210fedcba9876543210", Node: "n3",
+			SecretHash: "ad328846aa18b32a335816374511cac1063c704b8c57999e51da9f908290a7a4", ExpiresAt: t0.Add(time.Hour)}),
+		ev(30, "", "n3", &NodeEnrolled{Node: "n3", JoinToken: "fedcba9876543210fedcba9876543210", Fingerprint: "0011223344556677"}),
 	}
 }
 

@@ -35,6 +35,12 @@ const (
 	TypeNodeCleanup           Type = 19
 	TypeGuestSuspendRequested Type = 20
 	TypeGuestResumeRequested  Type = 21
+	TypeACLTokenCreated       Type = 22
+	TypeACLTokenDeleted       Type = 23
+	TypeACLPolicySet          Type = 24
+	TypeACLPolicyDeleted      Type = 25
+	TypeNodeJoinTokenCreated  Type = 26
+	TypeNodeEnrolled          Type = 27
 )
 
 // SchemaVersion is the envelope version written by this build.
@@ -69,6 +75,12 @@ var registry = map[Type]typeInfo{
 	TypeNodeCleanup:           {"node.cleanup", func() Payload { return new(NodeCleanup) }},
 	TypeGuestSuspendRequested: {"guest.suspend_requested", func() Payload { return new(GuestSuspendRequested) }},
 	TypeGuestResumeRequested:  {"guest.resume_requested", func() Payload { return new(GuestResumeRequested) }},
+	TypeACLTokenCreated:       {"acl.token_created", func() Payload { return new(ACLTokenCreated) }},
+	TypeACLTokenDeleted:       {"acl.token_deleted", func() Payload { return new(ACLTokenDeleted) }},
+	TypeACLPolicySet:          {"acl.policy_set", func() Payload { return new(ACLPolicySet) }},
+	TypeACLPolicyDeleted:      {"acl.policy_deleted", func() Payload { return new(ACLPolicyDeleted) }},
+	TypeNodeJoinTokenCreated:  {"node.join_token_created", func() Payload { return new(NodeJoinTokenCreated) }},
+	TypeNodeEnrolled:          {"node.enrolled", func() Payload { return new(NodeEnrolled) }},
 }
 
 // NewPayload returns an empty payload of type t, to decode into.

@@ -101,9 +101,7 @@ func (c *Client) openLogs(ctx context.Context, u string) (*http.Response, error)
 	if err != nil {
 		return nil, err
 	}
-	if c.Actor != "" {
-		req.Header.Set(HeaderActor, c.Actor)
-	}
+	c.setAuth(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("corral: GET %s: %w", u, err)

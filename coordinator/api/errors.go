@@ -21,6 +21,12 @@ const (
 	// index a consistent read needs (Index and Want say how far).
 	CodeCatchingUp = "catching_up"
 	CodeInternal   = "internal"
+	// CodeUnauthenticated: the request proved no identity that may call
+	// the route (no client certificate, no or an unknown token).
+	CodeUnauthenticated = "unauthenticated"
+	// CodeRateLimited: the caller sent more than its limit allows (too
+	// many requests, or too many event streams open); retry later.
+	CodeRateLimited = "rate_limited"
 )
 
 // Sentinel errors, matched with errors.Is.
@@ -34,6 +40,10 @@ var (
 	// ErrPermission is returned when a request does not come from the
 	// agent of the node it is about.
 	ErrPermission = errors.New("corral: permission denied")
+	// ErrUnauthenticated: the request proved no usable identity.
+	ErrUnauthenticated = errors.New("corral: unauthenticated")
+	// ErrRateLimited: the caller is over one of its limits.
+	ErrRateLimited = errors.New("corral: rate limited")
 )
 
 // APIError is an error as it crosses the API: a stable code and a message
@@ -46,6 +56,8 @@ type APIError struct {
 	// and the one the read needs.
 	Index uint64 `json:"index,omitempty"`
 	Want  uint64 `json:"want,omitempty"`
+	// Missing is, for permission_denied, the capability the caller lacks.
+	Missing string `json:"missing,omitempty"`
 }
 
 func (e *APIError) Error() string { return e.Message }
@@ -67,6 +79,10 @@ func (e *APIError) Is(target error) bool {
 		return target == ErrUnavailable
 	case CodePermission:
 		return target == ErrPermission
+	case CodeUnauthenticated:
+		return target == ErrUnauthenticated
+	case CodeRateLimited:
+		return target == ErrRateLimited
 	}
 	return false
 }
@@ -95,6 +111,10 @@ func ErrorOf(err error) *APIError {
 		code = CodeUnavailable
 	case errors.Is(err, ErrPermission):
 		code = CodePermission
+	case errors.Is(err, ErrUnauthenticated):
+		code = CodeUnauthenticated
+	case errors.Is(err, ErrRateLimited):
+		code = CodeRateLimited
 	}
 	return &APIError{Code: code, Message: err.Error()}
 }
@@ -112,6 +132,10 @@ func HTTPStatus(code string) int {
 		return http.StatusGone
 	case CodePermission:
 		return http.StatusForbidden
+	case CodeUnauthenticated:
+		return http.StatusUnauthorized
+	case CodeRateLimited:
+		return http.StatusTooManyRequests
 	case CodeUnavailable, CodeCatchingUp:
 		return http.StatusServiceUnavailable
 	}

@@ -13,6 +13,9 @@ import (
 const (
 	HeaderRequestID = "X-Corral-Request-ID"
 	HeaderActor     = "X-Corral-Actor"
+	// HeaderToken carries the secret of the caller's ACL token
+	// ("Authorization: Bearer SECRET" works too).
+	HeaderToken = "X-Corral-Token"
 	// HeaderNodeSecret carries the secret a node's agent proves itself with.
 	HeaderNodeSecret = "X-Corral-Node-Secret"
 	// HeaderIndex on a response is the log index the answer reflects.
@@ -115,6 +118,9 @@ type ServerInfo = events.ServerRegistered
 // NodeView is a node with what is allocated on it.
 type NodeView struct {
 	Node
+	// Agent is true for a node whose agent registered it with a secret,
+	// false for a static node.
+	Agent                bool  `json:"agent"`
 	AllocatedMemoryBytes int64 `json:"allocated_memory_bytes"`
 	AllocatedVCPUs       int   `json:"allocated_vcpus"`
 	Guests               int   `json:"guests"`

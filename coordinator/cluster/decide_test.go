@@ -3,8 +3,10 @@ package cluster
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/coordinator/acl"
 	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/events"
 )
@@ -26,13 +29,22 @@ import (
 //
 //	# a comment
 //	{"type":"node.registered",...}      setup: an event applied to the state (index left out)
-//	command TYPE [secret=S] [node=N] [actor=A] JSON
-//	                                    Decide of the command, as TYPE's JSON; secret and
-//	                                    node fill the fields the JSON does not carry
+//	command TYPE [secret=S] [accessor=A] [node=N] [actor=A] [now=T] JSON
+//	                                    Decide of the command, as TYPE's JSON; secret,
+//	                                    accessor and node fill the fields the JSON does
+//	                                    not carry
 //	apply                               commit the last command's events, one by one
-//	state                               the nodes and guests, one line each
+//	reapply                             commit the events apply committed once more, as a
+//	                                    second proposal decided against the same state
+//	                                    would be: the state machine's re-checks
+//	event JSON                          commit one event (index left out) as a faulty
+//	                                    leader might propose it, and say what came of it
+//	authorize SECRET CAPABILITY         whether the token with that secret ("-": none)
+//	                                    grants the capability
+//	state                               the nodes, guests and ACLs, one line each
 //
-// Commands run at decideNow as decideActor unless actor= says otherwise.
+// Commands run at decideNow (now= takes an RFC 3339 time) as decideActor
+// unless actor= says otherwise.
 func TestDecideGolden(t *testing.T) {
 	files, _ := filepath.Glob("testdata/decide/*.txt")
 	if len(files) == 0 {
@@ -59,6 +71,7 @@ func runDecideScript(t *testing.T, path string) {
 	var (
 		out     bytes.Buffer
 		last    []events.Event // the last command's events, for apply
+		applied []events.Event // the last applied events, for reapply
 		decided bool
 	)
 	for i := 0; i < len(lines); i++ {
@@ -83,19 +96,33 @@ func runDecideScript(t *testing.T, path string) {
 		var got []string
 		switch verb, rest, _ := strings.Cut(text, " "); verb {
 		case "command":
-			cmd, actor := parseDecideCommand(t, pos, rest)
-			got, last = decideLines(t, pos, st, cmd, actor)
+			cmd, actor, now := parseDecideCommand(t, pos, rest)
+			got, last = decideLines(t, pos, st, cmd, actor, now)
 			decided = true
 		case "apply":
 			if !decided {
 				t.Fatalf("%s: apply before any command", pos)
 			}
 			got = applyLines(t, pos, st, last)
-			last, decided = nil, false
+			applied, last, decided = last, nil, false
+		case "reapply":
+			if len(applied) == 0 {
+				t.Fatalf("%s: reapply before any apply that committed events", pos)
+			}
+			got = applyLines(t, pos, st, applied)
+		case "event":
+			e, err := events.Unmarshal([]byte(rest))
+			if err != nil {
+				t.Fatalf("%s: event: %v", pos, err)
+			}
+			got = applyLines(t, pos, st, []events.Event{e})
+		case "authorize":
+			got = authorizeLines(t, pos, st, rest)
 		case "state":
 			got = stateLines(st)
+			checkACLCheckpoint(t, pos, st)
 		default:
-			t.Fatalf("%s: unknown directive %q (use command, apply or state)", pos, verb)
+			t.Fatalf("%s: unknown directive %q (use command, apply, reapply, event, authorize or state)", pos, verb)
 		}
 		// The expected output: "----", then lines up to a blank line.
 		var want []string
@@ -131,7 +158,7 @@ func runDecideScript(t *testing.T, path string) {
 }
 
 // parseDecideCommand parses "TYPE [key=value ...] JSON".
-func parseDecideCommand(t *testing.T, pos, s string) (Command, string) {
+func parseDecideCommand(t *testing.T, pos, s string) (Command, string, time.Time) {
 	t.Helper()
 	name, rest, _ := strings.Cut(s, " ")
 	brace := strings.Index(rest, "{")
@@ -168,15 +195,58 @@ func parseDecideCommand(t *testing.T, pos, s string) (Command, string) {
 		cmd = new(PlaceGuests)
 	case "RegisterServer":
 		cmd = new(RegisterServer)
+	case "BootstrapACL":
+		cmd = new(BootstrapACL)
+	case "CreateToken":
+		cmd = new(CreateToken)
+	case "DeleteToken":
+		cmd = new(DeleteToken)
+	case "SetPolicy":
+		cmd = new(SetPolicy)
+	case "DeletePolicy":
+		cmd = new(DeletePolicy)
+	case "CreateJoinToken":
+		cmd = new(CreateJoinToken)
+	case "Enroll":
+		cmd = new(Enroll)
 	default:
 		t.Fatalf("%s: unknown command type %q", pos, name)
 	}
 	if err := events.DecodeStrict([]byte(rest[brace:]), cmd); err != nil {
 		t.Fatalf("%s: %s JSON: %v", pos, name, err)
 	}
-	actor := decideActor
+	actor, now := decideActor, decideNow
 	for k, v := range opts {
+		// The secrets and accessors the HTTP handler draws.
+		minted := func(secret, accessor *string) bool {
+			switch k {
+			case "secret":
+				*secret = v
+			case "accessor":
+				*accessor = v
+			default:
+				return false
+			}
+			return true
+		}
 		switch c := cmd.(type) {
+		case *BootstrapACL:
+			if minted(&c.Secret, &c.Accessor) {
+				continue
+			}
+		case *CreateToken:
+			if minted(&c.Secret, &c.Accessor) {
+				continue
+			}
+		case *CreateJoinToken:
+			if minted(&c.Secret, &c.Accessor) {
+				continue
+			}
+		case *Enroll:
+			if k == "secret" {
+				c.Secret = v
+				continue
+			}
 		case *RegisterNode:
 			if k == "secret" {
 				c.Secret = v
@@ -192,25 +262,33 @@ func parseDecideCommand(t *testing.T, pos, s string) (Command, string) {
 				continue
 			}
 		}
-		if k == "actor" {
+		switch k {
+		case "actor":
 			actor = v
+			continue
+		case "now":
+			at, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				t.Fatalf("%s: now=%s: %v", pos, v, err)
+			}
+			now = at
 			continue
 		}
 		t.Fatalf("%s: %s takes no %s=", pos, name, k)
 	}
-	return cmd, actor
+	return cmd, actor, now
 }
 
 // decideLines runs Decide and describes what it returned. Decide must not
 // change the state and must return the same for the same input.
-func decideLines(t *testing.T, pos string, st *State, cmd Command, actor string) ([]string, []events.Event) {
+func decideLines(t *testing.T, pos string, st *State, cmd Command, actor string, now time.Time) ([]string, []events.Event) {
 	t.Helper()
 	before := st.Clone()
-	evs, err := cmd.Decide(st, decideNow, actor)
+	evs, err := cmd.Decide(st, now, actor)
 	if !reflect.DeepEqual(before, st) {
 		t.Errorf("%s: Decide changed the state", pos)
 	}
-	again, err2 := cmd.Decide(st, decideNow, actor)
+	again, err2 := cmd.Decide(st, now, actor)
 	if !reflect.DeepEqual(evs, again) || fmt.Sprint(err) != fmt.Sprint(err2) {
 		t.Errorf("%s: Decide is not deterministic", pos)
 	}
@@ -290,6 +368,13 @@ func applyLines(t *testing.T, pos string, st *State, evs []events.Event) []strin
 			continue
 		}
 		out = append(out, fmt.Sprintf("index %d %s", c.Index, c.Type))
+		// Apply keeps the ACL's indexes by secret as a rebuild makes them.
+		if rebuilt := st.ACL.clone(); rebuilt != nil {
+			rebuilt.reindex()
+			if !reflect.DeepEqual(rebuilt, st.ACL) {
+				t.Errorf("%s: after %s the ACL state differs from its rebuild", pos, c.Type)
+			}
+		}
 	}
 	return out
 }
@@ -333,5 +418,117 @@ func stateLines(st *State) []string {
 		out = append(out, fmt.Sprintf("scheduler %s cpu_overcommit=%g memory_overcommit=%g",
 			st.Scheduler.Algorithm, st.Scheduler.CPUOvercommit, st.Scheduler.MemoryOvercommit))
 	}
+	return append(out, aclLines(st)...)
+}
+
+// authorizeLines looks a token up by its secret and checks a capability,
+// as the server does for each request.
+func authorizeLines(t *testing.T, pos string, st *State, args string) []string {
+	t.Helper()
+	secret, c, ok := strings.Cut(args, " ")
+	if !ok {
+		t.Fatalf("%s: authorize takes a secret and a capability", pos)
+	}
+	var tok *Token
+	if secret != "-" {
+		if tok, ok = st.TokenBySecret(secret); !ok {
+			return []string{"no token has that secret"}
+		}
+	}
+	if err := st.Authorize(tok, acl.Capability(c)); err != nil {
+		var de *acl.DeniedError
+		if !errors.As(err, &de) || de.Missing != acl.Capability(c) {
+			t.Errorf("%s: the refusal does not carry the missing capability: %v", pos, err)
+		}
+		return []string{"error " + api.ErrorOf(err).Code + ": " + err.Error()}
+	}
+	return []string{"allowed: " + acl.TokenIdentity(tok.Name, tok.Accessor)}
+}
+
+// checkACLCheckpoint requires the ACL state to survive a checkpoint: the
+// state encoded and decoded as raft snapshots and checkpoints are.
+func checkACLCheckpoint(t *testing.T, pos string, st *State) {
+	t.Helper()
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatalf("%s: %v", pos, err)
+	}
+	d, err := DecodeState(b)
+	if err != nil {
+		t.Fatalf("%s: %v", pos, err)
+	}
+	if !reflect.DeepEqual(d.ACL, st.ACL) {
+		t.Errorf("%s: the ACL state does not survive a checkpoint:\n%#v\nwant\n%#v", pos, d.ACL, st.ACL)
+	}
+}
+
+// aclLines describes the ACL state: tokens oldest first, policies and
+// join tokens by name, enrollments by node. Hashes show their first 8
+// digits.
+func aclLines(st *State) []string {
+	a := st.ACL
+	if a == nil {
+		return nil
+	}
+	var out []string
+	if a.Bootstrapped {
+		out = append(out, fmt.Sprintf("acl bootstrapped at index %d", a.BootstrapIndex))
+	}
+	for _, v := range st.TokenViews() {
+		t := a.Tokens[v.Accessor]
+		l := fmt.Sprintf("token %s name=%s policies=%s secret=%s index=%d", t.Accessor, t.Name, strings.Join(t.Policies, ","), t.SecretHash[:8], t.CreateIndex)
+		if t.Bootstrap {
+			l += " bootstrap"
+		}
+		out = append(out, l)
+	}
+	for _, name := range slices.Sorted(maps.Keys(a.Policies)) {
+		p := a.Policies[name]
+		l := fmt.Sprintf("policy %s capabilities=%s index=%d/%d", name, strings.Join(acl.Strings(p.Capabilities), ","), p.CreateIndex, p.ModifyIndex)
+		if p.Description != "" {
+			l += " description=" + strconv.Quote(p.Description)
+		}
+		out = append(out, l)
+	}
+	for _, acc := range slices.Sorted(maps.Keys(a.JoinTokens)) {
+		j := a.JoinTokens[acc]
+		l := fmt.Sprintf("join-token %s node=%s secret=%s expires=%s index=%d", acc, j.Node, j.SecretHash[:8], j.ExpiresAt.Format(time.RFC3339), j.CreateIndex)
+		if j.Used {
+			l += fmt.Sprintf(" used=%d", j.UsedIndex)
+		}
+		out = append(out, l)
+	}
+	for _, node := range slices.Sorted(maps.Keys(a.Enrolled)) {
+		en := a.Enrolled[node]
+		out = append(out, fmt.Sprintf("enrolled %s fingerprint=%s join-token=%s index=%d", node, en.Fingerprint, en.JoinToken, en.Index))
+	}
 	return out
+}
+
+// TestACLRequestsBecomeCommands checks the conversions the HTTP handler
+// uses: a TTL in seconds far out of range stays out of range instead of
+// overflowing into it, and a request's Builtin flag is dropped.
+func TestACLRequestsBecomeCommands(t *testing.T) {
+	st := NewState()
+	const acc = "0123456789abcdef0123456789abcdef"
+	for secs, ok := range map[int]bool{0: true, 60: true, 604800: true, 59: false, 604801: false, -1: false,
+		math.MaxInt64 / 1000: false, math.MinInt64: false, 1 << 62: false} {
+		c := NewCreateJoinToken(api.CreateJoinToken{Node: "n1", TTLSeconds: secs}, "crl_x", acc)
+		_, err := c.Decide(st, decideNow, decideActor)
+		if (err == nil) != ok {
+			t.Errorf("ttl_seconds %d: %v, want accepted %v", secs, err, ok)
+		}
+	}
+	c := NewSetPolicy(api.ACLPolicy{Name: "read", Capabilities: []string{"guest:read"}, Builtin: true})
+	if _, err := c.Decide(st, decideNow, decideActor); !errors.Is(err, events.ErrInvalid) {
+		t.Errorf("a policy marked built-in changed the built-in read: %v", err)
+	}
+	c = NewSetPolicy(api.ACLPolicy{Name: "deploy", Capabilities: []string{"guest:write"}, Builtin: true})
+	evs, err := c.Decide(st, decideNow, decideActor)
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("%v, %v", evs, err)
+	}
+	if p := evs[0].Payload.(*events.ACLPolicySet); p.Name != "deploy" || !slices.Equal(p.Capabilities, []string{"guest:write"}) {
+		t.Errorf("policy_set %+v", p)
+	}
 }

@@ -145,7 +145,10 @@ func View(g *Guest) *Guest {
 // NodeView returns n with what is allocated on it.
 func (s *State) NodeView(n *Node) api.NodeView {
 	mem, cpu := s.Allocated(n.ID)
-	return api.NodeView{Node: *n, AllocatedMemoryBytes: mem, AllocatedVCPUs: cpu, Guests: len(s.GuestsOn(n.ID))}
+	v := api.NodeView{Node: *n, AllocatedMemoryBytes: mem, AllocatedVCPUs: cpu, Guests: len(s.GuestsOn(n.ID))}
+	// Whether the node has an agent is all a reader learns of its secret.
+	v.Agent, v.SecretHash = v.SecretHash != "", ""
+	return v
 }
 
 // View returns the whole state as GET /v1/state answers it.

@@ -58,6 +58,9 @@ type State struct {
 	// concerned it (its own, or one about a guest placed on it before or
 	// after): the Prev of the next update its agent receives.
 	NodeEvents map[string]uint64 `json:"node_events,omitempty"`
+	// ACL holds the tokens, custom policies and join tokens (acl.go);
+	// nil until the first ACL event.
+	ACL *ACLState `json:"acl,omitempty"`
 
 	// pending indexes the guests with StatusPending and byNode the guests
 	// placed on each node. They are derived: built by NewState and reindex,
@@ -142,6 +145,7 @@ func (s *State) reindex() {
 		s.nodeIDs = append(s.nodeIDs, id)
 	}
 	slices.Sort(s.nodeIDs)
+	s.ACL.reindex()
 }
 
 // refreshNode rebuilds the scheduler's view of one node.
@@ -339,6 +343,9 @@ func (s *State) apply(idx uint64, e *events.Event) error {
 		return nil
 	case *events.GuestTuned:
 		return s.applyGuestTuned(idx, e, p)
+	case *events.ACLTokenCreated, *events.ACLTokenDeleted, *events.ACLPolicySet, *events.ACLPolicyDeleted,
+		*events.NodeJoinTokenCreated, *events.NodeEnrolled:
+		return s.applyACL(idx, e)
 	case *events.ServerRegistered:
 		if err := events.ValidateID("server id", p.ID); err != nil {
 			return err
@@ -507,6 +514,12 @@ func (s *State) current(e *events.Event, node string, gen uint64) (*Guest, error
 	}
 	// A report must name the node and generation it is about: an empty
 	// node would match every guest not placed yet.
+	if node != "" && g.Node != node && g.Generation == gen {
+		// Each generation is one placement on one node: this node never
+		// held it, so the report is forged, not late.
+		return nil, fmt.Errorf("%w: node %q reported about guest %q generation %d, which is placed on node %q: a node reports only about its own guests",
+			api.ErrPermission, node, g.Name, gen, g.Node)
+	}
 	if node == "" || g.Node != node || g.Generation != gen {
 		return nil, fmt.Errorf("%w: report for guest %q on node %q generation %d, but it is placed on %q generation %d",
 			api.ErrConflict, g.Name, node, gen, g.Node, g.Generation)
@@ -590,6 +603,7 @@ func (s *State) Clone() *State {
 		Requests:   maps.Clone(s.Requests),
 		ReqOrder:   slices.Clone(s.ReqOrder),
 		NodeEvents: maps.Clone(s.NodeEvents),
+		ACL:        s.ACL.clone(),
 	}
 	for k, v := range s.Servers {
 		x := *v
