@@ -1,15 +1,17 @@
 package bus
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 
+	"github.com/corral-dev/corral/coordinator/pki"
 	"github.com/corral-dev/corral/events"
 )
 
@@ -81,6 +83,17 @@ type EmbeddedConfig struct {
 	ClusterHost string
 	ClusterPort int
 	Routes      []string // nats-route://host:port of the other servers
+
+	// TLS, when set, secures the bus with the server's certificate: the
+	// client port speaks only TLS and takes only clients proving a
+	// certificate of the cluster's CA, each allowed what its role may (the
+	// package doc says what); routes speak TLS both ways and join only
+	// other servers. Nil leaves the bus open to anyone who reaches it, for
+	// tests and simulations.
+	TLS *pki.Loaded
+	// Log receives nats-server's warnings and errors (a refused route or
+	// client, a failed handshake); nil discards them.
+	Log *slog.Logger
 }
 
 // Validate checks the configuration.
@@ -97,8 +110,20 @@ func (c EmbeddedConfig) Validate() error {
 			return fmt.Errorf("corral: nats route %q is not a URL like nats-route://127.0.0.1:6222", r)
 		}
 	}
+	switch {
+	case c.TLS == nil:
+	case c.TLS.Cert == nil:
+		return errors.New("corral: the embedded nats server was given only the CA: give the server's certificate and key too")
+	case c.TLS.Identity.Role != pki.RoleServer:
+		return fmt.Errorf("corral: the embedded nats server needs a server certificate, not %s's: make one with corral tls cert create --server ID", c.TLS.Identity)
+	}
 	return nil
 }
+
+// tlsTimeout bounds a client's or a route's TLS handshake, in seconds as
+// nats-server counts; it is nats-server's default, said here because a
+// peer that never finishes its handshake must not hold a connection.
+const tlsTimeout = 2
 
 // Embedded is a nats-server running in this process.
 type Embedded struct {
@@ -115,6 +140,10 @@ func StartEmbedded(c EmbeddedConfig) (*Embedded, error) {
 	host := c.Host
 	if host == "" {
 		host = "127.0.0.1"
+	}
+	log := c.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	opts := &server.Options{
 		ServerName: "corral-" + strconv.Itoa(c.Port),
@@ -138,9 +167,17 @@ func StartEmbedded(c EmbeddedConfig) (*Embedded, error) {
 			opts.Routes = append(opts.Routes, u)
 		}
 	}
+	if c.TLS != nil {
+		if err := secure(opts, c.TLS, log); err != nil {
+			return nil, err
+		}
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("corral: nats server: %w", err)
+	}
+	if c.Log != nil {
+		ns.SetLoggerV2(natsLogger{c.Log}, false, false, false)
 	}
 	go ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
@@ -150,7 +187,37 @@ func StartEmbedded(c EmbeddedConfig) (*Embedded, error) {
 	return &Embedded{ns: ns, cluster: c.ClusterPort != 0}, nil
 }
 
-// ClientURL is the URL clients connect to.
+// secure sets opts up for mutual TLS with l, a server's certificate.
+func secure(opts *server.Options, l *pki.Loaded, log *slog.Logger) error {
+	// Clients: every one proves a certificate of the CA during the
+	// handshake; certAuth then turns its role and name into what it may
+	// publish and subscribe to. nats-server reads "verify" from ClientAuth.
+	client, err := l.ListenConfig(tls.RequireAndVerifyClientCert)
+	if err != nil {
+		return err
+	}
+	opts.TLSConfig = client
+	opts.TLSVerify = true
+	opts.TLSTimeout = tlsTimeout
+	opts.CustomClientAuthentication = certAuth{log: log}
+	if opts.Cluster.Port == 0 {
+		return nil
+	}
+	// Routes: nats-server uses one configuration for the routes it accepts
+	// (as a TLS server) and those it dials (as a TLS client), so it holds
+	// both sides' settings; see routeTLS.
+	route, err := routeTLS(l)
+	if err != nil {
+		return err
+	}
+	opts.Cluster.TLSConfig = route
+	opts.Cluster.TLSTimeout = tlsTimeout
+	opts.CustomRouterAuthentication = routeAuth{log: log}
+	return nil
+}
+
+// ClientURL is the URL clients connect to: tls://host:port when the bus
+// runs with TLS, nats://host:port otherwise.
 func (e *Embedded) ClientURL() string { return e.ns.ClientURL() }
 
 // ClusterURL is the route URL other embedded servers join, or "" when the
@@ -172,26 +239,16 @@ func (e *Embedded) Close() {
 	e.ns.WaitForShutdown()
 }
 
-// connect connects to NATS at urls (comma-separated), reconnecting forever.
-func connect(urls, name string, extra ...nats.Option) (*nats.Conn, error) {
-	opts := append([]nats.Option{
-		nats.Name(name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(100 * time.Millisecond),
-		nats.RetryOnFailedConnect(true),
-		nats.ReconnectBufSize(64 << 20),
-		// A server that stops answering (paused, cut off) is left within
-		// about two seconds, not NATS's default two minutes, so an agent's
-		// heartbeats move to another server well before its fence timeout.
-		nats.PingInterval(time.Second),
-		nats.MaxPingsOutstanding(2),
-	}, extra...)
-	nc, err := nats.Connect(urls, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("corral: connect to nats %s: %w", urls, err)
-	}
-	return nc, nil
-}
-
 // NumRoutes is how many other servers this one is routed to.
 func (e *Embedded) NumRoutes() int { return e.ns.NumRoutes() }
+
+// natsLogger hands nats-server's log lines to slog: its notices are
+// chatty (listening, ready, routes joined), so they go to debug.
+type natsLogger struct{ log *slog.Logger }
+
+func (l natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Debugf(format string, v ...any)  {}
+func (l natsLogger) Tracef(format string, v ...any)  {}

@@ -9,7 +9,19 @@
 // can drop what they have applied and detect gaps; a node's updates also
 // carry the index of the node's previous update (Corral-Prev).
 //
-// Dependency rule: it imports events of corral's and nothing else of ours:
-// never coordinator, coordinator/api, coordinator/cluster, nodeagent/... or
-// cmd, nor raft. No other package imports nats.go or nats-server.
+// With TLS (EmbeddedConfig.TLS, WithTLS) the bus is closed to anyone
+// without a certificate of the cluster's CA, and what a connection may do
+// follows from the identity its certificate names (auth.go): a server
+// publishes and subscribes to everything; node n publishes only its
+// heartbeats on corral.heartbeat.n and replies to requests it received,
+// and subscribes only to corral.node.n, corral.logs.n and its inbox
+// _INBOX_n.>; an operator's client certificate is refused, since
+// operators read events over the HTTP API with an ACL token. Routes
+// between servers speak TLS both ways and join servers only. Without TLS
+// the bus is open, for tests and simulations.
+//
+// Dependency rule: it imports events and coordinator/pki of corral's and
+// nothing else of ours: never coordinator, coordinator/api,
+// coordinator/cluster, nodeagent/... or cmd, nor raft. No other package
+// imports nats.go or nats-server.
 package bus
