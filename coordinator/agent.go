@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/corral-dev/corral/coordinator/acl"
 	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/coordinator/bus"
 	"github.com/corral-dev/corral/coordinator/cluster"
@@ -20,13 +21,13 @@ import (
 // agent reconciles to, and heartbeats that keep a node up.
 
 func (s *Server) agentRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /v1/nodes/{id}/report", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "POST /v1/nodes/{id}/report", access{kind: needNodeSelf}, func(w http.ResponseWriter, r *http.Request) {
 		s.write(w, r, func(body []byte) (cluster.Command, error) {
 			c := cluster.AgentReport{Node: r.PathValue("id"), Secret: r.Header.Get(api.HeaderNodeSecret)}
 			return &c, events.DecodeStrict(body, &c)
 		})
 	})
-	mux.HandleFunc("GET /v1/nodes/{id}/desired", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "GET /v1/nodes/{id}/desired", access{kind: needNodeSelf, cap: acl.NodeRead}, func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		if err := events.ValidateID("node id", id); err != nil {
 			writeError(w, err)

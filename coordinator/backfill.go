@@ -118,7 +118,7 @@ func (s *Server) fetchEvents(ctx context.Context, addr string, since, end uint64
 func (s *Server) fetchEventsFrom(ctx context.Context, addr string, since, end uint64) (recs []Record, gone uint64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	u := api.BaseURL(addr) + "/v1/events?since=" + strconv.FormatUint(since, 10)
+	u := s.peerURL(addr) + "/v1/events?since=" + strconv.FormatUint(since, 10)
 	req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
 	if err != nil {
 		return nil, 0, err

@@ -55,7 +55,7 @@ func newTestCluster(t *testing.T, n int, tweak func(i int, cfg *Config, started 
 		}
 		var ok bool
 		c.servers[0].fsm.read(func(st *cluster.State) { ok = len(st.Servers) == n })
-		return ok
+		return ok && allVoters(c.servers[0], n)
 	})
 	return c
 }

@@ -19,8 +19,18 @@
 // scheduling happen after commit, driven by the committed index; event
 // indexes are dense and the same on every server.
 //
-// Dependency rule: it imports coordinator/api, coordinator/cluster,
-// coordinator/bus, events and scheduler of corral's, and it alone imports
+// Raft between servers runs over a mutual-TLS transport (transport.go); a
+// server joins as a non-voter and is promoted once it has caught up, and an
+// operator removes a dead one (membership.go).
+//
+// Who may call what is decided in one place, auth.go: every route names the
+// capability or the certificate it needs, the caller is the identity its
+// TLS certificate proves plus the ACL token it sends, and refusals are
+// logged and counted.
+//
+// Dependency rule: it imports coordinator/acl, coordinator/api,
+// coordinator/cluster, coordinator/bus, coordinator/pki, events and
+// scheduler of corral's, and it alone imports
 // raft, raft-boltdb and bbolt. It must never import nodeagent/..., cmd or the
 // test-support packages, nor nats.go or nats-server (only through the bus).
 package coordinator

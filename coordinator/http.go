@@ -16,8 +16,10 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/corral-dev/corral/coordinator/acl"
 	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/coordinator/cluster"
+	"github.com/corral-dev/corral/coordinator/pki"
 	"github.com/corral-dev/corral/events"
 )
 
@@ -26,10 +28,10 @@ const headerForwarded = "X-Corral-Forwarded"
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/guests", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "POST /v1/guests", token(acl.GuestWrite), func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("dry_run") == "1" {
 			var c cluster.CreateGuest
-			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBody))
+			body, err := io.ReadAll(r.Body)
 			if err == nil {
 				err = events.DecodeStrict(body, &c)
 			}
@@ -46,20 +48,20 @@ func (s *Server) routes() http.Handler {
 		})
 	})
 	for _, action := range []string{"start", "stop", "suspend", "resume"} {
-		mux.HandleFunc("POST /v1/guests/{name}/"+action, func(w http.ResponseWriter, r *http.Request) {
+		s.handle(mux, "POST /v1/guests/{name}/"+action, token(acl.GuestWrite), func(w http.ResponseWriter, r *http.Request) {
 			s.write(w, r, func(body []byte) (cluster.Command, error) {
 				c := cluster.GuestAction{GuestAction: api.GuestAction{Name: r.PathValue("name"), Action: action}}
 				return &c, decodeOptional(body, &c)
 			})
 		})
 	}
-	mux.HandleFunc("DELETE /v1/guests/{name}", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "DELETE /v1/guests/{name}", token(acl.GuestWrite), func(w http.ResponseWriter, r *http.Request) {
 		s.write(w, r, func(body []byte) (cluster.Command, error) {
 			c := cluster.GuestAction{GuestAction: api.GuestAction{Name: r.PathValue("name"), Action: "destroy"}}
 			return &c, decodeOptional(body, &c)
 		})
 	})
-	mux.HandleFunc("POST /v1/guests/{name}/tune", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "POST /v1/guests/{name}/tune", token(acl.GuestWrite), func(w http.ResponseWriter, r *http.Request) {
 		s.write(w, r, func(body []byte) (cluster.Command, error) {
 			var c cluster.TuneGuest
 			err := events.DecodeStrict(body, &c)
@@ -70,27 +72,34 @@ func (s *Server) routes() http.Handler {
 			return &c, err
 		})
 	})
-	mux.HandleFunc("POST /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "POST /v1/nodes", access{kind: needNodeSelf, cap: acl.NodeWrite}, func(w http.ResponseWriter, r *http.Request) {
 		s.write(w, r, func(body []byte) (cluster.Command, error) {
 			c := cluster.RegisterNode{Secret: r.Header.Get(api.HeaderNodeSecret)}
 			if err := events.DecodeStrict(body, &c.NodeRegistered); err != nil {
 				return nil, err
 			}
+			if err := s.authorizeNode(r, acl.NodeWrite, c.ID); err != nil {
+				return nil, err
+			}
 			return &c, s.checkFence(&c.NodeRegistered)
 		})
 	})
-	mux.HandleFunc("GET /v1/guests", s.listGuests)
-	mux.HandleFunc("GET /v1/guests/{name}", s.getGuest)
-	mux.HandleFunc("GET /v1/guests/{name}/history", s.guestHistory)
-	mux.HandleFunc("GET /v1/guests/{name}/logs", s.guestLogs)
-	mux.HandleFunc("GET /v1/nodes", s.listNodes)
-	mux.HandleFunc("GET /v1/events", s.streamEvents)
-	mux.HandleFunc("GET /v1/state", s.getState)
-	mux.HandleFunc("GET /v1/cluster/members", s.members)
-	mux.HandleFunc("POST /v1/cluster/join", s.handleJoin)
-	mux.HandleFunc("GET /v1/internal/read-index", s.handleReadIndex)
+	s.handle(mux, "GET /v1/guests", token(acl.GuestRead), s.listGuests)
+	s.handle(mux, "GET /v1/guests/{name}", token(acl.GuestRead), s.getGuest)
+	s.handle(mux, "GET /v1/guests/{name}/history", token(acl.GuestRead), s.guestHistory)
+	s.handle(mux, "GET /v1/guests/{name}/logs", token(acl.GuestRead), s.guestLogs)
+	s.handle(mux, "GET /v1/nodes", token(acl.NodeRead), s.listNodes)
+	s.handle(mux, "GET /v1/events", token(acl.EventRead), s.streamEvents)
+	s.handle(mux, "GET /v1/state", token(acl.EventRead), s.getState)
+	s.handle(mux, "GET /v1/cluster/members", token(acl.ClusterRead), s.members)
+	s.handle(mux, "POST /v1/cluster/join", access{kind: needServer}, s.handleJoin)
+	s.handle(mux, "GET /v1/internal/read-index", access{kind: needServer}, s.handleReadIndex)
+	s.handle(mux, "GET /v1/internal/raft-status", access{kind: needServer}, s.handleRaftStatus)
+	s.handle(mux, "POST /v1/cluster/remove-peer", token(acl.ClusterWrite), s.handleRemovePeer)
 	s.schedRoutes(mux)
 	s.agentRoutes(mux)
+	s.aclRoutes(mux)
+	s.handle(mux, "GET /metrics", access{kind: needPeer}, s.metrics.handler().ServeHTTP)
 	return mux
 }
 
@@ -132,26 +141,39 @@ func validHeader(name, v string, max int) error {
 // write decodes a command, submits it on the leader or forwards it there,
 // and answers with the committed indexes.
 func (s *Server) write(w http.ResponseWriter, r *http.Request, parse func([]byte) (cluster.Command, error)) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBody))
+	s.writeWith(w, r, parse, nil)
+}
+
+// writeWith is write answering reply(result) instead, when reply is set:
+// for commands that hand the caller something made on the leader (a
+// token's secret, a certificate). Such commands ignore the request ID: a
+// retry must not be answered with a secret that was never committed.
+func (s *Server) writeWith(w http.ResponseWriter, r *http.Request, parse func([]byte) (cluster.Command, error), reply func(api.WriteResult) any) {
+	body, err := io.ReadAll(r.Body)
 	if err != nil {
-		writeError(w, badRequest("body", "", "at most 1 MiB: "+err.Error()))
+		writeError(w, badRequest("body", "", fmt.Sprintf("at most %d bytes (the servers' --max-body): %v", s.limits.MaxBodyBytes, err)))
 		return
 	}
-	reqID, actor := r.Header.Get(api.HeaderRequestID), r.Header.Get(api.HeaderActor)
-	if err := errors.Join(validHeader(api.HeaderRequestID, reqID, 128), validHeader(api.HeaderActor, actor, 128)); err != nil {
+	reqID, label := r.Header.Get(api.HeaderRequestID), r.Header.Get(api.HeaderActor)
+	if err := errors.Join(validHeader(api.HeaderRequestID, reqID, 128), validHeader(api.HeaderActor, label, 128)); err != nil {
 		writeError(w, err)
 		return
 	}
-	if actor == "" {
-		actor = "api"
-	}
+	actor := callerOf(r).actor()
 	cmd, err := parse(body)
+	if errors.Is(err, api.ErrPermission) || errors.Is(err, api.ErrUnauthenticated) {
+		s.refused(w, r, r.Pattern, callerOf(r), err)
+		return
+	}
 	if err != nil {
 		if !errors.Is(err, events.ErrInvalid) {
 			err = fmt.Errorf("%w: request body: %v", events.ErrInvalid, err)
 		}
 		writeError(w, err)
 		return
+	}
+	if reply != nil {
+		reqID = ""
 	}
 	o, err := s.Submit(r.Context(), reqID, actor, cmd)
 	if errors.Is(err, api.ErrNotLeader) {
@@ -162,6 +184,13 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, parse func([]byte
 		writeError(w, err)
 		return
 	}
+	if o.Err != nil && (errors.Is(o.Err, api.ErrPermission) || errors.Is(o.Err, api.ErrUnauthenticated)) {
+		if len(o.Indexes) == 0 {
+			s.refused(w, r, r.Pattern, callerOf(r), o.Err)
+			return
+		}
+		s.recordRefusal(r, r.Pattern, callerOf(r), o.Err)
+	}
 	if o.Err != nil && len(o.Indexes) == 0 {
 		writeError(w, o.Err)
 		return
@@ -171,6 +200,10 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, parse func([]byte
 		res.Index = o.Indexes[len(o.Indexes)-1]
 	} else {
 		_, res.Index = s.store.Bounds()
+	}
+	if reply != nil {
+		writeJSON(w, http.StatusOK, reply(res))
+		return
 	}
 	writeJSON(w, http.StatusOK, res)
 }
@@ -194,15 +227,26 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 		writeError(w, fmt.Errorf("%w: no leader is known yet; retry in a moment", api.ErrUnavailable))
 		return
 	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, api.BaseURL(addr)+r.URL.RequestURI(), bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, s.peerURL(addr)+r.URL.RequestURI(), bytes.NewReader(body))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	for _, h := range []string{api.HeaderRequestID, api.HeaderActor, api.HeaderNodeSecret, "Content-Type"} {
-		req.Header.Set(h, r.Header.Get(h))
+	for _, h := range []string{api.HeaderRequestID, api.HeaderActor, api.HeaderNodeSecret, api.HeaderToken, "Authorization", "Content-Type"} {
+		if v := r.Header.Get(h); v != "" {
+			req.Header.Set(h, v)
+		}
 	}
 	req.Header.Set(headerForwarded, s.cfg.ID)
+	// The leader authorizes the caller again, as the identity this server
+	// authenticated; it believes the header only from a server.
+	if c := callerOf(r); !c.insecure {
+		ob := "anonymous"
+		if !c.id.IsZero() {
+			ob = c.id.String()
+		}
+		req.Header.Set(headerOnBehalf, ob)
+	}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		writeError(w, fmt.Errorf("%w: forward to leader %s: %v", api.ErrUnavailable, id, err))
@@ -226,7 +270,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 }
 
 func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBody))
+	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -472,6 +516,14 @@ func (s *Server) streamFrom(w http.ResponseWriter, r *http.Request, since uint64
 	if err := s.storeBroken(); err != nil {
 		writeError(w, err)
 		return
+	}
+	if c := callerOf(r); follow && !c.insecure && c.id.Role != pki.RoleServer {
+		done, err := s.limiter.openStream(c.key())
+		if err != nil {
+			s.refused(w, r, "GET /v1/events", c, err)
+			return
+		}
+		defer done()
 	}
 	cursor := since
 	recs, err := s.store.Read(cursor, 1024)

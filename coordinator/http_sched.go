@@ -3,6 +3,7 @@ package coordinator
 import (
 	"net/http"
 
+	"github.com/corral-dev/corral/coordinator/acl"
 	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/coordinator/cluster"
 	"github.com/corral-dev/corral/events"
@@ -10,7 +11,7 @@ import (
 )
 
 func (s *Server) schedRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /v1/nodes/{id}/eligibility", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "POST /v1/nodes/{id}/eligibility", token(acl.NodeWrite), func(w http.ResponseWriter, r *http.Request) {
 		s.write(w, r, func(body []byte) (cluster.Command, error) {
 			c := cluster.SetEligibility{SetEligibility: api.SetEligibility{ID: r.PathValue("id")}}
 			err := events.DecodeStrict(body, &c)
@@ -18,7 +19,7 @@ func (s *Server) schedRoutes(mux *http.ServeMux) {
 			return &c, err
 		})
 	})
-	mux.HandleFunc("POST /v1/nodes/{id}/status", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "POST /v1/nodes/{id}/status", token(acl.NodeWrite), func(w http.ResponseWriter, r *http.Request) {
 		s.write(w, r, func(body []byte) (cluster.Command, error) {
 			c := cluster.SetNodeStatus{SetNodeStatus: api.SetNodeStatus{ID: r.PathValue("id")}}
 			err := events.DecodeStrict(body, &c)
@@ -26,13 +27,13 @@ func (s *Server) schedRoutes(mux *http.ServeMux) {
 			return &c, err
 		})
 	})
-	mux.HandleFunc("POST /v1/operator/scheduler", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "POST /v1/operator/scheduler", token(acl.SchedulerWrite), func(w http.ResponseWriter, r *http.Request) {
 		s.write(w, r, func(body []byte) (cluster.Command, error) {
 			var c cluster.SetSchedulerConfig
 			return &c, events.DecodeStrict(body, &c.SchedulerConfig)
 		})
 	})
-	mux.HandleFunc("GET /v1/operator/scheduler", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "GET /v1/operator/scheduler", token(acl.SchedulerRead), func(w http.ResponseWriter, r *http.Request) {
 		if !s.readBarrier(w, r) {
 			return
 		}
@@ -40,7 +41,7 @@ func (s *Server) schedRoutes(mux *http.ServeMux) {
 		s.fsm.read(func(st *cluster.State) { cfg = st.SchedulerConfig() })
 		writeJSON(w, http.StatusOK, events.SchedulerConfig{Algorithm: string(cfg.Algorithm), CPUOvercommit: cfg.CPUOvercommit, MemoryOvercommit: cfg.MemoryOvercommit})
 	})
-	mux.HandleFunc("GET /v1/nodes/{id}", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "GET /v1/nodes/{id}", token(acl.NodeRead), func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		if err := events.ValidateID("node id", id); err != nil {
 			writeError(w, err)

@@ -133,6 +133,7 @@ func (s *Server) leaderDuties(ctx context.Context) {
 	s.leaderReady.Store(true)
 	defer s.leaderReady.Store(false)
 	s.goLoop(func() { s.heartbeats(ctx) })
+	s.goLoop(func() { s.membershipLoop(ctx) })
 	self := &cluster.RegisterServer{ServerRegistered: events.ServerRegistered{ID: s.cfg.ID, RaftAddr: s.RaftAddr(), HTTPAddr: s.HTTPAddr()}}
 	if _, err := s.Submit(ctx, "", "server:"+s.cfg.ID, self); err != nil {
 		s.log.Warn("register self", "err", err)
@@ -620,31 +621,6 @@ func (s *Server) retentionLoop(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// join adds a server to the raft configuration and records its addresses.
-// It runs on the leader.
-func (s *Server) join(ctx context.Context, m events.ServerRegistered) error {
-	if err := events.ValidateID("server id", m.ID); err != nil {
-		return err
-	}
-	cf := s.raft.GetConfiguration()
-	if err := cf.Error(); err != nil {
-		return fmt.Errorf("%w: %v", api.ErrUnavailable, err)
-	}
-	present := false
-	for _, srv := range cf.Configuration().Servers {
-		if srv.ID == raft.ServerID(m.ID) {
-			present = srv.Address == raft.ServerAddress(m.RaftAddr)
-		}
-	}
-	if !present {
-		if err := s.raft.AddVoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), 0, applyTimeout).Error(); err != nil {
-			return fmt.Errorf("%w: add voter %s: %v", api.ErrUnavailable, m.ID, err)
-		}
-	}
-	_, err := s.Submit(ctx, "", "server:"+s.cfg.ID, &cluster.RegisterServer{ServerRegistered: m})
-	return err
 }
 
 // WaitIndex blocks until this server's event store holds index idx, so that

@@ -96,7 +96,7 @@ func newNATSCluster(t *testing.T, tweak func(cfg *Config)) *natsCluster {
 		}
 		var ok bool
 		nc.servers[0].fsm.read(func(st *cluster.State) { ok = len(st.Servers) == n })
-		return ok
+		return ok && allVoters(nc.servers[0], n)
 	})
 	return nc
 }

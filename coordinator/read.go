@@ -117,7 +117,7 @@ func (s *Server) leaderReadIndex(ctx context.Context, r *http.Request) (uint64, 
 	if addr == "" {
 		return 0, fmt.Errorf("%w: no leader is known yet, so a consistent read cannot be served; retry in a moment, or read with ?stale=1 (--stale)", api.ErrUnavailable)
 	}
-	req, err := http.NewRequestWithContext(ctx, "GET", api.BaseURL(addr)+"/v1/internal/read-index", nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", s.peerURL(addr)+"/v1/internal/read-index", nil)
 	if err != nil {
 		return 0, err
 	}

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/coordinator/bus"
+	"github.com/corral-dev/corral/coordinator/pki"
 	"github.com/corral-dev/corral/events"
 )
 
@@ -39,6 +41,12 @@ type RaftConfig struct {
 	// latest commit when no new entry is sent: a read or forwarded write
 	// on a follower waits for it.
 	CommitTimeout time.Duration
+	// MaxRPCsInFlight is raft's replication pipelining: 1 (the default)
+	// sends one batch to a follower at a time. hashicorp/raft's pipeline
+	// (2 and more) can deadlock when a follower refuses an append, which
+	// stops replication to that follower and hangs the leader's shutdown;
+	// with MaxAppendEntries batching it gains little (raft PR #541).
+	MaxRPCsInFlight int
 }
 
 // DefaultRaftConfig suits servers on one LAN.
@@ -51,6 +59,7 @@ func DefaultRaftConfig() RaftConfig {
 		SnapshotThreshold: 8192,
 		TrailingLogs:      10240,
 		CommitTimeout:     5 * time.Millisecond,
+		MaxRPCsInFlight:   1,
 	}
 }
 
@@ -82,6 +91,20 @@ type Config struct {
 	// cluster has no scheduler configuration yet.
 	SchedulerAlgorithm string
 	Logger             *slog.Logger
+
+	// TLS is the server's certificate and the cluster CA: the HTTP API,
+	// raft and NATS (client port and routes) then speak only mutual TLS,
+	// and every caller is the identity its certificate names. It is
+	// required unless Insecure.
+	TLS *pki.Loaded
+	// CA, when set, lets this server sign node certificates for agents
+	// that enroll with a one-time join token.
+	CA *pki.CA
+	// Insecure runs with no TLS and no authentication at all: for tests
+	// and simulations in one process, never for a cluster on a network.
+	Insecure bool
+	// Limits bound what one caller may send.
+	Limits Limits
 }
 
 // DefaultConfig returns a single-server configuration under dataDir.
@@ -130,6 +153,18 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if c.TLS == nil && !c.Insecure {
+		return errors.New("corral: a server needs TLS: give --tls-ca, --tls-cert and --tls-key (make them with corral tls ca create and corral tls cert create --server ID)")
+	}
+	if c.TLS != nil && c.TLS.Cert == nil {
+		return fmt.Errorf("corral: a server needs its own certificate as well as the CA's: give --tls-cert and --tls-key (corral tls cert create --server %s)", c.ID)
+	}
+	if c.TLS != nil && c.TLS.Identity != (pki.Identity{Role: pki.RoleServer, Name: c.ID}) {
+		return fmt.Errorf("corral: the TLS certificate names %s, but this server is server:%s: use the certificate made with corral tls cert create --server %s", c.TLS.Identity, c.ID, c.ID)
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return err
+	}
 	return c.Store.Validate()
 }
 
@@ -151,7 +186,8 @@ type wallClock struct{}
 func (wallClock) Now() time.Time { return time.Now() }
 
 // Deps are the server's collaborators. Every nil field gets the real one
-// corral server uses: raft's TCP transport on Config.RaftAddr, raft-boltdb
+// corral server uses: raft's TCP transport on Config.RaftAddr (mutual TLS
+// when Config.TLS is set), raft-boltdb
 // in DataDir/raft.db as log and stable store, file snapshots in DataDir,
 // NATS (embedded unless Config.NATSURL), a listener on Config.HTTPAddr, a
 // plain HTTP client for forwarding, and the wall clock. raft's in-memory
@@ -193,6 +229,12 @@ type Server struct {
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
 
+	limits    Limits
+	limiter   *limiter
+	metrics   *metrics
+	routeList []Route
+	denials   atomic.Uint64 // requests refused since start
+
 	skippedNodes sync.Map // reasons already logged by reportSkipped
 	// leaderReady is set while this server leads and has applied what
 	// earlier leaders committed (see read.go); leading while raft says it
@@ -229,8 +271,19 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	}
 	s := &Server{cfg: cfg, deps: deps, log: log, ready: make(chan struct{}), done: make(chan struct{}),
 		leaderNotify: make(chan bool, 16), client: deps.HTTPClient, clock: deps.Clock, bus: deps.Bus}
+	s.limits = cfg.Limits.withDefaults()
+	s.metrics = newMetrics()
+	s.limiter = newLimiter(s.limits)
 	if s.client == nil {
 		s.client = &http.Client{Timeout: 30 * time.Second}
+		if cfg.TLS != nil {
+			// Servers reach each other (forwarded writes, read indexes,
+			// joins) with their own certificate, verifying the peer's.
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.TLSClientConfig = cfg.TLS.DialConfig()
+			tr.MaxIdleConnsPerHost = 256
+			s.client.Transport = tr
+		}
 	}
 	if s.clock == nil {
 		s.clock = wallClock{}
@@ -263,12 +316,19 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	if s.bus == nil {
 		url := cfg.NATSURL
 		if url == "" {
-			if s.nats, err = bus.StartEmbedded(cfg.NATS); err != nil {
+			ncfg := cfg.NATS
+			ncfg.TLS = cfg.TLS
+			ncfg.Log = log.With("component", "nats")
+			if s.nats, err = bus.StartEmbedded(ncfg); err != nil {
 				return nil, err
 			}
 			url = s.nats.ClientURL()
 		}
-		c, err := bus.Dial(url, "corral-server-"+cfg.ID)
+		opts := []bus.DialOption{bus.WithLogger(log)}
+		if cfg.TLS != nil {
+			opts = append(opts, bus.WithTLS(cfg.TLS.DialConfig()))
+		}
+		c, err := bus.Dial(url, "corral-server-"+cfg.ID, opts...)
 		if err != nil {
 			return nil, err
 		}
@@ -281,11 +341,26 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 			return nil, fmt.Errorf("corral: http listen %s: %w (is another corral running? use --http-addr)", cfg.HTTPAddr, err)
 		}
 	}
+	if cfg.TLS != nil {
+		// Certificates are verified when given; a request without one
+		// reaches only enrollment, which carries a join token instead.
+		tc, err := cfg.TLS.ListenConfig(tls.VerifyClientCertIfGiven)
+		if err != nil {
+			s.httpLn.Close()
+			return nil, err
+		}
+		tc.NextProtos = []string{"h2", "http/1.1"}
+		s.httpLn = tls.NewListener(s.httpLn, tc)
+	}
 	if err = s.startRaft(); err != nil {
 		return nil, err
 	}
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes: s.limits.MaxHeaderBytes,
+		// Failed handshakes (plain HTTP, unknown certificates) are
+		// attacks or mistakes of the caller: logged, not printed raw.
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		BaseContext: func(net.Listener) context.Context { return s.baseCtx }}
 	return s, nil
 }
@@ -345,9 +420,15 @@ func (s *Server) startRaft() error {
 		if addr.Port != 0 {
 			adv = addr
 		}
-		nt, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 10*time.Second, hl)
+		var nt *raft.NetworkTransport
+		tc := &raft.NetworkTransportConfig{MaxPool: 3, Timeout: 10 * time.Second, Logger: hl, MaxRPCsInFlight: max(cfg.Raft.MaxRPCsInFlight, 1)}
+		if cfg.TLS != nil {
+			nt, err = newTLSTransport(cfg.RaftAddr, adv, cfg.TLS, tc)
+		} else if nt, err = raft.NewTCPTransportWithConfig(cfg.RaftAddr, adv, tc); err != nil {
+			err = fmt.Errorf("corral: raft transport on %s: %w", cfg.RaftAddr, err)
+		}
 		if err != nil {
-			return fmt.Errorf("corral: raft transport on %s: %w", cfg.RaftAddr, err)
+			return err
 		}
 		s.trans = nt
 		s.closers = append(s.closers, nt.Close)
@@ -513,7 +594,7 @@ func (s *Server) joinLoop(ctx context.Context) {
 	backoff := 50 * time.Millisecond
 	for {
 		for _, addr := range s.cfg.Join {
-			req, err := http.NewRequestWithContext(ctx, "POST", api.BaseURL(addr)+"/v1/cluster/join", bytes.NewReader(body))
+			req, err := http.NewRequestWithContext(ctx, "POST", s.peerURL(addr)+"/v1/cluster/join", bytes.NewReader(body))
 			if err != nil {
 				s.log.Error("join", "addr", addr, "err", err)
 				continue
@@ -537,6 +618,14 @@ func (s *Server) joinLoop(ctx context.Context) {
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
+}
+
+// peerURL is the base URL of another server's API at addr (host:port).
+func (s *Server) peerURL(addr string) string {
+	if s.cfg.TLS != nil && !strings.Contains(addr, "://") {
+		return "https://" + addr
+	}
+	return api.BaseURL(addr)
 }
 
 // slogWriter feeds raft's hclog lines into slog.

@@ -20,6 +20,7 @@ func TestConfig(tb testing.TB, id, dir string) Config {
 	cfg.RaftAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.NATS = bus.EmbeddedConfig{Port: -1}
+	cfg.Insecure = true
 	cfg.Raft.HeartbeatTimeout = 200 * time.Millisecond
 	cfg.Raft.ElectionTimeout = 200 * time.Millisecond
 	cfg.Raft.LeaderLease = 100 * time.Millisecond
