@@ -12,7 +12,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/coordinator/bus"
+	"github.com/corral-dev/corral/coordinator/pki"
 	"github.com/corral-dev/corral/events"
 	"github.com/corral-dev/corral/nodeagent"
 	"github.com/corral-dev/corral/nodeagent/driver"
@@ -33,6 +35,8 @@ type agentOptions struct {
 	heartbeat     time.Duration
 	usage         time.Duration
 	accel         string
+	tls           pki.Files
+	joinToken     string
 }
 
 func (o *agentOptions) flags(cmd *cobra.Command, stateDirDefault string) {
@@ -49,6 +53,16 @@ func (o *agentOptions) flags(cmd *cobra.Command, stateDirDefault string) {
 	f.DurationVar(&o.heartbeat, "heartbeat-interval", def.HeartbeatInterval, "how often the agent tells the coordinator it is alive")
 	f.DurationVar(&o.usage, "usage-interval", def.UsageInterval, "how often one usage event for all guests is sent")
 	f.StringVar(&o.accel, "qemu-accel", "auto", "qemu accelerator: kvm, tcg or auto (auto proves KVM runs a guest before using it)")
+}
+
+// tlsFlags adds the agent's credentials: its node certificate, or a join
+// token to get one.
+func (o *agentOptions) tlsFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&o.tls.CA, "tls-ca", "", "the cluster CA's certificate")
+	f.StringVar(&o.tls.Cert, "tls-cert", "", "this node's certificate (corral tls cert create --node ID); default: the one enrollment stored in --state-dir")
+	f.StringVar(&o.tls.Key, "tls-key", "", "this node's certificate's key")
+	f.StringVar(&o.joinToken, "join-token", "", "one-time join token (corral acl join-token create --node ID): the servers sign this node's certificate, which is kept in --state-dir/tls (env CORRAL_JOIN_TOKEN)")
 }
 
 // agentRun holds what a running agent needs closed.
@@ -103,15 +117,22 @@ func (a *app) startAgent(ctx context.Context, o agentOptions, addrs, natsURL str
 	if err != nil {
 		return nil, nil, err
 	}
-	bus, err := bus.Dial(natsURL, "corral-agent-"+o.nodeID)
+	creds, err := a.nodeCredentials(ctx, o, addrs, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	remote, err := nodeagent.NewRemote(addrs, bus, "agent:"+o.nodeID)
+	dial := []bus.DialOption{bus.WithTLS(creds.DialConfig()), bus.WithLogger(log)}
+	bus, err := bus.Dial(natsURL, "corral-agent-"+o.nodeID, dial...)
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := api.NewClientTLS(addrs, creds.DialConfig())
 	if err != nil {
 		bus.Close()
 		return nil, nil, err
 	}
+	client.Retry = 5 * time.Second
+	remote := nodeagent.NewRemoteWith(client, bus)
 	ag, err := nodeagent.New(cfg, nodeagent.Deps{Coordinator: remote, Notifier: remote, Cgroups: cg, Drivers: nodeagent.HostDrivers{Set: drivers}, Logger: log.With("agent", o.nodeID)})
 	if err != nil {
 		bus.Close()
@@ -163,8 +184,12 @@ agent itself is dead or stalled: it freezes every guest once the lease the
 agent renews after each heartbeat has run out, and never thaws; the next
 agent thaws what the log still assigns to the node, after destroying what
 the log moved away. The fencer writes its log to <state-dir>/fence/fencer.log.`,
-		Example: `  corral agent --node-id n1 --addr 10.0.0.1:4646 --nats-url nats://10.0.0.1:4222
-  corral agent --node-id n2 --addr s1:4646,s2:4646 --nats-url nats://s1:4222,nats://s2:4222 --label rack=a --reserve-memory 1GiB`,
+		Example: `  # with a certificate made for this node (corral tls cert create --node n1)
+  corral agent --node-id n1 --addr 10.0.0.1:4646 --nats-url tls://10.0.0.1:4222 \
+      --tls-ca ca.pem --tls-cert node-n1.pem --tls-key node-n1-key.pem
+  # or with a one-time join token (corral acl join-token create --node n2)
+  corral agent --node-id n2 --addr s1:4646,s2:4646 --nats-url tls://s1:4222,tls://s2:4222 \
+      --tls-ca ca.pem --join-token crl_... --label rack=a --reserve-memory 1GiB`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(a.stderr, logLevel)
@@ -196,6 +221,7 @@ the log moved away. The fencer writes its log to <state-dir>/fence/fencer.log.`,
 		},
 	}
 	o.flags(cmd, "/var/lib/corral/agent")
+	o.tlsFlags(cmd)
 	cmd.Flags().StringVar(&o.nodeID, "node-id", "", "this host's node ID ([a-z0-9][a-z0-9-]{0,62})")
 	cmd.Flags().StringVar(&addrs, "addr", defaultAddr, "API address of the coordinator servers, comma-separated")
 	cmd.Flags().StringVar(&natsURL, "nats-url", "nats://127.0.0.1:4222", "NATS the coordinator publishes to, comma-separated URLs")

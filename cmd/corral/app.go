@@ -14,13 +14,14 @@ import (
 	"time"
 
 	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/coordinator/pki"
 
 	"github.com/spf13/cobra"
 )
 
 // defaultAddr is the API address client commands use when neither --addr
 // nor CORRAL_ADDR says otherwise: where corral dev listens.
-const defaultAddr = "http://127.0.0.1:4646"
+const defaultAddr = "127.0.0.1:4646"
 
 // app holds what one invocation of the binary shares between commands:
 // where output goes, the environment and the client flags. Nothing here is
@@ -29,9 +30,11 @@ type app struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 
-	addr   string // --addr of the client commands
-	output string // -o of the client commands
-	stale  bool   // --stale of the read commands
+	addr   string    // --addr of the client commands
+	creds  pki.Files // --ca-cert, --client-cert, --client-key
+	token  string    // --token
+	output string    // -o of the client commands
+	stale  bool      // --stale of the read commands
 
 	// started is set when a command's RunE begins. An error before that
 	// came from parsing the command line and earns the usage text.
@@ -85,8 +88,10 @@ func (a *app) rootCommand() *cobra.Command {
 Linux hosts, keeping every lifecycle and tuning change in one replicated event log.
 
 Start a development cluster with "corral dev", then drive it with the client
-commands (they talk to http://127.0.0.1:4646 unless --addr or CORRAL_ADDR says
-otherwise).`,
+commands (they talk to 127.0.0.1:4646 unless --addr or CORRAL_ADDR says
+otherwise, with corral dev's certificates and token unless --ca-cert,
+--client-cert, --client-key and --token, or CORRAL_CACERT, CORRAL_CLIENT_CERT,
+CORRAL_CLIENT_KEY and CORRAL_TOKEN, name others).`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -109,6 +114,8 @@ otherwise).`,
 		a.memtuneCommand(),
 		a.operatorCommand(),
 		a.agentCommand(),
+		a.tlsCommand(),
+		a.aclCommand(),
 	)
 	markStarted(root, &a.started)
 	return root
@@ -176,6 +183,12 @@ func message(err error) string {
 		msg = fmt.Sprintf("cannot reach %s: %v", where, ue.Err)
 	}
 	switch {
+	case strings.Contains(msg, "HTTP request to an HTTPS server"):
+		msg = "the server speaks only HTTPS: give the cluster's CA with --ca-cert (CORRAL_CACERT), a client certificate with --client-cert and --client-key, and an https:// or plain host:port --addr"
+	case strings.Contains(msg, "certificate signed by unknown authority"), strings.Contains(msg, "certificate is not trusted"):
+		msg += " (the server's certificate is not from the CA given with --ca-cert / CORRAL_CACERT: is it the right cluster?)"
+	case strings.Contains(msg, "tls: certificate required"), strings.Contains(msg, "bad certificate"):
+		msg += " (the server wants a client certificate of its cluster: --client-cert and --client-key, or CORRAL_CLIENT_CERT and CORRAL_CLIENT_KEY)"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		msg += " (is corral dev or corral server running there? give its address with --addr or CORRAL_ADDR)"
 	case errors.Is(err, context.Canceled):
@@ -195,7 +208,37 @@ func (a *app) clientFlags(cmd *cobra.Command) *cobra.Command {
 	f.StringVar(&a.addr, "addr", def, "API address of a server (env CORRAL_ADDR); a comma-separated list fails over")
 	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	f.BoolVar(&a.stale, "stale", false, "reads only: answer from the first server reached, at once, even if it lags the leader (by default a read reflects every write acknowledged before it)")
+	f.StringVar(&a.creds.CA, "ca-cert", a.getenv("CORRAL_CACERT"), "the cluster CA's certificate, to verify servers (env CORRAL_CACERT; default: corral dev's, when it exists)")
+	f.StringVar(&a.creds.Cert, "client-cert", a.getenv("CORRAL_CLIENT_CERT"), "this client's certificate (env CORRAL_CLIENT_CERT)")
+	f.StringVar(&a.creds.Key, "client-key", a.getenv("CORRAL_CLIENT_KEY"), "this client's certificate's key (env CORRAL_CLIENT_KEY)")
+	f.StringVar(&a.token, "token", "", "ACL token secret sent with every request (env CORRAL_TOKEN; default: corral dev's management token, when it exists)")
 	return cmd
+}
+
+// credentials returns the TLS files and the token a client command uses:
+// the flags, then the environment, then corral dev's own, from its default
+// data directory, when they exist there.
+func (a *app) credentials() (pki.Files, string) {
+	files, tok := a.creds, a.token
+	if tok == "" {
+		tok = a.getenv("CORRAL_TOKEN")
+	}
+	dir, err := defaultDevDataDir(a.getenv)
+	if err != nil {
+		return files, tok
+	}
+	if !files.Enabled() {
+		dev := devClientFiles(dir)
+		if _, err := os.Stat(dev.Cert); err == nil {
+			files = dev
+		}
+	}
+	if tok == "" {
+		if b, err := os.ReadFile(devTokenFile(dir)); err == nil {
+			tok = strings.TrimSpace(string(b))
+		}
+	}
+	return files, tok
 }
 
 // readRetry bounds how long a read keeps trying the --addr servers. A
@@ -215,15 +258,27 @@ func (a *app) readClient() (*api.Client, error) {
 	return c, nil
 }
 
-// client returns an API client for --addr whose writes are attributed to
-// the local user. Writes keep retrying, with the same request ID, for the
+// client returns an API client for --addr with the client's certificate
+// and token. Writes keep retrying, with the same request ID, for the
 // client's default time, which outlasts a leader election.
 func (a *app) client() (*api.Client, error) {
-	c, err := api.NewClient(a.addr)
+	files, tok := a.credentials()
+	var c *api.Client
+	var err error
+	if files.Enabled() {
+		l, lerr := files.Load()
+		if lerr != nil {
+			return nil, lerr
+		}
+		c, err = api.NewClientTLS(a.addr, l.DialConfig())
+	} else {
+		c, err = api.NewClient(a.addr)
+	}
 	if err != nil {
 		return nil, err
 	}
 	c.Actor = "cli:" + a.userName()
+	c.Token = tok
 	return c, nil
 }
 

@@ -66,10 +66,7 @@ func BenchmarkDevGuestStart(b *testing.B) {
 	dir := b.TempDir()
 	p := startDevWith(b, dir, "--cgroup-partition", part, "--qemu-accel", "tcg",
 		"--usage-interval", benchUsageInterval.String(), "--log-level", "info")
-	c, err := api.NewClient(p.api)
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := p.client()
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &benchHarness{b: b, p: p, c: c, cg: cg, ctx: ctx}
 	b.Cleanup(func() {

@@ -7,11 +7,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/coordinator/pki"
 	"github.com/corral-dev/corral/events"
 )
 
@@ -334,5 +337,104 @@ func TestUnreachableServer(t *testing.T) {
 	}
 	if d := time.Since(start); d > readRetry+5*time.Second {
 		t.Errorf("a read gave up after %v, want about %v", d, readRetry)
+	}
+}
+
+// TestTLSCommandErrors: corral tls refuses what it cannot do with a
+// message saying what to do, and never replaces a file without --force.
+func TestTLSCommandErrors(t *testing.T) {
+	empty, dir := t.TempDir(), t.TempDir()
+	if _, _, code := runInProcess(t, "tls", "ca", "create", "--dir", dir); code != 0 {
+		t.Fatal("tls ca create failed")
+	}
+	if _, _, code := runInProcess(t, "tls", "cert", "create", "--client", "alice", "--dir", dir); code != 0 {
+		t.Fatal("tls cert create --client alice failed")
+	}
+	kept := map[string][]byte{}
+	for _, f := range []string{"ca.pem", "ca-key.pem", "client-alice.pem", "client-alice-key.pem"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept[f] = b
+	}
+	cases := []struct {
+		args  []string
+		want  string
+		usage bool
+	}{
+		{[]string{"tls", "cert", "create", "--dir", dir}, "give exactly one of --server ID, --node ID or --client NAME", true},
+		{[]string{"tls", "cert", "create", "--server", "s1", "--node", "n1", "--dir", dir}, "give exactly one of --server ID, --node ID or --client NAME", true},
+		{[]string{"tls", "cert", "create", "--node", "n1", "--additional-dnsname", "n1.example", "--dir", dir}, "for --server certificates only", true},
+		{[]string{"tls", "cert", "create", "--server", "s1", "--additional-ipaddress", "ten", "--dir", dir}, `--additional-ipaddress "ten" is not an IP address`, true},
+		{[]string{"tls", "cert", "create", "--server", "s1", "--dir", empty}, "make the CA first with corral tls ca create --dir " + empty, false},
+		{[]string{"tls", "cert", "create", "--server", "S_1", "--dir", dir}, `server name "S_1" is not valid`, false},
+		{[]string{"tls", "cert", "create", "--node", "../n1", "--dir", dir}, `"../n1" is not valid`, false},
+		{[]string{"tls", "cert", "create", "--client", "alice", "--dir", dir}, filepath.Join(dir, "client-alice.pem") + " exists: remove it or give --force to replace it", false},
+		{[]string{"tls", "ca", "create", "--dir", dir}, filepath.Join(dir, "ca.pem") + " exists: remove it or give --force to replace it", false},
+		{[]string{"tls", "ca", "create", "extra", "--dir", dir}, `unknown command "extra"`, true},
+	}
+	for _, c := range cases {
+		stdout, stderr, code := runInProcess(t, c.args...)
+		first, _, _ := strings.Cut(stderr, "\n")
+		if code != 1 || !strings.HasPrefix(first, "corral: ") || !strings.Contains(first, c.want) {
+			t.Errorf("%q: exit %d, stderr starts %q; want exit 1 and corral: ...%s", c.args, code, first, c.want)
+		}
+		if got := strings.Contains(stderr, "Usage:"); got != c.usage {
+			t.Errorf("%q: usage printed %v, want %v:\n%s", c.args, got, c.usage, stderr)
+		}
+		if stdout != "" {
+			t.Errorf("%q: printed %q to stdout", c.args, stdout)
+		}
+	}
+	for f, b := range kept {
+		if now, err := os.ReadFile(filepath.Join(dir, f)); err != nil || !bytes.Equal(now, b) {
+			t.Errorf("%s was changed by a refused command (%v)", f, err)
+		}
+	}
+	if ents, _ := os.ReadDir(empty); len(ents) != 0 {
+		t.Errorf("a refused tls cert create wrote %d files into %s", len(ents), empty)
+	}
+	// --force replaces, and says so.
+	if stdout, stderr, code := runInProcess(t, "tls", "cert", "create", "--client", "alice", "--dir", dir, "--force"); code != 0 || !strings.Contains(stdout, "wrote "+filepath.Join(dir, "client-alice.pem")) {
+		t.Errorf("tls cert create --force: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if now, _ := os.ReadFile(filepath.Join(dir, "client-alice.pem")); bytes.Equal(now, kept["client-alice.pem"]) {
+		t.Error("tls cert create --force left the old certificate")
+	}
+}
+
+// TestServerNeedsTLS: corral server without its certificates, or with
+// someone else's, refuses to start, says how to make the right ones and
+// creates nothing.
+func TestServerNeedsTLS(t *testing.T) {
+	certs := newTestPKI(t)
+	client := certs.files(pki.Identity{Role: pki.RoleClient, Name: "operator"})
+	other := certs.serverArgs("s2")
+	mine := certs.serverArgs("s1")
+	cases := []struct {
+		flags []string
+		want  string
+	}{
+		{nil, "a server needs TLS: give --tls-ca, --tls-cert and --tls-key (make them with corral tls ca create and corral tls cert create --server ID)"},
+		{[]string{"--tls-ca", client.CA}, "give --tls-cert and --tls-key"},
+		{[]string{"--tls-ca", client.CA, "--tls-cert", client.Cert, "--tls-key", client.Key}, "names client:operator, but this server is server:s1: use the certificate made with corral tls cert create --server s1"},
+		{other, "names server:s2, but this server is server:s1"},
+		{[]string{mine[0], mine[1], mine[2], mine[3], mine[4], filepath.Join(t.TempDir(), "nope-key.pem")}, "nope-key.pem"},
+	}
+	for _, c := range cases {
+		data := filepath.Join(t.TempDir(), "s1")
+		args := append([]string{"server", "--id", "s1", "--bootstrap", "--data-dir", data}, c.flags...)
+		stdout, stderr, code := runInProcess(t, args...)
+		first, _, _ := strings.Cut(stderr, "\n")
+		if code != 1 || !strings.HasPrefix(first, "corral: ") || !strings.Contains(first, c.want) || strings.Contains(stderr, "Usage:") {
+			t.Errorf("%q: exit %d, stderr %q; want exit 1 and corral: ...%s", c.flags, code, stderr, c.want)
+		}
+		if stdout != "" {
+			t.Errorf("%q: printed %q to stdout", c.flags, stdout)
+		}
+		if _, err := os.Stat(data); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%q: the refused server made its data directory (%v)", c.flags, err)
+		}
 	}
 }

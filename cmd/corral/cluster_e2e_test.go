@@ -79,18 +79,24 @@ func freePort(t *testing.T) string {
 }
 
 // TestServerAndTwoAgents runs a server and two agents as separate
-// processes: a guest survives its agent's kill -9 (the restarted agent
-// adopts the same process, no second copy), and guests freeze when the
-// server is gone past the fence timeout and thaw when it is back.
+// processes, a1 enrolled with a one-time join token and a2 with a
+// certificate made by corral tls: a guest survives its agent's kill -9
+// (the restarted agent adopts the same process, no second copy, with the
+// certificate it enrolled for), and guests freeze when the server is gone
+// past the fence timeout and thaw when it is back.
 func TestServerAndTwoAgents(t *testing.T) {
 	rep := cgrouptest.RequireHost(t)
 	dir := t.TempDir()
 	http, raft, nats := "127.0.0.1:"+freePort(t), "127.0.0.1:"+freePort(t), freePort(t)
-	serverArgs := []string{"server", "--id", "s1", "--bootstrap", "--data-dir", filepath.Join(dir, "server"),
-		"--http-addr", http, "--raft-addr", raft, "--nats-port", nats, "--node-down-timeout", "10s", "--log-level", "debug"}
+	certs := newTestPKI(t)
+	serverArgs := append([]string{"server", "--id", "s1", "--bootstrap", "--data-dir", filepath.Join(dir, "server"),
+		"--http-addr", http, "--raft-addr", raft, "--nats-port", nats, "--node-down-timeout", "10s", "--log-level", "debug",
+		"--tls-ca-key", certs.caKey()}, // to sign the certificates of agents that enroll
+		certs.serverArgs("s1")...)
 	ds := newDaemons(t)
 	server := ds.start("server", serverArgs...)
-	env := []string{"CORRAL_ADDR=" + http}
+	certs.bootstrap(http)
+	env := append(certs.clientEnv(), "CORRAL_ADDR="+http)
 	ok := func(args ...string) string {
 		t.Helper()
 		r := runCorral(t, env, args...)
@@ -116,10 +122,21 @@ func TestServerAndTwoAgents(t *testing.T) {
 			t.Fatal(err)
 		}
 		a := &agentInfo{id: id, part: part, cg: cg, args: []string{"agent", "--node-id", id, "--addr", http,
-			"--nats-url", "nats://127.0.0.1:" + nats, "--state-dir", filepath.Join(dir, id), "--cgroup-partition", part,
+			"--nats-url", "tls://127.0.0.1:" + nats, "--state-dir", filepath.Join(dir, id), "--cgroup-partition", part,
 			"--label", "name=" + id, "--fence-timeout", "2s", "--heartbeat-interval", "200ms", "--log-level", "debug"}}
+		if id == "a1" {
+			// The token is spent by the first start; the restart below
+			// uses the certificate it got.
+			a.args = append(a.args, "--tls-ca", certs.caCert(), "--join-token", joinToken(t, env, id))
+		} else {
+			a.args = append(a.args, certs.agentArgs(id)...)
+		}
 		a.d = ds.start(id, a.args...)
 		agents[id] = a
+	}
+	enrolled := filepath.Join(dir, "a1", "tls", "node-a1.pem")
+	if _, err := os.Stat(enrolled); err != nil {
+		t.Fatalf("a1 enrolled but kept no certificate: %v", err)
 	}
 	// Stop the guests before the partitions are checked, whatever happens.
 	t.Cleanup(func() {
@@ -181,6 +198,17 @@ func TestServerAndTwoAgents(t *testing.T) {
 			t.Errorf("g-%s has pid %d after the fence, want %d", id, g.PID, pid)
 		}
 	}
+}
+
+// joinToken creates a join token for node and returns its secret.
+func joinToken(t *testing.T, env []string, node string) string {
+	t.Helper()
+	r := runCorral(t, env, "acl", "join-token", "create", "--node", node, "-o", "json")
+	var j api.JoinToken
+	if r.code != 0 || jsonUnmarshal(r.stdout, &j) != nil || j.Secret == "" || j.Node != node {
+		t.Fatalf("acl join-token create --node %s: exit %d: %s %s", node, r.code, r.stdout, r.stderr)
+	}
+	return j.Secret
 }
 
 func waitView(t *testing.T, env []string, name string, cond func(*api.GuestView) bool) *api.GuestView {

@@ -40,7 +40,7 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 // is ready.
 type startAgentFunc func(ctx context.Context, s *coordinator.Server) (*agentRun, <-chan error, error)
 
-func (a *app) serve(ctx context.Context, name string, cfg coordinator.Config, startAgent startAgentFunc) error {
+func (a *app) serve(ctx context.Context, name string, cfg coordinator.Config, startAgent startAgentFunc, onReady ...func(context.Context, *coordinator.Server) error) error {
 	log := cfg.Logger
 	if cfg.DataDir != "" {
 		// Print and log the directory as it will be found again.
@@ -62,7 +62,18 @@ func (a *app) serve(ctx context.Context, name string, cfg coordinator.Config, st
 	case err := <-done:
 		return err
 	}
-	fields := []string{"api", "http://" + s.HTTPAddr(), "nats", s.NATSURL()}
+	for _, f := range onReady {
+		if err := f(ctx, s); err != nil {
+			s.Close()
+			<-done
+			return err
+		}
+	}
+	scheme := "http://"
+	if cfg.TLS != nil {
+		scheme = "https://"
+	}
+	fields := []string{"api", scheme + s.HTTPAddr(), "nats", s.NATSURL()}
 	if u := s.NATSClusterURL(); u != "" {
 		fields = append(fields, "nats-cluster", u)
 	}
@@ -89,6 +100,9 @@ func (a *app) serve(ctx context.Context, name string, cfg coordinator.Config, st
 	}
 	fields = append(fields, "raft", s.RaftAddr(), "data", cfg.DataDir)
 	fmt.Fprintf(a.stdout, "%s: %s\n", name, strings.Join(fields, " "))
+	if name == "corral dev" {
+		a.printDevClientHint(cfg.DataDir, scheme+s.HTTPAddr())
+	}
 	log.Info("ready", "leader", s.IsLeader())
 
 	select {

@@ -49,6 +49,21 @@ func eventDetails(e events.Event) string {
 		}
 	case *events.ServerRegistered:
 		d = fmt.Sprintf("id=%s raft=%s http=%s", p.ID, p.RaftAddr, p.HTTPAddr)
+	case *events.ACLTokenCreated:
+		d = fmt.Sprintf("accessor=%s name=%s policies=%s", p.Accessor, p.Name, strings.Join(p.Policies, ","))
+		if p.Bootstrap {
+			d += " bootstrap"
+		}
+	case *events.ACLTokenDeleted:
+		d = "accessor=" + p.Accessor
+	case *events.ACLPolicySet:
+		d = fmt.Sprintf("name=%s capabilities=%s", p.Name, strings.Join(p.Capabilities, ","))
+	case *events.ACLPolicyDeleted:
+		d = "name=" + p.Name
+	case *events.NodeJoinTokenCreated:
+		d = fmt.Sprintf("accessor=%s node=%s expires=%s", p.Accessor, p.Node, formatTime(p.ExpiresAt))
+	case *events.NodeEnrolled:
+		d = fmt.Sprintf("join_token=%s fingerprint=%s", p.JoinToken, p.Fingerprint)
 	}
 	if e.Reason != "" {
 		if d != "" {

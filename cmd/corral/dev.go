@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -12,6 +13,7 @@ import (
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/coordinator"
 	"github.com/corral-dev/corral/coordinator/bus"
+	"github.com/corral-dev/corral/coordinator/pki"
 	"github.com/corral-dev/corral/events"
 )
 
@@ -40,7 +42,15 @@ Stopping corral dev leaves running guests running: the next corral dev on the
 same data dir adopts them. Destroy guests to stop them for good.
 
 Data persists in --data-dir across restarts, including after kill -9. Once ready,
-one line naming the listeners is printed to stdout; logs go to stderr.
+one line naming the listeners is printed to stdout, then how other clients use
+its credentials; logs go to stderr.
+
+corral dev is as locked down as any corral cluster: mutual TLS on every port
+and ACL tokens on every route. On its first start it makes a CA and the
+certificates of its server, its node and its user in <data-dir>/tls, and a
+management token in <data-dir>/acl-token (0600). The CLI uses them by itself
+when corral dev runs on its default data dir; otherwise export the variables
+it prints.
 Ctrl-C or SIGTERM stops it cleanly.`,
 		Example: `  corral dev
   corral dev --data-dir /tmp/corral --http-addr 127.0.0.1:0 --raft-addr 127.0.0.1:0 --nats-port -1`,
@@ -79,17 +89,34 @@ func (a *app) runDev(cmd *cobra.Command, o devOptions) error {
 	cfg.RaftAddr = o.raftAddr
 	cfg.NATS = bus.EmbeddedConfig{Port: o.natsPort}
 	cfg.Logger = log
+	// corral dev is secure like any cluster, and needs no step for it: its
+	// CA, certificates and management token live in its data dir, where
+	// the CLI finds them.
+	nodeID := pki.Identity{Role: pki.RoleNode, Name: node.ID}
+	files, err := pki.EnsureDir(devTLSDir(dir), pki.Identity{Role: pki.RoleServer, Name: cfg.ID}, nodeID, devClient)
+	if err != nil {
+		return fmt.Errorf("corral dev's certificates in %s: %w", devTLSDir(dir), err)
+	}
+	if cfg.TLS, err = files[pki.Identity{Role: pki.RoleServer, Name: cfg.ID}].Load(); err != nil {
+		return err
+	}
+	caCert, caKey := pki.CAFileNames(devTLSDir(dir))
+	if cfg.CA, err = pki.LoadCA(caCert, caKey); err != nil {
+		return err
+	}
+	ready := func(ctx context.Context, s *coordinator.Server) error { return a.devToken(ctx, s, dir) }
 	if o.noAgent {
 		cfg.Nodes = []events.NodeRegistered{node}
-		return a.serve(cmd.Context(), "corral dev", cfg, nil)
+		return a.serve(cmd.Context(), "corral dev", cfg, nil, ready)
 	}
 	if err := agentPossible(o.agent.partition); err != nil {
 		// corral dev works anywhere; only running guests needs root.
 		log.Warn("running without a node agent: guests are placed but not run", "why", err)
 		cfg.Nodes = []events.NodeRegistered{node}
-		return a.serve(cmd.Context(), "corral dev", cfg, nil)
+		return a.serve(cmd.Context(), "corral dev", cfg, nil, ready)
 	}
 	o.agent.nodeID = node.ID
+	o.agent.tls = files[nodeID]
 	if o.agent.stateDir == "" {
 		abs, err := filepath.Abs(filepath.Join(dir, "agent"))
 		if err != nil {
@@ -99,7 +126,7 @@ func (a *app) runDev(cmd *cobra.Command, o devOptions) error {
 	}
 	return a.serve(cmd.Context(), "corral dev", cfg, func(ctx context.Context, s *coordinator.Server) (*agentRun, <-chan error, error) {
 		return a.startAgent(ctx, o.agent, s.HTTPAddr(), s.NATSURL(), log)
-	})
+	}, ready)
 }
 
 // localNode describes this host as corral dev registers it.

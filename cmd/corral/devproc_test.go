@@ -5,13 +5,18 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/corral-dev/corral/coordinator/api"
 )
 
 // startTimeout bounds how long corral dev may take to print its listener
@@ -22,12 +27,15 @@ const startTimeout = 60 * time.Second
 type devProcess struct {
 	t       testing.TB
 	cmd     *exec.Cmd
-	api     string // http://host:port
+	api     string // https://host:port
 	nats    string
 	dataDir string
 	logPath string
 	done    chan struct{} // closed when the process has been waited for
 	waitErr error         // the result of Wait; read only after done
+
+	mu   sync.Mutex
+	more []string // what it printed to stdout after the listener line
 }
 
 // startDev starts corral dev without a node agent on free ports with data
@@ -41,6 +49,13 @@ func startDev(t testing.TB, dataDir string) *devProcess {
 // startDevWith is startDev with more flags.
 func startDevWith(t testing.TB, dataDir string, extra ...string) *devProcess {
 	t.Helper()
+	return launchDev(t, dataDir, nil, append([]string{"--data-dir", dataDir}, extra...)...)
+}
+
+// launchDev starts corral dev on free ports with flags and env added to
+// its own, and waits for its listener line, which must name dataDir.
+func launchDev(t testing.TB, dataDir string, env []string, flags ...string) *devProcess {
+	t.Helper()
 	logf, err := os.CreateTemp(t.TempDir(), "dev-*.log")
 	if err != nil {
 		t.Fatal(err)
@@ -52,10 +67,10 @@ func startDevWith(t testing.TB, dataDir string, extra ...string) *devProcess {
 	}
 	args := append([]string{"dev",
 		"--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--nats-port", "-1",
-		"--data-dir", dataDir, "--node-id", "test-node", "--log-level", "debug"}, extra...)
+		"--node-id", "test-node", "--log-level", "debug"}, flags...)
 	cmd := exec.Command(corralBin, args...)
 	cmd.Stdout, cmd.Stderr = w, logf
-	cmd.Env = childEnv()
+	cmd.Env = append(childEnv(), env...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +99,9 @@ func startDevWith(t testing.TB, dataDir string, extra ...string) *devProcess {
 		}
 		for sc.Scan() {
 			t.Logf("corral dev stdout: %s", sc.Text())
+			p.mu.Lock()
+			p.more = append(p.more, sc.Text())
+			p.mu.Unlock()
 		}
 	}()
 	select {
@@ -123,8 +141,29 @@ func (p *devProcess) parseListeners(line string) {
 			t.Fatalf("listener line %q lacks a bound api or nats address", line)
 		}
 	}
-	if !strings.HasPrefix(p.api, "http://127.0.0.1:") || !strings.HasPrefix(p.nats, "nats://127.0.0.1:") || m["raft"] == "" {
-		t.Fatalf("listener line %q: want api http://127.0.0.1:N, nats nats://127.0.0.1:N and raft", line)
+	if !strings.HasPrefix(p.api, "https://127.0.0.1:") || !strings.HasPrefix(p.nats, "tls://127.0.0.1:") || m["raft"] == "" {
+		t.Fatalf("listener line %q: want api https://127.0.0.1:N, nats tls://127.0.0.1:N and raft", line)
+	}
+}
+
+// waitStdout waits until corral dev has printed a line holding want after
+// its listener line, and returns it.
+func (p *devProcess) waitStdout(want string) string {
+	p.t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		p.mu.Lock()
+		more := slices.Clone(p.more)
+		p.mu.Unlock()
+		for _, l := range more {
+			if strings.Contains(l, want) {
+				return l
+			}
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("corral dev printed no line with %q in %v; after its listener line it printed %q", want, waitTimeout, more)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -168,7 +207,51 @@ type result struct {
 // corral runs the binary against this dev server.
 func (p *devProcess) corral(args ...string) result {
 	p.t.Helper()
-	return runCorral(p.t, []string{"CORRAL_ADDR=" + p.api}, args...)
+	return runCorral(p.t, p.env(), args...)
+}
+
+// env is the environment of a CLI run against this dev server.
+func (p *devProcess) env() []string {
+	return append(devEnv(p.t, p.dataDir), "CORRAL_ADDR="+p.api)
+}
+
+// client is an API client of this dev server with the credentials it made.
+func (p *devProcess) client() *api.Client {
+	p.t.Helper()
+	l, err := devClientFiles(p.dataDir).Load()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	c, err := api.NewClientTLS(p.api, l.DialConfig())
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	c.Token = p.token()
+	return c
+}
+
+// token is the management token corral dev made.
+func (p *devProcess) token() string {
+	p.t.Helper()
+	b, err := os.ReadFile(devTokenFile(p.dataDir))
+	if err != nil {
+		p.t.Fatalf("corral dev made no token: %v", err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// httpClient is an HTTPS client presenting corral dev's client
+// certificate; requests still need the token (api.HeaderToken).
+func (p *devProcess) httpClient(timeout time.Duration) *http.Client {
+	p.t.Helper()
+	l, err := devClientFiles(p.dataDir).Load()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = l.DialConfig()
+	p.t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Timeout: timeout, Transport: tr}
 }
 
 // ok runs the binary and fails the test unless it exits 0.

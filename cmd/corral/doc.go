@@ -1,8 +1,9 @@
 // Command corral is corral's one binary: the coordinator server (corral
 // server), the node agent (corral agent), the one-process development
 // cluster (corral dev: a server, embedded NATS and, where the host allows,
-// a local agent) and the client commands that talk to a server's HTTP API
-// (guest, node, events, state, cluster, operator, schedinfo, memtune).
+// a local agent), the client commands that talk to a server's HTTP API
+// (guest, node, events, state, cluster, operator, schedinfo, memtune, acl)
+// and tls, which makes the cluster's CA and certificates offline.
 // corral --help lists the commands, and each command's --help its flags.
 //
 // It only wires: configuration comes from flags into coordinator.Config and
@@ -13,8 +14,12 @@
 // definition). Nothing here decides cluster behaviour, and nothing imports
 // this package. One file per command (dev.go, server.go, agent.go,
 // guest.go, …); app.go holds the command tree, error reporting and exit
-// codes; daemon.go what the server commands share; output.go and
-// describe.go the shared formatting.
+// codes and where a client finds its certificate and token (flags, then
+// the environment, then corral dev's data directory); daemon.go what the
+// server commands share; secflags.go the servers' TLS and limit flags;
+// enroll.go an agent's certificate from a join token; devauth.go corral
+// dev's own management token; output.go and describe.go the shared
+// formatting.
 //
 // Exit codes: 0 on success, 1 for any error (usage, validation, API,
 // unreachable server). Errors are one "corral: …" line on stderr, followed

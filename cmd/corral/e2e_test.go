@@ -170,8 +170,10 @@ func TestDevEndToEnd(t *testing.T) {
 			!strings.Contains(out, "hard_limit 64MiB → 1GiB") || !strings.Contains(out, "guest.defined") {
 			t.Errorf("guest history:\n%s", out)
 		}
-		if !containsRow(out, "guest.tuned", "cli:"+currentUser(t), "cpu_shares", "1024", "→", "500") {
-			t.Errorf("history has no attributed tuning row:\n%s", out)
+		// Events name the token that made the change, never a label the
+		// client chose.
+		if actor := tokenActor(t, p); !containsRow(out, "guest.tuned", actor, "cpu_shares", "1024", "→", "500") {
+			t.Errorf("history has no tuning row attributed to %s:\n%s", actor, out)
 		}
 		if !strings.Contains(out, "hard_limit 1GiB → unlimited (live only)") {
 			t.Errorf("history lacks the live-only change back to unlimited:\n%s", out)
@@ -288,7 +290,7 @@ func TestDevEndToEnd(t *testing.T) {
 		if !strings.HasPrefix(out, "ID ") || !containsRow(out, "s1", "voter", "yes") {
 			t.Errorf("cluster members:\n%s", out)
 		}
-		host := strings.TrimPrefix(p.api, "http://")
+		host := strings.TrimPrefix(p.api, "https://")
 		if !strings.Contains(out, host) {
 			t.Errorf("cluster members does not show the HTTP address %s:\n%s", host, out)
 		}
@@ -331,7 +333,7 @@ func TestDevEndToEnd(t *testing.T) {
 // they commit and exits 0 on SIGINT.
 func testFollow(t *testing.T, p *devProcess) {
 	since := lastIndex(t, p)
-	f := startFollower(t, "events", "--follow", "-o", "json", "--since", strconv.FormatUint(since, 10), "--addr", p.api)
+	f := startFollower(t, devEnv(t, p.dataDir), "events", "--follow", "-o", "json", "--since", strconv.FormatUint(since, 10), "--addr", p.api)
 	p.ok("schedinfo", "web", "--set", "vcpu_quota=50000")
 	line := f.next()
 	e := checkEventLine(t, line)
@@ -354,8 +356,9 @@ type follower struct {
 	stderr strings.Builder
 }
 
-// startFollower runs corral with args and delivers its stdout lines.
-func startFollower(t *testing.T, args ...string) *follower {
+// startFollower runs corral with args, and env added to the environment,
+// and delivers its stdout lines.
+func startFollower(t *testing.T, env []string, args ...string) *follower {
 	t.Helper()
 	f := &follower{t: t, what: "corral " + strings.Join(args, " "), cmd: exec.Command(corralBin, args...),
 		lines: make(chan string), done: make(chan struct{})}
@@ -363,7 +366,7 @@ func startFollower(t *testing.T, args ...string) *follower {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.cmd.Stdout, f.cmd.Stderr, f.cmd.Env = w, &f.stderr, childEnv()
+	f.cmd.Stdout, f.cmd.Stderr, f.cmd.Env = w, &f.stderr, append(childEnv(), env...)
 	if err := f.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -437,8 +440,13 @@ func containsRow(table string, cells ...string) bool {
 	return false
 }
 
-func currentUser(t *testing.T) string {
+// tokenActor is how events record the token p's CLI sends:
+// token:NAME/ACCESSOR-PREFIX.
+func tokenActor(t *testing.T, p *devProcess) string {
 	t.Helper()
-	a := &app{getenv: os.Getenv}
-	return a.userName()
+	var tok api.ACLToken
+	if err := json.Unmarshal([]byte(p.ok("acl", "token", "self", "-o", "json")), &tok); err != nil || len(tok.Accessor) < 8 {
+		t.Fatalf("acl token self: %+v, %v", tok, err)
+	}
+	return "token:" + tok.Name + "/" + tok.Accessor[:8]
 }

@@ -30,9 +30,12 @@ func TestFenceDeadAgent(t *testing.T) {
 	http, raft, nats := "127.0.0.1:"+freePort(t), "127.0.0.1:"+freePort(t), freePort(t)
 	const fence, beat, nodeDown = time.Second, 100 * time.Millisecond, 3 * time.Second
 	ds := newDaemons(t)
-	ds.start("server", "server", "--id", "s1", "--bootstrap", "--data-dir", filepath.Join(dir, "server"),
-		"--http-addr", http, "--raft-addr", raft, "--nats-port", nats, "--node-down-timeout", nodeDown.String(), "--log-level", "debug")
-	env := []string{"CORRAL_ADDR=" + http}
+	certs := newTestPKI(t)
+	ds.start("server", append([]string{"server", "--id", "s1", "--bootstrap", "--data-dir", filepath.Join(dir, "server"),
+		"--http-addr", http, "--raft-addr", raft, "--nats-port", nats, "--node-down-timeout", nodeDown.String(), "--log-level", "debug"},
+		certs.serverArgs("s1")...)...)
+	certs.bootstrap(http)
+	env := append(certs.clientEnv(), "CORRAL_ADDR="+http)
 
 	type node struct {
 		id, state string
@@ -50,9 +53,12 @@ func TestFenceDeadAgent(t *testing.T) {
 			t.Fatal(err)
 		}
 		n := &node{id: id, state: filepath.Join(dir, id), cg: cg}
-		n.args = []string{"agent", "--node-id", id, "--addr", http, "--nats-url", "nats://127.0.0.1:" + nats,
+		// nats://, not tls://: the agent's TLS upgrades the connection
+		// the server requires it on.
+		n.args = append([]string{"agent", "--node-id", id, "--addr", http, "--nats-url", "nats://127.0.0.1:" + nats,
 			"--state-dir", n.state, "--cgroup-partition", part, "--fence-timeout", fence.String(),
-			"--heartbeat-interval", beat.String(), "--fence-poll", "20ms", "--log-level", "debug"}
+			"--heartbeat-interval", beat.String(), "--fence-poll", "20ms", "--log-level", "debug"},
+			certs.agentArgs(id)...)
 		nodes[id] = n
 	}
 	a1, a2 := nodes["a1"], nodes["a2"]

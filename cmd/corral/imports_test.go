@@ -90,18 +90,27 @@ func importRules() map[string]importRule {
 			}),
 			why: "the wire API is imported by the CLI and the agent and must not drag the server, raft or NATS in",
 		},
+		"coordinator/pki": {
+			never: never(raftModules, natsModules, []string{"coordinator", "coordinator/cluster", "coordinator/api", "coordinator/bus", "coordinator/acl", "nodeagent/...", "scheduler/...", "cmd/..."}),
+			why:   "the certificate authority is standard library only, so every member of the cluster can import it",
+		},
+		"coordinator/acl": {
+			imports: []string{"events"},
+			never:   never(raftModules, natsModules, []string{"coordinator/...", "nodeagent/...", "scheduler/...", "cmd/..."}),
+			why:     "the authorization model is pure and imports the schema alone, so the CLI, the state machine and the server share it",
+		},
 		"coordinator/cluster": {
-			imports: []string{"coordinator/api", "events", "scheduler", "cgroupdriver"},
+			imports: []string{"coordinator/acl", "coordinator/api", "events", "scheduler", "cgroupdriver"},
 			never:   never(raftModules, natsModules, []string{"coordinator", "coordinator/bus", "nodeagent/...", "cmd/..."}),
 			why:     "the state machine is pure: no raft, no bus, no server, no agent",
 		},
 		"coordinator/bus": {
-			imports: []string{"events"},
+			imports: []string{"events", "coordinator/pki"},
 			never:   never(raftModules),
-			why:     "the bus is delivery only and imports events alone",
+			why:     "the bus is delivery only and imports events and the certificates it checks alone",
 		},
 		"coordinator": {
-			imports: []string{"coordinator/api", "coordinator/cluster", "coordinator/bus", "events", "scheduler"},
+			imports: []string{"coordinator/acl", "coordinator/api", "coordinator/cluster", "coordinator/bus", "coordinator/pki", "events", "scheduler"},
 			never:   never([]string{"nodeagent/...", "cmd/..."}, testSupport),
 			why:     "the server builds on the API, the state machine and the bus, never on the agent",
 		},
@@ -126,7 +135,7 @@ func importRules() map[string]importRule {
 		},
 		"cmd/corral": {
 			imports: []string{
-				"events", "scheduler", "cgroupdriver", "coordinator", "coordinator/api", "coordinator/bus",
+				"events", "scheduler", "cgroupdriver", "coordinator", "coordinator/acl", "coordinator/api", "coordinator/bus", "coordinator/pki",
 				"coordinator/cluster", "nodeagent", "nodeagent/driver",
 			},
 			never: testSupport,

@@ -46,7 +46,7 @@ func TestDevGuestLogs(t *testing.T) {
 // guest writes after it started, and exits 0 on SIGINT. The guest prints
 // line-0, line-1, ... forever.
 func testFollowLogs(t *testing.T, p *devProcess, name string) {
-	f := startFollower(t, "guest", "logs", name, "--follow", "--addr", p.api)
+	f := startFollower(t, devEnv(t, p.dataDir), "guest", "logs", name, "--follow", "--addr", p.api)
 	// The first line the follower prints was in the file when it asked;
 	// five lines later the guest wrote it while the follower waited.
 	last, want := -1, -1

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,6 +30,7 @@ type nemesisCluster struct {
 	knownBugs []string
 	ds        *daemons
 	net       *nemesisNet
+	certs     *testPKI
 	servers   []*nemServer
 	agents    []*nemAgent
 }
@@ -63,7 +63,7 @@ type nemAgent struct {
 func startNemesisCluster(t *testing.T, rep cgroupdriver.Report, net *nemesisNet) *nemesisCluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := &nemesisCluster{t: t, net: net}
+	c := &nemesisCluster{t: t, net: net, certs: newTestPKI(t)}
 	type ports struct{ http, raft, nats, route string }
 	var ps []ports
 	for range 3 {
@@ -71,7 +71,7 @@ func startNemesisCluster(t *testing.T, rep cgroupdriver.Report, net *nemesisNet)
 	}
 	var natsURLs []string
 	for _, p := range ps {
-		natsURLs = append(natsURLs, "nats://127.0.0.1:"+p.nats)
+		natsURLs = append(natsURLs, "tls://127.0.0.1:"+p.nats)
 	}
 	for i, p := range ps {
 		s := &nemServer{id: fmt.Sprintf("s%d", i+1), http: p.http, raft: p.raft}
@@ -85,6 +85,7 @@ func startNemesisCluster(t *testing.T, rep cgroupdriver.Report, net *nemesisNet)
 			"--http-addr", p.http, "--raft-addr", p.raft, "--nats-port", p.nats,
 			"--nats-cluster-port", p.route, "--nats-routes", strings.Join(routes, ","),
 			"--node-down-timeout", nemesisNodeDown.String(), "--log-level", "info"}
+		s.args = append(s.args, c.certs.serverArgs(s.id)...)
 		if i == 0 {
 			s.args = append(s.args, "--bootstrap")
 		} else {
@@ -100,6 +101,11 @@ func startNemesisCluster(t *testing.T, rep cgroupdriver.Report, net *nemesisNet)
 	for _, s := range c.servers {
 		c.startServer(s)
 	}
+	var httpAddrs []string
+	for _, s := range c.servers {
+		httpAddrs = append(httpAddrs, s.http)
+	}
+	c.certs.bootstrap(strings.Join(httpAddrs, ","))
 	c.waitMembers()
 
 	for i := range 3 {
@@ -122,6 +128,7 @@ func startNemesisCluster(t *testing.T, rep cgroupdriver.Report, net *nemesisNet)
 			"--addr", strings.Join(addrs, ","), "--nats-url", strings.Join(natsURLs, ","),
 			"--state-dir", state, "--cgroup-partition", part,
 			"--fence-timeout", "2s", "--heartbeat-interval", "200ms", "--log-level", "info"}}
+		a.args = append(a.args, c.certs.agentArgs(id)...)
 		c.agents = append(c.agents, a)
 		c.startAgent(a)
 	}
@@ -385,12 +392,8 @@ func (c *nemesisCluster) pickServer(rng *rand.Rand) *nemServer {
 }
 
 func (c *nemesisCluster) client(s *nemServer) *api.Client {
-	cl, err := api.NewClientWith(s.http, &http.Client{Timeout: nemesisOpTimeout})
-	if err != nil {
-		panic(err) // addresses are ours
-	}
+	cl := c.certs.clientWith(s.http, nemesisOpTimeout)
 	cl.Retry = time.Second
-	cl.Actor = "nemesis"
 	return cl
 }
 

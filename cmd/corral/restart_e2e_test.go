@@ -1,10 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,10 +31,7 @@ func TestNoOldReadAfterKill9(t *testing.T) {
 	dataDir := t.TempDir()
 	port := freePort(t)
 	p := startDevWith(t, dataDir, "--no-agent", "--http-addr", "127.0.0.1:"+port)
-	cl, err := api.NewClient(p.api)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl := p.client()
 	ctx := context.Background()
 	const n = 300
 	for i := range n {
@@ -42,12 +44,18 @@ func TestNoOldReadAfterKill9(t *testing.T) {
 	var (
 		full, unavailable, refused atomic.Int64
 		mu                         sync.Mutex
-		bad                        []string
+		bad                        = map[string]int{} // each wrong answer, with how often it came
 		stop                       = make(chan struct{})
 		wg                         sync.WaitGroup
 	)
-	hc := &http.Client{Timeout: 5 * time.Second}
-	url := p.api + "/v1/guests" // the restarted process listens on the same port
+	// The restarted process listens on the same port, with the same
+	// certificates and token, which live in its data directory.
+	hc, token := p.httpClient(5*time.Second), p.token()
+	req, err := http.NewRequest(http.MethodGet, p.api+"/v1/guests", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(api.HeaderToken, token)
 	wg.Go(func() {
 		for {
 			select {
@@ -55,22 +63,27 @@ func TestNoOldReadAfterKill9(t *testing.T) {
 				return
 			default:
 			}
-			resp, err := hc.Get(url)
+			resp, err := hc.Do(req)
 			if err != nil {
 				refused.Add(1)
 				continue
 			}
-			var gs []*api.Guest
-			derr := json.NewDecoder(resp.Body).Decode(&gs)
+			body, rerr := io.ReadAll(resp.Body)
 			resp.Body.Close()
+			var gs []*api.Guest
+			derr := errors.Join(rerr, json.Unmarshal(body, &gs))
 			switch {
 			case resp.StatusCode == http.StatusServiceUnavailable:
 				unavailable.Add(1)
 			case resp.StatusCode == http.StatusOK && derr == nil && len(gs) == n:
 				full.Add(1)
 			default:
+				what := fmt.Sprintf("%s with %d guests", resp.Status, len(gs))
+				if resp.StatusCode != http.StatusOK {
+					what = fmt.Sprintf("%s: %.300s", resp.Status, bytes.TrimSpace(body))
+				}
 				mu.Lock()
-				bad = append(bad, fmt.Sprintf("%s with %d guests (%v)", resp.Status, len(gs), derr))
+				bad[what]++
 				mu.Unlock()
 			}
 		}
@@ -83,7 +96,12 @@ func TestNoOldReadAfterKill9(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	if len(bad) > 0 || full.Load() < 50 {
-		t.Fatalf("reads after kill -9: %d full, %d unavailable, %d refused, and %d wrong: %v", full.Load(), unavailable.Load(), refused.Load(), len(bad), bad)
+		var wrong []string
+		for what, k := range bad {
+			wrong = append(wrong, fmt.Sprintf("%d× %s", k, what))
+		}
+		slices.Sort(wrong)
+		t.Fatalf("reads after kill -9: %d full, %d unavailable, %d refused, and wrong:\n%s", full.Load(), unavailable.Load(), refused.Load(), strings.Join(wrong, "\n"))
 	}
 	t.Logf("reads after kill -9: %d refused (not up yet), %d unavailable (catching up), %d with every guest, none with fewer", refused.Load(), unavailable.Load(), full.Load())
 }

@@ -28,6 +28,7 @@ type serverOptions struct {
 	schedAlgorithm   string
 	nodeDownTimeout  time.Duration
 	logLevel         string
+	security         securityOptions
 }
 
 func (a *app) serverCommand() *cobra.Command {
@@ -47,19 +48,26 @@ Start the first server of a new cluster with --bootstrap and the others with
 --join pointing at the HTTP address of any running server. A server restarted on
 its data directory rejoins by itself; --bootstrap is then ignored.
 
+Every listener speaks only mutual TLS: --tls-ca, --tls-cert and --tls-key are
+required (make them with corral tls). Then run corral acl bootstrap once to get
+the first management token.
+
 Once ready, one line naming the listeners is printed to stdout; logs go to stderr.
 Ctrl-C or SIGTERM stops it cleanly.`,
-		Example: `  # three servers on one machine, NATS clustered between them
+		Example: `  # certificates first (once, for the whole cluster)
+  corral tls ca create --dir tls
+  corral tls cert create --server s1 --dir tls
+  corral tls cert create --server s2 --dir tls
+
+  # three servers on one machine, NATS clustered between them
   corral server --id s1 --data-dir /var/lib/corral/s1 --bootstrap \
+      --tls-ca tls/ca.pem --tls-cert tls/server-s1.pem --tls-key tls/server-s1-key.pem \
       --http-addr 127.0.0.1:4646 --raft-addr 127.0.0.1:4647 \
       --nats-port 4222 --nats-cluster-port 6222
   corral server --id s2 --data-dir /var/lib/corral/s2 --join 127.0.0.1:4646 \
+      --tls-ca tls/ca.pem --tls-cert tls/server-s2.pem --tls-key tls/server-s2-key.pem \
       --http-addr 127.0.0.1:5646 --raft-addr 127.0.0.1:5647 \
-      --nats-port 5222 --nats-cluster-port 7222 --nats-routes nats-route://127.0.0.1:6222
-
-  # with an external NATS cluster, keeping one day of events
-  corral server --id s1 --data-dir /var/lib/corral --bootstrap \
-      --nats-url nats://10.0.0.5:4222 --retain-age 24h`,
+      --nats-port 5222 --nats-cluster-port 7222 --nats-routes nats-route://127.0.0.1:6222`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(a.stderr, o.logLevel)
@@ -81,6 +89,9 @@ Ctrl-C or SIGTERM stops it cleanly.`,
 			cfg.SchedulerAlgorithm = o.schedAlgorithm
 			cfg.NodeDownTimeout = o.nodeDownTimeout
 			cfg.Logger = log
+			if err := o.security.apply(&cfg); err != nil {
+				return err
+			}
 			return a.serve(cmd.Context(), "corral server", cfg, nil)
 		},
 	}
@@ -103,6 +114,7 @@ Ctrl-C or SIGTERM stops it cleanly.`,
 	f.DurationVar(&o.nodeDownTimeout, "node-down-timeout", def.NodeDownTimeout, "declare a node down, and place its guests elsewhere, after this long without a heartbeat from its agent; agents' --fence-timeout must be well below it")
 	f.StringVar(&o.schedAlgorithm, "scheduler-algorithm", "", "binpack or spread, for a new cluster; later changes go through corral operator scheduler set-config")
 	logLevelFlag(cmd, &o.logLevel)
+	o.security.flags(cmd)
 	cmd.MarkFlagRequired("id")
 	cmd.MarkFlagRequired("data-dir")
 	cmd.MarkFlagsMutuallyExclusive("bootstrap", "join")
