@@ -203,10 +203,16 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 				c.id = id
 			}
 		}
-	} else if r.Header.Get(headerOnBehalf) != "" || r.Header.Get(headerForwarded) != "" {
-		return nil, fmt.Errorf("%w: only a server may forward requests for others; %s sent %s", api.ErrPermission, c.who(), headerOnBehalf)
+	} else {
+		for _, h := range []string{headerOnBehalf, headerForwarded} {
+			if r.Header.Get(h) != "" {
+				return c, fmt.Errorf("%w: only a server may forward requests for others; %s sent %s", api.ErrPermission, c.who(), h)
+			}
+		}
 	}
-	if secret := tokenOf(r); secret != "" {
+	if secret := tokenOf(r); secret != "" && (!c.id.IsZero() || c.via != "") {
+		// A caller without a certificate gets no token lookup at all:
+		// authorize refuses it, and it learns nothing of the token.
 		t, pols, err := s.lookupToken(r.Context(), secret)
 		if err != nil {
 			return c, err
@@ -396,7 +402,19 @@ func (s *Server) recordRefusal(r *http.Request, route string, c *caller, err err
 		who = c.who()
 	}
 	s.denials.Add(1)
-	s.log.Warn("refused request", "route", route, "path", r.URL.Path, "caller", who, "remote", r.RemoteAddr, "err", err)
+	path := r.URL.Path
+	if len(path) > 256 {
+		path = path[:256] + "…"
+	}
+	key := "anonymous@" + r.RemoteAddr
+	if c != nil {
+		key = c.key()
+	}
+	// One line per caller a second at most: refusals are counted in full
+	// on /metrics, and a flood of them must not flood the log.
+	if n := s.limiter.logRefusal(key); n > 0 {
+		s.log.Warn("refused request", "route", route, "path", path, "caller", who, "remote", r.RemoteAddr, "err", err, "refused_since_last_line", n)
+	}
 	ae := api.ErrorOf(err)
 	s.metrics.denied.WithLabelValues(route, ae.Code).Inc()
 	return ae
@@ -422,6 +440,8 @@ type limiter struct {
 	buckets map[string]*rate.Limiter
 	streams map[string]int
 	swept   time.Time
+	// refusals bounds how often one caller's refusals are logged.
+	refusals map[string]*refusalLog
 }
 
 func newLimiter(l Limits) *limiter {
@@ -451,6 +471,42 @@ func (l *limiter) allow(key string) error {
 	}
 	retry := time.Duration(float64(time.Second) / l.limits.Rate)
 	return &limitError{retry: retry, err: fmt.Errorf("%w: %s sent more than %v requests a second (burst %d): slow down and retry; the servers' --rate-limit and --rate-burst set the limit", api.ErrRateLimited, key, l.limits.Rate, l.limits.Burst)}
+}
+
+// logRefusal says whether a refusal of key may be logged now: it returns
+// how many refusals of key (this one included) went unlogged since its
+// last line, or 0 while a line was logged less than a second ago.
+func (l *limiter) logRefusal(key string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.refusals == nil {
+		l.refusals = map[string]*refusalLog{}
+	}
+	now := time.Now()
+	rl := l.refusals[key]
+	if rl == nil {
+		if len(l.refusals) > 4096 {
+			for k, v := range l.refusals {
+				if now.Sub(v.last) > time.Minute {
+					delete(l.refusals, k)
+				}
+			}
+		}
+		rl = &refusalLog{}
+		l.refusals[key] = rl
+	}
+	rl.n++
+	if now.Sub(rl.last) < time.Second {
+		return 0
+	}
+	n := rl.n
+	rl.last, rl.n = now, 0
+	return n
+}
+
+type refusalLog struct {
+	last time.Time
+	n    int
 }
 
 // openStream counts an event stream of key; done ends it.

@@ -264,7 +264,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 		s.WaitIndex(ctx, res.Index)
 		cancel()
 	}
-	w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+	for _, h := range []string{"Content-Type", "Retry-After", api.HeaderIndex} {
+		if v := resp.Header.Get(h); v != "" {
+			w.Header().Set(h, v)
+		}
+	}
 	w.WriteHeader(resp.StatusCode)
 	w.Write(out)
 }
@@ -278,6 +282,10 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 	var m events.ServerRegistered
 	if err := events.DecodeStrict(body, &m); err != nil {
 		writeError(w, fmt.Errorf("%w: join request: %v", events.ErrInvalid, err))
+		return
+	}
+	if c := callerOf(r); !c.insecure && c.id != (pki.Identity{Role: pki.RoleServer, Name: m.ID}) {
+		s.refused(w, r, r.Pattern, c, fmt.Errorf("%w: %s may join only as itself, not as server %q", api.ErrPermission, c.who(), m.ID))
 		return
 	}
 	if s.raft.State() != raft.Leader {

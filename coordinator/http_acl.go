@@ -34,6 +34,17 @@ func (s *Server) aclRoutes(mux *http.ServeMux) {
 			if err := events.DecodeStrict(body, &req); err != nil {
 				return nil, err
 			}
+			var grants []acl.Capability
+			s.fsm.read(func(st *cluster.State) {
+				for _, name := range req.Policies {
+					if p, ok := st.Policy(name); ok {
+						grants = append(grants, p.Capabilities...)
+					}
+				}
+			})
+			if err := noEscalation(callerOf(r), "a token whose policies grant", grants); err != nil {
+				return nil, err
+			}
 			return &cluster.CreateToken{CreateToken: req, Secret: secret, Accessor: accessor}, nil
 		}, func(res api.WriteResult) any {
 			return tokenAnswer{ACLTokenSecret: api.ACLTokenSecret{ACLToken: api.ACLToken{Accessor: accessor, Name: req.Name, Policies: req.Policies, CreateIndex: res.Index}, Secret: secret}, Index: res.Index}
@@ -74,7 +85,11 @@ func (s *Server) aclRoutes(mux *http.ServeMux) {
 			if err := events.DecodeStrict(body, &p); err != nil {
 				return nil, err
 			}
-			return cluster.NewSetPolicy(p), nil
+			sp := cluster.NewSetPolicy(p)
+			if err := noEscalation(callerOf(r), "a policy that grants", sp.Capabilities); err != nil {
+				return nil, err
+			}
+			return sp, nil
 		})
 	})
 	s.handle(mux, "DELETE /v1/acl/policies/{name}", token(acl.ACLWrite), func(w http.ResponseWriter, r *http.Request) {
@@ -105,6 +120,17 @@ func (s *Server) aclRoutes(mux *http.ServeMux) {
 		})
 	})
 	s.handle(mux, "POST /v1/nodes/{id}/enroll", access{kind: needEnroll}, s.enroll)
+}
+
+// noEscalation refuses to let a caller hand out a capability it does not
+// hold itself: acl:write alone must not make a management token.
+func noEscalation(c *caller, what string, grants []acl.Capability) error {
+	for _, cp := range grants {
+		if !c.can(cp) {
+			return &deniedError{missing: cp, err: fmt.Errorf("%w: %s cannot make %s %s, which it lacks itself: ask a holder of a management token", api.ErrPermission, c.who(), what, cp)}
+		}
+	}
+	return nil
 }
 
 // tokenAnswer is a created token with the index that holds it, so that a

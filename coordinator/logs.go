@@ -12,6 +12,7 @@ import (
 	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/coordinator/bus"
 	"github.com/corral-dev/corral/coordinator/cluster"
+	"github.com/corral-dev/corral/coordinator/pki"
 	"github.com/corral-dev/corral/events"
 )
 
@@ -55,6 +56,14 @@ func (s *Server) guestLogs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	following := follow == "1" || follow == "true"
+	if c := callerOf(r); following && !c.insecure && c.id.Role != pki.RoleServer {
+		done, err := s.limiter.openStream(c.key())
+		if err != nil {
+			s.refused(w, r, r.Pattern, c, err)
+			return
+		}
+		defer done()
+	}
 
 	ctx := r.Context()
 	node, err := s.guestNode(name)

@@ -624,3 +624,40 @@ func TestReadmeListsEveryRoute(t *testing.T) {
 		}
 	}
 }
+
+// TestNoEscalation: a token with acl:write but not the rest cannot make a
+// management token, nor a policy granting what it lacks; a server
+// certificate joins only under its own name.
+func TestNoEscalation(t *testing.T) {
+	sc := newSecureCluster(t, 1)
+	sc.setup()
+	_, s := sc.leader()
+	alice := sc.httpClient(pki.Identity{Role: pki.RoleClient, Name: "alice"})
+	if a := call(t, alice, "POST", sc.url(s, "/v1/acl/policies"), sc.mgmt, api.ACLPolicy{Name: "aclw", Capabilities: []string{"acl:write"}}); a.status != 200 {
+		t.Fatalf("policy aclw: %d %s", a.status, a.body)
+	}
+	a := call(t, alice, "POST", sc.url(s, "/v1/acl/tokens"), sc.mgmt, api.CreateToken{Name: "limited", Policies: []string{"aclw"}})
+	var lim api.ACLTokenSecret
+	json.Unmarshal([]byte(a.body), &lim)
+	for _, c := range []struct {
+		path string
+		body any
+	}{
+		{"/v1/acl/tokens", api.CreateToken{Name: "esc", Policies: []string{"management"}}},
+		{"/v1/acl/tokens", api.CreateToken{Name: "esc", Policies: []string{"write"}}},
+		{"/v1/acl/policies", api.ACLPolicy{Name: "all", Capabilities: []string{"guest:write"}}},
+	} {
+		a := call(t, alice, "POST", sc.url(s, c.path), lim.Secret, c.body)
+		if a.status != http.StatusForbidden || !strings.Contains(a.body, `"missing"`) {
+			t.Errorf("acl:write alone: POST %s %v: %d %s", c.path, c.body, a.status, a.body)
+		}
+	}
+	// What it holds it may hand out.
+	if a := call(t, alice, "POST", sc.url(s, "/v1/acl/tokens"), lim.Secret, api.CreateToken{Name: "same", Policies: []string{"aclw"}}); a.status != 200 {
+		t.Errorf("acl:write handing out acl:write: %d %s", a.status, a.body)
+	}
+	srv := sc.httpClient(pki.Identity{Role: pki.RoleServer, Name: "s2"})
+	if a := call(t, srv, "POST", sc.url(s, "/v1/cluster/join"), "", map[string]any{"id": "s9", "raft_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:1"}); !a.refused() {
+		t.Errorf("server s2's certificate joined as s9: %d %s", a.status, a.body)
+	}
+}

@@ -357,6 +357,9 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	}
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second,
+		// An idle connection is closed after two minutes, so nobody holds
+		// connections open for free.
+		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: s.limits.MaxHeaderBytes,
 		// Failed handshakes (plain HTTP, unknown certificates) are
 		// attacks or mistakes of the caller: logged, not printed raw.
@@ -622,8 +625,13 @@ func (s *Server) joinLoop(ctx context.Context) {
 
 // peerURL is the base URL of another server's API at addr (host:port).
 func (s *Server) peerURL(addr string) string {
-	if s.cfg.TLS != nil && !strings.Contains(addr, "://") {
-		return "https://" + addr
+	if s.cfg.TLS != nil {
+		// Never plain HTTP between servers that speak TLS: forwards carry
+		// tokens.
+		if _, rest, ok := strings.Cut(addr, "://"); ok {
+			addr = rest
+		}
+		return "https://" + strings.TrimRight(addr, "/")
 	}
 	return api.BaseURL(addr)
 }

@@ -105,7 +105,8 @@ func TestACLBootstrapPrintsSecretOnce(t *testing.T) {
 		Secret:   "crl_" + strings.Repeat("ab", 32),
 	}
 	var got []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p := newTestPKI(t)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		got = append(got, strings.TrimSpace(r.Method+" "+r.URL.Path+" "+string(body)))
 		if r.Header.Get(api.HeaderRequestID) == "" {
@@ -113,12 +114,15 @@ func TestACLBootstrapPrintsSecretOnce(t *testing.T) {
 		}
 		json.NewEncoder(w).Encode(answer)
 	}))
+	srv.TLS = p.serverTLS("s1")
+	srv.StartTLS()
 	defer srv.Close()
+	getenv := envFunc(p.clientEnv())
 
 	runACL := func(args ...string) (string, string) {
 		t.Helper()
 		var out, errb bytes.Buffer
-		a := &app{stdout: &out, stderr: &errb, getenv: func(string) string { return "" }, output: "table"}
+		a := &app{stdout: &out, stderr: &errb, getenv: getenv, output: "table"}
 		cmd := a.aclCommand()
 		cmd.SetArgs(append(args, "--addr", srv.URL))
 		cmd.SetOut(&out)

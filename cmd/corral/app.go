@@ -227,13 +227,16 @@ func (a *app) credentials() (pki.Files, string) {
 	if err != nil {
 		return files, tok
 	}
+	usingDev := false
 	if !files.Enabled() {
 		dev := devClientFiles(dir)
 		if _, err := os.Stat(dev.Cert); err == nil {
-			files = dev
+			files, usingDev = dev, true
 		}
 	}
-	if tok == "" {
+	// corral dev's token goes only where its certificates go: to corral
+	// dev, never to a cluster named by other files.
+	if tok == "" && usingDev {
 		if b, err := os.ReadFile(devTokenFile(dir)); err == nil {
 			tok = strings.TrimSpace(string(b))
 		}
@@ -263,17 +266,19 @@ func (a *app) readClient() (*api.Client, error) {
 // client's default time, which outlasts a leader election.
 func (a *app) client() (*api.Client, error) {
 	files, tok := a.credentials()
-	var c *api.Client
-	var err error
-	if files.Enabled() {
-		l, lerr := files.Load()
-		if lerr != nil {
-			return nil, lerr
-		}
-		c, err = api.NewClientTLS(a.addr, l.DialConfig())
-	} else {
-		c, err = api.NewClient(a.addr)
+	if !files.Enabled() {
+		// corral servers speak only HTTPS, and a token must never cross
+		// the network in clear.
+		return nil, errors.New("no cluster CA to verify the server with: give --ca-cert, --client-cert and --client-key (CORRAL_CACERT, CORRAL_CLIENT_CERT, CORRAL_CLIENT_KEY), or run corral dev on its default data dir, whose credentials are found by themselves")
 	}
+	l, err := files.Load()
+	if err != nil {
+		return nil, err
+	}
+	if strings.Contains(a.addr, "http://") {
+		return nil, usagef("--addr %s is plain HTTP: corral servers speak only HTTPS; give host:port or https://host:port", a.addr)
+	}
+	c, err := api.NewClientTLS(a.addr, l.DialConfig())
 	if err != nil {
 		return nil, err
 	}

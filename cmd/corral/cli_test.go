@@ -291,7 +291,9 @@ func TestEventsStartAtRetainedWithoutSince(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p := newTestPKI(t)
+	env := envFunc(p.clientEnv())
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/v1/events" {
 			http.NotFound(w, r)
 			return
@@ -303,10 +305,12 @@ func TestEventsStartAtRetainedWithoutSince(t *testing.T) {
 		}
 		w.Write(append(line, '\n'))
 	}))
+	srv.TLS = p.serverTLS("s1")
+	srv.StartTLS()
 	defer srv.Close()
 
 	var out, errb bytes.Buffer
-	if code := run([]string{"events", "-o", "json", "--addr", srv.URL}, &out, &errb, func(string) string { return "" }); code != 0 {
+	if code := run([]string{"events", "-o", "json", "--addr", srv.URL}, &out, &errb, env); code != 0 {
 		t.Fatalf("events without --since: exit %d: %s", code, errb.String())
 	}
 	if out.String() != string(line)+"\n" {
@@ -314,7 +318,7 @@ func TestEventsStartAtRetainedWithoutSince(t *testing.T) {
 	}
 	out.Reset()
 	errb.Reset()
-	if code := run([]string{"events", "--since", "1", "--addr", srv.URL}, &out, &errb, func(string) string { return "" }); code != 1 ||
+	if code := run([]string{"events", "--since", "1", "--addr", srv.URL}, &out, &errb, env); code != 1 ||
 		!strings.HasPrefix(errb.String(), "corral: events before index 5 are no longer retained") {
 		t.Errorf("events --since 1: exit %d, stderr %q", code, errb.String())
 	}
@@ -330,13 +334,24 @@ func TestUnreachableServer(t *testing.T) {
 	ln.Close()
 	start := time.Now()
 	var out, errb bytes.Buffer
-	code := run([]string{"guest", "list", "--addr", addr}, &out, &errb, func(string) string { return "" })
-	want := "corral: cannot reach http://" + addr + ": "
+	code := run([]string{"guest", "list", "--addr", addr}, &out, &errb, envFunc(newTestPKI(t).clientEnv()))
+	want := "corral: cannot reach https://" + addr + ": "
 	if code != 1 || !strings.HasPrefix(errb.String(), want) || !strings.Contains(errb.String(), "is corral dev or corral server running") {
 		t.Errorf("exit %d, stderr %q; want exit 1 and %q…", code, errb.String(), want)
 	}
 	if d := time.Since(start); d > readRetry+5*time.Second {
 		t.Errorf("a read gave up after %v, want about %v", d, readRetry)
+	}
+	// Without a CA nothing is sent, least of all a token.
+	errb.Reset()
+	code = run([]string{"guest", "list", "--addr", addr}, &out, &errb, envFunc([]string{"CORRAL_TOKEN=crl_secret", "HOME=" + t.TempDir()}))
+	if code != 1 || !strings.Contains(errb.String(), "no cluster CA") {
+		t.Errorf("without a CA: exit %d, stderr %q", code, errb.String())
+	}
+	errb.Reset()
+	code = run([]string{"guest", "list", "--addr", "http://" + addr}, &out, &errb, envFunc(newTestPKI(t).clientEnv()))
+	if code != 1 || !strings.Contains(errb.String(), "plain HTTP") {
+		t.Errorf("http:// address: exit %d, stderr %q", code, errb.String())
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -155,4 +156,29 @@ func devEnv(t testing.TB, dataDir string) []string {
 		t.Fatalf("corral dev made no token: %v", err)
 	}
 	return []string{"CORRAL_CACERT=" + f.CA, "CORRAL_CLIENT_CERT=" + f.Cert, "CORRAL_CLIENT_KEY=" + f.Key, "CORRAL_TOKEN=" + strings.TrimSpace(string(tok))}
+}
+
+// serverTLS is the listener configuration of server id, for stand-in
+// servers in tests.
+func (p *testPKI) serverTLS(id string) *tls.Config {
+	p.t.Helper()
+	l, err := p.files(pki.Identity{Role: pki.RoleServer, Name: id}).Load()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	c, err := l.ListenConfig(tls.VerifyClientCertIfGiven)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return c
+}
+
+// envFunc looks names up in env (NAME=value lines) and nowhere else.
+func envFunc(env []string) func(string) string {
+	m := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	return func(k string) string { return m[k] }
 }
