@@ -12,14 +12,14 @@ type Limits struct {
 	MaxBodyBytes   int64   // request body; default 1 MiB
 	MaxHeaderBytes int     // request line and headers; default 64 KiB
 	MaxStreams     int     // event streams one identity holds open; default 16
-	Rate           float64 // requests per second per identity; default 500, 0 means the default
-	Burst          int     // requests one identity may send at once; default 1000
+	Rate           float64 // requests per second per identity; 0 means no limit
+	Burst          int     // requests one identity may send at once above Rate; default 2×Rate
 }
 
-// DefaultLimits are generous for operators and agents, small enough that
-// one caller cannot take the server down.
+// DefaultLimits are generous for operators, automation and agents, small
+// enough that one caller cannot take a server down.
 func DefaultLimits() Limits {
-	return Limits{MaxBodyBytes: 1 << 20, MaxHeaderBytes: 64 << 10, MaxStreams: 16, Rate: 500, Burst: 1000}
+	return Limits{MaxBodyBytes: 1 << 20, MaxHeaderBytes: 64 << 10, MaxStreams: 16, Rate: 5000, Burst: 10000}
 }
 
 // withDefaults fills the zero fields.
@@ -34,11 +34,8 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxStreams == 0 {
 		l.MaxStreams = d.MaxStreams
 	}
-	if l.Rate == 0 {
-		l.Rate = d.Rate
-	}
 	if l.Burst == 0 {
-		l.Burst = d.Burst
+		l.Burst = int(2 * l.Rate)
 	}
 	return l
 }
@@ -56,7 +53,7 @@ func (l Limits) Validate() error {
 		errs = append(errs, fmt.Errorf("corral: max event streams %d: use at least 1 (default 16)", l.MaxStreams))
 	}
 	if l.Rate < 0 || l.Burst < 0 {
-		errs = append(errs, fmt.Errorf("corral: request rate %v/s, burst %d: use positive numbers (default 500/s, burst 1000)", l.Rate, l.Burst))
+		errs = append(errs, fmt.Errorf("corral: request rate %v/s, burst %d: use positive numbers, or a rate of 0 for no limit (default 5000/s, burst 10000)", l.Rate, l.Burst))
 	}
 	return errors.Join(errs...)
 }

@@ -49,7 +49,7 @@ func (a *app) aclBootstrapCommand() *cobra.Command {
 		Long: `Create the cluster's first token, with the management policy, and print its
 secret. It works once per cluster, and the secret is shown only now: keep it
 somewhere safe, then create tokens for people and programs with it.`,
-		Example: "  corral acl bootstrap\n  export CORRAL_TOKEN=$(corral acl bootstrap | awk '$1 == \"secret\" {print $2}')",
+		Example: "  corral acl bootstrap\n  export CORRAL_TOKEN=$(corral acl bootstrap | awk '$1 == \"secret\" {print $NF}')",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.client()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -74,6 +75,14 @@ type agentRun struct {
 // startAgent builds the node agent for o against the API at addrs and
 // NATS at natsURL, and runs it until ctx ends.
 func (a *app) startAgent(ctx context.Context, o agentOptions, addrs, natsURL string, log *slog.Logger) (*agentRun, <-chan error, error) {
+	if o.stateDir != "" {
+		// The agent and its fencer keep the path; make a relative one whole.
+		abs, err := filepath.Abs(o.stateDir)
+		if err != nil {
+			return nil, nil, err
+		}
+		o.stateDir = abs
+	}
 	cfg := nodeagent.DefaultConfig()
 	cfg.NodeID, cfg.StateDir = o.nodeID, o.stateDir
 	cfg.FenceTimeout, cfg.HeartbeatInterval, cfg.UsageInterval = o.fence, o.heartbeat, o.usage

@@ -25,8 +25,8 @@ func (o *securityOptions) flags(cmd *cobra.Command) {
 	f.Int64Var(&o.limits.MaxBodyBytes, "max-body", d.MaxBodyBytes, "largest request body, in bytes")
 	f.IntVar(&o.limits.MaxHeaderBytes, "max-header-bytes", d.MaxHeaderBytes, "largest request line and headers, in bytes")
 	f.IntVar(&o.limits.MaxStreams, "max-streams", d.MaxStreams, "event streams (--follow) one identity may hold open on this server")
-	f.Float64Var(&o.limits.Rate, "rate-limit", d.Rate, "requests per second one identity may send to this server (servers forwarding for others are not limited)")
-	f.IntVar(&o.limits.Burst, "rate-burst", d.Burst, "requests one identity may send at once above --rate-limit")
+	f.Float64Var(&o.limits.Rate, "rate-limit", d.Rate, "requests per second one identity may send to this server, 0 for no limit (servers forwarding for others are not limited)")
+	f.IntVar(&o.limits.Burst, "rate-burst", d.Burst, "requests one identity may send at once above --rate-limit (0: twice the rate)")
 }
 
 // apply loads the files into cfg.
