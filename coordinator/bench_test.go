@@ -123,23 +123,11 @@ func BenchmarkCommit(b *testing.B) {
 func BenchmarkCommitTLS(b *testing.B) {
 	for range b.N {
 		plain := newBenchCluster(b)
-		dir := filepath.Join(b.TempDir(), "tls")
-		secure := newBenchClusterWith(b, func(cfg *Config) {
-			files, err := pki.EnsureDir(dir, pki.Identity{Role: pki.RoleServer, Name: cfg.ID})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if cfg.TLS, err = files[pki.Identity{Role: pki.RoleServer, Name: cfg.ID}].Load(); err != nil {
-				b.Fatal(err)
-			}
-			cfg.Insecure = false
-		})
+		secure := newTLSBenchCluster(b, filepath.Join(b.TempDir(), "tls"))
 		_, pl := plain.waitLeader()
 		_, sl := secure.waitLeader()
-		fmt.Fprintf(os.Stdout, "\n3 servers on loopback, fsync on, %v per row: raft over mutual TLS vs plain TCP\n", benchWindow)
-		fmt.Fprintf(os.Stdout, "%-8s %12s %10s %10s   %12s %10s %10s   %s\n", "clients", "TLS ev/s", "p50", "p99", "plain ev/s", "p50", "p99", "TLS/plain")
-		for _, clients := range []int{1, 16, 256} {
-			submit := func(s *Server, tag string) func(int64) error {
+		submit := func(s *Server, tag string) func(int) func(int64) error {
+			return func(clients int) func(int64) error {
 				return func(n int64) error {
 					cmd := &cluster.CreateGuest{CreateGuest: api.CreateGuest{Name: fmt.Sprintf("%s%d-%d", tag, clients, n), Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true}}
 					o, err := s.Submit(context.Background(), "", "bench", cmd)
@@ -149,20 +137,46 @@ func BenchmarkCommitTLS(b *testing.B) {
 					return err
 				}
 			}
-			ts, err := measure(clients, submit(sl, "t"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			ps, err := measure(clients, submit(pl, "p"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			fmt.Fprintf(os.Stdout, "%-8d %12.0f %10v %10v   %12.0f %10v %10v   %.2f\n", clients,
-				ts.perSec, ts.p50.Round(time.Microsecond), ts.p99.Round(time.Microsecond),
-				ps.perSec, ps.p50.Round(time.Microsecond), ps.p99.Round(time.Microsecond), ts.perSec/ps.perSec)
-			b.ReportMetric(ts.perSec, fmt.Sprintf("tls-ev/s-%d", clients))
-			b.ReportMetric(ps.perSec, fmt.Sprintf("plain-ev/s-%d", clients))
 		}
+		compareTLS(b, "raft over mutual TLS vs plain TCP", "ev/s", submit(sl, "t"), submit(pl, "p"))
+	}
+}
+
+// newTLSBenchCluster is newBenchCluster with mutual TLS, certificates in
+// dir, and no rate limit (a benchmark measures TLS and ACLs, not it).
+func newTLSBenchCluster(b *testing.B, dir string) *testCluster {
+	return newBenchClusterWith(b, func(cfg *Config) {
+		id := pki.Identity{Role: pki.RoleServer, Name: cfg.ID}
+		files, err := pki.EnsureDir(dir, id)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if cfg.TLS, err = files[id].Load(); err != nil {
+			b.Fatal(err)
+		}
+		cfg.Insecure, cfg.Limits.Rate = false, 0
+	})
+}
+
+// compareTLS measures op with TLS and without at 1, 16 and 256 clients and
+// prints both and their ratio.
+func compareTLS(b *testing.B, what, unit string, withTLS, plain func(clients int) func(int64) error) {
+	fmt.Fprintf(os.Stdout, "\n3 servers on loopback, fsync on, %v per row: %s\n", benchWindow, what)
+	fmt.Fprintf(os.Stdout, "%-8s %12s %10s %10s   %12s %10s %10s   %s\n", "clients", "TLS "+unit, "p50", "p99", "plain "+unit, "p50", "p99", "TLS/plain")
+	for _, clients := range []int{1, 16, 256} {
+		ts, err := measure(clients, withTLS(clients))
+		if err != nil {
+			b.Fatal(err)
+		}
+		ps, err := measure(clients, plain(clients))
+		if err != nil {
+			b.Fatal(err)
+		}
+		fmt.Fprintf(os.Stdout, "%-8d %12.0f %10v %10v   %12.0f %10v %10v   %.2f\n", clients,
+			ts.perSec, ts.p50.Round(time.Microsecond), ts.p99.Round(time.Microsecond),
+			ps.perSec, ps.p50.Round(time.Microsecond), ps.p99.Round(time.Microsecond), ts.perSec/ps.perSec)
+		b.ReportMetric(ts.perSec, fmt.Sprintf("tls-%s-%d", unit, clients))
+		b.ReportMetric(ps.perSec, fmt.Sprintf("plain-%s-%d", unit, clients))
 	}
 }
 
@@ -267,19 +281,9 @@ func startBareRaft(b *testing.B, n int) *raft.Raft {
 // process, each with one keep-alive connection pool of 256.
 func BenchmarkAPITLS(b *testing.B) {
 	for range b.N {
-		plain := newBenchCluster(b)
 		dir := filepath.Join(b.TempDir(), "tls")
-		secure := newBenchClusterWith(b, func(cfg *Config) {
-			files, err := pki.EnsureDir(dir, pki.Identity{Role: pki.RoleServer, Name: cfg.ID})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if cfg.TLS, err = files[pki.Identity{Role: pki.RoleServer, Name: cfg.ID}].Load(); err != nil {
-				b.Fatal(err)
-			}
-			cfg.Insecure = false
-			cfg.Limits.Rate = 0 // measure TLS and ACLs, not the rate limit
-		})
+		plain := newBenchCluster(b)
+		secure := newTLSBenchCluster(b, dir)
 		_, pl := plain.waitLeader()
 		_, sl := secure.waitLeader()
 		me := pki.Identity{Role: pki.RoleClient, Name: "bench"}
@@ -309,28 +313,14 @@ func BenchmarkAPITLS(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		fmt.Fprintf(os.Stdout, "\n3 servers on loopback, guest creates through the leader's HTTP API, %v per row: mutual TLS and an ACL token vs neither\n", benchWindow)
-		fmt.Fprintf(os.Stdout, "%-8s %12s %10s %10s   %12s %10s %10s   %s\n", "clients", "TLS ops/s", "p50", "p99", "plain ops/s", "p50", "p99", "TLS/plain")
-		for _, clients := range []int{1, 16, 256} {
-			create := func(c *api.Client, tag string) func(int64) error {
+		create := func(c *api.Client, tag string) func(int) func(int64) error {
+			return func(clients int) func(int64) error {
 				return func(n int64) error {
 					_, err := c.CreateGuest(context.Background(), api.CreateGuest{Name: fmt.Sprintf("%s%d-%d", tag, clients, n), Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true})
 					return err
 				}
 			}
-			ts, err := measure(clients, create(sc, "t"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			ps, err := measure(clients, create(pc, "p"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			fmt.Fprintf(os.Stdout, "%-8d %12.0f %10v %10v   %12.0f %10v %10v   %.2f\n", clients,
-				ts.perSec, ts.p50.Round(time.Microsecond), ts.p99.Round(time.Microsecond),
-				ps.perSec, ps.p50.Round(time.Microsecond), ps.p99.Round(time.Microsecond), ts.perSec/ps.perSec)
-			b.ReportMetric(ts.perSec, fmt.Sprintf("tls-ops/s-%d", clients))
-			b.ReportMetric(ps.perSec, fmt.Sprintf("plain-ops/s-%d", clients))
 		}
+		compareTLS(b, "guest creates through the leader's HTTP API, mutual TLS and an ACL token vs neither", "ops/s", create(sc, "t"), create(pc, "p"))
 	}
 }
