@@ -164,7 +164,10 @@ func (d *Driver) Create(g Guest) error {
 
 // Apply validates r, then writes it for g, whose groups must exist. Nothing
 // is written when r is invalid. It returns the writes performed: all of
-// them, or those before the one that failed.
+// them or, when one fails, those before it that completed their knob: a
+// write whose file or knob the plan was to write again (a v1 memsw limit
+// lifted to make room for the memory limit) is left out, so that
+// [Applied] never reports a value the host does not hold.
 func (d *Driver) Apply(g Guest, r Resources) ([]Write, error) {
 	ws, err := d.Plan(g, r)
 	if err != nil {
@@ -172,10 +175,22 @@ func (d *Driver) Apply(g Guest, r Resources) ([]Write, error) {
 	}
 	for i, w := range ws {
 		if err := applyWrite(w); err != nil {
-			return ws[:i], fmt.Errorf("corral: apply %s for %s: %s = %q: %w", w.Knob, g, w.Path(), w.Value, err)
+			return settled(ws, i), fmt.Errorf("corral: apply %s for %s: %s = %q: %w", w.Knob, g, w.Path(), w.Value, err)
 		}
 	}
 	return ws, nil
+}
+
+// settled returns the writes before ws[failed] whose file and knob no
+// write from ws[failed] on was to write again.
+func settled(ws []Write, failed int) []Write {
+	out := make([]Write, 0, failed)
+	for _, w := range ws[:failed] {
+		if !slices.ContainsFunc(ws[failed:], func(l Write) bool { return l.Path() == w.Path() || l.Knob == w.Knob }) {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 func applyWrite(w Write) error {

@@ -3,6 +3,7 @@ package cgroupdriver_test
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -429,4 +430,144 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// memoryFiles reads a guest's memory limits from the files: the memory
+// limit and the swap limit (v1 memory+swap, v2 swap alone), with every
+// unlimited value as "unlimited".
+func memoryFiles(t *testing.T, d *cgroupdriver.Driver, g cgroupdriver.Guest) (mem, swap string, v2 bool) {
+	t.Helper()
+	paths, err := d.Paths(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	norm := func(s string) string {
+		if n, err := strconv.ParseInt(s, 10, 64); s == "max" || err == nil && n >= 1<<62 {
+			return "unlimited"
+		}
+		return s
+	}
+	for _, p := range paths {
+		if _, err := os.Stat(p + "/memory.limit_in_bytes"); err == nil {
+			return norm(readHost(t, p+"/memory.limit_in_bytes")), norm(readHost(t, p+"/memory.memsw.limit_in_bytes")), false
+		}
+		if _, err := os.Stat(p + "/memory.max"); err == nil {
+			return norm(readHost(t, p+"/memory.max")), norm(readHost(t, p+"/memory.swap.max")), true
+		}
+	}
+	t.Fatalf("no memory controller in %v", paths)
+	return "", "", false
+}
+
+// TestHostMemoryLimits walks a guest's memory limits through every order
+// the kernel cares about (v1 refuses memory.limit_in_bytes above
+// memory.memsw.limit_in_bytes, whichever is written): each step is one
+// Apply, and every step reads the files back.
+func TestHostMemoryLimits(t *testing.T) {
+	d, _ := hostDriver(t)
+	if !d.Host().SwapAccounting {
+		t.Skip("this host does not account swap (no memory.memsw.limit_in_bytes / memory.swap.max)")
+	}
+	g := create(t, d, "memlimits")
+	const (
+		m32  = int64(32 << 20)
+		m64  = int64(64 << 20)
+		m128 = int64(128 << 20)
+		unl  = int64(cgroupdriver.Unlimited)
+	)
+	n := func(v int64) string { return strconv.FormatInt(v, 10) }
+	steps := []struct {
+		name      string
+		res       cgroupdriver.Resources
+		mem, swap string // expected: v1 memory+swap
+		v2swap    string // expected swap alone on v2
+	}{
+		{"hard 64MiB, swap 128MiB", cgroupdriver.Resources{MemoryHardLimit: new(m64), MemorySwapHardLimit: new(m128)}, n(m64), n(m128), n(m64)},
+		{"hard and swap unlimited", cgroupdriver.Resources{MemoryHardLimit: new(unl), MemorySwapHardLimit: new(unl)}, "unlimited", "unlimited", "unlimited"},
+		{"hard 32MiB, swap 32MiB", cgroupdriver.Resources{MemoryHardLimit: new(m32), MemorySwapHardLimit: new(m32)}, n(m32), n(m32), "0"},
+		{"swap unlimited only", cgroupdriver.Resources{MemorySwapHardLimit: new(unl)}, n(m32), "unlimited", "unlimited"},
+		{"hard 64MiB, swap 128MiB again", cgroupdriver.Resources{MemoryHardLimit: new(m64), MemorySwapHardLimit: new(m128)}, n(m64), n(m128), n(m64)},
+		// With swap unmanaged, lifting the memory limit lifts memsw too
+		// (v1), or leaves swap.max alone (v2).
+		{"hard unlimited only", cgroupdriver.Resources{MemoryHardLimit: new(unl)}, "unlimited", "unlimited", n(m64)},
+		{"hard 32MiB, swap 64MiB from unlimited", cgroupdriver.Resources{MemoryHardLimit: new(m32), MemorySwapHardLimit: new(m64)}, n(m32), n(m64), n(m32)},
+	}
+	for _, s := range steps {
+		ws, err := d.Apply(g, s.res)
+		if err != nil {
+			t.Fatalf("%s: Apply: %v", s.name, err)
+		}
+		mem, swap, v2 := memoryFiles(t, d, g)
+		want := s.swap
+		if v2 {
+			want = s.v2swap
+		}
+		if mem != s.mem || swap != want {
+			t.Errorf("%s: memory %s, swap %s; want %s, %s (writes %v)", s.name, mem, swap, s.mem, want, ws)
+		}
+		applied := cgroupdriver.Applied(s.res, ws)
+		if !maps.Equal(applied, s.res.Knobs()) {
+			t.Errorf("%s: Applied = %v, want %v", s.name, applied, s.res.Knobs())
+		}
+		assertNoDrift(t, d, g, s.res)
+	}
+	// What the kernel still refuses is refused before any write.
+	if _, err := d.Apply(g, cgroupdriver.Resources{MemoryHardLimit: new(m64), MemorySwapHardLimit: new(m32)}); !errors.Is(err, cgroupdriver.ErrInvalidResources) {
+		t.Errorf("swap below memory: %v", err)
+	}
+	if mem, _, _ := memoryFiles(t, d, g); mem != n(m32) {
+		t.Errorf("a refused Apply changed the memory limit to %s", mem)
+	}
+}
+
+// TestApplyFailedMemoryWrite makes the memory limit's write fail after
+// memsw was lifted for it: neither knob is reported as applied, since the
+// host holds neither value.
+func TestApplyFailedMemoryWrite(t *testing.T) {
+	for _, l := range cgrouptest.Layouts() {
+		t.Run(l.Name, func(t *testing.T) {
+			d, fake := fakeDriver(t, l)
+			res := cgroupdriver.Resources{MemoryHardLimit: new(int64(64 << 20)), MemorySwapHardLimit: new(int64(128 << 20))}
+			ws, err := d.Plan(web, res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fake.Materialize(t, ws)
+			var hard string
+			v1 := false
+			for _, w := range ws {
+				if w.Knob == "hard_limit" {
+					hard, v1 = w.Path(), w.File == "memory.limit_in_bytes"
+				}
+			}
+			if err := os.Remove(hard); err != nil {
+				t.Fatal(err)
+			}
+			done, err := d.Apply(web, res)
+			if err == nil {
+				t.Fatal("Apply succeeded without the memory limit's file")
+			}
+			if got := cgroupdriver.Applied(res, done); len(got) != 0 {
+				t.Errorf("Applied after the failure = %v, want nothing (writes %v)", got, done)
+			}
+			// Lifting the limit alone lifts memsw first on v1, for the
+			// memory limit's sake: it is reported as hard_limit only.
+			lift := cgroupdriver.Resources{MemoryHardLimit: new(int64(cgroupdriver.Unlimited))}
+			ws, err = d.Plan(web, lift)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var files []string
+			for _, w := range ws {
+				files = append(files, w.Knob+":"+w.File+"="+w.Value)
+			}
+			want := []string{"hard_limit:memory.max=max"}
+			if v1 {
+				want = []string{"hard_limit:memory.memsw.limit_in_bytes=-1", "hard_limit:memory.limit_in_bytes=-1"}
+			}
+			if !slices.Equal(files, want) {
+				t.Errorf("lifting the memory limit: %v, want %v", files, want)
+			}
+		})
+	}
 }

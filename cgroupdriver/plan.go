@@ -57,7 +57,7 @@ func plan(l *layout, h *HostInfo, g Guest, r *Resources) ([]Write, error) {
 func (p *planner) all(r *Resources, h *HostInfo) {
 	p.cpuset(r)
 	p.cpu(r)
-	p.memory(r)
+	p.memory(r, h)
 	p.blkio(r, h)
 	p.devices(r)
 	if r.NetClassID != nil {
@@ -131,13 +131,19 @@ func (p *planner) cpu(r *Resources) {
 	}
 }
 
-func (p *planner) memory(r *Resources) {
+func (p *planner) memory(r *Resources, h *HostInfo) {
 	if p.version(cMemory) == 1 {
-		// memory.memsw.limit_in_bytes must stay >= memory.limit_in_bytes
-		// after every write. Lifting memsw first makes any order of old and
-		// new values valid.
-		if r.MemoryHardLimit != nil && r.MemorySwapHardLimit != nil {
+		// The kernel refuses a write that leaves memory.limit_in_bytes
+		// above memory.memsw.limit_in_bytes (EINVAL), whichever file it
+		// is to. libvirt orders the two writes by the old value and runc
+		// reads it; lifting memsw first needs no read and makes every
+		// pair of old and new values valid. A memory limit lifted alone
+		// lifts memsw too, as runc does: no finite memsw can stay above it.
+		switch {
+		case r.MemoryHardLimit != nil && r.MemorySwapHardLimit != nil:
 			p.add(cMemory, "swap_hard_limit", "memory.memsw.limit_in_bytes", "-1")
+		case r.MemoryHardLimit != nil && *r.MemoryHardLimit == Unlimited && h.SwapAccounting:
+			p.add(cMemory, "hard_limit", "memory.memsw.limit_in_bytes", "-1")
 		}
 		if r.MemoryHardLimit != nil {
 			p.add(cMemory, "hard_limit", "memory.limit_in_bytes", limit(*r.MemoryHardLimit, "-1"))

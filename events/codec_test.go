@@ -62,6 +62,8 @@ func goldenEvents() []Event {
 		ev(29, "", "n3", &NodeJoinTokenCreated{Accessor: "fedcba9876543210fedcba9876543210", Node: "n3",
 			SecretHash: "ad328846aa18b32a335816374511cac1063c704b8c57999e51da9f908290a7a4", ExpiresAt: t0.Add(time.Hour)}),
 		ev(30, "", "n3", &NodeEnrolled{Node: "n3", JoinToken: "fedcba9876543210fedcba9876543210", Fingerprint: "0011223344556677"}),
+		ev(31, "web", "n1", &GuestTuningFailed{Node: "n1", Generation: 5, Knob: "hard_limit", Value: "unlimited",
+			Error: "corral: apply hard_limit for process/web: write memory.limit_in_bytes: invalid argument"}),
 	}
 }
 

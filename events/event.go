@@ -41,6 +41,7 @@ const (
 	TypeACLPolicyDeleted      Type = 25
 	TypeNodeJoinTokenCreated  Type = 26
 	TypeNodeEnrolled          Type = 27
+	TypeGuestTuningFailed     Type = 28
 )
 
 // SchemaVersion is the envelope version written by this build.
@@ -81,6 +82,7 @@ var registry = map[Type]typeInfo{
 	TypeACLPolicyDeleted:      {"acl.policy_deleted", func() Payload { return new(ACLPolicyDeleted) }},
 	TypeNodeJoinTokenCreated:  {"node.join_token_created", func() Payload { return new(NodeJoinTokenCreated) }},
 	TypeNodeEnrolled:          {"node.enrolled", func() Payload { return new(NodeEnrolled) }},
+	TypeGuestTuningFailed:     {"guest.tuning_failed", func() Payload { return new(GuestTuningFailed) }},
 }
 
 // NewPayload returns an empty payload of type t, to decode into.

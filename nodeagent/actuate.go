@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/events"
@@ -157,13 +158,19 @@ func (a *Agent) destroy(ctx context.Context, g *guest) {
 }
 
 // tune writes the changed knobs to the guest's groups and reports the
-// values written. A knob the host refuses is logged and not retried until
-// its desired value changes again.
+// values written. A knob the host refuses is reported once as
+// guest.tuning_failed, with the host's error, and not retried until its
+// desired value changes again.
 func (a *Agent) tune(ctx context.Context, g *guest, knobs map[string]string) {
 	write := maps.Clone(knobs)
-	if _, ok := write["swap_hard_limit"]; ok {
-		if v, ok := g.applied["hard_limit"]; ok && write["hard_limit"] == "" {
-			write["hard_limit"] = v // memory+swap is checked against the memory limit
+	// The two limits are written together, as the kernel checks one
+	// against the other: memory+swap must stay at least the memory limit
+	// (v1), and memory.swap.max is their difference (v2).
+	for _, pair := range [][2]string{{"swap_hard_limit", "hard_limit"}, {"hard_limit", "swap_hard_limit"}} {
+		if _, ok := write[pair[0]]; ok {
+			if v, ok := g.applied[pair[1]]; ok && write[pair[1]] == "" {
+				write[pair[1]] = v
+			}
 		}
 	}
 	res, err := knobResources(write)
@@ -192,11 +199,14 @@ func (a *Agent) tune(ctx context.Context, g *guest, knobs map[string]string) {
 		a.log.Error("applying tuning", "guest", g.name, "knobs", knobs, "err", err)
 	}
 	a.persist(g)
-	items := make([]Report, 0, len(vals))
-	for _, k := range slices.Sorted(maps.Keys(vals)) {
-		if _, asked := knobs[k]; asked {
+	items := make([]Report, 0, len(knobs))
+	for _, k := range slices.Sorted(maps.Keys(knobs)) {
+		if v, ok := vals[k]; ok {
 			items = append(items, Report{Guest: g.name, Payload: &events.GuestTuningApplied{
-				Node: a.cfg.NodeID, Generation: g.gen, Knob: k, Value: vals[k]}})
+				Node: a.cfg.NodeID, Generation: g.gen, Knob: k, Value: v}})
+		} else if err != nil {
+			items = append(items, Report{Guest: g.name, Payload: &events.GuestTuningFailed{
+				Node: a.cfg.NodeID, Generation: g.gen, Knob: k, Value: knobs[k], Error: knobError(err, k)}})
 		}
 	}
 	if len(items) == 0 {
@@ -261,6 +271,26 @@ func (a *Agent) reportCleanup(ctx context.Context, removed []string) {
 	if _, err := a.report(ctx, []Report{{Payload: &events.NodeCleanup{Removed: removed}}}); err != nil {
 		a.log.Warn("reporting a cleanup", "err", err)
 	}
+}
+
+// knobError is what a failure report says about knob: the host's
+// refusals of that knob when it named some (it checks every knob at once),
+// else the whole error, cut to what an event may carry.
+func knobError(err error, knob string) string {
+	var mine []string
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			var fe *cgroupdriver.FieldError
+			if errors.As(e, &fe) && fe.Field == knob {
+				mine = append(mine, e.Error())
+			}
+		}
+	}
+	msg := err.Error()
+	if len(mine) > 0 {
+		msg = strings.Join(mine, "; ")
+	}
+	return events.TruncateError(msg)
 }
 
 // knobResources turns knob values, in the cgroup driver's text form, into

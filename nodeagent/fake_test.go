@@ -413,3 +413,67 @@ func waitReport[T events.Payload](t testing.TB, f *fakeCoordinator, guest string
 	})
 	return got
 }
+
+// TestAgentReportsTuningFailed: a value the host refuses, by the kernel
+// (a memory limit below what the guest holds: EBUSY) or by the cgroup
+// driver's own check (memory+swap below memory), is reported once as
+// guest.tuning_failed with the host's error, not on every pass; other
+// knobs of the guest are still applied.
+func TestAgentReportsTuningFailed(t *testing.T) {
+	h := newHost(t)
+	h.start(t)
+	t.Cleanup(func() { h.cleanup(t) })
+	def := sleeper("web")
+	def.Command = []string{"/bin/sh", "-c", `x=$(head -c 24000000 /dev/zero | tr '\0' a); echo held; sleep 1000`}
+	h.coord.place(def)
+	waitReport[*events.GuestStarted](t, h.coord, "web", nil)
+	waitFor(t, "the guest to hold its memory", 15*time.Second, func() bool {
+		st, err := h.cg.Stats(cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: "web"})
+		return err == nil && st.Memory.Usage > 20<<20
+	})
+	failures := func(knob string) []*events.GuestTuningFailed {
+		var out []*events.GuestTuningFailed
+		for _, f := range reportsOf[*events.GuestTuningFailed](h.coord, "web") {
+			if f.Knob == knob {
+				out = append(out, f)
+			}
+		}
+		return out
+	}
+
+	h.coord.tune("web", "hard_limit", "4194304")
+	f := waitReport(t, h.coord, "web", func(p *events.GuestTuningFailed) bool { return p.Knob == "hard_limit" })
+	if f.Value != "4194304" || f.Node != testNode || f.Generation == 0 || !strings.Contains(f.Error, "memory.limit_in_bytes") && !strings.Contains(f.Error, "memory.max") {
+		t.Errorf("failure report = %+v", f)
+	}
+	if err := f.Validate(); err != nil {
+		t.Errorf("the report would be refused by the coordinator: %v", err)
+	}
+	t.Logf("kernel refusal: %s", f.Error)
+
+	h.coord.tune("web", "swap_hard_limit", "16777216") // below the 64 MiB memory limit in force
+	s := waitReport(t, h.coord, "web", func(p *events.GuestTuningFailed) bool { return p.Knob == "swap_hard_limit" })
+	if s.Value != "16777216" || !strings.Contains(s.Error, "swap_hard_limit") {
+		t.Errorf("failure report = %+v", s)
+	}
+	t.Logf("driver refusal: %s", s.Error)
+	h.coord.tune("web", "cpu_shares", "600")
+	waitReport(t, h.coord, "web", func(p *events.GuestTuningApplied) bool { return p.Knob == "cpu_shares" && p.Value == "600" })
+
+	usageReports(t, h, 5) // five passes, each with a drift check
+	if n, m := len(failures("hard_limit")), len(failures("swap_hard_limit")); n != 1 || m != 1 {
+		t.Errorf("%d hard_limit and %d swap_hard_limit failure reports, want one each", n, m)
+	}
+	for _, ta := range reportsOf[*events.GuestTuningApplied](h.coord, "web") {
+		if ta.Value == "4194304" || ta.Value == "16777216" {
+			t.Errorf("a refused value was reported as applied: %+v", ta)
+		}
+	}
+
+	// Values the host takes are applied and reported; no failure follows.
+	h.coord.tune("web", "swap_hard_limit", "134217728")
+	waitReport(t, h.coord, "web", func(p *events.GuestTuningApplied) bool { return p.Knob == "swap_hard_limit" && p.Value == "134217728" })
+	if n := len(failures("swap_hard_limit")); n != 1 {
+		t.Errorf("%d swap_hard_limit failure reports after a good value, want 1", n)
+	}
+}

@@ -47,6 +47,8 @@ func eventDetails(e events.Event) string {
 		case p.Persistent && !p.Live:
 			d += " (config only)"
 		}
+	case *events.GuestTuningFailed:
+		d = fmt.Sprintf("%s %s refused on %s (generation %d): %s", p.Knob, formatKnob(p.Knob, p.Value), p.Node, p.Generation, p.Error)
 	case *events.ServerRegistered:
 		d = fmt.Sprintf("id=%s raft=%s http=%s", p.ID, p.RaftAddr, p.HTTPAddr)
 	case *events.ACLTokenCreated:

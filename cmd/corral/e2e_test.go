@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/coordinator"
 	"github.com/corral-dev/corral/coordinator/api"
 
@@ -161,8 +162,8 @@ func TestDevEndToEnd(t *testing.T) {
 		if out := p.ok("memtune", "web", "--hard-limit", "1048576", "--soft-limit", "512MiB"); out != wantMem {
 			t.Errorf("memtune printed\n%s\nwant\n%s", out, wantMem)
 		}
-		wantMem = "hard_limit     : unlimited\nsoft_limit     : 524288\nswap_hard_limit: 2097152\n"
-		if out := p.ok("memtune", "web", "--hard-limit", "-1", "--swap-hard-limit", "2G", "--live"); out != wantMem {
+		wantMem = "hard_limit     : unlimited\nsoft_limit     : 262144\nswap_hard_limit: unlimited\n"
+		if out := p.ok("memtune", "web", "--hard-limit", "-1", "--soft-limit", "256MiB", "--live"); out != wantMem {
 			t.Errorf("memtune back to unlimited printed\n%s\nwant\n%s", out, wantMem)
 		}
 		out := p.ok("guest", "history", "web")
@@ -449,4 +450,91 @@ func tokenActor(t *testing.T, p *devProcess) string {
 		t.Fatalf("acl token self: %+v, %v", tok, err)
 	}
 	return "token:" + tok.Name + "/" + tok.Accessor[:8]
+}
+
+// TestDevTuningFailed drives memtune against corral dev's agent on this
+// host's real cgroups: limits at odds (memory+swap below memory, memory
+// lifted above memory+swap) are refused before any event; a value the
+// kernel still refuses (a memory limit below what the guest holds: EBUSY)
+// becomes guest.tuning_failed, which memtune reports as an error and
+// guest show and history print; lifting both limits works on the host.
+func TestDevTuningFailed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts corral dev as a process")
+	}
+	p, cg := startAgentDev(t, []string{"hold"})
+	p.ok("guest", "create", "hold", "--driver", "process", "--memory", "64MiB", "--",
+		"/bin/sh", "-c", `x=$(head -c 24000000 /dev/zero | tr '\0' a); sleep 1000`)
+	waitGuest(t, p, "hold", "ran", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
+	g := cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: "hold"}
+	coordinator.WaitFor(t, waitTimeout, "the guest to hold its memory", func() bool {
+		st, err := cg.Stats(g)
+		return err == nil && st.Memory.Usage > 20<<20
+	})
+	dirs, err := cg.Paths(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	before := lastIndex(t, p)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--swap-hard-limit", "32MiB"}, "must be at least hard_limit (64MiB); give --swap-hard-limit of 64MiB or more"},
+		{[]string{"--hard-limit", "1G", "--swap-hard-limit", "512MiB"}, "swap_hard_limit (512MiB) counts memory plus swap"},
+	} {
+		r := p.corral(append([]string{"memtune", "hold"}, c.args...)...)
+		if r.code != 1 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("memtune %q: exit %d, stderr %q; want exit 1 and %q", c.args, r.code, r.stderr, c.want)
+		}
+	}
+	if after := lastIndex(t, p); after != before {
+		t.Errorf("refused memtune appended %d events", after-before)
+	}
+
+	r := p.corral("memtune", "hold", "--hard-limit", "4MiB")
+	if r.code != 1 || !strings.Contains(r.stderr, "node test-node refused hard_limit 4MiB") || !strings.Contains(r.stderr, "device or resource busy") {
+		t.Errorf("memtune below usage: exit %d, stderr %q; want the host's refusal", r.code, r.stderr)
+	}
+	gv := waitGuest(t, p, "hold", "recorded the failure", func(g *api.GuestView) bool { return g.TuningFailed["hard_limit"] != nil })
+	if f := gv.TuningFailed["hard_limit"]; f.Value != strconv.Itoa(4<<20) || f.Node != "test-node" || f.Generation != gv.Generation {
+		t.Errorf("tuning failure = %+v", f)
+	}
+	if out := p.ok("guest", "show", "hold"); !strings.Contains(out, "Tuning failed:") || !containsRow(out, "hard_limit", "4MiB", "busy") {
+		t.Errorf("guest show lacks the failure:\n%s", out)
+	}
+	if out := p.ok("guest", "history", "hold"); !containsRow(out, "guest.tuning_failed", "hard_limit", "4MiB", "refused", "test-node") {
+		t.Errorf("history lacks the failure:\n%s", out)
+	}
+	if v := groupFile(t, dirs, "memory.limit_in_bytes"); v != strconv.Itoa(64<<20) {
+		t.Errorf("memory.limit_in_bytes after the refusal = %s, want the old %d", v, 64<<20)
+	}
+	if n := len(eventLines(t, p, "--type", "guest.tuning_failed")); n != 1 {
+		t.Errorf("%d guest.tuning_failed events, want 1", n)
+	}
+
+	// Values the host takes clear the failure; lifting both limits works.
+	p.ok("memtune", "hold", "--hard-limit", "64MiB", "--swap-hard-limit", "128MiB")
+	gv = waitGuest(t, p, "hold", "applied 128MiB swap", func(g *api.GuestView) bool {
+		return g.Applied["swap_hard_limit"] == strconv.Itoa(128<<20) && g.Applied["hard_limit"] == strconv.Itoa(64<<20)
+	})
+	if gv.TuningFailed != nil {
+		t.Errorf("failure kept after the knob was applied: %+v", gv.TuningFailed)
+	}
+	if v := groupFile(t, dirs, "memory.memsw.limit_in_bytes"); v != strconv.Itoa(128<<20) {
+		t.Errorf("memory.memsw.limit_in_bytes = %s, want %d", v, 128<<20)
+	}
+	want := "hard_limit     : unlimited\nsoft_limit     : unlimited\nswap_hard_limit: unlimited\n"
+	if out := p.ok("memtune", "hold", "--hard-limit", "unlimited", "--swap-hard-limit", "unlimited"); out != want {
+		t.Errorf("memtune unlimited printed\n%s\nwant\n%s", out, want)
+	}
+	for _, f := range []string{"memory.limit_in_bytes", "memory.memsw.limit_in_bytes"} {
+		if v, _ := strconv.ParseInt(groupFile(t, dirs, f), 10, 64); v < 1<<62 {
+			t.Errorf("%s = %d, want unlimited", f, v)
+		}
+	}
+	if n := len(eventLines(t, p, "--type", "guest.tuning_failed")); n != 1 {
+		t.Errorf("%d guest.tuning_failed events at the end, want 1", n)
+	}
 }

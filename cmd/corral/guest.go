@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -138,6 +140,13 @@ func printGuest(a *app, gv *api.GuestView) error {
 			applied = formatKnob(k, v)
 		}
 		t.row("  "+k, formatKnob(k, g.Knob(k))+" / "+applied)
+	}
+	if len(g.TuningFailed) > 0 {
+		t.row("Tuning failed:", "values the host refused; tune the knob again with a value it takes")
+		for _, k := range slices.Sorted(maps.Keys(g.TuningFailed)) {
+			f := g.TuningFailed[k]
+			t.row("  "+k, fmt.Sprintf("%s (generation %d on %s): %s", formatKnob(k, f.Value), f.Generation, f.Node, f.Error))
+		}
 	}
 	if u := g.Usage; u != nil {
 		t.row("Usage:", fmt.Sprintf("cpu %s, memory %s (peak %s), limit hits %d, pids %d",

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -62,6 +64,9 @@ func (a *app) tune(ctx context.Context, name string, set map[string]string, o tu
 		if len(set) == 0 || o.config && !o.live || g.Status != api.StatusRunning || applied(&g.Guest, set) {
 			return &g.Guest, nil
 		}
+		if err := refused(&g.Guest, set); err != nil {
+			return nil, err
+		}
 		if time.Now().After(deadline) {
 			fmt.Fprintf(a.stderr, "corral: the agent of node %s has not confirmed the new values yet; showing the desired ones\n", g.Node)
 			return &g.Guest, nil
@@ -85,6 +90,22 @@ func applied(g *api.Guest, set map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// refused says which of the values in set the guest's host refused, as
+// its guest.tuning_failed reports have it, or nil.
+func refused(g *api.Guest, set map[string]string) error {
+	var msgs []string
+	for _, k := range slices.Sorted(maps.Keys(set)) {
+		if f := g.TuningFailed[k]; f != nil && f.Value == g.Knob(k) && f.Generation == g.Generation {
+			msgs = append(msgs, fmt.Sprintf("%s %s: %s", k, formatKnob(k, f.Value), f.Error))
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("corral: node %s refused %s; the guest keeps its earlier value until you tune it again with one the host takes (corral guest show %s)",
+		g.Node, strings.Join(msgs, "; "), g.Name)
 }
 
 // printParams prints name: value lines as virsh does ("%-15s: %s").
@@ -191,8 +212,11 @@ virsh's format (KiB, or "unlimited"). Each change is a guest.tuned event (old â†
 new, attributed to you) that the node's agent applies.
 
 As with virsh, a plain number is KiB and -1 means unlimited; sizes with units
-(512MiB, 1G) are accepted too. swap_hard_limit is memory plus swap on cgroup v1
-and swap alone on cgroup v2. Without --live or --config a change applies to both.`,
+(512MiB, 1G) are accepted too. swap_hard_limit is memory plus swap, as in
+libvirt, so it must be at least hard_limit (on cgroup v2 the difference goes to
+memory.swap.max); lifting hard_limit means lifting swap_hard_limit too. A value
+the host still refuses is reported (guest.tuning_failed) and shown by guest show.
+Without --live or --config a change applies to both.`,
 		Example: `  corral memtune web
   corral memtune web --hard-limit 1048576 --soft-limit 512MiB
   corral memtune web --hard-limit -1`,

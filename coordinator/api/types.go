@@ -68,12 +68,15 @@ type Guest struct {
 	Paused bool `json:"paused,omitempty"`
 	// Applied holds the knob values the agent reports it wrote for the
 	// current generation; Usage its last usage report.
-	Applied     map[string]string   `json:"applied,omitempty"`
-	Usage       *events.GuestUsage  `json:"usage,omitempty"`
-	Tuning      map[string]string   `json:"tuning,omitempty"` // knob -> canonical value, when not the default
-	LastExit    *events.GuestExited `json:"last_exit,omitempty"`
-	CreateIndex uint64              `json:"create_index"`
-	ModifyIndex uint64              `json:"modify_index"`
+	Applied map[string]string  `json:"applied,omitempty"`
+	Usage   *events.GuestUsage `json:"usage,omitempty"`
+	// TuningFailed holds, per knob, the host's last refusal of a value
+	// for the current generation, until the knob is applied.
+	TuningFailed map[string]*events.GuestTuningFailed `json:"tuning_failed,omitempty"`
+	Tuning       map[string]string                    `json:"tuning,omitempty"` // knob -> canonical value, when not the default
+	LastExit     *events.GuestExited                  `json:"last_exit,omitempty"`
+	CreateIndex  uint64                               `json:"create_index"`
+	ModifyIndex  uint64                               `json:"modify_index"`
 }
 
 // Knob returns the guest's current value of a knob in canonical form: its

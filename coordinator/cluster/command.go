@@ -136,7 +136,7 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 	if !live && !persistent {
 		live, persistent = true, true
 	}
-	var out []events.Event
+	set := make(map[string]string, len(c.Set))
 	for _, name := range slices.Sorted(maps.Keys(c.Set)) {
 		k, err := events.LookupKnob(name)
 		if err != nil {
@@ -146,7 +146,14 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 		if err != nil {
 			return nil, err
 		}
-		old := g.Knob(name)
+		set[name] = v
+	}
+	if err := checkMemoryLimits(g, set); err != nil {
+		return nil, err
+	}
+	var out []events.Event
+	for _, name := range slices.Sorted(maps.Keys(set)) {
+		v, old := set[name], g.Knob(name)
 		if old == v {
 			continue
 		}
@@ -155,6 +162,30 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// checkMemoryLimits checks the memory limits g would have after set, as
+// libvirt does before it writes any: when a command names hard_limit or
+// swap_hard_limit, the swap limit must be at least the hard limit. A
+// guest whose limits were already at odds (an older build let that
+// through) can still be tuned in every other way.
+func checkMemoryLimits(g *Guest, set map[string]string) error {
+	_, hardSet := set["hard_limit"]
+	_, swapSet := set["swap_hard_limit"]
+	if !hardSet && !swapSet {
+		return nil
+	}
+	value := func(knob string) string {
+		if v, ok := set[knob]; ok {
+			return v
+		}
+		return g.Knob(knob)
+	}
+	blame := "hard_limit"
+	if swapSet && (!hardSet || set["hard_limit"] != events.Unlimited) {
+		blame = "swap_hard_limit"
+	}
+	return events.CheckSwapLimit(value("hard_limit"), value("swap_hard_limit"), blame)
 }
 
 // RegisterNode records a host joining or re-joining. Secret, when set, is

@@ -130,6 +130,7 @@ func View(g *Guest) *Guest {
 	c := *g
 	c.Applied = maps.Clone(g.Applied)
 	c.Tuning = maps.Clone(g.Tuning)
+	c.TuningFailed = cloneFailures(g.TuningFailed)
 	if g.Usage != nil {
 		u := *g.Usage
 		c.Usage = &u

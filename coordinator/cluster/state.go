@@ -298,7 +298,13 @@ func (s *State) apply(idx uint64, e *events.Event) error {
 			g.Applied = map[string]string{}
 		}
 		g.Applied[p.Knob] = p.Value
+		delete(g.TuningFailed, p.Knob)
+		if len(g.TuningFailed) == 0 {
+			g.TuningFailed = nil
+		}
 		return nil
+	case *events.GuestTuningFailed:
+		return s.applyGuestTuningFailed(e, p)
 	case *events.GuestDrift:
 		_, err := s.current(e, p.Node, p.Generation)
 		return err
@@ -480,6 +486,7 @@ func (s *State) applyGuestPlaced(idx uint64, e *events.Event, p *events.GuestPla
 	g.Node = p.Node
 	g.CPUs = p.CPUs
 	g.Applied = nil
+	g.TuningFailed = nil
 	g.Usage = nil
 	g.Generation = idx
 	g.Status = StatusPlaced
@@ -574,6 +581,38 @@ func (s *State) applyGuestTuned(idx uint64, e *events.Event, p *events.GuestTune
 	return nil
 }
 
+// applyGuestTuningFailed records the host's refusal of a knob's value
+// for the guest's current placement, replacing an earlier one for the
+// knob; the knob's next guest.tuning_applied clears it.
+func (s *State) applyGuestTuningFailed(e *events.Event, p *events.GuestTuningFailed) error {
+	g, err := s.current(e, p.Node, p.Generation)
+	if err != nil {
+		return err
+	}
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	if g.TuningFailed == nil {
+		g.TuningFailed = map[string]*events.GuestTuningFailed{}
+	}
+	c := *p
+	g.TuningFailed[p.Knob] = &c
+	return nil
+}
+
+// cloneFailures deep-copies a guest's tuning failures.
+func cloneFailures(m map[string]*events.GuestTuningFailed) map[string]*events.GuestTuningFailed {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]*events.GuestTuningFailed, len(m))
+	for k, v := range m {
+		c := *v
+		out[k] = &c
+	}
+	return out
+}
+
 // Record remembers the outcome of a request ID, forgetting the oldest when
 // the table is full. It is part of the replicated state.
 func (s *State) Record(id string, o *Outcome) {
@@ -626,6 +665,7 @@ func (s *State) Clone() *State {
 		x.Command = slices.Clone(v.Command)
 		x.Constraints = slices.Clone(v.Constraints)
 		x.Applied = maps.Clone(v.Applied)
+		x.TuningFailed = cloneFailures(v.TuningFailed)
 		if v.Usage != nil {
 			u := *v.Usage
 			x.Usage = &u
