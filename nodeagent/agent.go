@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +51,10 @@ type Agent struct {
 	log    *slog.Logger
 	secret string
 	fence  *fenceGuard // nil without a fencer
+	// reserver and reservation enforce the reserve (Config.GroupPID);
+	// reserver is nil without.
+	reserver    Reserver
+	reservation cgroupdriver.Reservation
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -136,16 +142,89 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 			return nil, err
 		}
 	}
+	if cfg.GroupPID != 0 {
+		var ok bool
+		if a.reserver, ok = deps.Cgroups.(Reserver); !ok {
+			return nil, fmt.Errorf("%w: enforcing the reserve needs a cgroup driver that can move the agent (%T has no Reserve method): use *cgroupdriver.Driver, or leave GroupPID 0", ErrMissingDeps, deps.Cgroups)
+		}
+		cpus, mem := a.capacity()
+		if a.reservation, err = cgroupdriver.ReservationFor(cpus, mem, cfg.ReserveCPUs, cfg.ReserveMemoryBytes); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
+	}
 	return a, nil
+}
+
+// capacity is the host's CPUs and memory as the node registers them.
+func (a *Agent) capacity() (int, int64) {
+	cpus, mem := a.cfg.CPUs, a.cfg.MemoryBytes
+	if cpus == 0 {
+		cpus = runtime.NumCPU()
+	}
+	if mem == 0 {
+		var err error
+		if mem, err = memTotal("/proc/meminfo"); err != nil {
+			a.log.Warn("reading the host's memory", "err", err)
+		}
+	}
+	return cpus, mem
+}
+
+// enterOwnGroup moves the agent into its own group and caps the corral
+// root with the reserve (Config.GroupPID). With a reserve configured a
+// failure is the agent's end: running on while the host is not protected
+// is what the operator asked not to happen. Without one, the move only
+// tidies the tree (and lets cgroup v2 enable controllers below an own
+// group that holds processes): the agent warns and goes on where it is.
+func (a *Agent) enterOwnGroup() error {
+	if a.reserver == nil {
+		return nil
+	}
+	ws, err := a.reserver.Reserve(a.reservation, a.cfg.GroupPID)
+	if err != nil {
+		if a.cfg.ReserveCPUs > 0 || a.cfg.ReserveMemoryBytes > 0 {
+			return fmt.Errorf("corral: the agent cannot enforce its reserve (%d CPUs, %d bytes of memory) on this host: %w; fix that, or run without a reserve", a.cfg.ReserveCPUs, a.cfg.ReserveMemoryBytes, err)
+		}
+		a.log.Warn("the agent stays in the group it was started in: moving it into its own group failed", "err", err)
+		return nil
+	}
+	applied := make([]string, len(ws))
+	for i, w := range ws {
+		applied[i] = w.Path() + "=" + w.Value
+	}
+	a.log.Info("the agent runs in its own group; the corral root holding it and every guest is capped",
+		"memory_limit", limitText(a.reservation.MemoryHardLimit), "cpu_limit", limitText(cpuLimit(a.reservation)),
+		"reserve_cpus", a.cfg.ReserveCPUs, "reserve_memory", a.cfg.ReserveMemoryBytes, "writes", applied)
+	return nil
+}
+
+// cpuLimit is a reservation's CPU cap in CPUs, or nil when unmanaged.
+func cpuLimit(r cgroupdriver.Reservation) *int64 {
+	if r.CPUQuotaUs == nil || *r.CPUQuotaUs == cgroupdriver.Unlimited || r.CPUPeriodUs == nil {
+		return r.CPUQuotaUs
+	}
+	return new(*r.CPUQuotaUs / int64(*r.CPUPeriodUs))
+}
+
+func limitText(v *int64) string {
+	switch {
+	case v == nil:
+		return "not managed (no controller)"
+	case *v == cgroupdriver.Unlimited:
+		return "unlimited (no reserve)"
+	}
+	return strconv.FormatInt(*v, 10)
 }
 
 // Ready is closed once the agent has adopted what a previous run left,
 // registered its node and made one full pass over its desired state.
 func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
-// Run adopts the guests a previous agent left running, registers the node,
-// then follows the log until ctx is done or Close is called. It returns
-// nil after Close, ctx's error otherwise. Run may be called once.
+// Run moves the agent into its own group (Config.GroupPID), adopts the
+// guests a previous agent left running, registers the node, then follows
+// the log until ctx is done or Close is called. It returns nil after
+// Close, ctx's error otherwise, and at once the error when a configured
+// reserve cannot be enforced on the host. Run may be called once.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -159,6 +238,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	defer close(a.runDone)
 
+	// First: the fencer started below inherits the group.
+	if err := a.enterOwnGroup(); err != nil {
+		return err
+	}
 	a.adopt(ctx)
 	if a.fence != nil {
 		// Before anything else: the guests adopted may be running, and

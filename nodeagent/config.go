@@ -29,9 +29,25 @@ type Config struct {
 	// means what this machine has (runtime.NumCPU, /proc/meminfo).
 	CPUs        int
 	MemoryBytes int64
-	// ReserveCPUs and ReserveMemoryBytes are kept back for the host.
+	// ReserveCPUs and ReserveMemoryBytes are kept back for the host: the
+	// scheduler places guests in what is left and, with GroupPID set, the
+	// host enforces it.
 	ReserveCPUs        int
 	ReserveMemoryBytes int64
+	// GroupPID is the process the agent moves into its own group,
+	// <partition>/corral/agent in every hierarchy, when Run starts and
+	// before it starts its fencer, which inherits the group. The corral
+	// root above it, which holds the agent, the fencer and every guest, is
+	// then capped at the capacity minus the reserve (a memory hard limit;
+	// a CFS quota of CPUs minus ReserveCPUs), and a limit an earlier run
+	// set is lifted where no reserve is given, as libvirtd's reserved group
+	// does for it (cgroupdriver.ReservationFor). cmd passes os.Getpid().
+	//
+	// 0 leaves the agent where it was started and the reserve a number
+	// only the scheduler counts: what tests running the agent inside the
+	// test binary need, whose process must not end up in a partition the
+	// test removes.
+	GroupPID int
 
 	// HeartbeatInterval is how often the agent tells the coordinator it
 	// is alive.
@@ -99,6 +115,9 @@ func (c Config) Validate() error {
 	}
 	if c.ReserveCPUs < 0 || c.ReserveMemoryBytes < 0 {
 		bad("reserve", "CPUs (%d) and memory (%d) must not be negative", c.ReserveCPUs, c.ReserveMemoryBytes)
+	}
+	if c.GroupPID < 0 {
+		bad("group pid", "%d must be a process ID, or 0 to leave the agent where it was started", c.GroupPID)
 	}
 	for _, d := range []struct {
 		name string

@@ -37,6 +37,13 @@ type Cgroups interface {
 	Report() cgroupdriver.Report
 }
 
+// Reserver moves the agent into its own group and caps the corral root
+// with the reserve; *cgroupdriver.Driver is one. The agent needs it only
+// with [Config.GroupPID] set, and checks for it in New.
+type Reserver interface {
+	Reserve(r cgroupdriver.Reservation, pid int) ([]cgroupdriver.Write, error)
+}
+
 // Drivers starts guests and re-attaches to the ones a previous agent
 // started.
 type Drivers interface {
@@ -94,5 +101,6 @@ func (h HostDrivers) Versions() map[string]string { return h.Set.Versions() }
 
 var (
 	_ Cgroups  = (*cgroupdriver.Driver)(nil)
+	_ Reserver = (*cgroupdriver.Driver)(nil)
 	_ Instance = (*driver.Instance)(nil)
 )

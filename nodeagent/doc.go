@@ -45,6 +45,12 @@
 // API (api.Client) and the bus (bus.Conn): remote.go. cmd wires the real
 // ones.
 //
+// With Config.GroupPID the agent moves that process into
+// <partition>/corral/agent at start and caps the corral root, which holds
+// it and every guest, with the reserve (cgroupdriver.ReservationFor), as
+// the seed puts libvirtd in its reserved group; its fencer inherits the
+// group and is never frozen with the guests.
+//
 // Dependency rule: this package imports coordinator/api, coordinator/bus,
 // cgroupdriver, events and nodeagent/driver of corral's. It must never
 // import the server (coordinator), coordinator/cluster, scheduler, raft

@@ -46,8 +46,8 @@ func (o *agentOptions) flags(cmd *cobra.Command, stateDirDefault string) {
 	f.StringVar(&o.stateDir, "state-dir", stateDirDefault, "the agent's directory: node secret, one directory per guest (logs, records)")
 	f.StringVar(&o.partition, "cgroup-partition", "", "cgroup path the agent's mini-hierarchy lives under (default: the agent's own group); the agent owns everything below <partition>/corral")
 	f.StringArrayVar(&o.labels, "label", nil, "node label key=value, for placement constraints; repeat for more")
-	f.IntVar(&o.reserveCPUs, "reserve-cpus", 0, "CPUs kept back for the host")
-	f.StringVar(&o.reserveMemory, "reserve-memory", "", "memory kept back for the host, e.g. 1GiB")
+	f.IntVar(&o.reserveCPUs, "reserve-cpus", 0, "CPUs kept back for the host: the agent and its guests together get a CPU quota of the others")
+	f.StringVar(&o.reserveMemory, "reserve-memory", "", "memory kept back for the host, e.g. 1GiB: the agent and its guests together get a memory hard limit of the rest")
 	f.DurationVar(&o.fence, "fence-timeout", def.FenceTimeout, "freeze every guest when the coordinator has been unreachable this long; must stay below the servers' --node-down-timeout")
 	f.BoolVar(&o.fencer, "fencer", true, "run a fencer process that freezes the guests when the agent itself dies or stalls; without it a dead agent's guests keep running while the cluster starts them elsewhere")
 	f.DurationVar(&o.fencePoll, "fence-poll", def.Fencer.Poll, fmt.Sprintf("how often the fencer checks the agent's lease (at most %v)", nodeagent.MaxFencerPoll))
@@ -87,6 +87,9 @@ func (a *app) startAgent(ctx context.Context, o agentOptions, addrs, natsURL str
 	cfg.NodeID, cfg.StateDir = o.nodeID, o.stateDir
 	cfg.FenceTimeout, cfg.HeartbeatInterval, cfg.UsageInterval = o.fence, o.heartbeat, o.usage
 	cfg.ReserveCPUs = o.reserveCPUs
+	// The agent (the whole process, under corral dev) lives in
+	// <partition>/corral/agent, below the cap the reserve sets.
+	cfg.GroupPID = os.Getpid()
 	cfg.Fencer.Poll = o.fencePoll
 	if o.fencer {
 		exe, err := os.Executable()

@@ -245,3 +245,115 @@ func TestDevAgentPinsCPUs(t *testing.T) {
 		t.Errorf("drift event = %s", drift[0])
 	}
 }
+
+// TestDevAgentReserve: corral dev's agent with --reserve-memory and
+// --reserve-cpus moves itself, and the fencer it starts, into
+// <partition>/corral/agent, and caps the corral root that holds them and
+// every guest at the host's memory and CPUs minus the reserve. Freezing the
+// guests' kind directories, as the fencer does, leaves the agent and the
+// fencer running; guests still get their own groups below the root; and
+// the RESERVED column shows the reserve.
+func TestDevAgentReserve(t *testing.T) {
+	reserveCPUs := 1
+	if runtime.NumCPU() < 2 {
+		reserveCPUs = 0
+	}
+	p, cg := startAgentDev(t, []string{"web"}, "--reserve-memory", "1GiB", "--reserve-cpus", strconv.Itoa(reserveCPUs))
+	if out := p.ok("node", "list"); !strings.Contains(out, "1GiB, "+strconv.Itoa(reserveCPUs)+" CPU") {
+		t.Errorf("node list does not show the reserve:\n%s", out)
+	}
+	agentDirs := cg.AgentDirs()
+	procsOf := func(dir string) []string { return strings.Fields(groupFile(t, []string{dir}, "cgroup.procs")) }
+	var info struct {
+		PID int `json:"pid"`
+	}
+	b, err := os.ReadFile(filepath.Join(p.dataDir, "agent", "fence", "fencer.json"))
+	if err != nil || json.Unmarshal(b, &info) != nil || info.PID <= 0 {
+		t.Fatalf("no fencer record (%v): %s", err, b)
+	}
+	for _, d := range agentDirs {
+		procs := procsOf(d)
+		for what, pid := range map[string]int{"the agent": p.cmd.Process.Pid, "the fencer": info.PID} {
+			if !slices.Contains(procs, strconv.Itoa(pid)) {
+				t.Errorf("%s (pid %d) is not in %s: %v", what, pid, d, procs)
+			}
+		}
+	}
+
+	roots := make([]string, len(agentDirs))
+	for i, d := range agentDirs {
+		roots[i] = filepath.Dir(d)
+	}
+	mem, err := hostMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := int64(os.Getpagesize())
+	if v, err := firstFile(roots, "memory.limit_in_bytes"); err != nil || v != strconv.FormatInt((mem-1<<30)/page*page, 10) {
+		t.Errorf("memory.limit_in_bytes of the corral root = %q (%v), want host memory %d minus 1GiB", v, err, mem)
+	}
+	if v, err := firstFile(roots, "cpu.cfs_quota_us"); err == nil && reserveCPUs > 0 && v != strconv.Itoa((runtime.NumCPU()-reserveCPUs)*100000) {
+		t.Errorf("cpu.cfs_quota_us of the corral root = %s, want %d CPUs' worth", v, runtime.NumCPU()-reserveCPUs)
+	}
+
+	p.ok("guest", "create", "web", "--driver", "process", "--memory", "32MiB", "--", "/bin/sleep", "1000")
+	g := waitGuest(t, p, "web", "ran", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
+	dirs, err := cg.Paths(cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range dirs {
+		if !strings.HasPrefix(d, roots[i]+"/process/") || !slices.Contains(procsOf(d), strconv.Itoa(g.PID)) {
+			t.Errorf("the guest (pid %d) is not in its own group %s below %s", g.PID, d, roots[i])
+		}
+	}
+
+	// Freeze the process kind directory as the fencer does: the guest
+	// stops, the agent (with the server, under corral dev) and the fencer
+	// do not.
+	froze := false
+	for _, root := range roots {
+		kind := root + "/process/freezer.state"
+		if _, err := os.Stat(kind); err != nil {
+			continue
+		}
+		froze = true
+		if err := os.WriteFile(kind, []byte("FROZEN"), 0); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.WriteFile(kind, []byte("THAWED"), 0) })
+		waitFile(t, dirs, "freezer.state", "FROZEN")
+		if v := groupFile(t, []string{root + "/agent"}, "freezer.state"); v != "THAWED" {
+			t.Errorf("the agent's group is %s while the guests are frozen", v)
+		}
+		p.ok("node", "list") // answers: the agent's process is not frozen
+		if err := syscall.Kill(info.PID, 0); err != nil {
+			t.Errorf("the fencer is gone: %v", err)
+		}
+		if err := os.WriteFile(kind, []byte("THAWED"), 0); err != nil {
+			t.Fatal(err)
+		}
+		waitFile(t, dirs, "freezer.state", "THAWED")
+	}
+	if !froze {
+		t.Log("no v1 freezer hierarchy: freezing next to the agent's group is not tested here")
+	}
+	if b, err := os.ReadFile(p.logPath); err != nil || !strings.Contains(string(b), "every guest is capped") {
+		t.Errorf("corral dev's log does not say what the reserve applied (%v)", err)
+	} else if i := strings.Index(string(b), "the agent runs in its own group"); i >= 0 {
+		line, _, _ := strings.Cut(string(b[i:]), "\n")
+		t.Log(line)
+	}
+}
+
+// firstFile reads the file from the first of dirs that has it.
+func firstFile(dirs []string, file string) (string, error) {
+	var err error
+	for _, d := range dirs {
+		var b []byte
+		if b, err = os.ReadFile(filepath.Join(d, file)); err == nil {
+			return strings.TrimSpace(string(b)), nil
+		}
+	}
+	return "", err
+}
