@@ -68,6 +68,15 @@ func newLayout(rep Report, partition string) (*layout, error) {
 			if group == "" {
 				return nil, fmt.Errorf("corral: no entry for %s in /proc/self/cgroup; configure a partition", h)
 			}
+			// A process already in an agent's own group (an agent
+			// restarted from inside it) keeps that agent's partition
+			// instead of nesting corral/agent/corral.
+			if base, ok := strings.CutSuffix(group, "/corral/agent"); ok {
+				group = base
+				if group == "" {
+					group = "/"
+				}
+			}
 		}
 		dir, err := h.Dir(group)
 		if err != nil {
