@@ -127,11 +127,13 @@ func (d *Driver) DefaultDevices(extra ...DeviceRule) *DeviceACL {
 }
 
 // Validate reports every field of r that this host cannot take, each as a
-// [*FieldError], joined. It does no I/O.
+// [*FieldError], joined. It writes nothing; it only looks up the device
+// paths r names (stat), to resolve them to major:minor.
 func (d *Driver) Validate(r Resources) error { return validate(d.l, &d.host, &r) }
 
 // Plan validates r and returns the writes [Driver.Apply] would perform for
-// g, in order. It does no I/O.
+// g, in order. It writes nothing; it only looks up the device paths r
+// names, as Validate does.
 func (d *Driver) Plan(g Guest, r Resources) ([]Write, error) { return plan(d.l, &d.host, g, &r) }
 
 // PlanTree returns the steps [Driver.Create] takes the first time, to set

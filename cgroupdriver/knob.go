@@ -1,6 +1,7 @@
 package cgroupdriver
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -13,14 +14,17 @@ import (
 //
 // Canonical text: whole numbers in decimal, limits that are [Unlimited]
 // as "unlimited" (the CPU quota as -1, as virsh prints it), cpusets as the
-// kernel prints them. The device ACL and block throttles have no text form.
+// kernel prints them. The device ACL's text ("devices") is its extra
+// devices only, as the operator tunes them; block throttles have no text
+// form.
 
 // UnlimitedText is the canonical text of an [Unlimited] size or count.
 const UnlimitedText = "unlimited"
 
 // TextKnobs lists the knobs [Resources.SetKnob] and [Resources.Knobs] take.
 func TextKnobs() []string {
-	return []string{"blkio_weight", "cpu_shares", "cpuset_cpus", "cpuset_mems", "hard_limit", "net_cls_classid",
+	return []string{"blkio_weight", "cpu_shares", "cpuset_cpus", "cpuset_mems", "device_read_bytes_sec", "device_read_iops_sec",
+		"device_weight", "device_write_bytes_sec", "device_write_iops_sec", "devices", "hard_limit", "net_cls_classid",
 		"pids_max", "soft_limit", "swap_hard_limit", "vcpu_period", "vcpu_quota"}
 }
 
@@ -93,11 +97,20 @@ func (r *Resources) SetKnob(knob, value string) error {
 		if n, err = uint(16); err == nil {
 			r.BlkioWeight = new(uint16(n))
 		}
+	case "device_weight", "device_read_bytes_sec", "device_write_bytes_sec", "device_read_iops_sec", "device_write_iops_sec":
+		k, _ := lookupBlkioKnob(knob)
+		return r.setBlkioKnob(k, value)
 	case "net_cls_classid":
 		var n uint64
 		if n, err = uint(32); err == nil {
 			r.NetClassID = new(uint32(n))
 		}
+	case "devices":
+		extra, perr := parseDeviceList(value)
+		if perr != nil {
+			return bad(perr.Error())
+		}
+		r.Devices = &DeviceACL{Extra: extra}
 	default:
 		return bad("is not a knob: use one of " + strings.Join(TextKnobs(), ", "))
 	}
@@ -139,7 +152,59 @@ func (r Resources) Knobs() map[string]string {
 	if r.NetClassID != nil {
 		out["net_cls_classid"] = strconv.FormatUint(uint64(*r.NetClassID), 10)
 	}
+	r.BlkioDevices.knobText(out)
+	if r.Devices != nil {
+		out["devices"] = deviceListText(r.Devices.Extra)
+	}
 	return out
+}
+
+// NoDevicesText is the canonical text of a device ACL with no extra
+// devices: the guest gets its minimal set only.
+const NoDevicesText = "none"
+
+// deviceListText is the "devices" knob's text: the extra devices of an ACL
+// in order, "/dev/PATH:ACCESS" or "c MAJOR:MINOR ACCESS", comma-separated,
+// or [NoDevicesText].
+func deviceListText(extra []DeviceRule) string {
+	if len(extra) == 0 {
+		return NoDevicesText
+	}
+	parts := make([]string, len(extra))
+	for i, r := range extra {
+		if r.Path != "" {
+			parts[i] = r.Path + ":" + r.Access
+		} else {
+			parts[i] = r.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+func parseDeviceList(s string) ([]DeviceRule, error) {
+	if s == NoDevicesText {
+		return nil, nil
+	}
+	var out []DeviceRule
+	for _, f := range strings.Split(s, ",") {
+		var r DeviceRule
+		if p, access, ok := strings.Cut(f, ":"); ok && strings.HasPrefix(f, "/") {
+			r = DeviceRule{Path: p, Access: access}
+		} else {
+			var err error
+			if r, err = ParseDeviceRule(f); err != nil {
+				return nil, fmt.Errorf("must be none or a comma-separated list of /dev/PATH:ACCESS or c|b MAJOR:MINOR ACCESS: %q does not parse", f)
+			}
+		}
+		if why := r.problem(); why != "" || r.Type == 'a' {
+			if why == "" {
+				why = "\"a\" would allow every device; name the devices"
+			}
+			return nil, fmt.Errorf("device %q: %s", f, why)
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 func limitText(v int64) string {
@@ -175,6 +240,14 @@ func (r Resources) Only(knobs ...string) Resources {
 			out.PidsMax = r.PidsMax
 		case "blkio_weight":
 			out.BlkioWeight = r.BlkioWeight
+		case "device_weight", "device_read_bytes_sec", "device_write_bytes_sec", "device_read_iops_sec", "device_write_iops_sec":
+			if b := r.BlkioDevices.only(k); b != nil {
+				if out.BlkioDevices == nil {
+					out.BlkioDevices = &BlkioDevices{}
+				}
+				bk, _ := lookupBlkioKnob(k)
+				*bk.list(out.BlkioDevices) = *bk.list(b)
+			}
 		case "net_cls_classid":
 			out.NetClassID = r.NetClassID
 		case "devices":

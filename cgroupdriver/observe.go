@@ -49,7 +49,8 @@ func (d *Driver) Observe(g Guest, r Resources) ([]Observation, error) {
 				devices.Want = joinRules(devices.Want, w.Value)
 			}
 			continue
-		case perDevice(w.File):
+		case perDevice(w.File) || strings.HasPrefix(w.Knob, "device_"):
+			// One line per device: each write is observed on its own.
 			out = append(out, Observation{Knob: w.Knob, Dir: w.Dir, File: w.File, Want: w.Value})
 			continue
 		}
@@ -95,13 +96,17 @@ func observe(o *Observation, page int64) error {
 	case o.File == "devices.list":
 		o.Got = strings.Join(strings.Split(got, "\n"), "; ")
 		o.Drift = !sameRules(o.Want, o.Got)
-	case perDevice(o.File):
+	case perDevice(o.File) || strings.HasPrefix(o.Knob, "device_"):
 		dev, _, _ := strings.Cut(o.Want, " ")
 		o.Got = ""
 		for _, line := range strings.Split(got, "\n") {
 			if strings.HasPrefix(line, dev+" ") {
 				o.Got = line
 			}
+		}
+		if strings.HasPrefix(o.Knob, "device_") {
+			o.Drift = !SameDeviceLine(o.Want, o.Got)
+			break
 		}
 		want := o.Want
 		if strings.HasSuffix(want, " 0") || strings.HasSuffix(want, "rbps=max wbps=max riops=max wiops=max") {

@@ -40,15 +40,25 @@ func SharesToWeight(shares uint64) uint64 {
 	return uint64(math.Ceil(math.Pow(10, exp)))
 }
 
-// plan validates r and turns it into writes for guest g. It does no I/O.
+// plan validates r and turns it into writes for guest g. Its only I/O is a
+// stat of each device node the ACL names by path (see [ResolveDeviceRule])
+// and of each block device blkiotune names ([BlkioDevices]).
 func plan(l *layout, h *HostInfo, g Guest, r *Resources) ([]Write, error) {
 	if err := g.Validate(); err != nil {
 		return nil, err
 	}
-	if err := validate(l, h, r); err != nil {
+	r, err := resolveValidate(l, h, r)
+	if err != nil {
 		return nil, err
 	}
 	p := planner{l: l, dir: func(i int) string { return l.guestDir(i, g) }, out: make([]Write, 0, 16)}
+	if r.Devices != nil {
+		rules, err := deviceRules(g.Kind, h, r.Devices)
+		if err != nil {
+			return nil, err
+		}
+		p.deviceRules = rules
+	}
 	p.all(r, h)
 	return p.out, nil
 }
@@ -72,6 +82,8 @@ type planner struct {
 	l   *layout
 	dir func(hierarchy int) string
 	out []Write
+	// deviceRules is the device ACL resolved on this host.
+	deviceRules []DeviceRule
 }
 
 func (p *planner) add(c controller, knob, file, value string) {
@@ -199,6 +211,27 @@ func (p *planner) blkio(r *Resources, h *HostInfo) {
 		p.add(cBlkio, "blkio_throttle", "io.max", dev+" rbps="+rate(t.ReadBps)+" wbps="+rate(t.WriteBps)+
 			" riops="+rate(t.ReadIOPS)+" wiops="+rate(t.WriteIOPS))
 	}
+	p.blkioDevices(r.BlkioDevices, h, v1)
+}
+
+// deviceRules is the ACL a guest of kind gets on host h: its base list,
+// then its extra devices, those named by path resolved to their numbers.
+// Every device not listed is denied. An extra rule that does not check out
+// or names no device node fails the whole ACL: a partial one would deny
+// the guest a device it was given.
+func deviceRules(kind Kind, h *HostInfo, acl *DeviceACL) ([]DeviceRule, error) {
+	rules := acl.Rules(kind, h.KVM)
+	for i, x := range acl.Extra {
+		if why := x.problem(); why != "" {
+			return nil, fieldErr("devices", x, "extra device %d: %s", i, why)
+		}
+		r, err := ResolveDeviceRule(x)
+		if err != nil {
+			return nil, err
+		}
+		rules = append(rules, r)
+	}
+	return rules, nil
 }
 
 func (p *planner) devices(r *Resources) {
@@ -206,14 +239,15 @@ func (p *planner) devices(r *Resources) {
 		return
 	}
 	if p.version(cDevices) == 1 {
+		// Deny first: the kernel starts a v1 group from its parent's list.
 		p.add(cDevices, "devices", "devices.deny", "a")
-		for _, rule := range r.Devices.Allow {
+		for _, rule := range p.deviceRules {
 			p.add(cDevices, "devices", "devices.allow", rule.String())
 		}
 		return
 	}
-	rules := make([]string, len(r.Devices.Allow))
-	for i, rule := range r.Devices.Allow {
+	rules := make([]string, len(p.deviceRules))
+	for i, rule := range p.deviceRules {
 		rules[i] = rule.String()
 	}
 	p.add(cDevices, "devices", DeviceProgramFile, strings.Join(rules, "; "))

@@ -2,9 +2,12 @@ package cgroupdriver
 
 import (
 	"fmt"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Unlimited is the value of a size or count field that removes the limit
@@ -55,6 +58,10 @@ type Resources struct {
 	// BlkioThrottle holds per-device throttles (blkiotune device_*). A
 	// device must be a whole disk of this host.
 	BlkioThrottle []DeviceThrottle `json:"blkio_throttle,omitempty"`
+	// BlkioDevices holds blkiotune's per-device lists by device path
+	// (device_weight, device_read_bytes_sec, …). The paths are resolved
+	// on this host when the lists are planned; see [BlkioDevices].
+	BlkioDevices *BlkioDevices `json:"blkio_devices,omitempty"`
 
 	// Devices is the device ACL: everything not allowed is denied. v1
 	// devices.deny/devices.allow, v2 a BPF cgroup-device program. See
@@ -82,22 +89,36 @@ type DeviceThrottle struct {
 
 // DeviceACL is a device allow list; every device not listed is denied.
 type DeviceACL struct {
+	// Allow is the base list. Nil means the minimal set for the guest's
+	// kind on this host ([MinimalDeviceRules]), which is what a guest gets
+	// unless a caller knows better.
 	Allow []DeviceRule `json:"allow"`
+	// Extra are the devices the operator allowed for this one guest (the
+	// "devices" knob). A rule may name a node by Path; the host resolves
+	// it to its type and numbers when the ACL is planned, and refuses the
+	// plan when there is no such device node.
+	Extra []DeviceRule `json:"extra,omitempty"`
 }
 
 // DeviceRule is one devices-cgroup rule in the kernel's notation, e.g.
-// "c 1:3 rw" or "b 254:0 r". Major or Minor of [AnyDevice] is "*".
+// "c 1:3 rw" or "b 254:0 r". Major or Minor of [AnyDevice] is "*". A rule
+// with a Path ("/dev/loop-control rw") names a device node of the host
+// instead of a type and numbers.
 type DeviceRule struct {
-	Type   byte  // 'c' character, 'b' block or 'a' all
+	Type   byte  // 'c' character, 'b' block or 'a' all; 0 with a Path
 	Major  int64 // device major, or AnyDevice
 	Minor  int64 // device minor, or AnyDevice
 	Access string
+	Path   string // a node under /dev, resolved on the host
 }
 
 // AnyDevice stands for "*" in a [DeviceRule] major or minor.
 const AnyDevice = -1
 
 func (r DeviceRule) String() string {
+	if r.Path != "" {
+		return r.Path + " " + r.Access
+	}
 	if r.Type == 'a' {
 		return "a *:* " + r.Access
 	}
@@ -129,15 +150,22 @@ func (r *DeviceRule) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// ParseDeviceRule parses "TYPE MAJOR:MINOR ACCESS" ("c 136:* rw", "a"),
-// refusing anything the kernel would.
+// ParseDeviceRule parses "TYPE MAJOR:MINOR ACCESS" ("c 136:* rw", "a") or
+// "PATH ACCESS" ("/dev/kvm rw"), refusing anything the kernel would.
 func ParseDeviceRule(s string) (DeviceRule, error) {
 	bad := func(why string) (DeviceRule, error) {
-		return DeviceRule{}, fmt.Errorf("%w: device rule %q: %s; want \"c|b MAJOR:MINOR ACCESS\" like \"c 1:3 rw\"", ErrInvalidResources, s, why)
+		return DeviceRule{}, fmt.Errorf("%w: device rule %q: %s; want \"c|b MAJOR:MINOR ACCESS\" like \"c 1:3 rw\" or \"/dev/PATH ACCESS\"", ErrInvalidResources, s, why)
 	}
 	f := strings.Fields(s)
 	if len(f) == 1 && f[0] == "a" {
 		return DeviceRule{Type: 'a', Major: AnyDevice, Minor: AnyDevice, Access: "rwm"}, nil
+	}
+	if len(f) == 2 && strings.HasPrefix(f[0], "/") {
+		r := DeviceRule{Path: f[0], Access: f[1]}
+		if err := r.validate(); err != nil {
+			return DeviceRule{}, err
+		}
+		return r, nil
 	}
 	if len(f) != 3 || len(f[0]) != 1 {
 		return bad("not three fields")
@@ -180,6 +208,15 @@ func (r DeviceRule) validate() error {
 
 // problem says what is wrong with r, or "".
 func (r DeviceRule) problem() string {
+	if r.Path != "" {
+		if r.Type != 0 || r.Major != 0 || r.Minor != 0 {
+			return "a rule with a path takes no type or device numbers"
+		}
+		if why := devicePathProblem(r.Path); why != "" {
+			return why
+		}
+		return accessProblem(r.Access)
+	}
 	switch r.Type {
 	case 'a':
 		if r.Major != AnyDevice || r.Minor != AnyDevice {
@@ -192,13 +229,26 @@ func (r DeviceRule) problem() string {
 	if r.Major < AnyDevice || r.Major > 1<<32-1 || r.Minor < AnyDevice || r.Minor > 1<<32-1 {
 		return "major and minor must be * or 0..2^32-1"
 	}
-	if r.Access == "" || len(r.Access) > 3 {
+	return accessProblem(r.Access)
+}
+
+func accessProblem(access string) string {
+	if access == "" || len(access) > 3 {
 		return "access must be a non-empty subset of rwm"
 	}
-	for i, c := range r.Access {
-		if (c != 'r' && c != 'w' && c != 'm') || strings.IndexRune(r.Access[i+1:], c) >= 0 {
+	for i, c := range access {
+		if (c != 'r' && c != 'w' && c != 'm') || strings.IndexRune(access[i+1:], c) >= 0 {
 			return "access must be a non-empty subset of rwm"
 		}
+	}
+	return ""
+}
+
+// devicePathProblem says what is wrong with a device node's path, or "".
+// The characters the knob text uses as separators are refused.
+func devicePathProblem(p string) string {
+	if !strings.HasPrefix(p, "/dev/") || path.Clean(p) != p || len(p) > 255 || strings.ContainsAny(p, ",: \t\n\x00") {
+		return "the path must be a clean absolute path below /dev without commas, colons or spaces"
 	}
 	return ""
 }
@@ -222,6 +272,51 @@ func DefaultDeviceRules(kvm bool) []DeviceRule {
 		rules = append(rules, DeviceRule{Type: 'c', Major: 10, Minor: 232, Access: "rw"})
 	}
 	return rules
+}
+
+// MinimalDeviceRules is the device set every guest of kind gets unless its
+// ACL lists its own: [DefaultDeviceRules], with /dev/kvm for a qemu guest
+// on a host that has it.
+func MinimalDeviceRules(kind Kind, kvm bool) []DeviceRule {
+	return DefaultDeviceRules(kind == KindQEMU && kvm)
+}
+
+// Rules returns the ACL's base list for a guest of kind: Allow, or the
+// minimal set when Allow is nil. Extra is not included; its paths need the
+// host (see [ResolveDeviceRule]).
+func (a *DeviceACL) Rules(kind Kind, kvm bool) []DeviceRule {
+	if a.Allow != nil {
+		return slices.Clone(a.Allow)
+	}
+	return MinimalDeviceRules(kind, kvm)
+}
+
+// ResolveDeviceRule returns r with its Path, if any, replaced by the type
+// and numbers of that device node on this host. A path that is not a
+// device node is refused with a [FieldError] for "devices".
+func ResolveDeviceRule(r DeviceRule) (DeviceRule, error) {
+	if r.Path == "" {
+		return r, nil
+	}
+	if why := r.problem(); why != "" {
+		return DeviceRule{}, &FieldError{Field: "devices", Value: r.String(), Reason: why}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(r.Path, &st); err != nil {
+		return DeviceRule{}, &FieldError{Field: "devices", Value: r.Path,
+			Reason: fmt.Sprintf("no such device node on this host (%v): create it, or take it out of the guest's devices (corral devicetune NAME --deny %s)", err, r.Path)}
+	}
+	out := DeviceRule{Major: int64(unix.Major(st.Rdev)), Minor: int64(unix.Minor(st.Rdev)), Access: r.Access}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFCHR:
+		out.Type = 'c'
+	case unix.S_IFBLK:
+		out.Type = 'b'
+	default:
+		return DeviceRule{}, &FieldError{Field: "devices", Value: r.Path,
+			Reason: "not a character or block device node: name a device, or take it out of the guest's devices"}
+	}
+	return out, nil
 }
 
 // cpuSet is a parsed cpuset list ("0-3,6").

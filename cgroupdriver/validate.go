@@ -18,7 +18,21 @@ const (
 
 // validate checks r against the layout and host. It returns every problem
 // found, each a *FieldError, joined; nil when r can be written as is.
+// Device paths are resolved on this host on the way.
 func validate(l *layout, h *HostInfo, r *Resources) error {
+	_, err := resolveValidate(l, h, r)
+	return err
+}
+
+// resolveValidate resolves r's device paths ([BlkioDevices]) and checks
+// the result; it returns the resolved copy, to plan from, and every
+// problem of either step.
+func resolveValidate(l *layout, h *HostInfo, r *Resources) (*Resources, error) {
+	rr, rerr := resolveBlkio(r)
+	return rr, errors.Join(rerr, validateResolved(l, h, rr))
+}
+
+func validateResolved(l *layout, h *HostInfo, r *Resources) error {
 	var errs []error
 	add := func(e *FieldError) { errs = append(errs, e) }
 	// need reports the version of the hierarchy carrying c, or records a
@@ -135,6 +149,9 @@ func validate(l *layout, h *HostInfo, r *Resources) error {
 		if !slices.Contains(h.BlockDevices, dev) {
 			add(fieldErr(field, dev, "not a whole disk of this host (have %s)", strings.Join(h.BlockDevices, ", ")))
 		}
+	}
+	if r.BlkioDevices != nil {
+		validateBlkioDevices(h, r.BlkioDevices, add, need)
 	}
 
 	if r.Devices != nil {

@@ -30,6 +30,23 @@ var knobs = map[string]Knob{
 	"hard_limit":      {Name: "hard_limit", Default: Unlimited, Help: "a size such as 512MiB, or unlimited", parse: sizeOrUnlimited("hard_limit")},
 	"soft_limit":      {Name: "soft_limit", Default: Unlimited, Help: "a size such as 256MiB, or unlimited", parse: sizeOrUnlimited("soft_limit")},
 	"swap_hard_limit": {Name: "swap_hard_limit", Default: Unlimited, Help: "a size such as 1GiB, or unlimited", parse: sizeOrUnlimited("swap_hard_limit")},
+	// devicetune: the devices a guest may use beyond its minimal set.
+	"devices": {Name: "devices", Default: NoDevices, Help: "none, or a comma-separated list of /dev/PATH[:rwm] or c|b MAJOR:MINOR [rwm]",
+		parse: allowedDevicesKnob},
+	// blkiotune. The weight's default is BFQ's and io.weight's; an
+	// unset device list is empty.
+	"blkio_weight": {Name: "blkio_weight", Default: "100", Help: "100 to 1000 (relative I/O weight; the node's kernel file may allow less)",
+		parse: intRange("blkio_weight", MinBlkioWeight, MaxBlkioWeight)},
+	"device_weight": {Name: "device_weight", Help: "PATH,WEIGHT[,PATH,WEIGHT] with weights 100 to 1000, 0 removes a device",
+		parse: deviceList("device_weight")},
+	"device_read_bytes_sec": {Name: "device_read_bytes_sec", Help: "PATH,BYTES[,PATH,BYTES] per second (1M, 512KiB or bytes), 0 removes a limit",
+		parse: deviceList("device_read_bytes_sec")},
+	"device_write_bytes_sec": {Name: "device_write_bytes_sec", Help: "PATH,BYTES[,PATH,BYTES] per second (1M, 512KiB or bytes), 0 removes a limit",
+		parse: deviceList("device_write_bytes_sec")},
+	"device_read_iops_sec": {Name: "device_read_iops_sec", Help: "PATH,IOPS[,PATH,IOPS], 0 removes a limit",
+		parse: deviceList("device_read_iops_sec")},
+	"device_write_iops_sec": {Name: "device_write_iops_sec", Help: "PATH,IOPS[,PATH,IOPS], 0 removes a limit",
+		parse: deviceList("device_write_iops_sec")},
 }
 
 // placementKnobs are settings a guest's host applies and reports that come

@@ -60,6 +60,10 @@ type GuestDefined struct {
 	SpreadBy    string   `json:"spread_by,omitempty"`
 	CPUSet      string   `json:"cpuset,omitempty"`
 	PinCPUs     int      `json:"pin_cpus,omitempty"`
+	// Devices the guest may use beyond its minimal set, canonical and
+	// sorted (see [CanonicalAllowedDevices]); the "devices" knob tunes
+	// them later.
+	Devices []string `json:"devices,omitempty"`
 }
 
 // GuestPlaced assigns a guest to a node. The index of this event is the

@@ -236,6 +236,9 @@ func (g *GuestDefined) Validate() error {
 	if err := ValidateLabels("label", g.Labels); err != nil {
 		return err
 	}
+	if err := validateDevices(g.Devices); err != nil {
+		return err
+	}
 	return g.validatePlacementRules()
 }
 

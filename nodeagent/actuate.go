@@ -166,17 +166,38 @@ func (a *Agent) tune(ctx context.Context, g *guest, knobs map[string]string) {
 	// The two limits are written together, as the kernel checks one
 	// against the other: memory+swap must stay at least the memory limit
 	// (v1), and memory.swap.max is their difference (v2).
+	filled := false // a limit was taken from the host, not the log
 	for _, pair := range [][2]string{{"swap_hard_limit", "hard_limit"}, {"hard_limit", "swap_hard_limit"}} {
 		if _, ok := write[pair[0]]; ok {
 			if v, ok := g.applied[pair[1]]; ok && write[pair[1]] == "" {
 				write[pair[1]] = v
+				filled = true
 			}
+		}
+	}
+	// A device dropped from a per-device blkio list keeps its setting on
+	// the host unless written as 0.
+	for k, v := range write {
+		if events.IsDeviceKnob(k) {
+			write[k] = events.DeviceListChange(k, g.applied[k], v)
 		}
 	}
 	res, err := knobResources(write)
 	var writes []cgroupdriver.Write
 	if err == nil {
 		writes, err = a.deps.Cgroups.Apply(cgroupdriver.Guest{Kind: g.kind, ID: g.name}, res)
+	}
+	var fe *cgroupdriver.FieldError
+	_, hard := knobs["hard_limit"]
+	_, swap := knobs["swap_hard_limit"]
+	if err != nil && filled && hard && !swap && errors.As(err, &fe) && (fe.Field == "swap_hard_limit" || fe.Field == "hard_limit") && len(writes) == 0 {
+		// One memtune that raises both limits commits hard_limit first and
+		// swap_hard_limit next; between the two, the new memory limit and
+		// the old swap limit on the host may not go together. The log
+		// never holds such a pair (TuneGuest refuses it), so this is the
+		// moment between the two: wait for the other, report nothing.
+		a.log.Debug("memory limits wait for their pair", "guest", g.name, "knobs", knobs, "err", err)
+		return
 	}
 	vals := cgroupdriver.Applied(res, writes)
 	if g.applied == nil {

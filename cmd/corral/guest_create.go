@@ -30,6 +30,7 @@ type createOptions struct {
 	cpuset      string
 	vcpupin     bool
 	dryRun      bool
+	devices     []string
 }
 
 func (a *app) guestCreateCommand() *cobra.Command {
@@ -43,12 +44,17 @@ it on a node with room for it.
 NAME is 1 to 63 characters from a-z, 0-9 and '-', starting with a letter or digit.
 SIZE takes units: 512MiB, 1G, 64M, 2048K (powers of 1024), 1GB (powers of 1000)
 or plain bytes. The command is given with --command (split like a shell would,
-quotes respected, nothing expanded) or as the arguments after --.`,
+quotes respected, nothing expanded) or as the arguments after --.
+
+Every guest may use only the default devices (null, zero, full, random,
+urandom, tty, ptmx, /dev/pts/*, and /dev/kvm for qemu on a KVM host); --device
+allows one more, and corral devicetune changes the list later.`,
 		Example: `  corral guest create web --driver process --memory 64MiB -- /bin/sleep 1000
   corral guest create web --driver process --memory 64MiB --command "sh -c 'echo hi; sleep 60'"
   corral guest create ct1 --driver lxc --memory 128MiB --rootfs /srv/rootfs -- /bin/sh
   corral guest create vm1 --driver qemu --memory 512MiB --vcpus 2 --kernel /srv/vmlinuz --initrd /srv/initrd.img
-  corral guest create batch --driver process --memory 1G --cpu-shares 256 --label team=data --no-start -- /usr/bin/make`,
+  corral guest create batch --driver process --memory 1G --cpu-shares 256 --label team=data --no-start -- /usr/bin/make
+  corral guest create vm2 --driver qemu --memory 512MiB --kernel /srv/vmlinuz --device /dev/net/tun:rw`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			n := len(args)
 			if d := cmd.ArgsLenAtDash(); d >= 0 {
@@ -98,6 +104,7 @@ quotes respected, nothing expanded) or as the arguments after --.`,
 	f.StringVar(&o.cpuset, "cpuset", "", "pin the guest to these exclusive host CPUs, e.g. 0-3,6")
 	f.BoolVar(&o.vcpupin, "vcpupin", false, "pin every vCPU to an exclusive host CPU the scheduler chooses")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print where the guest would be placed, and why, without creating it")
+	f.StringArrayVar(&o.devices, "device", nil, `allow a device beyond the default set: /dev/PATH[:rwm] (resolved on the node) or "c|b MAJOR:MINOR [rwm]"; access defaults to rwm; repeat for more`)
 	cmd.MarkFlagRequired("driver")
 	cmd.MarkFlagRequired("memory")
 	return cmd
@@ -113,7 +120,7 @@ func (o *createOptions) request(cmd *cobra.Command, args []string) (api.CreateGu
 	req := api.CreateGuest{
 		Name: name, Driver: o.driver, Memory: o.memory, VCPUs: o.vcpus, CPUShares: o.cpuShares,
 		Rootfs: o.rootfs, Kernel: o.kernel, Initrd: o.initrd, NoStart: o.noStart,
-		Constraints: o.constraints, SpreadBy: o.spreadBy, CPUSet: o.cpuset,
+		Constraints: o.constraints, SpreadBy: o.spreadBy, CPUSet: o.cpuset, Devices: o.devices,
 	}
 	if o.vcpupin {
 		if o.cpuset != "" {

@@ -186,6 +186,9 @@ func parseSets(sets []string) (map[string]string, error) {
 			if memoryKnobs[k] {
 				return nil, fmt.Errorf("%s is a memory parameter: use corral memtune --%s", k, strings.ReplaceAll(k, "_", "-"))
 			}
+			if k == "blkio_weight" || events.IsDeviceKnob(k) {
+				return nil, fmt.Errorf("%s is a block I/O parameter: use corral blkiotune", k)
+			}
 			c, err := knob.Canonical(v)
 			if err != nil {
 				return nil, err

@@ -95,6 +95,8 @@ func (g *Guest) Knob(name string) string {
 			return fmt.Sprint(events.QEMUMemoryLimit(g.MemoryBytes))
 		}
 		return fmt.Sprint(g.MemoryBytes)
+	case "devices":
+		return events.AllowedDevicesText(g.Devices)
 	}
 	k, err := events.LookupKnob(name)
 	if err != nil {
@@ -197,7 +199,10 @@ type CreateGuest struct {
 	SpreadBy    string   `json:"spread_by,omitempty"`
 	CPUSet      string   `json:"cpuset,omitempty"`
 	PinCPUs     int      `json:"pin_cpus,omitempty"`
-	NoStart     bool     `json:"no_start,omitempty"`
+	// Devices the guest may use beyond its minimal set: /dev/PATH[:rwm]
+	// or c|b MAJOR:MINOR [rwm] (see events.CanonicalAllowedDevice).
+	Devices []string `json:"devices,omitempty"`
+	NoStart bool     `json:"no_start,omitempty"`
 }
 
 // GuestAction is start, stop, suspend, resume or destroy of one guest.

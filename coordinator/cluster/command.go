@@ -45,11 +45,18 @@ func (c *CreateGuest) Definition() (*events.GuestDefined, error) {
 		}
 		cpuset = set.String()
 	}
+	devices, err := events.CanonicalAllowedDevices(c.Devices)
+	if err != nil {
+		return nil, err
+	}
+	if len(devices) == 0 {
+		devices = nil
+	}
 	d := &events.GuestDefined{
 		Name: c.Name, Driver: c.Driver, MemoryBytes: mem, VCPUs: vcpus, CPUShares: shares,
 		Command: slices.Clone(c.Command), Rootfs: c.Rootfs, Kernel: c.Kernel, Initrd: c.Initrd,
 		Labels: maps.Clone(c.Labels), Constraints: slices.Clone(c.Constraints), SpreadBy: c.SpreadBy,
-		CPUSet: cpuset, PinCPUs: c.PinCPUs,
+		CPUSet: cpuset, PinCPUs: c.PinCPUs, Devices: devices,
 	}
 	if err := d.Validate(); err != nil {
 		return nil, err

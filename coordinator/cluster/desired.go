@@ -16,12 +16,19 @@ import (
 // Resources returns the settings of g's groups: the one place a knob of
 // the log becomes a field of the cgroup driver. cpu_shares comes from the
 // definition, the hard limit from the guest's memory (for a VM with room
-// for QEMU itself), the cpuset from the placement's pinned CPUs, and every
-// tuning the log holds overrides them.
+// for QEMU itself), the cpuset from the placement's pinned CPUs, the device
+// ACL (always: the minimal set for the guest's driver, which its node
+// completes, plus the definition's extra devices), and every tuning the log
+// holds overrides them.
 func Resources(g *Guest) cgroupdriver.Resources {
 	var r cgroupdriver.Resources
 	if g.CPUShares > 0 {
 		r.CPUShares = new(uint64(g.CPUShares))
+	}
+	if r.SetKnob("devices", events.AllowedDevicesText(g.Devices)) != nil {
+		// A definition the log took always reads; should a newer build
+		// not, the guest keeps its minimal set rather than no ACL.
+		r.Devices = &cgroupdriver.DeviceACL{}
 	}
 	mem := g.MemoryBytes
 	if g.Driver == events.DriverQEMU {
@@ -46,6 +53,7 @@ func DesiredGuest(g *Guest) api.DesiredGuest {
 	def.Command = slices.Clone(def.Command)
 	def.Labels = maps.Clone(def.Labels)
 	def.Constraints = slices.Clone(def.Constraints)
+	def.Devices = slices.Clone(def.Devices)
 	return api.DesiredGuest{
 		Name: g.Name, Generation: g.Generation, Desired: g.Desired, Status: g.Status, Paused: g.Paused,
 		Definition: def, Resources: Resources(g),

@@ -80,7 +80,7 @@ func TestResources(t *testing.T) {
 			want: cgroupdriver.Resources{CPUShares: new(uint64(1024)), MemoryHardLimit: new(events.QEMUMemoryLimit(events.DefaultQEMUMemory))},
 		},
 		{
-			name: "nothing defined, nothing managed",
+			name: "nothing defined, only the device ACL managed",
 			g:    base(func(g *Guest) { g.CPUShares, g.MemoryBytes = 0, 0 }),
 			want: cgroupdriver.Resources{},
 		},
@@ -112,8 +112,45 @@ func TestResources(t *testing.T) {
 			}),
 			want: cgroupdriver.Resources{CPUShares: new(uint64(1024)), MemoryHardLimit: new(int64(256 << 20)), MemorySoftLimit: new(int64(1 << 20))},
 		},
+		{
+			name: "the definition's devices are extra devices",
+			g:    base(func(g *Guest) { g.Devices = []string{"/dev/loop-control:rw", "c 10:200 rwm"} }),
+			want: cgroupdriver.Resources{CPUShares: new(uint64(1024)), MemoryHardLimit: new(int64(256 << 20)),
+				Devices: &cgroupdriver.DeviceACL{Extra: []cgroupdriver.DeviceRule{
+					{Path: "/dev/loop-control", Access: "rw"}, {Type: 'c', Major: 10, Minor: 200, Access: "rwm"}}}},
+		},
+		{
+			name: "tuned devices replace the definition's",
+			g: base(func(g *Guest) {
+				g.Devices = []string{"/dev/loop-control:rw"}
+				g.Tuning = map[string]string{"devices": "/dev/fuse:rw"}
+			}),
+			want: cgroupdriver.Resources{CPUShares: new(uint64(1024)), MemoryHardLimit: new(int64(256 << 20)),
+				Devices: &cgroupdriver.DeviceACL{Extra: []cgroupdriver.DeviceRule{{Path: "/dev/fuse", Access: "rw"}}}},
+		},
+		{
+			name: "devices tuned to none leave the minimal set",
+			g: base(func(g *Guest) {
+				g.Devices = []string{"/dev/loop-control:rw"}
+				g.Tuning = map[string]string{"devices": events.NoDevices}
+			}),
+			want: cgroupdriver.Resources{CPUShares: new(uint64(1024)), MemoryHardLimit: new(int64(256 << 20))},
+		},
+		{
+			name: "unreadable devices keep the definition's",
+			g: base(func(g *Guest) {
+				g.Devices = []string{"/dev/loop-control:rw"}
+				g.Tuning = map[string]string{"devices": "/dev/../etc/passwd:r"}
+			}),
+			want: cgroupdriver.Resources{CPUShares: new(uint64(1024)), MemoryHardLimit: new(int64(256 << 20)),
+				Devices: &cgroupdriver.DeviceACL{Extra: []cgroupdriver.DeviceRule{{Path: "/dev/loop-control", Access: "rw"}}}},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.want.Devices == nil {
+				// Every guest gets a device ACL: the minimal set, no extras.
+				tc.want.Devices = &cgroupdriver.DeviceACL{}
+			}
 			if got := Resources(tc.g); !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("Resources = %v, want %v", got, tc.want)
 			}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -70,10 +71,14 @@ var containerDevices = []devNode{
 }
 
 // devicesFor returns the nodes of containerDevices acl allows, and
-// whether it allows ptmx (5:2) and the pseudo terminals (136:*).
+// whether it allows ptmx (5:2) and the pseudo terminals (136:*), then the
+// extra devices named by path (/dev/net/tun becomes net/tun). An extra
+// device given by number gets no node: the container may mknod it if its
+// access has m.
 func devicesFor(acl *cgroupdriver.DeviceACL) (nodes []devNode, pts bool) {
+	base := acl.Rules(cgroupdriver.KindLXC, false)
 	allows := func(major, minor int64) bool {
-		for _, r := range acl.Allow {
+		for _, r := range base {
 			if r.Type == 'a' || (r.Type == 'c' && (r.Major == cgroupdriver.AnyDevice || r.Major == major) &&
 				(r.Minor == cgroupdriver.AnyDevice || r.Minor == minor) && strings.ContainsAny(r.Access, "rw")) {
 				return true
@@ -84,6 +89,11 @@ func devicesFor(acl *cgroupdriver.DeviceACL) (nodes []devNode, pts bool) {
 	for _, n := range containerDevices {
 		if allows(n.Major, n.Minor) {
 			nodes = append(nodes, n)
+		}
+	}
+	for _, r := range acl.Extra {
+		if name, ok := strings.CutPrefix(r.Path, "/dev/"); ok && !slices.ContainsFunc(nodes, func(n devNode) bool { return n.Name == name }) {
+			nodes = append(nodes, devNode{Name: name})
 		}
 	}
 	return nodes, allows(5, 2) && allows(136, 0)
@@ -109,7 +119,7 @@ func (d *LXC) Start(ctx context.Context, spec Spec) (*Instance, error) {
 		res.MemoryHardLimit = new(spec.MemoryBytes)
 	}
 	if res.Devices == nil {
-		res.Devices = &cgroupdriver.DeviceACL{Allow: cgroupdriver.DefaultDeviceRules(false)}
+		res.Devices = &cgroupdriver.DeviceACL{}
 	}
 	nodes, pts := devicesFor(res.Devices)
 	argv := spec.Command

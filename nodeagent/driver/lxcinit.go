@@ -131,6 +131,9 @@ func setupDev(dev string, req *initRequest) error {
 	}
 	for _, n := range req.Devices {
 		target := filepath.Join(dev, n.Name)
+		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", filepath.Dir(target), err)
+		}
 		f, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY, 0o666)
 		if err != nil {
 			return fmt.Errorf("create %s: %w", target, err)

@@ -39,6 +39,11 @@ func (d *Process) Start(ctx context.Context, spec Spec) (*Instance, error) {
 	if res.MemoryHardLimit == nil && spec.MemoryBytes > 0 {
 		res.MemoryHardLimit = new(spec.MemoryBytes)
 	}
+	if res.Devices == nil {
+		// A process needs no device beyond the minimal set: its stdin
+		// and logs are opened by the agent, outside the group.
+		res.Devices = &cgroupdriver.DeviceACL{}
+	}
 	return d.start(ctx, spec, res, func(ctx context.Context, spec *Spec, logf *os.File) (*launched, error) {
 		cmd := &exec.Cmd{
 			Path:        path,

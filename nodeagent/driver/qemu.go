@@ -196,7 +196,11 @@ func (d *QEMU) Start(ctx context.Context, spec Spec) (*Instance, error) {
 		res.MemoryHardLimit = new(events.QEMUMemoryLimit(spec.MemoryBytes))
 	}
 	if res.Devices == nil {
-		res.Devices = &cgroupdriver.DeviceACL{Allow: cgroupdriver.DefaultDeviceRules(d.accel == AccelKVM)}
+		// The minimal set with /dev/kvm on a host that has it, as the
+		// agent's read-back and live tuning compute it too. QEMU opens
+		// no other device: its disks are image files, its network
+		// (none today) would need /dev/net/tun as an extra device.
+		res.Devices = &cgroupdriver.DeviceACL{}
 	}
 	return d.start(ctx, spec, res, d.launch)
 }

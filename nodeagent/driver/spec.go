@@ -51,9 +51,10 @@ type Spec struct {
 	// VCPUs is the number of virtual CPUs of a qemu guest (default 1).
 	VCPUs int
 
-	// Resources are written to the guest's groups before it runs. A lxc or
-	// qemu guest without a device ACL gets the default one
-	// ([cgroupdriver.DefaultDeviceRules]; /dev/kvm only for qemu on KVM).
+	// Resources are written to the guest's groups before it runs. A guest
+	// of any kind without a device ACL gets the minimal one
+	// ([cgroupdriver.MinimalDeviceRules]; /dev/kvm only for qemu on a host
+	// with KVM); every other device is denied.
 	Resources cgroupdriver.Resources
 
 	// StateDir is the guest's own directory; created when missing. It
