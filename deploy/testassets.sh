@@ -15,7 +15,8 @@
 # driver and idles. It powers off when the ACPI power button is pressed
 # (QMP system_powerdown), or after N seconds when the kernel command line
 # says corral.poweroff=N, and panics when it says corral.panic=1 (with
-# panic=-1 and QEMU's -no-reboot, QEMU then exits).
+# panic=-1 and QEMU's -no-reboot, QEMU then exits). corral.fill=N makes it
+# write and delete N MiB first, so the host holds memory a balloon can take.
 #
 # `testassets.sh rootfs` builds and prints only ROOTFS (no kernel download,
 # no QEMU), for tests of containers alone.
@@ -117,7 +118,7 @@ if [ ! -s "$KERNEL" ] || [ ! -d "$MODULES" ]; then
 fi
 
 # The version in the name changes with /init: a cached older one is not used.
-INITRAMFS=$ASSETS/initramfs-2.cpio.gz
+INITRAMFS=$ASSETS/initramfs-3.cpio.gz
 if [ ! -s "$INITRAMFS" ]; then
 	r=$tmp/initramfs
 	populate "$r"
@@ -148,6 +149,13 @@ for arg in $(cat /proc/cmdline); do
 	case $arg in
 	corral.poweroff=*) (sleep ${arg#*=}; echo CORRAL-GUEST-POWEROFF; poweroff -f) & ;;
 	corral.panic=1) echo CORRAL-GUEST-PANIC; echo c >/proc/sysrq-trigger ;;
+	corral.fill=*)
+		# Touch N MiB and free it again: the host then holds that memory
+		# for the guest until a balloon takes it back.
+		dd if=/dev/zero of=/tmp/fill bs=1048576 count=${arg#*=} 2>/dev/null
+		rm -f /tmp/fill
+		echo CORRAL-GUEST-FILLED
+		;;
 	esac
 done
 echo CORRAL-GUEST-UP

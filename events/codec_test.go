@@ -64,6 +64,8 @@ func goldenEvents() []Event {
 		ev(30, "", "n3", &NodeEnrolled{Node: "n3", JoinToken: "fedcba9876543210fedcba9876543210", Fingerprint: "0011223344556677"}),
 		ev(31, "web", "n1", &GuestTuningFailed{Node: "n1", Generation: 5, Knob: "hard_limit", Value: "unlimited",
 			Error: "corral: apply hard_limit for process/web: write memory.limit_in_bytes: invalid argument"}),
+		ev(32, "db", "n1", &GuestBalloon{Node: "n1", Generation: 16, Target: 64 << 20, Actual: 66 << 20, Usage: 201 << 20, Compliant: true}),
+		ev(33, "db", "n1", &GuestBalloonNoncompliant{Node: "n1", Generation: 16, Target: 64 << 20, Actual: 128 << 20, Usage: 230 << 20, WaitedMs: 30000}),
 	}
 }
 

@@ -13,35 +13,37 @@ type Type uint16
 
 // The event types. Add new ones at the end.
 const (
-	TypeInvalid               Type = 0
-	TypeNodeRegistered        Type = 1
-	TypeNodeUp                Type = 2
-	TypeNodeDown              Type = 3
-	TypeGuestDefined          Type = 4
-	TypeGuestPlaced           Type = 5
-	TypeGuestStartRequested   Type = 6
-	TypeGuestStopRequested    Type = 7
-	TypeGuestStarted          Type = 8
-	TypeGuestExited           Type = 9
-	TypeGuestUndefined        Type = 10
-	TypeGuestTuned            Type = 11
-	TypeServerRegistered      Type = 12
-	TypeNodeEligibility       Type = 13
-	TypeSchedulerConfig       Type = 14
-	TypeNodeUsage             Type = 15
-	TypeGuestLimitHit         Type = 16
-	TypeGuestTuningApplied    Type = 17
-	TypeGuestDrift            Type = 18
-	TypeNodeCleanup           Type = 19
-	TypeGuestSuspendRequested Type = 20
-	TypeGuestResumeRequested  Type = 21
-	TypeACLTokenCreated       Type = 22
-	TypeACLTokenDeleted       Type = 23
-	TypeACLPolicySet          Type = 24
-	TypeACLPolicyDeleted      Type = 25
-	TypeNodeJoinTokenCreated  Type = 26
-	TypeNodeEnrolled          Type = 27
-	TypeGuestTuningFailed     Type = 28
+	TypeInvalid                  Type = 0
+	TypeNodeRegistered           Type = 1
+	TypeNodeUp                   Type = 2
+	TypeNodeDown                 Type = 3
+	TypeGuestDefined             Type = 4
+	TypeGuestPlaced              Type = 5
+	TypeGuestStartRequested      Type = 6
+	TypeGuestStopRequested       Type = 7
+	TypeGuestStarted             Type = 8
+	TypeGuestExited              Type = 9
+	TypeGuestUndefined           Type = 10
+	TypeGuestTuned               Type = 11
+	TypeServerRegistered         Type = 12
+	TypeNodeEligibility          Type = 13
+	TypeSchedulerConfig          Type = 14
+	TypeNodeUsage                Type = 15
+	TypeGuestLimitHit            Type = 16
+	TypeGuestTuningApplied       Type = 17
+	TypeGuestDrift               Type = 18
+	TypeNodeCleanup              Type = 19
+	TypeGuestSuspendRequested    Type = 20
+	TypeGuestResumeRequested     Type = 21
+	TypeACLTokenCreated          Type = 22
+	TypeACLTokenDeleted          Type = 23
+	TypeACLPolicySet             Type = 24
+	TypeACLPolicyDeleted         Type = 25
+	TypeNodeJoinTokenCreated     Type = 26
+	TypeNodeEnrolled             Type = 27
+	TypeGuestTuningFailed        Type = 28
+	TypeGuestBalloon             Type = 29
+	TypeGuestBalloonNoncompliant Type = 30
 )
 
 // SchemaVersion is the envelope version written by this build.
@@ -55,34 +57,36 @@ type typeInfo struct {
 // registry maps each type to its stable name and a constructor of its
 // payload. It is read-only after package initialisation.
 var registry = map[Type]typeInfo{
-	TypeNodeRegistered:        {"node.registered", func() Payload { return new(NodeRegistered) }},
-	TypeNodeUp:                {"node.up", func() Payload { return new(NodeUp) }},
-	TypeNodeDown:              {"node.down", func() Payload { return new(NodeDown) }},
-	TypeGuestDefined:          {"guest.defined", func() Payload { return new(GuestDefined) }},
-	TypeGuestPlaced:           {"guest.placed", func() Payload { return new(GuestPlaced) }},
-	TypeGuestStartRequested:   {"guest.start_requested", func() Payload { return new(GuestStartRequested) }},
-	TypeGuestStopRequested:    {"guest.stop_requested", func() Payload { return new(GuestStopRequested) }},
-	TypeGuestStarted:          {"guest.started", func() Payload { return new(GuestStarted) }},
-	TypeGuestExited:           {"guest.exited", func() Payload { return new(GuestExited) }},
-	TypeGuestUndefined:        {"guest.undefined", func() Payload { return new(GuestUndefined) }},
-	TypeGuestTuned:            {"guest.tuned", func() Payload { return new(GuestTuned) }},
-	TypeServerRegistered:      {"server.registered", func() Payload { return new(ServerRegistered) }},
-	TypeNodeEligibility:       {"node.eligibility", func() Payload { return new(NodeEligibility) }},
-	TypeSchedulerConfig:       {"scheduler.config", func() Payload { return new(SchedulerConfig) }},
-	TypeNodeUsage:             {"node.usage", func() Payload { return new(NodeUsage) }},
-	TypeGuestLimitHit:         {"guest.limit_hit", func() Payload { return new(GuestLimitHit) }},
-	TypeGuestTuningApplied:    {"guest.tuning_applied", func() Payload { return new(GuestTuningApplied) }},
-	TypeGuestDrift:            {"guest.drift", func() Payload { return new(GuestDrift) }},
-	TypeNodeCleanup:           {"node.cleanup", func() Payload { return new(NodeCleanup) }},
-	TypeGuestSuspendRequested: {"guest.suspend_requested", func() Payload { return new(GuestSuspendRequested) }},
-	TypeGuestResumeRequested:  {"guest.resume_requested", func() Payload { return new(GuestResumeRequested) }},
-	TypeACLTokenCreated:       {"acl.token_created", func() Payload { return new(ACLTokenCreated) }},
-	TypeACLTokenDeleted:       {"acl.token_deleted", func() Payload { return new(ACLTokenDeleted) }},
-	TypeACLPolicySet:          {"acl.policy_set", func() Payload { return new(ACLPolicySet) }},
-	TypeACLPolicyDeleted:      {"acl.policy_deleted", func() Payload { return new(ACLPolicyDeleted) }},
-	TypeNodeJoinTokenCreated:  {"node.join_token_created", func() Payload { return new(NodeJoinTokenCreated) }},
-	TypeNodeEnrolled:          {"node.enrolled", func() Payload { return new(NodeEnrolled) }},
-	TypeGuestTuningFailed:     {"guest.tuning_failed", func() Payload { return new(GuestTuningFailed) }},
+	TypeNodeRegistered:           {"node.registered", func() Payload { return new(NodeRegistered) }},
+	TypeNodeUp:                   {"node.up", func() Payload { return new(NodeUp) }},
+	TypeNodeDown:                 {"node.down", func() Payload { return new(NodeDown) }},
+	TypeGuestDefined:             {"guest.defined", func() Payload { return new(GuestDefined) }},
+	TypeGuestPlaced:              {"guest.placed", func() Payload { return new(GuestPlaced) }},
+	TypeGuestStartRequested:      {"guest.start_requested", func() Payload { return new(GuestStartRequested) }},
+	TypeGuestStopRequested:       {"guest.stop_requested", func() Payload { return new(GuestStopRequested) }},
+	TypeGuestStarted:             {"guest.started", func() Payload { return new(GuestStarted) }},
+	TypeGuestExited:              {"guest.exited", func() Payload { return new(GuestExited) }},
+	TypeGuestUndefined:           {"guest.undefined", func() Payload { return new(GuestUndefined) }},
+	TypeGuestTuned:               {"guest.tuned", func() Payload { return new(GuestTuned) }},
+	TypeServerRegistered:         {"server.registered", func() Payload { return new(ServerRegistered) }},
+	TypeNodeEligibility:          {"node.eligibility", func() Payload { return new(NodeEligibility) }},
+	TypeSchedulerConfig:          {"scheduler.config", func() Payload { return new(SchedulerConfig) }},
+	TypeNodeUsage:                {"node.usage", func() Payload { return new(NodeUsage) }},
+	TypeGuestLimitHit:            {"guest.limit_hit", func() Payload { return new(GuestLimitHit) }},
+	TypeGuestTuningApplied:       {"guest.tuning_applied", func() Payload { return new(GuestTuningApplied) }},
+	TypeGuestDrift:               {"guest.drift", func() Payload { return new(GuestDrift) }},
+	TypeNodeCleanup:              {"node.cleanup", func() Payload { return new(NodeCleanup) }},
+	TypeGuestSuspendRequested:    {"guest.suspend_requested", func() Payload { return new(GuestSuspendRequested) }},
+	TypeGuestResumeRequested:     {"guest.resume_requested", func() Payload { return new(GuestResumeRequested) }},
+	TypeACLTokenCreated:          {"acl.token_created", func() Payload { return new(ACLTokenCreated) }},
+	TypeACLTokenDeleted:          {"acl.token_deleted", func() Payload { return new(ACLTokenDeleted) }},
+	TypeACLPolicySet:             {"acl.policy_set", func() Payload { return new(ACLPolicySet) }},
+	TypeACLPolicyDeleted:         {"acl.policy_deleted", func() Payload { return new(ACLPolicyDeleted) }},
+	TypeNodeJoinTokenCreated:     {"node.join_token_created", func() Payload { return new(NodeJoinTokenCreated) }},
+	TypeNodeEnrolled:             {"node.enrolled", func() Payload { return new(NodeEnrolled) }},
+	TypeGuestTuningFailed:        {"guest.tuning_failed", func() Payload { return new(GuestTuningFailed) }},
+	TypeGuestBalloon:             {"guest.balloon", func() Payload { return new(GuestBalloon) }},
+	TypeGuestBalloonNoncompliant: {"guest.balloon_noncompliant", func() Payload { return new(GuestBalloonNoncompliant) }},
 }
 
 // NewPayload returns an empty payload of type t, to decode into.

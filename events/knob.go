@@ -30,6 +30,9 @@ var knobs = map[string]Knob{
 	"hard_limit":      {Name: "hard_limit", Default: Unlimited, Help: "a size such as 512MiB, or unlimited", parse: sizeOrUnlimited("hard_limit")},
 	"soft_limit":      {Name: "soft_limit", Default: Unlimited, Help: "a size such as 256MiB, or unlimited", parse: sizeOrUnlimited("soft_limit")},
 	"swap_hard_limit": {Name: "swap_hard_limit", Default: Unlimited, Help: "a size such as 1GiB, or unlimited", parse: sizeOrUnlimited("swap_hard_limit")},
+	// memory is virsh setmem's current memory: the balloon target, at
+	// most the guest's memory; "" (its default) leaves it all.
+	"memory": {Name: "memory", Help: "the current (balloon) memory, a size such as 64MiB, at most the guest's memory", parse: sizeOnly("memory")},
 	// devicetune: the devices a guest may use beyond its minimal set.
 	"devices": {Name: "devices", Default: NoDevices, Help: "none, or a comma-separated list of /dev/PATH[:rwm] or c|b MAJOR:MINOR [rwm]",
 		parse: allowedDevicesKnob},
@@ -91,6 +94,17 @@ func KnobNames() []string {
 // Canonical parses a value for k and returns its canonical form: decimal
 // integers for CPU knobs, bytes or "unlimited" for memory knobs.
 func (k Knob) Canonical(value string) (string, error) { return k.parse(strings.TrimSpace(value)) }
+
+// sizeOnly parses a size with units into bytes.
+func sizeOnly(field string) func(string) (string, error) {
+	return func(s string) (string, error) {
+		n, err := ParseSize(field, s)
+		if err != nil {
+			return "", err
+		}
+		return strconv.FormatInt(n, 10), nil
+	}
+}
 
 func intRange(field string, lo, hi int64) func(string) (string, error) {
 	return func(s string) (string, error) {

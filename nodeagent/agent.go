@@ -55,6 +55,9 @@ type Agent struct {
 	// reserver is nil without.
 	reserver    Reserver
 	reservation cgroupdriver.Reservation
+	// balloons follows each guest's balloon target (balloon.go); only the
+	// run loop touches it.
+	balloons balloonWatch
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -285,6 +288,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			full = true
 		case <-usage.C:
 			a.reportUsage(ctx)
+			a.watchBalloons(ctx, &a.balloons, time.Now())
 			continue
 		}
 		if a.fenced.Load() {

@@ -65,6 +65,11 @@ type Config struct {
 	// StopTimeout is how long a graceful stop may take before the guest
 	// is killed.
 	StopTimeout time.Duration
+	// BalloonTimeout is how long a guest may take to come within
+	// tolerance of a new balloon target (virsh setmem) before the agent
+	// reports guest.balloon_noncompliant. The balloon is sampled on the
+	// usage interval, so the report comes at most one interval later.
+	BalloonTimeout time.Duration
 
 	// Fencer fences the guests even when the agent process is dead.
 	Fencer FencerConfig
@@ -93,6 +98,7 @@ func DefaultConfig() Config {
 		UsageInterval:     10 * time.Second,
 		ResyncInterval:    5 * time.Second,
 		StopTimeout:       10 * time.Second,
+		BalloonTimeout:    30 * time.Second,
 		Fencer:            FencerConfig{Poll: MaxFencerPoll},
 	}
 }
@@ -128,6 +134,7 @@ func (c Config) Validate() error {
 		{"usage interval", c.UsageInterval},
 		{"resync interval", c.ResyncInterval},
 		{"stop timeout", c.StopTimeout},
+		{"balloon timeout", c.BalloonTimeout},
 	} {
 		if d.v <= 0 {
 			bad(d.name, "%v must be positive", d.v)

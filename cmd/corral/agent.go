@@ -35,6 +35,7 @@ type agentOptions struct {
 	fencePoll     time.Duration
 	heartbeat     time.Duration
 	usage         time.Duration
+	balloon       time.Duration
 	accel         string
 	tls           pki.Files
 	joinToken     string
@@ -53,6 +54,7 @@ func (o *agentOptions) flags(cmd *cobra.Command, stateDirDefault string) {
 	f.DurationVar(&o.fencePoll, "fence-poll", def.Fencer.Poll, fmt.Sprintf("how often the fencer checks the agent's lease (at most %v)", nodeagent.MaxFencerPoll))
 	f.DurationVar(&o.heartbeat, "heartbeat-interval", def.HeartbeatInterval, "how often the agent tells the coordinator it is alive")
 	f.DurationVar(&o.usage, "usage-interval", def.UsageInterval, "how often one usage event for all guests is sent")
+	f.DurationVar(&o.balloon, "balloon-timeout", def.BalloonTimeout, "report guest.balloon_noncompliant when a guest has not come within tolerance of its setmem target this long")
 	f.StringVar(&o.accel, "qemu-accel", "auto", "qemu accelerator: kvm, tcg or auto (auto proves KVM runs a guest before using it)")
 }
 
@@ -86,6 +88,7 @@ func (a *app) startAgent(ctx context.Context, o agentOptions, addrs, natsURL str
 	cfg := nodeagent.DefaultConfig()
 	cfg.NodeID, cfg.StateDir = o.nodeID, o.stateDir
 	cfg.FenceTimeout, cfg.HeartbeatInterval, cfg.UsageInterval = o.fence, o.heartbeat, o.usage
+	cfg.BalloonTimeout = o.balloon
 	cfg.ReserveCPUs = o.reserveCPUs
 	// The agent (the whole process, under corral dev) lives in
 	// <partition>/corral/agent, below the cap the reserve sets.

@@ -40,7 +40,7 @@ virsh does: weights 100 to 1000, bytes per second (plain bytes, or with a unit:
 values; 0 removes a device's setting. The node resolves each path to its
 block device (a whole disk) and refuses one it does not have: the refusal is
 a guest.tuning_failed event, shown by guest show.
-Without --live or --config a change applies to both.`,
+` + scopeHelp,
 		Example: `  corral blkiotune web
   corral blkiotune web --weight 500
   corral blkiotune web --device-write-bytes-sec /dev/vdb,10M --device-read-iops-sec /dev/vdb,200
@@ -57,7 +57,7 @@ Without --live or --config a change applies to both.`,
 					given[p.knob] = *vals[p.knob]
 				}
 			}
-			set, err := a.blkioSet(cmd.Context(), name, given)
+			set, err := a.blkioSet(cmd.Context(), name, given, o)
 			if err != nil {
 				return err
 			}
@@ -96,7 +96,7 @@ Without --live or --config a change applies to both.`,
 // blkioSet turns blkiotune's flags (knob -> text as given) into the
 // canonical values to send. A per-device list is merged into the guest's
 // current one, as virsh does; the guest is read only when one is given.
-func (a *app) blkioSet(ctx context.Context, name string, given map[string]string) (map[string]string, error) {
+func (a *app) blkioSet(ctx context.Context, name string, given map[string]string, o tuneOptions) (map[string]string, error) {
 	// Every value is checked before the guest is read.
 	set, err := blkioValues(given, func(string) string { return "" })
 	if err != nil {
@@ -112,7 +112,11 @@ func (a *app) blkioSet(ctx context.Context, name string, given map[string]string
 			if err != nil {
 				return nil, err
 			}
-			return blkioValues(given, g.Guest.Knob)
+			current := g.Guest.Knob
+			if o.config && !o.live {
+				current = g.Guest.ConfigKnob // --config merges into what the next start uses
+			}
+			return blkioValues(given, current)
 		}
 	}
 	return set, nil

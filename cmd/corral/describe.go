@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/corral-dev/corral/events"
 )
@@ -49,6 +50,10 @@ func eventDetails(e events.Event) string {
 		}
 	case *events.GuestTuningFailed:
 		d = fmt.Sprintf("%s %s refused on %s (generation %d): %s", p.Knob, formatKnob(p.Knob, p.Value), p.Node, p.Generation, p.Error)
+	case *events.GuestBalloon:
+		d = fmt.Sprintf("node=%s target=%s actual=%s usage=%s compliant=%t", p.Node, formatBytes(p.Target), formatBytes(p.Actual), formatBytes(p.Usage), p.Compliant)
+	case *events.GuestBalloonNoncompliant:
+		d = fmt.Sprintf("node=%s target=%s actual=%s usage=%s after %s", p.Node, formatBytes(p.Target), formatBytes(p.Actual), formatBytes(p.Usage), time.Duration(p.WaitedMs)*time.Millisecond)
 	case *events.ServerRegistered:
 		d = fmt.Sprintf("id=%s raft=%s http=%s", p.ID, p.RaftAddr, p.HTTPAddr)
 	case *events.ACLTokenCreated:

@@ -19,7 +19,7 @@ func (a *app) devicetuneCommand() *cobra.Command {
 		set         string
 	)
 	cmd := &cobra.Command{
-		Use:   "devicetune NAME [--allow DEVICE]... [--deny DEVICE]... [--set LIST|none] [--live] [--config]",
+		Use:   "devicetune NAME [--allow DEVICE]... [--deny DEVICE]... [--set LIST|none] [--live] [--config] [--current]",
 		Short: "Show or change the devices a guest may use",
 		Long: `Show the devices a guest may use beyond the default set or change them, like
 libvirt's cgroup_device_acl but per guest. Every guest's device cgroup denies
@@ -34,8 +34,8 @@ fails the start), or "c|b MAJOR:MINOR [ACCESS]". ACCESS is a subset of rwm
 (read, write, mknod), rwm when left out. --allow of a listed device replaces
 its access; --deny takes a listed device out (the default set cannot be
 denied); --set replaces the whole list ("none" empties it). The same knob is
-corral schedinfo NAME --set devices=LIST. Without --live or --config a change
-applies to both.`,
+corral schedinfo NAME --set devices=LIST.
+` + scopeHelp,
 		Example: `  corral devicetune web
   corral devicetune web --allow /dev/loop-control:rw
   corral devicetune vm1 --allow /dev/net/tun --allow "c 10:200 rw" --config
@@ -74,7 +74,11 @@ applies to both.`,
 				if err != nil {
 					return err
 				}
-				old := g.Knob("devices")
+				knob := g.Knob
+				if o.config && !o.live {
+					knob = g.ConfigKnob // --config merges into what the next start uses
+				}
+				old := knob("devices")
 				v, err := events.MergeAllowedDevices(old, allow, deny)
 				if err != nil {
 					return err

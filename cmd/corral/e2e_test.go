@@ -163,7 +163,7 @@ func TestDevEndToEnd(t *testing.T) {
 			t.Errorf("memtune printed\n%s\nwant\n%s", out, wantMem)
 		}
 		wantMem = "hard_limit     : unlimited\nsoft_limit     : 262144\nswap_hard_limit: unlimited\n"
-		if out := p.ok("memtune", "web", "--hard-limit", "-1", "--soft-limit", "256MiB", "--live"); out != wantMem {
+		if out := p.ok("memtune", "web", "--hard-limit", "-1", "--soft-limit", "256MiB", "--config"); out != wantMem {
 			t.Errorf("memtune back to unlimited printed\n%s\nwant\n%s", out, wantMem)
 		}
 		out := p.ok("guest", "history", "web")
@@ -176,8 +176,13 @@ func TestDevEndToEnd(t *testing.T) {
 		if actor := tokenActor(t, p); !containsRow(out, "guest.tuned", actor, "cpu_shares", "1024", "→", "500") {
 			t.Errorf("history has no tuning row attributed to %s:\n%s", actor, out)
 		}
-		if !strings.Contains(out, "hard_limit 1GiB → unlimited (live only)") {
-			t.Errorf("history lacks the live-only change back to unlimited:\n%s", out)
+		if !strings.Contains(out, "hard_limit 1GiB → unlimited (config only)") {
+			t.Errorf("history lacks the config-only change back to unlimited:\n%s", out)
+		}
+		// web is placed on a node with no agent, so it never runs: --live
+		// is refused, as virsh refuses it for a domain that is not running.
+		if r := p.corral("memtune", "web", "--soft-limit", "128MiB", "--live"); r.code != 1 || !strings.Contains(r.stderr, "is not running") {
+			t.Errorf("memtune --live on a guest not running: exit %d, stderr %q", r.code, r.stderr)
 		}
 		tuned := eventLines(t, p, "--type", "guest.tuned", "--guest", "web")
 		if len(tuned) != 5 {
@@ -536,5 +541,99 @@ func TestDevTuningFailed(t *testing.T) {
 	}
 	if n := len(eventLines(t, p, "--type", "guest.tuning_failed")); n != 1 {
 		t.Errorf("%d guest.tuning_failed events at the end, want 1", n)
+	}
+}
+
+// TestDevTuningScopes checks virsh's --live, --config and --current on a
+// process guest's real cpu group: a --live value lasts until the guest
+// stops, a --config value waits for the next start, and a guest that is
+// not running refuses --live.
+func TestDevTuningScopes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts corral dev as a process")
+	}
+	p, cg := startAgentDev(t, []string{"scoped"})
+	p.ok("guest", "create", "scoped", "--driver", "process", "--memory", "32MiB", "--", "/bin/sleep", "1000")
+	first := waitGuest(t, p, "scoped", "ran", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
+	dirs, err := cg.Paths(cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: "scoped"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, dirs, "cpu.shares", "1024")
+	shares := func(out string) string {
+		for _, line := range strings.Split(out, "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "cpu_shares" {
+				return strings.TrimSpace(v)
+			}
+		}
+		t.Fatalf("no cpu_shares in\n%s", out)
+		return ""
+	}
+	restart := func(pid int) *api.GuestView {
+		t.Helper()
+		p.ok("guest", "stop", "scoped")
+		waitGuest(t, p, "scoped", "stopped", func(g *api.GuestView) bool { return g.Status == api.StatusExited })
+		p.ok("guest", "start", "scoped")
+		return waitGuest(t, p, "scoped", "ran again", func(g *api.GuestView) bool {
+			return g.Status == api.StatusRunning && g.PID > 0 && g.PID != pid
+		})
+	}
+
+	// --live: the running guest's file changes, the definition does not.
+	if got := shares(p.ok("schedinfo", "scoped", "--set", "cpu_shares=500", "--live")); got != "500" {
+		t.Errorf("schedinfo --live printed cpu_shares %s, want 500", got)
+	}
+	waitFile(t, dirs, "cpu.shares", "500")
+	if got := shares(p.ok("schedinfo", "scoped", "--config")); got != "1024" {
+		t.Errorf("schedinfo --config printed cpu_shares %s, want the persistent 1024", got)
+	}
+	if g := guestJSON(t, p, "scoped"); g.LiveTuning["cpu_shares"] != "500" || g.Tuning["cpu_shares"] != "" {
+		t.Errorf("after --live: tuning %v live_tuning %v; want cpu_shares only live", g.Tuning, g.LiveTuning)
+	}
+	if out := p.ok("guest", "show", "scoped"); !containsRow(out, "cpu_shares", "500", "/", "500", "(live", "only;", "next", "start:", "1024)") {
+		t.Errorf("guest show does not say the live value is live only:\n%s", out)
+	}
+	second := restart(first.PID)
+	waitFile(t, dirs, "cpu.shares", "1024")
+
+	// --config: the running guest keeps its value; the next start uses it.
+	if got := shares(p.ok("schedinfo", "scoped", "--set", "cpu_shares=700", "--config")); got != "700" {
+		t.Errorf("schedinfo --config printed cpu_shares %s, want 700", got)
+	}
+	// A later live change the agent applies proves it has seen the
+	// --config one: updates reach it in order.
+	p.ok("schedinfo", "scoped", "--set", "vcpu_quota=50000", "--live")
+	waitFile(t, dirs, "cpu.cfs_quota_us", "50000")
+	if v := groupFile(t, dirs, "cpu.shares"); v != "1024" {
+		t.Errorf("cpu.shares = %s after --config 700, want the running 1024", v)
+	}
+	if got := shares(p.ok("schedinfo", "scoped")); got != "1024" {
+		t.Errorf("schedinfo printed cpu_shares %s for the running guest, want 1024", got)
+	}
+
+	// A guest that is not running refuses --live and changes nothing.
+	p.ok("guest", "stop", "scoped")
+	waitGuest(t, p, "scoped", "stopped", func(g *api.GuestView) bool { return g.Status == api.StatusExited })
+	before := lastIndex(t, p)
+	if r := p.corral("schedinfo", "scoped", "--set", "cpu_shares=300", "--live"); r.code != 1 || !strings.Contains(r.stderr, `guest "scoped" is not running`) {
+		t.Errorf("--live on a stopped guest: exit %d, stderr %q; want exit 1 and is not running", r.code, r.stderr)
+	}
+	if r := p.corral("schedinfo", "scoped", "--set", "cpu_shares=300", "--live", "--current"); r.code == 0 || !strings.Contains(r.stderr, "--current") {
+		t.Errorf("--live with --current: exit %d, stderr %q; want a usage error", r.code, r.stderr)
+	}
+	if after := lastIndex(t, p); after != before {
+		t.Errorf("refused --live appended %d events", after-before)
+	}
+	p.ok("guest", "start", "scoped")
+	waitGuest(t, p, "scoped", "ran a third time", func(g *api.GuestView) bool {
+		return g.Status == api.StatusRunning && g.PID > 0 && g.PID != second.PID
+	})
+	waitFile(t, dirs, "cpu.shares", "700")
+	waitFile(t, dirs, "cpu.cfs_quota_us", "-1")
+
+	out := p.ok("guest", "history", "scoped")
+	if !containsRow(out, "guest.tuned", "cpu_shares", "1024", "→", "500", "(live", "only)") ||
+		!containsRow(out, "guest.tuned", "cpu_shares", "1024", "→", "700", "(config", "only)") {
+		t.Errorf("history lacks the scopes:\n%s", out)
 	}
 }

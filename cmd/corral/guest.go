@@ -133,13 +133,17 @@ func printGuest(a *app, gv *api.GuestView) error {
 	if len(g.Labels) > 0 {
 		t.row("Labels:", formatMap(g.Labels))
 	}
-	t.row("Tuning:", "desired / applied on the host")
+	t.row("Tuning:", "desired / applied on the host (a live-only value says what the next start uses)")
 	for _, k := range events.KnobNames() {
 		applied := "-"
 		if v, ok := g.Applied[k]; ok {
 			applied = formatKnob(k, v)
 		}
-		t.row("  "+k, formatKnob(k, g.Knob(k))+" / "+applied)
+		row := formatKnob(k, g.Knob(k)) + " / " + applied
+		if _, ok := g.LiveTuning[k]; ok {
+			row += " (live only; next start: " + formatKnob(k, g.ConfigKnob(k)) + ")"
+		}
+		t.row("  "+k, row)
 	}
 	if len(g.TuningFailed) > 0 {
 		t.row("Tuning failed:", "values the host refused; tune the knob again with a value it takes")

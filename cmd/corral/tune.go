@@ -23,27 +23,45 @@ var (
 	memoryOrder = []string{"hard_limit", "soft_limit", "swap_hard_limit"}
 )
 
-// tuneOptions are the flags schedinfo and memtune share.
+// tuneOptions are the flags the tuning commands share.
 type tuneOptions struct {
-	live, config bool
-	reason       string
+	live, config, current bool
+	reason                string
 }
+
+// scopeHelp says what the scope flags mean, as virsh's
+// VIR_DOMAIN_AFFECT_LIVE, _CONFIG and _CURRENT do.
+const scopeHelp = `--live changes the running guest only: its next start
+takes the persistent values again (a guest not running refuses it).
+--config changes the persistent definition only: the running guest keeps
+its value and the next start uses the new one. Both flags change both.
+Without either (--current), a change reaches a running guest and its next
+start, and only the next start of a guest that is not running. With
+--config alone the persistent values are printed, else the running ones.`
 
 func (o *tuneOptions) flags(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.BoolVar(&o.live, "live", false, "change the running guest only")
-	f.BoolVar(&o.config, "config", false, "change the persistent definition only (next start)")
+	f.BoolVar(&o.live, "live", false, "change the running guest only; lost at its next start")
+	f.BoolVar(&o.config, "config", false, "change the persistent definition only: used from the next start")
+	f.BoolVar(&o.current, "current", false, "the running guest and its definition if it runs, else the definition (the default)")
 	f.StringVar(&o.reason, "reason", "", "why: recorded in the tuning event")
 }
 
+// persistentOnly reports whether the command names the persistent
+// definition alone, whose values it then shows.
+func (o tuneOptions) persistentOnly() bool { return o.config && !o.live }
+
 // tune sends the changes in set (knob -> canonical value) and returns the
-// guest as it is afterwards. For a running guest it waits, a bounded time,
-// for its agent to report the values it wrote, so what is printed is what
-// the host holds.
+// guest as it is afterwards, its Knob giving the values in the scope o
+// names. For a running guest it waits, a bounded time, for its agent to
+// report the values it wrote, so what is printed is what the host holds.
 func (a *app) tune(ctx context.Context, name string, set map[string]string, o tuneOptions) (*api.Guest, error) {
 	client := a.readClient
 	if len(set) > 0 {
 		client = a.client
+	}
+	if o.current && (o.live || o.config) {
+		return nil, usagef("--current means the running guest if it runs, else its definition: give it alone, not with --live or --config")
 	}
 	c, err := client()
 	if err != nil {
@@ -61,7 +79,12 @@ func (a *app) tune(ctx context.Context, name string, set map[string]string, o tu
 		if err != nil {
 			return nil, err
 		}
-		if len(set) == 0 || o.config && !o.live || g.Status != api.StatusRunning || applied(&g.Guest, set) {
+		if o.persistentOnly() {
+			// The running instance's values are not what was asked.
+			g.LiveTuning = nil
+			return &g.Guest, nil
+		}
+		if len(set) == 0 || g.Status != api.StatusRunning || applied(&g.Guest, set) {
 			return &g.Guest, nil
 		}
 		if err := refused(&g.Guest, set); err != nil {
@@ -124,7 +147,7 @@ func (a *app) schedinfoCommand() *cobra.Command {
 		sets []string
 	)
 	cmd := &cobra.Command{
-		Use:   "schedinfo NAME [--set KNOB=VALUE]... [--live] [--config]",
+		Use:   "schedinfo NAME [--set KNOB=VALUE]... [--live] [--config] [--current]",
 		Short: "Show or set a guest's CPU scheduler parameters, like virsh schedinfo",
 		Long: `Show a guest's CPU scheduler parameters or, with --set, change them, printing
 the values afterwards in virsh's format. Each change is a guest.tuned event
@@ -132,7 +155,7 @@ the values afterwards in virsh's format. Each change is a guest.tuned event
 
 Parameters: cpu_shares (2-262144, default 1024), vcpu_period (1000-1000000 µs,
 default 100000), vcpu_quota (-1 = unlimited, or 1000-17592186044415 µs).
-Without --live or --config a change applies to both.`,
+` + scopeHelp,
 		Example: `  corral schedinfo web
   corral schedinfo web --set cpu_shares=500
   corral schedinfo web --set vcpu_quota=50000 --set vcpu_period=100000 --live`,
@@ -219,7 +242,7 @@ As with virsh, a plain number is KiB and -1 means unlimited; sizes with units
 libvirt, so it must be at least hard_limit (on cgroup v2 the difference goes to
 memory.swap.max); lifting hard_limit means lifting swap_hard_limit too. A value
 the host still refuses is reported (guest.tuning_failed) and shown by guest show.
-Without --live or --config a change applies to both.`,
+` + scopeHelp,
 		Example: `  corral memtune web
   corral memtune web --hard-limit 1048576 --soft-limit 512MiB
   corral memtune web --hard-limit -1`,

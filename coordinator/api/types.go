@@ -73,15 +73,37 @@ type Guest struct {
 	// TuningFailed holds, per knob, the host's last refusal of a value
 	// for the current generation, until the knob is applied.
 	TuningFailed map[string]*events.GuestTuningFailed `json:"tuning_failed,omitempty"`
-	Tuning       map[string]string                    `json:"tuning,omitempty"` // knob -> canonical value, when not the default
-	LastExit     *events.GuestExited                  `json:"last_exit,omitempty"`
-	CreateIndex  uint64                               `json:"create_index"`
-	ModifyIndex  uint64                               `json:"modify_index"`
+	// Balloon is the host's last balloon report for the current
+	// generation (target, actual, usage, compliance), and
+	// BalloonNoncompliant its report that the guest missed the target in
+	// time, until a later report finds it compliant.
+	Balloon             *events.GuestBalloon             `json:"balloon,omitempty"`
+	BalloonNoncompliant *events.GuestBalloonNoncompliant `json:"balloon_noncompliant,omitempty"`
+	// Tuning is the persistent definition's tuning, what the next start
+	// uses: knob -> canonical value, when not the default. LiveTuning
+	// holds the running instance's values where they differ from it (a
+	// --live change, or the old value a --config change left running);
+	// it is emptied when the instance ends or the guest is placed again.
+	Tuning      map[string]string   `json:"tuning,omitempty"`
+	LiveTuning  map[string]string   `json:"live_tuning,omitempty"`
+	LastExit    *events.GuestExited `json:"last_exit,omitempty"`
+	CreateIndex uint64              `json:"create_index"`
+	ModifyIndex uint64              `json:"modify_index"`
 }
 
-// Knob returns the guest's current value of a knob in canonical form: its
-// tuning, else what its definition implies, else the knob's default.
+// Knob returns the value of a knob in force, in canonical form: the
+// running instance's, which for a guest not running is its ConfigKnob.
 func (g *Guest) Knob(name string) string {
+	if v, ok := g.LiveTuning[name]; ok {
+		return v
+	}
+	return g.ConfigKnob(name)
+}
+
+// ConfigKnob returns the persistent value of a knob, what the guest's
+// next start uses, in canonical form: its tuning, else what its
+// definition implies, else the knob's default.
+func (g *Guest) ConfigKnob(name string) string {
 	if v, ok := g.Tuning[name]; ok {
 		return v
 	}
@@ -217,7 +239,10 @@ type TuneGuest struct {
 	Name string            `json:"name"`
 	Set  map[string]string `json:"set"`
 	// Live and Persistent select where the change applies, as virsh's
-	// --live and --config do; neither given means both.
+	// --live and --config do: Live the running instance only (refused
+	// for a guest not running), Persistent what the next start uses,
+	// both both. Neither is virsh's --current: both for a running guest,
+	// Persistent for one that is not.
 	Live       bool   `json:"live,omitempty"`
 	Persistent bool   `json:"persistent,omitempty"`
 	Reason     string `json:"reason,omitempty"`
@@ -300,6 +325,12 @@ type DesiredGuest struct {
 	// managed (written at start, rewritten when it changes, watched for
 	// drift).
 	Resources cgroupdriver.Resources `json:"resources"`
+	// Memory is the balloon target in bytes (virsh setmem's current
+	// memory), at most the definition's memory; 0 leaves the guest all of
+	// it. A qemu guest's balloon is set to it and its memory cgroup's soft
+	// limit follows it plus QEMU's room; a process or lxc guest's soft
+	// limit is it.
+	Memory int64 `json:"memory,omitempty"`
 }
 
 // NodeUpdate is what the leader publishes on a node's subject for every

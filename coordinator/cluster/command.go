@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -125,7 +126,10 @@ func (c *GuestAction) Decide(s *State, now time.Time, actor string) ([]events.Ev
 }
 
 // TuneGuest changes knobs of a guest, one guest.tuned event per knob whose
-// value changes.
+// value changes in the scope it names, as virsh's --live, --config and
+// --current do (see [api.TuneGuest]). An event's Old is the knob's value
+// in that scope: the running instance's when Live (the persistent one
+// when only that differs), else the persistent one.
 type TuneGuest struct{ api.TuneGuest }
 
 func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
@@ -141,7 +145,10 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 	}
 	live, persistent := c.Live, c.Persistent
 	if !live && !persistent {
-		live, persistent = true, true
+		live, persistent = running(g), true
+	}
+	if live && !running(g) {
+		return nil, notRunning(g)
 	}
 	set := make(map[string]string, len(c.Set))
 	for _, name := range slices.Sorted(maps.Keys(c.Set)) {
@@ -153,16 +160,36 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 		if err != nil {
 			return nil, err
 		}
+		if name == "memory" {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			if err := events.CheckBalloon(n, g.MemoryBytes, g.Driver); err != nil {
+				return nil, err
+			}
+		}
 		set[name] = v
 	}
-	if err := checkMemoryLimits(g, set); err != nil {
-		return nil, err
+	// Each scope the change reaches must keep its limits in order.
+	if live {
+		if err := checkMemoryLimits(g.Knob, set); err != nil {
+			return nil, err
+		}
+	}
+	if persistent {
+		if err := checkMemoryLimits(g.ConfigKnob, set); err != nil {
+			return nil, err
+		}
 	}
 	var out []events.Event
 	for _, name := range slices.Sorted(maps.Keys(set)) {
-		v, old := set[name], g.Knob(name)
-		if old == v {
+		v := set[name]
+		if (!live || g.Knob(name) == v) && (!persistent || g.ConfigKnob(name) == v) {
 			continue
+		}
+		// The running instance's value is the one a change reaching it
+		// replaces, unless only the persistent one differs.
+		old := g.ConfigKnob(name)
+		if live && g.Knob(name) != v {
+			old = g.Knob(name)
 		}
 		e := subject(events.New(now, actor, &events.GuestTuned{Knob: name, Old: old, New: v, Live: live, Persistent: persistent}), c.Name, "")
 		e.Reason = c.Reason
@@ -171,22 +198,33 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 	return out, nil
 }
 
-// checkMemoryLimits checks the memory limits g would have after set, as
-// libvirt does before it writes any: when a command names hard_limit or
-// swap_hard_limit, the swap limit must be at least the hard limit. A
-// guest whose limits were already at odds (an older build let that
-// through) can still be tuned in every other way.
-func checkMemoryLimits(g *Guest, set map[string]string) error {
+// running reports whether g has an instance a live change reaches.
+func running(g *Guest) bool { return g.Status == StatusRunning }
+
+// notRunning refuses a live-only change to a guest with no running
+// instance, as virsh refuses --live for a domain that is not running.
+func notRunning(g *Guest) error {
+	return fmt.Errorf("%w: guest %q is not running (it is %s): --live changes only a running guest; use --config to change what its next start uses",
+		api.ErrConflict, g.Name, g.Status)
+}
+
+// checkMemoryLimits checks the memory limits a guest would have after set
+// in one scope, whose values knob returns, as libvirt does before it
+// writes any: when a command names hard_limit or swap_hard_limit, the
+// swap limit must be at least the hard limit. A guest whose limits were
+// already at odds (an older build let that through) can still be tuned
+// in every other way.
+func checkMemoryLimits(knob func(string) string, set map[string]string) error {
 	_, hardSet := set["hard_limit"]
 	_, swapSet := set["swap_hard_limit"]
 	if !hardSet && !swapSet {
 		return nil
 	}
-	value := func(knob string) string {
-		if v, ok := set[knob]; ok {
+	value := func(name string) string {
+		if v, ok := set[name]; ok {
 			return v
 		}
-		return g.Knob(knob)
+		return knob(name)
 	}
 	blame := "hard_limit"
 	if swapSet && (!hardSet || set["hard_limit"] != events.Unlimited) {

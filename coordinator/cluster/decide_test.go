@@ -412,6 +412,9 @@ func stateLines(st *State) []string {
 		for _, k := range slices.Sorted(maps.Keys(g.Tuning)) {
 			l += " " + k + "=" + g.Tuning[k]
 		}
+		for _, k := range slices.Sorted(maps.Keys(g.LiveTuning)) {
+			l += " live:" + k + "=" + g.LiveTuning[k]
+		}
 		for _, k := range slices.Sorted(maps.Keys(g.TuningFailed)) {
 			f := g.TuningFailed[k]
 			l += fmt.Sprintf(" failed:%s=%s(gen %d: %s)", k, f.Value, f.Generation, f.Error)

@@ -3,6 +3,7 @@ package cluster
 import (
 	"maps"
 	"slices"
+	"strconv"
 
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/coordinator/api"
@@ -18,8 +19,9 @@ import (
 // definition, the hard limit from the guest's memory (for a VM with room
 // for QEMU itself), the cpuset from the placement's pinned CPUs, the device
 // ACL (always: the minimal set for the guest's driver, which its node
-// completes, plus the definition's extra devices), and every tuning the log
-// holds overrides them.
+// completes, plus the definition's extra devices); every persistent tuning
+// the log holds overrides them, and the running instance's live tuning
+// overrides that.
 func Resources(g *Guest) cgroupdriver.Resources {
 	var r cgroupdriver.Resources
 	if g.CPUShares > 0 {
@@ -38,11 +40,13 @@ func Resources(g *Guest) cgroupdriver.Resources {
 		r.MemoryHardLimit = new(mem)
 	}
 	r.CpusetCPUs = g.CPUs
-	for _, k := range slices.Sorted(maps.Keys(g.Tuning)) {
-		// Tuning values were validated and made canonical before they
-		// were committed; one that a newer build no longer reads is left
-		// unmanaged rather than stopping the guest.
-		_ = r.SetKnob(k, g.Tuning[k])
+	for _, tuning := range []map[string]string{g.Tuning, g.LiveTuning} {
+		for _, k := range slices.Sorted(maps.Keys(tuning)) {
+			// Tuning values were validated and made canonical before
+			// they were committed; one that a newer build no longer
+			// reads is left unmanaged rather than stopping the guest.
+			_ = r.SetKnob(k, tuning[k])
+		}
 	}
 	return r
 }
@@ -54,10 +58,13 @@ func DesiredGuest(g *Guest) api.DesiredGuest {
 	def.Labels = maps.Clone(def.Labels)
 	def.Constraints = slices.Clone(def.Constraints)
 	def.Devices = slices.Clone(def.Devices)
-	return api.DesiredGuest{
+	d := api.DesiredGuest{
 		Name: g.Name, Generation: g.Generation, Desired: g.Desired, Status: g.Status, Paused: g.Paused,
 		Definition: def, Resources: Resources(g),
 	}
+	// The balloon target (setmem): 0 leaves the guest all its memory.
+	d.Memory, _ = strconv.ParseInt(g.Knob("memory"), 10, 64)
+	return d
 }
 
 // Desired returns node id's desired state: every guest placed on it.
@@ -132,12 +139,13 @@ func (s *State) route(idx uint64, e *events.Event, before string, want bool) []R
 }
 
 // View returns a copy of g as the API shows it, safe to encode after the
-// state lock is released: its definition's cpu_shares is the value in
-// force, so no view keeps a stale copy.
+// state lock is released: its definition's cpu_shares is the persistent
+// value, so no view keeps a stale copy (Knob gives the one in force).
 func View(g *Guest) *Guest {
 	c := *g
 	c.Applied = maps.Clone(g.Applied)
 	c.Tuning = maps.Clone(g.Tuning)
+	c.LiveTuning = maps.Clone(g.LiveTuning)
 	c.TuningFailed = cloneFailures(g.TuningFailed)
 	if g.Usage != nil {
 		u := *g.Usage

@@ -179,6 +179,62 @@ func TestResourcesFollowTuning(t *testing.T) {
 	}
 }
 
+// TestResourcesLiveAndConfig checks that a node runs a guest's live
+// tuning on top of its persistent one, and starts it again with the
+// persistent values only: virsh's --live lasts until the instance ends,
+// --config starts with the next one.
+func TestResourcesLiveAndConfig(t *testing.T) {
+	st := NewState()
+	mustApply(t, st, ev(testNode("n1"), "", "n1"), ev(testGuest("web"), "web", ""),
+		ev(&events.GuestStartRequested{}, "web", ""), ev(&events.GuestPlaced{Node: "n1"}, "web", "n1"))
+	gen := st.Guests["web"].Generation
+	mustApply(t, st, ev(&events.GuestStarted{Node: "n1", Generation: gen, PID: 10}, "web", "n1"))
+	shares := func(want uint64, when string) {
+		t.Helper()
+		if r := Resources(st.Guests["web"]); r.CPUShares == nil || *r.CPUShares != want {
+			t.Errorf("%s: node runs cpu_shares %v, want %d", when, r.CPUShares, want)
+		}
+	}
+	tune := func(v string, live, config bool) {
+		t.Helper()
+		commit(t, st, &TuneGuest{api.TuneGuest{Name: "web", Set: map[string]string{"cpu_shares": v}, Live: live, Persistent: config}})
+	}
+
+	tune("300", false, true)
+	shares(1024, "after --config 300 on the running guest")
+	tune("600", true, false)
+	shares(600, "after --live 600")
+	v := View(st.Guests["web"])
+	if v.Knob("cpu_shares") != "600" || v.ConfigKnob("cpu_shares") != "300" || v.CPUShares != 300 || v.LiveTuning["cpu_shares"] != "600" {
+		t.Errorf("view: knob %s config %s cpu_shares %d live %v; want 600, 300, 300, 600",
+			v.Knob("cpu_shares"), v.ConfigKnob("cpu_shares"), v.CPUShares, v.LiveTuning)
+	}
+
+	// The exit's route carries the persistent values for the next start.
+	_, routes, err := st.ApplyRouted(ev(&events.GuestExited{Node: "n1", Generation: gen}, "web", "n1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(routes) != 1 || routes[0].Guest == nil || *routes[0].Guest.Resources.CPUShares != 300 {
+		t.Errorf("exit routes %v, want web with cpu_shares 300", routes)
+	}
+	shares(300, "after the exit")
+	if g := st.Guests["web"]; g.LiveTuning != nil {
+		t.Errorf("live tuning %v outlived the instance", g.LiveTuning)
+	}
+	if _, err := (&TuneGuest{api.TuneGuest{Name: "web", Set: map[string]string{"cpu_shares": "700"}, Live: true}}).Decide(st, decideNow, "test"); !errors.Is(err, api.ErrConflict) {
+		t.Errorf("--live on an exited guest: %v, want a conflict", err)
+	}
+
+	// A live override also ends with a new placement.
+	mustApply(t, st, ev(&events.GuestStartRequested{}, "web", ""))
+	mustApply(t, st, ev(&events.GuestStarted{Node: "n1", Generation: gen, PID: 11}, "web", "n1"))
+	tune("900", true, false)
+	shares(900, "after --live 900 on the started guest")
+	mustApply(t, st, ev(&events.NodeDown{}, "", "n1"), ev(testNode("n2"), "", "n2"), ev(&events.GuestPlaced{Node: "n2"}, "web", "n2"))
+	shares(300, "after the guest was placed again")
+}
+
 func TestDesiredGuest(t *testing.T) {
 	st := NewState()
 	mustApply(t, st, ev(testNode("n1"), "", "n1"))

@@ -305,6 +305,8 @@ func (s *State) apply(idx uint64, e *events.Event) error {
 		return nil
 	case *events.GuestTuningFailed:
 		return s.applyGuestTuningFailed(e, p)
+	case *events.GuestBalloon, *events.GuestBalloonNoncompliant:
+		return s.applyGuestBalloon(e)
 	case *events.GuestDrift:
 		_, err := s.current(e, p.Node, p.Generation)
 		return err
@@ -487,6 +489,8 @@ func (s *State) applyGuestPlaced(idx uint64, e *events.Event, p *events.GuestPla
 	g.CPUs = p.CPUs
 	g.Applied = nil
 	g.TuningFailed = nil
+	g.Balloon, g.BalloonNoncompliant = nil, nil
+	g.LiveTuning = nil // a new instance starts from the persistent tuning
 	g.Usage = nil
 	g.Generation = idx
 	g.Status = StatusPlaced
@@ -556,12 +560,20 @@ func (s *State) applyGuestExited(idx uint64, e *events.Event, p *events.GuestExi
 		g.Status = StatusFailed
 	}
 	g.PID = 0
+	g.LiveTuning = nil // live changes end with the instance, as in virsh
 	c := *p
 	g.LastExit = &c
 	g.ModifyIndex = idx
 	return nil
 }
 
+// applyGuestTuned folds a tuning into the scopes it names: Persistent
+// into the guest's Tuning, what its next start uses, and Live into the
+// running instance (LiveTuning holds where that differs). A Persistent
+// change to a running guest leaves the instance its old value; one that
+// is both, or came from a build before live overrides, makes the two
+// agree. A tuning that is both for a guest no longer running changes
+// only what its next start uses; a live-only one is refused.
 func (s *State) applyGuestTuned(idx uint64, e *events.Event, p *events.GuestTuned) error {
 	g, err := s.guest(e.Guest)
 	if err != nil {
@@ -570,15 +582,49 @@ func (s *State) applyGuestTuned(idx uint64, e *events.Event, p *events.GuestTune
 	if err := p.Validate(); err != nil {
 		return err
 	}
-	if cur := g.Knob(p.Knob); cur != p.Old {
+	up := running(g)
+	live, persistent := p.Live && up, p.Persistent
+	if p.Live && !up && !persistent {
+		return notRunning(g)
+	}
+	cur := g.ConfigKnob(p.Knob)
+	if live {
+		cur = g.Knob(p.Knob)
+	}
+	// A change to both scopes may name either value as the old one: an
+	// older build recorded the persistent value there.
+	if cur != p.Old && !(live && persistent && g.ConfigKnob(p.Knob) == p.Old) {
 		return fmt.Errorf("%w: %s of guest %q is %s, not %s: it changed meanwhile; read it again and retry", api.ErrConflict, p.Knob, g.Name, cur, p.Old)
 	}
-	if g.Tuning == nil {
-		g.Tuning = map[string]string{}
+	switch {
+	case live && persistent:
+		g.Tuning = setKnob(g.Tuning, p.Knob, p.New)
+		delete(g.LiveTuning, p.Knob)
+	case persistent:
+		if _, pinned := g.LiveTuning[p.Knob]; up && !pinned {
+			g.LiveTuning = setKnob(g.LiveTuning, p.Knob, g.Knob(p.Knob))
+		}
+		g.Tuning = setKnob(g.Tuning, p.Knob, p.New)
+	default:
+		g.LiveTuning = setKnob(g.LiveTuning, p.Knob, p.New)
 	}
-	g.Tuning[p.Knob] = p.New
+	if v, ok := g.LiveTuning[p.Knob]; ok && v == g.ConfigKnob(p.Knob) {
+		delete(g.LiveTuning, p.Knob)
+	}
+	if len(g.LiveTuning) == 0 {
+		g.LiveTuning = nil
+	}
 	g.ModifyIndex = idx
 	return nil
+}
+
+// setKnob sets m[k] = v, making m when it is nil.
+func setKnob(m map[string]string, k, v string) map[string]string {
+	if m == nil {
+		m = map[string]string{}
+	}
+	m[k] = v
+	return m
 }
 
 // applyGuestTuningFailed records the host's refusal of a knob's value
@@ -597,6 +643,40 @@ func (s *State) applyGuestTuningFailed(e *events.Event, p *events.GuestTuningFai
 	}
 	c := *p
 	g.TuningFailed[p.Knob] = &c
+	return nil
+}
+
+// applyGuestBalloon records a host's balloon report for the guest's
+// current placement. The reports are replaced, never changed in place, so
+// a clone of the state may share them. A compliant report clears an
+// earlier noncompliance.
+func (s *State) applyGuestBalloon(e *events.Event) error {
+	var node string
+	var gen uint64
+	switch p := e.Payload.(type) {
+	case *events.GuestBalloon:
+		node, gen = p.Node, p.Generation
+	case *events.GuestBalloonNoncompliant:
+		node, gen = p.Node, p.Generation
+	}
+	g, err := s.current(e, node, gen)
+	if err != nil {
+		return err
+	}
+	if err := e.Payload.(interface{ Validate() error }).Validate(); err != nil {
+		return err
+	}
+	switch p := e.Payload.(type) {
+	case *events.GuestBalloon:
+		c := *p
+		g.Balloon = &c
+		if p.Compliant {
+			g.BalloonNoncompliant = nil
+		}
+	case *events.GuestBalloonNoncompliant:
+		c := *p
+		g.BalloonNoncompliant = &c
+	}
 	return nil
 }
 
@@ -671,6 +751,7 @@ func (s *State) Clone() *State {
 			x.Usage = &u
 		}
 		x.Tuning = maps.Clone(v.Tuning)
+		x.LiveTuning = maps.Clone(v.LiveTuning)
 		c.Guests[k] = &x
 	}
 	if c.Requests == nil {

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/events"
+)
+
+// setmem, as virsh has it: a guest's current memory (the balloon target,
+// knob "memory"), at most the memory it was created with. It is a
+// guest.tuned event like every other tuning; the node's agent answers a
+// balloon target with guest.balloon reports rather than
+// guest.tuning_applied.
+
+func (a *app) setmemCommand() *cobra.Command {
+	var o tuneOptions
+	cmd := &cobra.Command{
+		Use:   "setmem NAME SIZE [--live|--config]",
+		Short: "Set a guest's current memory (the balloon target), like virsh setmem",
+		Long: `Set how much of its maximum memory a guest may hold. A qemu guest's balloon
+driver is asked to give the rest back to the host, and the guest's memory cgroup
+gets a soft limit at the target plus QEMU's own room, so the kernel reclaims
+from it first under pressure; its hard limit stays at the maximum plus that room.
+A process or lxc guest has no balloon: its soft limit is set to the target.
+
+The target is at most the guest's memory (its --memory at create). As with
+virsh, a plain number is KiB; sizes with units (64MiB, 1G) are accepted too.
+The node's agent reports guest.balloon (target, actual, compliance) and, when
+the guest has not come down within its --balloon-timeout, once
+guest.balloon_noncompliant; guest show prints both. Without --live or
+--config a change applies to both.`,
+		Example: `  corral setmem web 64MiB
+  corral setmem web 65536 --live`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return fmt.Errorf("give a guest NAME and a SIZE (got %d arguments)", len(args))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, err := guestName(args)
+			if err != nil {
+				return err
+			}
+			v, err := parseMemSize("memory", args[1])
+			if err != nil {
+				return err
+			}
+			g, err := a.sendTune(cmd.Context(), name, "memory", v, o.live, o.config, o.reason)
+			if err != nil {
+				return err
+			}
+			if (o.live || !o.config) && g.Status == api.StatusRunning {
+				g = a.waitBalloon(cmd.Context(), name, v, g)
+			}
+			return a.printBalloon(g)
+		},
+	}
+	o.flags(cmd)
+	return a.clientFlags(cmd)
+}
+
+// parseMemSize reads a size as virsh setmem does: a plain number is KiB;
+// a size with a unit is taken as written. It returns bytes in decimal.
+func parseMemSize(field, s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n <= 0 || n > 1<<53 {
+			return "", &events.FieldError{Field: field, Value: s, Want: "a positive number of KiB or a size such as 64MiB"}
+		}
+		return strconv.FormatInt(n<<10, 10), nil
+	}
+	b, err := events.ParseSize(field, s)
+	if err != nil {
+		return "", err
+	}
+	return strconv.FormatInt(b, 10), nil
+}
+
+// sendTune commits one knob change and returns the guest afterwards.
+func (a *app) sendTune(ctx context.Context, name, knob, value string, live, config bool, reason string) (*api.Guest, error) {
+	c, err := a.client()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Tune(ctx, api.TuneGuest{Name: name, Set: map[string]string{knob: value}, Live: live, Persistent: config, Reason: reason}); err != nil {
+		return nil, err
+	}
+	g, err := c.Guest(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return &g.Guest, nil
+}
+
+// waitBalloon waits, a bounded time, for the agent's first report of the
+// new target, so what is printed is what the host did.
+func (a *app) waitBalloon(ctx context.Context, name, target string, g *api.Guest) *api.Guest {
+	c, err := a.readClient()
+	if err != nil {
+		return g
+	}
+	deadline := time.Now().Add(appliedWait)
+	for {
+		got, err := c.Guest(ctx, name)
+		if err != nil {
+			return g
+		}
+		g = &got.Guest
+		if b := g.Balloon; b != nil && b.Generation == g.Generation && strconv.FormatInt(b.Target, 10) == target {
+			return g
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(a.stderr, "corral: the agent of node %s has not reported the new balloon target yet (it samples on its usage interval)\n", g.Node)
+			return g
+		}
+		select {
+		case <-ctx.Done():
+			return g
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// printBalloon prints a guest's memory as virsh dominfo names it.
+func (a *app) printBalloon(g *api.Guest) error {
+	if a.json() {
+		return writeJSON(a.stdout, map[string]any{"memory": g.Knob("memory"), "balloon": g.Balloon, "balloon_noncompliant": g.BalloonNoncompliant})
+	}
+	rows := [][2]string{{"memory", formatKnob("hard_limit", g.Knob("memory"))}}
+	if b := g.Balloon; b != nil && b.Generation == g.Generation {
+		rows = append(rows, [2]string{"actual", formatBytes(b.Actual)}, [2]string{"usage", formatBytes(b.Usage)},
+			[2]string{"compliant", strconv.FormatBool(b.Compliant)})
+	}
+	return printParams(a.stdout, rows)
+}
