@@ -637,3 +637,177 @@ func TestDevTuningScopes(t *testing.T) {
 		t.Errorf("history lacks the scopes:\n%s", out)
 	}
 }
+
+// TestDevSetmem drives setmem against corral dev's agent on this host's
+// real cgroups: a process guest has no balloon, so its target becomes the
+// memory cgroup's soft limit, the agent reports guest.balloon and guest
+// show prints it; a target above the guest's memory or below the smallest
+// balloon is refused before any event.
+func TestDevSetmem(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts corral dev as a process")
+	}
+	p, cg := startAgentDev(t, []string{"sm", "hog"}, "--usage-interval", "300ms", "--balloon-timeout", "1s")
+	p.ok("guest", "create", "sm", "--driver", "process", "--memory", "64MiB", "--", "/bin/sleep", "1000")
+	waitGuest(t, p, "sm", "ran", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
+	dirs, err := cg.Paths(cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: "sm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := p.ok("guest", "show", "sm"); strings.Contains(out, "Balloon:") {
+		t.Errorf("guest show prints a balloon before any setmem:\n%s", out)
+	}
+
+	r := p.corral("setmem", "sm", "32MiB")
+	if r.code != 0 {
+		t.Fatalf("setmem sm 32MiB: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if !containsRow(r.stdout, "memory", "32MiB") || !containsRow(r.stdout, "compliant", "true") {
+		t.Errorf("setmem printed\n%s\nwant memory 32MiB and the agent's compliant report", r.stdout)
+	}
+	if v := groupFile(t, dirs, "memory.soft_limit_in_bytes"); v != strconv.Itoa(32<<20) {
+		t.Errorf("memory.soft_limit_in_bytes = %s, want %d", v, 32<<20)
+	}
+	if v := groupFile(t, dirs, "memory.limit_in_bytes"); v != strconv.Itoa(64<<20) {
+		t.Errorf("memory.limit_in_bytes = %s, want the guest's memory %d untouched", v, 64<<20)
+	}
+	var balloons []string
+	coordinator.WaitFor(t, waitTimeout, "a guest.balloon event", func() bool {
+		balloons = eventLines(t, p, "--guest", "sm", "--type", "guest.balloon")
+		return len(balloons) > 0
+	})
+	gv := guestView(t, p, "sm")
+	b, ok := checkEventLine(t, balloons[0]).Payload.(*events.GuestBalloon)
+	if !ok || b.Node != "test-node" || b.Target != 32<<20 || b.Generation != gv.Generation || !b.Compliant || b.Usage <= 0 || b.Actual != b.Usage {
+		t.Errorf("balloon event = %s", balloons[0])
+	}
+	out := p.ok("guest", "show", "sm")
+	if !containsRow(out, "Balloon:", "target", "32MiB") ||
+		!containsRow(out, "actual", formatBytes(b.Actual), "(generation", strconv.FormatUint(b.Generation, 10), "on", "test-node)") ||
+		!containsRow(out, "usage", formatBytes(b.Usage)) || !containsRow(out, "compliant", "true") {
+		t.Errorf("guest show lacks the balloon:\n%s", out)
+	}
+	if strings.Contains(out, "noncompliant") {
+		t.Errorf("guest show says a compliant guest is noncompliant:\n%s", out)
+	}
+
+	// The agent's usage reports go on; the guest's own events must not.
+	guestEvents := func() int { return len(eventLines(t, p, "--guest", "sm")) }
+	before := guestEvents()
+	for _, c := range []struct{ size, want string }{
+		{"1GiB", "at most the guest's memory, 64MiB"},
+		{"8MiB", "a balloon target of at least 16MiB"},
+	} {
+		r := p.corral("setmem", "sm", c.size)
+		if r.code != 1 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("setmem sm %s: exit %d, stderr %q; want exit 1 and %q", c.size, r.code, r.stderr, c.want)
+		}
+	}
+	if after := guestEvents(); after != before {
+		t.Errorf("refused setmem appended %d events", after-before)
+	}
+	if v := groupFile(t, dirs, "memory.soft_limit_in_bytes"); v != strconv.Itoa(32<<20) {
+		t.Errorf("memory.soft_limit_in_bytes = %s after the refusals, want the old %d", v, 32<<20)
+	}
+
+	// A guest that holds more than its target, with nothing pressing the
+	// host, stays above it: noncompliant once the balloon timeout passed.
+	p.ok("guest", "create", "hog", "--driver", "process", "--memory", "64MiB", "--",
+		"/bin/sh", "-c", `x=$(head -c 24000000 /dev/zero | tr '\0' a); sleep 1000`)
+	waitGuest(t, p, "hog", "ran", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
+	hog := cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: "hog"}
+	coordinator.WaitFor(t, waitTimeout, "the guest to hold its memory", func() bool {
+		st, err := cg.Stats(hog)
+		return err == nil && st.Memory.Usage > 24<<20
+	})
+	if r := p.corral("setmem", "hog", "16MiB"); r.code != 0 || !containsRow(r.stdout, "compliant", "false") {
+		t.Errorf("setmem hog 16MiB: exit %d, stdout\n%s\nstderr %q; want exit 0 and compliant false", r.code, r.stdout, r.stderr)
+	}
+	gv = waitGuest(t, p, "hog", "reported noncompliant", func(g *api.GuestView) bool { return g.BalloonNoncompliant != nil })
+	if n := gv.BalloonNoncompliant; n.Target != 16<<20 || n.Actual <= 20<<20 || n.WaitedMs < 1000 || n.Node != "test-node" || n.Generation != gv.Generation {
+		t.Errorf("noncompliance = %+v", n)
+	}
+	if n := len(eventLines(t, p, "--guest", "hog", "--type", "guest.balloon_noncompliant")); n != 1 {
+		t.Errorf("%d guest.balloon_noncompliant events, want 1", n)
+	}
+	if out := p.ok("guest", "show", "hog"); !containsRow(out, "Balloon:", "target", "16MiB") || !containsRow(out, "compliant", "false") ||
+		!containsRow(out, "noncompliant", "held", "above", "the", "target", "16MiB,", "for") {
+		t.Errorf("guest show lacks the noncompliance:\n%s", out)
+	}
+}
+
+// TestDevDevicetune runs a process guest that opens /dev/loop-control, a
+// device this host has and the default set leaves out, in a loop: the
+// device cgroup denies it until devicetune --allow, and --deny takes it
+// back, each a guest.tuned event of the devices knob attributed to the
+// CLI's token.
+func TestDevDevicetune(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts corral dev as a process")
+	}
+	const dev = "/dev/loop-control"
+	if fi, err := os.Stat(dev); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		t.Skipf("this host has no %s to allow (%v)", dev, err)
+	}
+	p, _ := startAgentDev(t, []string{"dt"})
+	p.ok("guest", "create", "dt", "--driver", "process", "--memory", "32MiB", "--", "/bin/sh", "-c",
+		`while :; do if true <`+dev+` 2>/dev/null; then echo OPEN; else echo DENIED; fi; sleep 0.1; done`)
+	waitGuest(t, p, "dt", "ran", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
+	// waitLast waits until the guest's latest complete log line is want:
+	// the loop prints a line every 0.1 s, so that is what it sees now.
+	waitLast := func(want string) {
+		t.Helper()
+		var last string
+		deadline := time.Now().Add(waitTimeout)
+		for {
+			lines := strings.Split(strings.TrimSuffix(p.ok("guest", "logs", "dt"), "\n"), "\n")
+			if last = lines[len(lines)-1]; last == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the guest's last log line is %q, want %q", last, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitLast("DENIED")
+	if out := p.ok("guest", "logs", "dt"); strings.Contains(out, "OPEN") {
+		t.Errorf("the guest opened %s before it was allowed:\n%s", dev, out)
+	}
+
+	out := p.ok("devicetune", "dt", "--allow", dev+":r")
+	if !containsRow(out, "devices", dev+":r") {
+		t.Errorf("devicetune --allow printed\n%s", out)
+	}
+	waitLast("OPEN")
+	out = p.ok("devicetune", "dt", "--deny", dev)
+	if !containsRow(out, "devices", "none") {
+		t.Errorf("devicetune --deny printed\n%s", out)
+	}
+	waitLast("DENIED")
+
+	actor := tokenActor(t, p)
+	var tuned []*events.GuestTuned
+	for _, line := range eventLines(t, p, "--guest", "dt", "--type", "guest.tuned") {
+		e := checkEventLine(t, line)
+		if e.Actor != actor {
+			t.Errorf("guest.tuned by %q, want %q: %s", e.Actor, actor, line)
+		}
+		if g, ok := e.Payload.(*events.GuestTuned); ok {
+			tuned = append(tuned, g)
+		}
+	}
+	if len(tuned) != 2 {
+		t.Fatalf("%d guest.tuned events, want 2 (allow, deny)", len(tuned))
+	}
+	for i, want := range [][2]string{{"none", dev + ":r"}, {dev + ":r", "none"}} {
+		if g := tuned[i]; g.Knob != "devices" || g.Old != want[0] || g.New != want[1] || !g.Live || !g.Persistent {
+			t.Errorf("guest.tuned %d = %+v, want devices %s → %s, live and persistent", i, g, want[0], want[1])
+		}
+	}
+	hist := p.ok("guest", "history", "dt")
+	if !containsRow(hist, "guest.tuned", actor, "devices", "none", "→", dev+":r") ||
+		!containsRow(hist, "guest.tuned", actor, "devices", dev+":r", "→", "none") {
+		t.Errorf("history lacks the devices changes by %s:\n%s", actor, hist)
+	}
+}

@@ -152,6 +152,29 @@ func printGuest(a *app, gv *api.GuestView) error {
 			t.row("  "+k, fmt.Sprintf("%s (generation %d on %s): %s", formatKnob(k, f.Value), f.Generation, f.Node, f.Error))
 		}
 	}
+	if target := g.Knob("memory"); target != "" {
+		// The balloon target is a size; formatKnob of "hard_limit" prints it with units.
+		t.row("Balloon:", "target "+formatKnob("memory", target)+" (corral setmem)")
+		if b := g.Balloon; b != nil {
+			of := ""
+			if strconv.FormatInt(b.Target, 10) != target {
+				of = ", reported for the earlier target " + formatBytes(b.Target)
+			}
+			t.row("  actual", fmt.Sprintf("%s (generation %d on %s%s)", formatBytes(b.Actual), b.Generation, b.Node, of))
+			t.row("  usage", formatBytes(b.Usage))
+			t.row("  compliant", strconv.FormatBool(b.Compliant))
+		} else {
+			t.row("  actual", "not reported yet")
+		}
+		if n := g.BalloonNoncompliant; n != nil {
+			enforced := ""
+			if n.Enforced {
+				enforced = "; the agent pressed its memory cgroup towards the target"
+			}
+			t.row("  noncompliant", fmt.Sprintf("held %s, above the target %s, for %s (generation %d on %s)%s",
+				formatBytes(n.Actual), formatBytes(n.Target), time.Duration(n.WaitedMs)*time.Millisecond, n.Generation, n.Node, enforced))
+		}
+	}
 	if u := g.Usage; u != nil {
 		t.row("Usage:", fmt.Sprintf("cpu %s, memory %s (peak %s), limit hits %d, pids %d",
 			time.Duration(u.CPUNanos).Round(time.Millisecond), formatBytes(int64(u.MemoryBytes)), formatBytes(int64(u.MemoryPeakBytes)), u.LimitHits, u.Pids))

@@ -134,7 +134,7 @@ func (a *app) printBalloon(g *api.Guest) error {
 	if a.json() {
 		return writeJSON(a.stdout, map[string]any{"memory": g.Knob("memory"), "balloon": g.Balloon, "balloon_noncompliant": g.BalloonNoncompliant})
 	}
-	rows := [][2]string{{"memory", formatKnob("hard_limit", g.Knob("memory"))}}
+	rows := [][2]string{{"memory", formatKnob("memory", g.Knob("memory"))}}
 	if b := g.Balloon; b != nil && b.Generation == g.Generation {
 		rows = append(rows, [2]string{"actual", formatBytes(b.Actual)}, [2]string{"usage", formatBytes(b.Usage)},
 			[2]string{"compliant", strconv.FormatBool(b.Compliant)})

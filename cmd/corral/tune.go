@@ -206,6 +206,9 @@ func parseSets(sets []string) (map[string]string, error) {
 			if err != nil {
 				return nil, err
 			}
+			if k == "memory" {
+				return nil, fmt.Errorf("memory is the balloon target: use corral setmem NAME SIZE")
+			}
 			if memoryKnobs[k] {
 				return nil, fmt.Errorf("%s is a memory parameter: use corral memtune --%s", k, strings.ReplaceAll(k, "_", "-"))
 			}
