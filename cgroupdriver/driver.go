@@ -280,16 +280,10 @@ func (d *Driver) Pids(g Guest) ([]int, error) {
 	if err := g.Validate(); err != nil {
 		return nil, err
 	}
-	s, err := readFile(d.l.guestDir(0, g) + "/cgroup.procs")
+	// A QEMU guest's threads live in its vcpuN and emulator groups.
+	pids, err := guestProcs(d.l.guestDir(0, g))
 	if err != nil {
 		return nil, fmt.Errorf("corral: pids of %s: %w", g, err)
-	}
-	var pids []int
-	for _, f := range strings.Fields(s) {
-		var pid int
-		if _, err := fmt.Sscan(f, &pid); err == nil {
-			pids = append(pids, pid)
-		}
 	}
 	return pids, nil
 }

@@ -24,7 +24,8 @@ const UnlimitedText = "unlimited"
 // TextKnobs lists the knobs [Resources.SetKnob] and [Resources.Knobs] take.
 func TextKnobs() []string {
 	return []string{"blkio_weight", "cpu_shares", "cpuset_cpus", "cpuset_mems", "device_read_bytes_sec", "device_read_iops_sec",
-		"device_weight", "device_write_bytes_sec", "device_write_iops_sec", "devices", "hard_limit", "net_cls_classid",
+		"device_weight", "device_write_bytes_sec", "device_write_iops_sec", "devices", "emulator_period", "emulator_quota",
+		"global_period", "global_quota", "hard_limit", "net_cls_classid",
 		"pids_max", "soft_limit", "swap_hard_limit", "vcpu_period", "vcpu_quota"}
 }
 
@@ -58,15 +59,15 @@ func (r *Resources) SetKnob(knob, value string) error {
 		if n, err = uint(64); err == nil {
 			r.CPUShares = new(n)
 		}
-	case "vcpu_period":
+	case "vcpu_period", "emulator_period", "global_period":
 		var n uint64
 		if n, err = uint(64); err == nil {
-			r.CPUPeriodUs = new(n)
+			*r.periodField(knob) = new(n)
 		}
-	case "vcpu_quota":
+	case "vcpu_quota", "emulator_quota", "global_quota":
 		var n int64
 		if n, err = limit(); err == nil {
-			r.CPUQuotaUs = new(n)
+			*r.quotaField(knob) = new(n)
 		}
 	case "cpuset_cpus", "cpuset_mems":
 		set, perr := parseCPUSet(value)
@@ -132,9 +133,11 @@ func (r Resources) Knobs() map[string]string {
 		}
 	}
 	u("cpu_shares", r.CPUShares)
-	u("vcpu_period", r.CPUPeriodUs)
-	if r.CPUQuotaUs != nil {
-		out["vcpu_quota"] = strconv.FormatInt(*r.CPUQuotaUs, 10)
+	for _, k := range []string{"vcpu", "emulator", "global"} {
+		u(k+"_period", *r.periodField(k + "_period"))
+		if q := *r.quotaField(k + "_quota"); q != nil {
+			out[k+"_quota"] = strconv.FormatInt(*q, 10)
+		}
 	}
 	if r.CpusetCPUs != "" {
 		out["cpuset_cpus"] = r.CpusetCPUs
@@ -222,10 +225,10 @@ func (r Resources) Only(knobs ...string) Resources {
 		switch k {
 		case "cpu_shares":
 			out.CPUShares = r.CPUShares
-		case "vcpu_period":
-			out.CPUPeriodUs = r.CPUPeriodUs
-		case "vcpu_quota":
-			out.CPUQuotaUs = r.CPUQuotaUs
+		case "vcpu_period", "emulator_period", "global_period":
+			*out.periodField(k) = *r.periodField(k)
+		case "vcpu_quota", "emulator_quota", "global_quota":
+			*out.quotaField(k) = *r.quotaField(k)
 		case "cpuset_cpus":
 			out.CpusetCPUs = r.CpusetCPUs
 		case "cpuset_mems":

@@ -42,16 +42,25 @@ func SharesToWeight(shares uint64) uint64 {
 
 // plan validates r and turns it into writes for guest g. Its only I/O is a
 // stat of each device node the ACL names by path (see [ResolveDeviceRule])
-// and of each block device blkiotune names ([BlkioDevices]).
+// and of each block device blkiotune names ([BlkioDevices]), and for a
+// QEMU guest a listing of its cpu group's children ([Driver.PlaceThreads]).
 func plan(l *layout, h *HostInfo, g Guest, r *Resources) ([]Write, error) {
 	if err := g.Validate(); err != nil {
 		return nil, err
 	}
 	r, err := resolveValidate(l, h, r)
+	if err == nil {
+		err = schedinfoErrors(l, r)
+	}
 	if err != nil {
 		return nil, err
 	}
 	p := planner{l: l, dir: func(i int) string { return l.guestDir(i, g) }, out: make([]Write, 0, 16)}
+	p.vcpus, p.emulator = placedGroups(l, g)
+	// Until its threads are placed (and where they are not: cgroup v2,
+	// an adopted guest of an older agent), a QEMU guest's vcpu_* go to its
+	// own group, as for other guests.
+	p.threaded = g.Kind == KindQEMU && len(p.vcpus) > 0
 	if r.Devices != nil {
 		rules, err := deviceRules(g.Kind, h, r.Devices)
 		if err != nil {
@@ -84,11 +93,25 @@ type planner struct {
 	out []Write
 	// deviceRules is the device ACL resolved on this host.
 	deviceRules []DeviceRule
+	// threaded is set for a QEMU guest: its vcpu_* and emulator_* go to
+	// the child groups, vcpus and emulator those that exist (see
+	// [Driver.PlaceThreads]).
+	threaded bool
+	vcpus    []int
+	emulator bool
 }
 
-func (p *planner) add(c controller, knob, file, value string) {
+func (p *planner) add(c controller, knob, file, value string) { p.addIn(c, "", knob, file, value) }
+
+// addIn adds a write to the child group sub of the guest's group ("" for
+// the group itself).
+func (p *planner) addIn(c controller, sub, knob, file, value string) {
 	i := p.l.route[c]
-	p.out = append(p.out, Write{Knob: knob, Dir: p.dir(i), File: file, Value: value})
+	dir := p.dir(i)
+	if sub != "" {
+		dir += "/" + sub
+	}
+	p.out = append(p.out, Write{Knob: knob, Dir: dir, File: file, Value: value})
 }
 
 func (p *planner) version(c controller) int {
@@ -116,30 +139,51 @@ func (p *planner) cpuset(r *Resources) {
 }
 
 func (p *planner) cpu(r *Resources) {
-	if p.version(cCPU) == 1 {
-		if r.CPUShares != nil {
+	if r.CPUShares != nil {
+		if p.version(cCPU) == 1 {
 			p.add(cCPU, "cpu_shares", "cpu.shares", strconv.FormatUint(*r.CPUShares, 10))
+		} else {
+			p.add(cCPU, "cpu_shares", "cpu.weight", strconv.FormatUint(SharesToWeight(*r.CPUShares), 10))
 		}
+	}
+	if !p.threaded {
+		p.cfs("vcpu", "", r)
+		p.cfs("global", "", r)
+		return
+	}
+	// The cap of the whole guest first: on v1 the kernel refuses a
+	// child's quota above its parent's.
+	p.cfs("global", "", r)
+	for _, n := range p.vcpus {
+		p.cfs("vcpu", VCPUGroup(n), r)
+	}
+	if p.emulator {
+		p.cfs("emulator", EmulatorGroup, r)
+	}
+}
+
+// cfs adds the CFS bandwidth writes of the schedinfo knobs prefix_period
+// and prefix_quota to the child group sub.
+func (p *planner) cfs(prefix, sub string, r *Resources) {
+	period, quota := *r.periodField(prefix + "_period"), *r.quotaField(prefix + "_quota")
+	if p.version(cCPU) == 1 {
 		// The period first: the quota is checked against it.
-		if r.CPUPeriodUs != nil {
-			p.add(cCPU, "vcpu_period", "cpu.cfs_period_us", strconv.FormatUint(*r.CPUPeriodUs, 10))
+		if period != nil {
+			p.addIn(cCPU, sub, prefix+"_period", "cpu.cfs_period_us", strconv.FormatUint(*period, 10))
 		}
-		if r.CPUQuotaUs != nil {
-			p.add(cCPU, "vcpu_quota", "cpu.cfs_quota_us", limit(*r.CPUQuotaUs, "-1"))
+		if quota != nil {
+			p.addIn(cCPU, sub, prefix+"_quota", "cpu.cfs_quota_us", limit(*quota, "-1"))
 		}
 		return
 	}
-	if r.CPUShares != nil {
-		p.add(cCPU, "cpu_shares", "cpu.weight", strconv.FormatUint(SharesToWeight(*r.CPUShares), 10))
-	}
-	if r.CPUQuotaUs != nil {
-		v := limit(*r.CPUQuotaUs, "max")
-		knob := "vcpu_quota"
-		if r.CPUPeriodUs != nil {
-			v += " " + strconv.FormatUint(*r.CPUPeriodUs, 10)
-			knob = "vcpu_quota,vcpu_period"
+	if quota != nil {
+		v := limit(*quota, "max")
+		knob := prefix + "_quota"
+		if period != nil {
+			v += " " + strconv.FormatUint(*period, 10)
+			knob += "," + prefix + "_period"
 		}
-		p.add(cCPU, knob, "cpu.max", v)
+		p.addIn(cCPU, sub, knob, "cpu.max", v)
 	}
 }
 

@@ -55,18 +55,19 @@ func safeComponent(s string) bool {
 	return true
 }
 
-// removeDirs removes dirOf(i) in every hierarchy: one rmdir each when the
-// groups are empty, the slow path otherwise.
+// removeDirs removes dirOf(i) in every hierarchy: one rmdir each (after
+// the children, such as a QEMU guest's per-vCPU groups) when the groups are
+// empty, the slow path otherwise.
 func (d *Driver) removeDirs(ctx context.Context, name string, dirOf func(int) string) error {
 	var busy []int
 	for i := range d.l.hs {
-		err := unix.Rmdir(dirOf(i))
+		err := removeTree(dirOf(i))
 		switch {
-		case err == nil, err == unix.ENOENT:
-		case err == unix.EBUSY || err == unix.ENOTEMPTY:
+		case err == nil:
+		case isErrno(err, unix.EBUSY) || isErrno(err, unix.ENOTEMPTY):
 			busy = append(busy, i)
 		default:
-			return fmt.Errorf("corral: remove %s: rmdir %s: %w", name, dirOf(i), err)
+			return fmt.Errorf("corral: remove %s: %w", name, err)
 		}
 	}
 	if len(busy) == 0 {

@@ -31,6 +31,23 @@ type Resources struct {
 	// CPUQuotaUs is the CFS quota per period in microseconds, at least 1000,
 	// or [Unlimited].
 	CPUQuotaUs *int64 `json:"vcpu_quota,omitempty"`
+	// For a QEMU guest, whose QEMU threads [Driver.PlaceThreads] has put
+	// into child groups, CPUPeriodUs and CPUQuotaUs limit each vCPU's
+	// group (vcpuN) on its own, as virsh schedinfo's vcpu_* do; for
+	// process and lxc guests they limit the guest's one group.
+
+	// EmulatorPeriodUs and EmulatorQuotaUs (virsh emulator_*) limit the
+	// "emulator" group of a QEMU guest: every QEMU thread that is not a
+	// vCPU. Same ranges as the vCPU knobs; nothing is written for other
+	// kinds, or before the threads are placed.
+	EmulatorPeriodUs *uint64 `json:"emulator_period,omitempty"`
+	EmulatorQuotaUs  *int64  `json:"emulator_quota,omitempty"`
+	// GlobalPeriodUs and GlobalQuotaUs (virsh global_*) limit the guest's
+	// own group: all of a QEMU guest's threads together. For process and
+	// lxc guests they are written after the vcpu_* values, to the same
+	// file, so they win when both are managed.
+	GlobalPeriodUs *uint64 `json:"global_period,omitempty"`
+	GlobalQuotaUs  *int64  `json:"global_quota,omitempty"`
 
 	// CpusetCPUs and CpusetMems pin the guest (vcpupin, emulatorpin,
 	// numatune) in cpuset list format, e.g. "0-3,6". They must name CPUs

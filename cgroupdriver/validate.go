@@ -171,6 +171,9 @@ func validateResolved(l *layout, h *HostInfo, r *Resources) error {
 			add(fieldErr("pids_max", v, "must be -1 (unlimited) or at least 1"))
 		}
 	}
+	if err := schedinfoErrors(l, r); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 

@@ -27,6 +27,18 @@ var knobs = map[string]Knob{
 		parse: intRange("vcpu_period", 1000, 1000000)},
 	"vcpu_quota": {Name: "vcpu_quota", Default: "-1", Help: "-1 (unlimited) or 1000 to 17592186044415 microseconds",
 		parse: quota},
+	// QEMU guests: vcpu_* is written to each vCPU's group, emulator_* to
+	// the group of QEMU's other threads, global_* to the guest's own
+	// group; process and lxc guests have one group, which vcpu_* and
+	// global_* both limit.
+	"emulator_period": {Name: "emulator_period", Default: "100000", Help: "1000 to 1000000 microseconds",
+		parse: intRange("emulator_period", 1000, 1000000)},
+	"emulator_quota": {Name: "emulator_quota", Default: "-1", Help: "-1 (unlimited) or 1000 to 17592186044415 microseconds",
+		parse: quotaKnob("emulator_quota")},
+	"global_period": {Name: "global_period", Default: "100000", Help: "1000 to 1000000 microseconds",
+		parse: intRange("global_period", 1000, 1000000)},
+	"global_quota": {Name: "global_quota", Default: "-1", Help: "-1 (unlimited) or 1000 to 17592186044415 microseconds",
+		parse: quotaKnob("global_quota")},
 	"hard_limit":      {Name: "hard_limit", Default: Unlimited, Help: "a size such as 512MiB, or unlimited", parse: sizeOrUnlimited("hard_limit")},
 	"soft_limit":      {Name: "soft_limit", Default: Unlimited, Help: "a size such as 256MiB, or unlimited", parse: sizeOrUnlimited("soft_limit")},
 	"swap_hard_limit": {Name: "swap_hard_limit", Default: Unlimited, Help: "a size such as 1GiB, or unlimited", parse: sizeOrUnlimited("swap_hard_limit")},
@@ -116,12 +128,17 @@ func intRange(field string, lo, hi int64) func(string) (string, error) {
 	}
 }
 
-func quota(s string) (string, error) {
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err == nil && n == -1 {
-		return "-1", nil
+func quota(s string) (string, error) { return quotaKnob("vcpu_quota")(s) }
+
+// quotaKnob parses a CFS quota: -1 or 1000us up to the kernel's maximum.
+func quotaKnob(field string) func(string) (string, error) {
+	return func(s string) (string, error) {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err == nil && n == -1 {
+			return "-1", nil
+		}
+		return intRange(field, 1000, 17592186044415)(s)
 	}
-	return intRange("vcpu_quota", 1000, 17592186044415)(s)
 }
 
 func sizeOrUnlimited(field string) func(string) (string, error) {

@@ -117,6 +117,16 @@ func requireInGroups(t *testing.T, cg *cgroupdriver.Driver, g cgroupdriver.Guest
 	}
 	for _, d := range dirs {
 		procs := strings.Fields(groupFile(t, []string{d}, "cgroup.procs"))
+		if g.Kind == cgroupdriver.KindQEMU {
+			// A VM's threads are in its vcpuN and emulator groups, as
+			// libvirt puts them, where the cpu controllers are.
+			if b, err := os.ReadFile(d + "/emulator/cgroup.procs"); err == nil {
+				procs = append(procs, strings.Fields(string(b))...)
+				if v, err := os.ReadFile(d + "/vcpu0/tasks"); err != nil || len(strings.Fields(string(v))) != 1 {
+					t.Errorf("%s/vcpu0/tasks = %q (%v), want the one thread of vCPU 0", d, v, err)
+				}
+			}
+		}
 		if !slices.Contains(procs, strconv.Itoa(pid)) {
 			t.Errorf("pid %d is not in %s/cgroup.procs %v", pid, d, procs)
 		}

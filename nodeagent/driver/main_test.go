@@ -174,6 +174,10 @@ func checkInGroups(t testing.TB, inst *driver.Instance, pid int) {
 	t.Helper()
 	for _, dir := range inst.Cgroups() {
 		procs := strings.Fields(readFile(t, filepath.Join(dir, "cgroup.procs")))
+		// A QEMU guest's threads are in its vcpuN and emulator groups.
+		if b, err := os.ReadFile(filepath.Join(dir, "emulator", "cgroup.procs")); err == nil {
+			procs = append(procs, strings.Fields(string(b))...)
+		}
 		if !slices.Contains(procs, strconv.Itoa(pid)) {
 			t.Errorf("%s/cgroup.procs = %v, lacks %d", dir, procs, pid)
 		}

@@ -52,7 +52,9 @@ func (c QEMUConfig) Validate() error {
 }
 
 // QEMU runs virtual machines with qemu-system-x86_64: the whole QEMU
-// process in the guest's groups, QMP on a socket in the state directory,
+// process in the guest's groups, each vCPU thread in its own child group
+// of the cpu, cpuacct and cpuset groups and QEMU's other threads in an
+// "emulator" child, as libvirt places them, QMP on a socket in the state directory,
 // the serial console (and QEMU's own stderr) in the guest's log, the
 // kernel booted directly or a disk image, -no-reboot so a guest that powers
 // off or panics ends the instance.
@@ -244,6 +246,9 @@ func (d *QEMU) launch(ctx context.Context, spec *Spec, logf *os.File) (*launched
 	status, err := q.Status(ctx)
 	if err == nil && status != "running" {
 		err = fmt.Errorf("QEMU reports the VM %q, not running", status)
+	}
+	if err == nil {
+		err = d.placeVCPUs(ctx, q, g, spec.Resources)
 	}
 	if err != nil {
 		q.Close()

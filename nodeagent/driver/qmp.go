@@ -251,3 +251,20 @@ func (q *QMP) Quit(ctx context.Context) error {
 	}
 	return err
 }
+
+// VCPUThreads returns the host thread that runs each vCPU, by vCPU index
+// (query-cpus-fast).
+func (q *QMP) VCPUThreads(ctx context.Context) (map[int]int, error) {
+	var cpus []struct {
+		Index  int `json:"cpu-index"`
+		Thread int `json:"thread-id"`
+	}
+	if err := q.Execute(ctx, "query-cpus-fast", nil, &cpus); err != nil {
+		return nil, err
+	}
+	out := make(map[int]int, len(cpus))
+	for _, c := range cpus {
+		out[c.Index] = c.Thread
+	}
+	return out, nil
+}
