@@ -173,16 +173,22 @@ default 100000), vcpu_quota (-1 = unlimited, or 1000-17592186044415 µs).
 			if err != nil {
 				return err
 			}
+			knobs := schedKnobs
+			if g.Driver == events.DriverQEMU {
+				// As virsh shows a QEMU domain's: its emulator and whole-VM
+				// caps beside the per-vCPU ones.
+				knobs = append(slices.Clone(schedKnobs), "emulator_period", "emulator_quota", "global_period", "global_quota")
+			}
 			if a.json() {
 				out := map[string]any{"scheduler": "posix"}
-				for _, k := range schedKnobs {
+				for _, k := range knobs {
 					n, _ := strconv.ParseInt(g.Knob(k), 10, 64)
 					out[k] = n
 				}
 				return writeJSON(a.stdout, out)
 			}
 			rows := [][2]string{{"Scheduler", "posix"}}
-			for _, k := range schedKnobs {
+			for _, k := range knobs {
 				rows = append(rows, [2]string{k, g.Knob(k)})
 			}
 			return printParams(a.stdout, rows)
