@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,16 +69,7 @@ func (a *Agent) Registration() events.NodeRegistered {
 		}
 	}
 	slices.Sort(ctrls)
-	cpus, mem := a.cfg.CPUs, a.cfg.MemoryBytes
-	if cpus == 0 {
-		cpus = runtime.NumCPU()
-	}
-	if mem == 0 {
-		var err error
-		if mem, err = memTotal("/proc/meminfo"); err != nil {
-			a.log.Warn("reading the host's memory", "err", err)
-		}
-	}
+	cpus, mem := a.capacity() // the same figures the reserve is cut from
 	return events.NodeRegistered{
 		ID: a.cfg.NodeID, CPUs: cpus, MemoryBytes: mem,
 		ReserveCPUs: a.cfg.ReserveCPUs, ReserveMemoryBytes: a.cfg.ReserveMemoryBytes,

@@ -112,11 +112,7 @@ func (a *app) blkioSet(ctx context.Context, name string, given map[string]string
 			if err != nil {
 				return nil, err
 			}
-			current := g.Guest.Knob
-			if o.config && !o.live {
-				current = g.Guest.ConfigKnob // --config merges into what the next start uses
-			}
-			return blkioValues(given, current)
+			return blkioValues(given, o.knobIn(&g.Guest))
 		}
 	}
 	return set, nil

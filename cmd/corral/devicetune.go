@@ -74,11 +74,7 @@ corral schedinfo NAME --set devices=LIST.
 				if err != nil {
 					return err
 				}
-				knob := g.Knob
-				if o.config && !o.live {
-					knob = g.ConfigKnob // --config merges into what the next start uses
-				}
-				old := knob("devices")
+				old := o.knobIn(&g.Guest)("devices")
 				v, err := events.MergeAllowedDevices(old, allow, deny)
 				if err != nil {
 					return err

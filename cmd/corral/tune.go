@@ -51,6 +51,16 @@ func (o *tuneOptions) flags(cmd *cobra.Command) {
 // definition alone, whose values it then shows.
 func (o tuneOptions) persistentOnly() bool { return o.config && !o.live }
 
+// knobIn returns how to read g's knobs in the scope o names: the
+// persistent values with --config alone, else those in force. A command
+// that merges into a list (blkiotune, devicetune) merges into that scope.
+func (o tuneOptions) knobIn(g *api.Guest) func(string) string {
+	if o.persistentOnly() {
+		return g.ConfigKnob
+	}
+	return g.Knob
+}
+
 // tune sends the changes in set (knob -> canonical value) and returns the
 // guest as it is afterwards, its Knob giving the values in the scope o
 // names. For a running guest it waits, a bounded time, for its agent to
