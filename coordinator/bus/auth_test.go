@@ -161,14 +161,7 @@ var seq atomic.Uint64
 // so once the marker is in, a publish that was let through is too.
 func published(t *testing.T, all <-chan Msg, from *Conn, subject, marker string) bool {
 	t.Helper()
-	n := seq.Add(1)
-	row, mark := fmt.Sprintf("row-%d", n), fmt.Sprintf("mark-%d", n)
-	if err := from.Publish(subject, n, 0, []byte(row)); err != nil {
-		t.Fatal(err)
-	}
-	if err := from.Publish(marker, n, 0, []byte(mark)); err != nil {
-		t.Fatal(err)
-	}
+	row, mark := publishWithMarker(t, from, subject, marker)
 	seen := false
 	deadline := time.After(5 * time.Second)
 	for {
@@ -207,14 +200,7 @@ func delivered(t *testing.T, to, from *Conn, subject, sample, marker string) boo
 	if err := to.nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	n := seq.Add(1)
-	row, mark := fmt.Sprintf("row-%d", n), fmt.Sprintf("mark-%d", n)
-	if err := from.Publish(sample, n, 0, []byte(row)); err != nil {
-		t.Fatal(err)
-	}
-	if err := from.Publish(marker, n, 0, []byte(mark)); err != nil {
-		t.Fatal(err)
-	}
+	row, mark := publishWithMarker(t, from, sample, marker)
 	seen := false
 	deadline := time.After(5 * time.Second)
 	for {
@@ -230,6 +216,21 @@ func delivered(t *testing.T, to, from *Conn, subject, sample, marker string) boo
 			t.Fatalf("the marker after a publish on %s never arrived", sample)
 		}
 	}
+}
+
+// publishWithMarker publishes a numbered row on subject and then a marker
+// on marker, and returns both payloads.
+func publishWithMarker(t *testing.T, from *Conn, subject, marker string) (row, mark string) {
+	t.Helper()
+	n := seq.Add(1)
+	row, mark = fmt.Sprintf("row-%d", n), fmt.Sprintf("mark-%d", n)
+	if err := from.Publish(subject, n, 0, []byte(row)); err != nil {
+		t.Fatal(err)
+	}
+	if err := from.Publish(marker, n, 0, []byte(mark)); err != nil {
+		t.Fatal(err)
+	}
+	return row, mark
 }
 
 func TestPermissionsBySubjectAndIdentity(t *testing.T) {
