@@ -175,12 +175,40 @@ func (d *Driver) Apply(g Guest, r Resources) ([]Write, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A v1 CFS quota the kernel refuses with EINVAL may only be out of
+	// order: a QEMU guest's global quota lowered below its vCPUs' (the
+	// plan writes the guest's group first, which raising needs) is taken
+	// once the children are lowered. Such writes are tried again after
+	// the rest.
+	var deferred []int
 	for i, w := range ws {
 		if err := applyWrite(w); err != nil {
-			return settled(ws, i), fmt.Errorf("corral: apply %s for %s: %s = %q: %w", w.Knob, g, w.Path(), w.Value, err)
+			if w.File == "cpu.cfs_quota_us" && isErrno(err, unix.EINVAL) {
+				deferred = append(deferred, i)
+				continue
+			}
+			return settledExcept(ws, i, deferred), fmt.Errorf("corral: apply %s for %s: %s = %q: %w", w.Knob, g, w.Path(), w.Value, err)
+		}
+	}
+	for n, i := range deferred {
+		w := ws[i]
+		if err := applyWrite(w); err != nil {
+			return settledExcept(ws, len(ws), deferred[n:]), fmt.Errorf("corral: apply %s for %s: %s = %q: %w", w.Knob, g, w.Path(), w.Value, err)
 		}
 	}
 	return ws, nil
+}
+
+// settledExcept is [settled] without the writes at the indexes in failed,
+// which the host does not hold either.
+func settledExcept(ws []Write, upTo int, failed []int) []Write {
+	out := settled(ws, upTo)
+	if len(failed) == 0 {
+		return out
+	}
+	return slices.DeleteFunc(out, func(w Write) bool {
+		return slices.ContainsFunc(failed, func(i int) bool { return ws[i].Path() == w.Path() })
+	})
 }
 
 // settled returns the writes before ws[failed] whose file and knob no

@@ -156,6 +156,26 @@ func TestEveryKnobOnEveryDriver(t *testing.T) {
 					t.Errorf("drift right after a live change: %+v", o)
 				}
 			}
+			if kind == cgroupdriver.KindQEMU {
+				// The whole guest's cap lowered below its vCPUs' in one
+				// change: on v1 the kernel takes it only once the vCPUs
+				// are lowered, though the plan writes the cap first.
+				var lower cgroupdriver.Resources
+				for knob, v := range map[string]string{"global_quota": "30000", "vcpu_quota": "10000"} {
+					if err := lower.SetKnob(knob, v); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := cfg.Cgroups.Apply(inst.Guest(), lower); err != nil {
+					t.Fatalf("lowering global_quota below vcpu_quota: %v", err)
+				}
+				for sub, want := range map[string]string{"": "30000", "vcpu0": "10000"} {
+					if got, _ := knobFile(inst, sub, "cpu.cfs_quota_us"); got != want {
+						t.Errorf("after lowering: %s/cpu.cfs_quota_us = %q, want %s", sub, got, want)
+					}
+				}
+				live.GlobalQuotaUs, live.CPUQuotaUs = lower.GlobalQuotaUs, lower.CPUQuotaUs
+			}
 			// Someone writes the guest's pids.max by hand: the agent's drift
 			// check sees exactly that knob.
 			p, ok := knobPath(inst, "", "pids.max")
