@@ -99,9 +99,9 @@ type guest struct {
 	name      string
 	kind      cgroupdriver.Kind
 	partition string // the cluster partition its groups live in, "" for none
-	gen   uint64
-	inst  Instance // nil when the start failed or the run was lost
-	phase Phase
+	gen       uint64
+	inst      Instance // nil when the start failed or the run was lost
+	phase     Phase
 	// exit is the status of an ended run; startErr why it never started.
 	exit     driver.ExitStatus
 	startErr error
