@@ -4,8 +4,10 @@
 //
 // It owns everything below the corral root of every mounted cgroup
 // hierarchy: <partition>/corral/{qemu,lxc,process}/<guest>, plus
-// <partition>/corral/agent when the agent reserves resources for itself. The
-// partition is the agent's own group in each hierarchy unless configured.
+// <partition>/corral/agent when the agent reserves resources for itself, and
+// the cluster's partitions, <partition>/corral/partitions/<name>, each with
+// its own limits and its guests below it in <kind>/<guest> (partition.go).
+// The partition is the agent's own group in each hierarchy unless configured.
 //
 // The package works on cgroup v1 with controllers mounted separately or
 // together, anywhere in the file system, on hybrid hosts and on pure cgroup

@@ -152,7 +152,11 @@ func (d *Driver) Create(g Guest) error {
 		dir := d.l.guestDir(i, g)
 		err := mkdir(dir)
 		if err != nil && isErrno(err, unix.ENOENT) && !treeReady {
-			if err = d.ensureTree(); err == nil {
+			ensure := d.ensureTree
+			if g.Partition != "" {
+				ensure = func() error { return d.ensurePartitionTree(g.Partition) }
+			}
+			if err = ensure(); err == nil {
 				treeReady = true
 				err = mkdir(dir)
 			}

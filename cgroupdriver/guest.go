@@ -27,12 +27,27 @@ const agentGroup = "agent"
 type Guest struct {
 	Kind Kind   `json:"kind"`
 	ID   string `json:"id"`
+	// Partition names the cluster partition the guest lives in
+	// (<partition>/corral/partitions/<name>/<kind>/<guest>), or "" for
+	// none (<partition>/corral/<kind>/<guest>). See [Driver.ApplyPartition].
+	Partition string `json:"partition,omitempty"`
 }
 
-func (g Guest) String() string { return string(g.Kind) + "/" + g.ID }
+func (g Guest) String() string {
+	if g.Partition != "" {
+		return partitionsGroup + "/" + g.Partition + "/" + string(g.Kind) + "/" + g.ID
+	}
+	return string(g.Kind) + "/" + g.ID
+}
 
-// Validate reports whether g has a known kind and a valid ID.
+// Validate reports whether g has a known kind, a valid ID and, if it has
+// one, a valid partition name.
 func (g Guest) Validate() error {
+	if g.Partition != "" {
+		if err := ValidatePartitionName(g.Partition); err != nil {
+			return err
+		}
+	}
 	switch g.Kind {
 	case KindQEMU, KindLXC, KindProcess:
 	default:

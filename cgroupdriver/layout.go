@@ -143,6 +143,9 @@ func (l *layout) rootDir(i int) string { return l.hs[i].part + "/corral" }
 func (l *layout) kindDir(i int, k Kind) string { return l.hs[i].part + "/corral/" + string(k) }
 
 func (l *layout) guestDir(i int, g Guest) string {
+	if g.Partition != "" {
+		return l.partitionDir(i, g.Partition) + "/" + string(g.Kind) + "/" + g.ID
+	}
 	return l.hs[i].part + "/corral/" + string(g.Kind) + "/" + g.ID
 }
 

@@ -29,7 +29,12 @@ func (d *Driver) Observe(g Guest, r Resources) ([]Observation, error) {
 	if err != nil {
 		return nil, err
 	}
-	page := d.host.PageSize
+	return observeWrites(ws, d.host.PageSize, g.String())
+}
+
+// observeWrites reads back the files a plan writes; what names the group
+// in errors.
+func observeWrites(ws []Write, page int64, what string) ([]Observation, error) {
 	if page <= 0 {
 		page = 4096
 	}
@@ -64,7 +69,7 @@ func (d *Driver) Observe(g Guest, r Resources) ([]Observation, error) {
 	for i := range out {
 		o := &out[i]
 		if err := observe(o, page); err != nil {
-			return nil, fmt.Errorf("corral: observe %s of %s: %w", o.Knob, g, err)
+			return nil, fmt.Errorf("corral: observe %s of %s: %w", o.Knob, what, err)
 		}
 	}
 	return out, nil

@@ -35,6 +35,9 @@ func (d *Driver) RemoveOrphan(ctx context.Context, o Guest) error {
 	if o.Kind == agentGroup && o.ID == "" {
 		return fmt.Errorf("corral: %s is the agent's own group, not an orphan", agentGroup)
 	}
+	if o.Kind == partitionsGroup && o.ID == "" {
+		return fmt.Errorf("corral: %s holds the cluster's partitions, not an orphan: remove a partition with RemovePartition", partitionsGroup)
+	}
 	return d.removeDirs(ctx, string(o.Kind)+"/"+o.ID, func(i int) string {
 		if o.ID == "" {
 			return d.l.rootDir(i) + "/" + string(o.Kind)
@@ -132,7 +135,9 @@ func removeTree(dir string) error {
 // Orphans lists the groups under the corral root, in any hierarchy, that
 // known does not name: guests of a known kind that are not in known (with
 // their ID), and stray directories directly under the root (with an empty
-// ID). The agent's own group is never listed. The result is sorted.
+// ID). The agent's own group and the partitions' directory are never
+// listed; guests inside partitions are not scanned here. The result is
+// sorted.
 func (d *Driver) Orphans(known []Guest) ([]Guest, error) {
 	want := make(map[Guest]bool, len(known))
 	for _, g := range known {
@@ -150,7 +155,7 @@ func (d *Driver) Orphans(known []Guest) ([]Guest, error) {
 		for _, e := range entries {
 			k := Kind(e)
 			if !slices.Contains(Kinds(), k) {
-				if e != agentGroup {
+				if e != agentGroup && e != partitionsGroup {
 					found[Guest{Kind: k}] = true
 				}
 				continue

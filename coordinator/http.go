@@ -99,6 +99,7 @@ func (s *Server) routes() http.Handler {
 	s.schedRoutes(mux)
 	s.agentRoutes(mux)
 	s.aclRoutes(mux)
+	s.partitionRoutes(mux)
 	s.handle(mux, "GET /metrics", access{kind: needPeer}, s.metrics.handler().ServeHTTP)
 	return mux
 }

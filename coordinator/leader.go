@@ -600,6 +600,19 @@ func encodeNodeUpdate(r Record, rt cluster.Route) ([]byte, error) {
 		b = append(b, `,"removed":`...)
 		b = append(b, n...)
 	}
+	if rt.Partition != nil {
+		p, err := json.Marshal(rt.Partition)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, `,"partition":`...)
+		b = append(b, p...)
+	}
+	if rt.PartitionRemoved != "" {
+		n, _ := json.Marshal(rt.PartitionRemoved)
+		b = append(b, `,"partition_removed":`...)
+		b = append(b, n...)
+	}
 	return append(b, '}'), nil
 }
 

@@ -66,6 +66,12 @@ func goldenEvents() []Event {
 			Error: "corral: apply hard_limit for process/web: write memory.limit_in_bytes: invalid argument"}),
 		ev(32, "db", "n1", &GuestBalloon{Node: "n1", Generation: 16, Target: 64 << 20, Actual: 66 << 20, Usage: 201 << 20, Compliant: true}),
 		ev(33, "db", "n1", &GuestBalloonNoncompliant{Node: "n1", Generation: 16, Target: 64 << 20, Actual: 128 << 20, Usage: 230 << 20, WaitedMs: 30000}),
+		ev(34, "", "", &PartitionSet{Name: "gold", Limits: map[string]string{"cpu_shares": "2048", "hard_limit": "1073741824",
+			"global_quota": "200000", "global_period": "100000", "pids_max": "512"}}),
+		ev(35, "", "", &PartitionDeleted{Name: "gold"}),
+		ev(36, "", "n1", &NodeUsage{IntervalMs: 10000, Guests: []GuestUsage{}, Partitions: []PartitionApplied{
+			{Name: "gold", Index: 34, Applied: map[string]string{"cpu_shares": "2048", "hard_limit": "1073741824"},
+				Error: "corral: apply global_quota for partition gold: write cpu.cfs_quota_us: invalid argument"}}}),
 	}
 }
 
@@ -74,7 +80,7 @@ func TestGolden(t *testing.T) {
 	for _, e := range goldenEvents() {
 		seen[e.Type] = true
 		name := e.Type.String()
-		if e.Index == 15 || e.Index == 16 || e.Index == 22 {
+		if e.Index == 15 || e.Index == 16 || e.Index == 22 || e.Index == 36 {
 			name += "." + strconv.FormatUint(e.Index, 10)
 		}
 		path := filepath.Join("testdata", "v1", name+".json")

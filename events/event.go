@@ -44,6 +44,8 @@ const (
 	TypeGuestTuningFailed        Type = 28
 	TypeGuestBalloon             Type = 29
 	TypeGuestBalloonNoncompliant Type = 30
+	TypePartitionSet             Type = 31
+	TypePartitionDeleted         Type = 32
 )
 
 // SchemaVersion is the envelope version written by this build.
@@ -87,6 +89,8 @@ var registry = map[Type]typeInfo{
 	TypeGuestTuningFailed:        {"guest.tuning_failed", func() Payload { return new(GuestTuningFailed) }},
 	TypeGuestBalloon:             {"guest.balloon", func() Payload { return new(GuestBalloon) }},
 	TypeGuestBalloonNoncompliant: {"guest.balloon_noncompliant", func() Payload { return new(GuestBalloonNoncompliant) }},
+	TypePartitionSet:             {"partition.set", func() Payload { return new(PartitionSet) }},
+	TypePartitionDeleted:         {"partition.deleted", func() Payload { return new(PartitionDeleted) }},
 }
 
 // NewPayload returns an empty payload of type t, to decode into.

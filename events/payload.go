@@ -64,6 +64,9 @@ type GuestDefined struct {
 	// sorted (see [CanonicalAllowedDevices]); the "devices" knob tunes
 	// them later.
 	Devices []string `json:"devices,omitempty"`
+	// Partition names the cluster partition the guest lives in, fixed
+	// at create; "" for none.
+	Partition string `json:"partition,omitempty"`
 }
 
 // GuestPlaced assigns a guest to a node. The index of this event is the
@@ -135,6 +138,8 @@ type ServerRegistered struct {
 type NodeUsage struct {
 	IntervalMs int64        `json:"interval_ms"`
 	Guests     []GuestUsage `json:"guests"`
+	// Partitions are the node's partitions as it holds them.
+	Partitions []PartitionApplied `json:"partitions,omitempty"`
 }
 
 // GuestUsage is one guest's counters, cumulative since it started.

@@ -239,6 +239,11 @@ func (g *GuestDefined) Validate() error {
 	if err := validateDevices(g.Devices); err != nil {
 		return err
 	}
+	if g.Partition != "" {
+		if err := ValidateID("partition", g.Partition); err != nil {
+			return err
+		}
+	}
 	return g.validatePlacementRules()
 }
 

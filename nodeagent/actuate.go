@@ -98,7 +98,7 @@ func (a *Agent) do(ctx context.Context, d Desired, act Action) string {
 func (a *Agent) start(ctx context.Context, act Action) {
 	dg := act.Desired
 	dir := a.guestDir(act.Guest)
-	g := &guest{name: act.Guest, kind: act.Kind, gen: act.Generation, phase: PhaseRunning, applied: dg.Resources.Knobs()}
+	g := &guest{name: act.Guest, kind: act.Kind, partition: dg.Definition.Partition, gen: act.Generation, phase: PhaseRunning, applied: dg.Resources.Knobs()}
 	a.guests[g.name] = g
 	fail := func(err error) {
 		g.phase, g.startErr, g.inst = PhaseEnded, err, nil
@@ -145,7 +145,7 @@ func (a *Agent) destroy(ctx context.Context, g *guest) {
 	if g.inst != nil {
 		err = g.inst.Destroy(ctx)
 	} else if g.kind != "" {
-		err = a.deps.Cgroups.Remove(ctx, cgroupdriver.Guest{Kind: g.kind, ID: g.name})
+		err = a.deps.Cgroups.Remove(ctx, g.cg())
 	}
 	if err != nil {
 		a.log.Error("destroying the guest", "guest", g.name, "err", err)
@@ -185,7 +185,7 @@ func (a *Agent) tune(ctx context.Context, g *guest, knobs map[string]string) {
 	res, err := knobResources(write)
 	var writes []cgroupdriver.Write
 	if err == nil {
-		writes, err = a.deps.Cgroups.Apply(cgroupdriver.Guest{Kind: g.kind, ID: g.name}, res)
+		writes, err = a.deps.Cgroups.Apply(g.cg(), res)
 	}
 	var fe *cgroupdriver.FieldError
 	_, hard := knobs["hard_limit"]

@@ -88,15 +88,20 @@ type Agent struct {
 	// guests is only touched by the goroutine running Run (and by Close
 	// once Run has returned).
 	guests map[string]*guest
+	// parts are the partitions held on the host (partition.go), touched
+	// by the same goroutine.
+	parts            map[string]*partState
+	partsUnsupported bool
 }
 
 // guest is one run of a guest the agent holds.
 type guest struct {
-	name  string
-	kind  cgroupdriver.Kind
-	gen   uint64
-	inst  Instance // nil when the start failed or the run was lost
-	phase Phase
+	name      string
+	kind      cgroupdriver.Kind
+	partition string // the cluster partition its groups live in, "" for none
+	gen       uint64
+	inst      Instance // nil when the start failed or the run was lost
+	phase     Phase
 	// exit is the status of an ended run; startErr why it never started.
 	exit     driver.ExitStatus
 	startErr error
@@ -355,6 +360,7 @@ func (a *Agent) pass(ctx context.Context, full bool) bool {
 	if !ok {
 		return false
 	}
+	a.syncPartitions(d, full)
 	obs := a.observe(d)
 	var cleaned []string
 	for _, act := range Reconcile(d, obs) {
@@ -519,4 +525,9 @@ func (a *Agent) watchDone(ctx context.Context, inst Instance) {
 		case <-ctx.Done():
 		}
 	}()
+}
+
+// cg names g's groups for the cgroup driver.
+func (g *guest) cg() cgroupdriver.Guest {
+	return cgroupdriver.Guest{Kind: g.kind, ID: g.name, Partition: g.partition}
 }

@@ -94,7 +94,7 @@ func (a *Agent) watchBalloons(ctx context.Context, w *balloonWatch, now time.Tim
 		if _, ended := g.inst.Status(); ended {
 			continue
 		}
-		cg := cgroupdriver.Guest{Kind: g.kind, ID: g.name}
+		cg := g.cg()
 		log := a.log.With("guest", name, "generation", g.gen)
 		if d.Memory <= 0 {
 			if st != nil {

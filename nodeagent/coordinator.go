@@ -69,7 +69,7 @@ func (r *Remote) Desired(ctx context.Context, nodeID string) (Desired, error) {
 	if err != nil {
 		return Desired{}, err
 	}
-	return Desired{Index: d.Index, Guests: d.Guests, NodeDown: d.Node != nil && d.Node.Status == api.NodeStatusDown}, nil
+	return Desired{Index: d.Index, Guests: d.Guests, Partitions: d.Partitions, NodeDown: d.Node != nil && d.Node.Status == api.NodeStatusDown}, nil
 }
 
 func (r *Remote) Report(ctx context.Context, nodeID, secret string, items []Report) (uint64, error) {

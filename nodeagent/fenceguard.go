@@ -72,6 +72,13 @@ func freezeDirs(cg Cgroups) ([]FreezeDir, error) {
 		}
 		out = append(out, FreezeDir{Path: filepath.Dir(paths[idx]), Version: rep.Hierarchies[idx].Version})
 	}
+	// Guests in cluster partitions live in <root>/corral/partitions/<name>/<kind>.
+	paths, err := p.Paths(cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: "x", Partition: "x"})
+	if err != nil || len(paths) != len(rep.Hierarchies) {
+		return nil, fmt.Errorf("corral: the partitions' groups' paths: %v", err)
+	}
+	parts := filepath.Dir(filepath.Dir(filepath.Dir(paths[idx])))
+	out = append(out, FreezeDir{Path: parts, Version: rep.Hierarchies[idx].Version, Depth: 3})
 	return out, nil
 }
 
@@ -254,14 +261,13 @@ func (a *Agent) liftFence() bool {
 		return true
 	}
 	for _, d := range up {
-		ents, err := os.ReadDir(d.Path)
+		groups, err := guestGroups(d)
 		if err != nil {
 			a.log.Error("lifting the fence: listing the guests' groups", "dir", d.Path, "err", err)
 			return false
 		}
-		for _, e := range ents {
-			c := FreezeDir{Path: filepath.Join(d.Path, e.Name()), Version: d.Version}
-			if !e.IsDir() || !populated(c) {
+		for _, c := range groups {
+			if !populated(c) {
 				continue
 			}
 			if err := setFreeze(c, true); err != nil {
@@ -285,4 +291,29 @@ func (a *Agent) liftFence() bool {
 	a.log.Warn("the fencer had frozen the guests: each stays frozen until a pass on a fresh list thaws what the log still assigns here")
 	a.relist()
 	return true
+}
+
+// guestGroups lists the groups d.Depth levels below d (one level when
+// unset): the guests' groups a fence covers.
+func guestGroups(d FreezeDir) ([]FreezeDir, error) {
+	level := []FreezeDir{{Path: d.Path, Version: d.Version}}
+	for range max(d.Depth, 1) {
+		var next []FreezeDir
+		for _, g := range level {
+			ents, err := os.ReadDir(g.Path)
+			if err != nil {
+				if errors.Is(err, os.ErrNotExist) && g.Path == d.Path {
+					return nil, nil
+				}
+				return nil, err
+			}
+			for _, e := range ents {
+				if e.IsDir() {
+					next = append(next, FreezeDir{Path: filepath.Join(g.Path, e.Name()), Version: d.Version})
+				}
+			}
+		}
+		level = next
+	}
+	return level, nil
 }

@@ -60,10 +60,14 @@ const (
 )
 
 // FreezeDir is one directory the fencer freezes: a kind directory in the
-// freezer hierarchy, and that hierarchy's cgroup version.
+// freezer hierarchy (or the directory of the cluster's partitions), and
+// that hierarchy's cgroup version.
 type FreezeDir struct {
 	Path    string `json:"path"`
 	Version int    `json:"version"`
+	// Depth is how far below Path the guests' groups are: 0 or 1 for a
+	// kind directory, 3 for the partitions (<name>/<kind>/<guest>).
+	Depth int `json:"depth,omitempty"`
 }
 
 // fencerRequest is what the agent tells a fencer it starts, and what the

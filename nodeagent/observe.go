@@ -29,7 +29,7 @@ type agentRecord struct {
 // persist rewrites g's record atomically.
 func (a *Agent) persist(g *guest) {
 	rec := agentRecord{
-		Guest: cgroupdriver.Guest{Kind: g.kind, ID: g.name}, Generation: g.gen,
+		Guest: g.cg(), Generation: g.gen,
 		StartReported: g.startReported, Frozen: g.frozen, Applied: g.applied,
 	}
 	b, err := json.Marshal(rec)
@@ -76,7 +76,7 @@ func (a *Agent) adopt(ctx context.Context) {
 			continue
 		}
 		g := &guest{
-			name: rec.Guest.ID, kind: rec.Guest.Kind, gen: rec.Generation, inst: inst, phase: PhaseRunning,
+			name: rec.Guest.ID, kind: rec.Guest.Kind, partition: rec.Guest.Partition, gen: rec.Generation, inst: inst, phase: PhaseRunning,
 			startReported: rec.StartReported, frozen: rec.Frozen, applied: rec.Applied,
 		}
 		a.guests[g.name] = g
@@ -94,13 +94,13 @@ func (a *Agent) observe(d Desired) []Observed {
 	for _, g := range a.guests {
 		named[g.name] = true
 		if g.kind != "" {
-			known = append(known, cgroupdriver.Guest{Kind: g.kind, ID: g.name})
+			known = append(known, g.cg())
 		}
 	}
 	for _, dg := range d.Guests {
 		named[dg.Name] = true
-		if k := cgroupdriver.Kind(dg.Definition.Driver); (cgroupdriver.Guest{Kind: k, ID: dg.Name}).Validate() == nil {
-			known = append(known, cgroupdriver.Guest{Kind: k, ID: dg.Name})
+		if cg := (cgroupdriver.Guest{Kind: cgroupdriver.Kind(dg.Definition.Driver), ID: dg.Name, Partition: dg.Definition.Partition}); cg.Validate() == nil {
+			known = append(known, cg)
 		}
 	}
 	orphans, err := a.deps.Cgroups.Orphans(known)

@@ -56,6 +56,8 @@ type Desired struct {
 	// guests may be placed elsewhere at any moment, so the agent starts
 	// and thaws nothing until the log has it up again (invariant 6).
 	NodeDown bool
+	// Partitions are the cluster's partitions, which every node holds.
+	Partitions []api.DesiredPartition
 }
 
 // DesiredGuest is one guest placed on the node, as the API carries it:
@@ -94,7 +96,7 @@ func Fold(d Desired, u api.NodeUpdate) (Desired, bool) {
 	if u.Prev > d.Index {
 		return d, false
 	}
-	out := Desired{Index: u.Index, Guests: make([]DesiredGuest, 0, len(d.Guests)+1), NodeDown: d.NodeDown}
+	out := Desired{Index: u.Index, Guests: make([]DesiredGuest, 0, len(d.Guests)+1), NodeDown: d.NodeDown, Partitions: foldPartition(d.Partitions, u)}
 	var head struct {
 		Type events.Type `json:"type"`
 	}
@@ -125,4 +127,26 @@ func Fold(d Desired, u api.NodeUpdate) (Desired, bool) {
 		out.Guests = append(out.Guests, *u.Guest)
 	}
 	return out, true
+}
+
+// foldPartition returns ps with the update's partition replaced, added or
+// removed; ps itself is not changed.
+func foldPartition(ps []api.DesiredPartition, u api.NodeUpdate) []api.DesiredPartition {
+	name := u.PartitionRemoved
+	if u.Partition != nil {
+		name = u.Partition.Name
+	}
+	if name == "" {
+		return ps
+	}
+	out := make([]api.DesiredPartition, 0, len(ps)+1)
+	for _, p := range ps {
+		if p.Name != name {
+			out = append(out, p)
+		}
+	}
+	if u.Partition != nil {
+		out = append(out, *u.Partition)
+	}
+	return out
 }

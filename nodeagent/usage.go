@@ -26,7 +26,7 @@ func (a *Agent) reportUsage(ctx context.Context) {
 		if _, ended := g.inst.Status(); ended {
 			continue
 		}
-		st, err := a.deps.Cgroups.Stats(cgroupdriver.Guest{Kind: g.kind, ID: g.name})
+		st, err := a.deps.Cgroups.Stats(g.cg())
 		if err != nil {
 			a.log.Warn("reading a guest's counters", "guest", g.name, "err", err)
 			continue
@@ -46,12 +46,18 @@ func (a *Agent) reportUsage(ctx context.Context) {
 		}
 		g.hits, g.hitsKnown = st.LimitHits, true
 	}
-	if len(usage.Guests) == 0 {
+	usage.Partitions = a.partitionReports()
+	if len(usage.Guests) == 0 && len(usage.Partitions) == 0 {
 		return
 	}
 	items := append([]Report{{Payload: usage}}, hits...)
 	if _, err := a.report(ctx, items); err != nil {
 		a.log.Warn("reporting usage", "err", err)
+		for _, p := range usage.Partitions {
+			if st := a.parts[p.Name]; st != nil && st.index == p.Index {
+				st.reported = false // again with the next report
+			}
+		}
 	}
 }
 
@@ -71,7 +77,7 @@ func (a *Agent) checkDrift(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		cg := cgroupdriver.Guest{Kind: g.kind, ID: g.name}
+		cg := g.cg()
 		obs, err := a.deps.Cgroups.Observe(cg, res)
 		if err != nil {
 			a.log.Warn("reading back a guest's settings", "guest", g.name, "err", err)

@@ -111,6 +111,9 @@ func printGuest(a *app, gv *api.GuestView) error {
 	}
 	t.row("Status:", status)
 	t.row("Node:", g.Node)
+	if g.Partition != "" {
+		t.row("Partition:", g.Partition)
+	}
 	gen, pid := "", ""
 	if g.Generation > 0 {
 		gen = formatUint(g.Generation)

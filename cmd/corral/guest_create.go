@@ -31,6 +31,7 @@ type createOptions struct {
 	vcpupin     bool
 	dryRun      bool
 	devices     []string
+	partition   string
 }
 
 func (a *app) guestCreateCommand() *cobra.Command {
@@ -105,6 +106,7 @@ allows one more, and corral devicetune changes the list later.`,
 	f.BoolVar(&o.vcpupin, "vcpupin", false, "pin every vCPU to an exclusive host CPU the scheduler chooses")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print where the guest would be placed, and why, without creating it")
 	f.StringArrayVar(&o.devices, "device", nil, `allow a device beyond the default set: /dev/PATH[:rwm] (resolved on the node) or "c|b MAJOR:MINOR [rwm]"; access defaults to rwm; repeat for more`)
+	f.StringVar(&o.partition, "partition", "", "create the guest in this cluster partition (corral partition list); fixed for the guest's life")
 	cmd.MarkFlagRequired("driver")
 	cmd.MarkFlagRequired("memory")
 	return cmd
@@ -121,6 +123,12 @@ func (o *createOptions) request(cmd *cobra.Command, args []string) (api.CreateGu
 		Name: name, Driver: o.driver, Memory: o.memory, VCPUs: o.vcpus, CPUShares: o.cpuShares,
 		Rootfs: o.rootfs, Kernel: o.kernel, Initrd: o.initrd, NoStart: o.noStart,
 		Constraints: o.constraints, SpreadBy: o.spreadBy, CPUSet: o.cpuset, Devices: o.devices,
+		Partition: o.partition,
+	}
+	if o.partition != "" {
+		if err := events.ValidateID("partition", o.partition); err != nil {
+			return req, err
+		}
 	}
 	if o.vcpupin {
 		if o.cpuset != "" {

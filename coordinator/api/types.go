@@ -225,6 +225,9 @@ type CreateGuest struct {
 	// or c|b MAJOR:MINOR [rwm] (see events.CanonicalAllowedDevice).
 	Devices []string `json:"devices,omitempty"`
 	NoStart bool     `json:"no_start,omitempty"`
+	// Partition is the cluster partition to create the guest in; fixed
+	// for the guest's life.
+	Partition string `json:"partition,omitempty"`
 }
 
 // GuestAction is start, stop, suspend, resume or destroy of one guest.
@@ -304,6 +307,8 @@ type Desired struct {
 	Index  uint64         `json:"index"`
 	Node   *Node          `json:"node"`
 	Guests []DesiredGuest `json:"guests"`
+	// Partitions are every partition of the cluster: each node holds them all.
+	Partitions []DesiredPartition `json:"partitions,omitempty"`
 }
 
 // DesiredGuest is one guest as its host must run it: the driver spec (in
@@ -344,6 +349,10 @@ type NodeUpdate struct {
 	Event   json.RawMessage `json:"event"`
 	Guest   *DesiredGuest   `json:"guest,omitempty"`
 	Removed string          `json:"removed,omitempty"`
+	// Partition is a partition as the node must now hold it;
+	// PartitionRemoved names one deleted.
+	Partition        *DesiredPartition `json:"partition,omitempty"`
+	PartitionRemoved string            `json:"partition_removed,omitempty"`
 }
 
 // PublishGap is the body of a notice on bus.EventGapSubject: events From

@@ -57,7 +57,7 @@ func (c *CreateGuest) Definition() (*events.GuestDefined, error) {
 		Name: c.Name, Driver: c.Driver, MemoryBytes: mem, VCPUs: vcpus, CPUShares: shares,
 		Command: slices.Clone(c.Command), Rootfs: c.Rootfs, Kernel: c.Kernel, Initrd: c.Initrd,
 		Labels: maps.Clone(c.Labels), Constraints: slices.Clone(c.Constraints), SpreadBy: c.SpreadBy,
-		CPUSet: cpuset, PinCPUs: c.PinCPUs, Devices: devices,
+		CPUSet: cpuset, PinCPUs: c.PinCPUs, Devices: devices, Partition: c.Partition,
 	}
 	if err := d.Validate(); err != nil {
 		return nil, err
@@ -77,6 +77,9 @@ func (c *CreateGuest) Decide(s *State, now time.Time, actor string) ([]events.Ev
 	}
 	if _, ok := s.Guests[d.Name]; ok {
 		return nil, api.GuestExists(d.Name)
+	}
+	if err := s.checkPartitionExists(d.Partition); err != nil {
+		return nil, err
 	}
 	out := []events.Event{subject(events.New(now, actor, d), d.Name, "")}
 	if !c.NoStart {

@@ -209,6 +209,10 @@ func parseDecideCommand(t *testing.T, pos, s string) (Command, string, time.Time
 		cmd = new(CreateJoinToken)
 	case "Enroll":
 		cmd = new(Enroll)
+	case "SetPartition":
+		cmd = new(SetPartition)
+	case "DeletePartition":
+		cmd = new(DeletePartition)
 	default:
 		t.Fatalf("%s: unknown command type %q", pos, name)
 	}
@@ -415,6 +419,9 @@ func stateLines(st *State) []string {
 		for _, k := range slices.Sorted(maps.Keys(g.LiveTuning)) {
 			l += " live:" + k + "=" + g.LiveTuning[k]
 		}
+		if g.Partition != "" {
+			l += " partition=" + g.Partition
+		}
 		for _, k := range slices.Sorted(maps.Keys(g.TuningFailed)) {
 			f := g.TuningFailed[k]
 			l += fmt.Sprintf(" failed:%s=%s(gen %d: %s)", k, f.Value, f.Generation, f.Error)
@@ -424,6 +431,24 @@ func stateLines(st *State) []string {
 	if st.Scheduler != (events.SchedulerConfig{}) {
 		out = append(out, fmt.Sprintf("scheduler %s cpu_overcommit=%g memory_overcommit=%g",
 			st.Scheduler.Algorithm, st.Scheduler.CPUOvercommit, st.Scheduler.MemoryOvercommit))
+	}
+	for _, name := range slices.Sorted(maps.Keys(st.Partitions)) {
+		p := st.Partitions[name]
+		l := fmt.Sprintf("partition %s created=%d modified=%d", name, p.CreateIndex, p.ModifyIndex)
+		for _, k := range slices.Sorted(maps.Keys(p.Limits)) {
+			l += " " + k + "=" + p.Limits[k]
+		}
+		for _, n := range slices.Sorted(maps.Keys(p.Nodes)) {
+			r := p.Nodes[n]
+			l += fmt.Sprintf(" %s@%d:", n, r.Index)
+			for _, k := range slices.Sorted(maps.Keys(r.Applied)) {
+				l += k + "=" + r.Applied[k] + ","
+			}
+			if r.Error != "" {
+				l += "error=" + r.Error
+			}
+		}
+		out = append(out, l)
 	}
 	return append(out, aclLines(st)...)
 }

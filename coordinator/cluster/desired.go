@@ -74,7 +74,7 @@ func (s *State) Desired(id string) (*api.Desired, error) {
 		return nil, err
 	}
 	c := *n
-	d := &api.Desired{Index: s.Index, Node: &c, Guests: []api.DesiredGuest{}}
+	d := &api.Desired{Index: s.Index, Node: &c, Guests: []api.DesiredGuest{}, Partitions: s.desiredPartitions()}
 	for _, name := range s.GuestsOn(id) {
 		d.Guests = append(d.Guests, DesiredGuest(s.Guests[name]))
 	}
@@ -94,6 +94,10 @@ type Route struct {
 	// placed there; Removed names the guest when it left Node.
 	Guest   *api.DesiredGuest
 	Removed string
+	// Partition is a partition every node must now hold; PartitionRemoved
+	// names one deleted.
+	Partition        *api.DesiredPartition
+	PartitionRemoved string
 }
 
 // route records that the event at idx concerns the nodes the guest was on

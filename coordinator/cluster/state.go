@@ -61,6 +61,9 @@ type State struct {
 	// ACL holds the tokens, custom policies and join tokens (acl.go);
 	// nil until the first ACL event.
 	ACL *ACLState `json:"acl,omitempty"`
+	// Partitions are the cluster's partitions (partition.go); nil until
+	// the first is created.
+	Partitions map[string]*Partition `json:"partitions,omitempty"`
 
 	// pending indexes the guests with StatusPending and byNode the guests
 	// placed on each node. They are derived: built by NewState and reindex,
@@ -256,6 +259,7 @@ func (s *State) applyRouted(e events.Event, want bool) (events.Event, []Route, e
 		return events.Event{}, nil, err
 	}
 	routes := s.route(idx, &e, before, want)
+	routes = append(routes, s.routePartition(idx, &e, want)...)
 	switch e.Type {
 	case events.TypeNodeRegistered, events.TypeNodeUp, events.TypeNodeDown, events.TypeNodeEligibility,
 		events.TypeGuestDefined, events.TypeGuestPlaced, events.TypeGuestUndefined, events.TypeGuestStarted,
@@ -278,6 +282,10 @@ func (s *State) apply(idx uint64, e *events.Event) error {
 		return s.applyNodeEligibility(idx, e, p)
 	case *events.NodeUsage:
 		return s.applyNodeUsage(idx, e, p)
+	case *events.PartitionSet:
+		return s.applyPartitionSet(idx, p)
+	case *events.PartitionDeleted:
+		return s.applyPartitionDeleted(p)
 	case *events.GuestLimitHit:
 		g, err := s.current(e, p.Node, p.Generation)
 		if err != nil {
@@ -423,6 +431,9 @@ func (s *State) applyGuestDefined(idx uint64, e *events.Event, p *events.GuestDe
 	}
 	if _, ok := s.Guests[p.Name]; ok {
 		return api.GuestExists(p.Name)
+	}
+	if err := s.checkPartitionExists(p.Partition); err != nil {
+		return err
 	}
 	s.Guests[p.Name] = &Guest{
 		GuestDefined: *p, Desired: DesiredStopped, Status: StatusPending,
@@ -724,6 +735,15 @@ func (s *State) Clone() *State {
 		NodeEvents: maps.Clone(s.NodeEvents),
 		ACL:        s.ACL.clone(),
 	}
+	if s.Partitions != nil {
+		c.Partitions = make(map[string]*Partition, len(s.Partitions))
+		for k, v := range s.Partitions {
+			x := *v
+			x.Limits = maps.Clone(v.Limits)
+			x.Nodes = maps.Clone(v.Nodes) // reports are replaced, never changed in place
+			c.Partitions[k] = &x
+		}
+	}
 	for k, v := range s.Servers {
 		x := *v
 		c.Servers[k] = &x
@@ -784,5 +804,6 @@ func (s *State) applyNodeUsage(idx uint64, e *events.Event, p *events.NodeUsage)
 		c := u
 		g.Usage = &c
 	}
+	s.applyPartitionReports(e.Node, p.Partitions)
 	return nil
 }

@@ -75,7 +75,7 @@ const DefaultAppend = "console=ttyS0 panic=-1"
 // and cpu_shares. The agent adds tuning the log holds to Resources.
 func SpecFor(id string, def *events.GuestDefined, stateDir string) Spec {
 	s := Spec{
-		Guest:       cgroupdriver.Guest{Kind: cgroupdriver.Kind(def.Driver), ID: id},
+		Guest:       cgroupdriver.Guest{Kind: cgroupdriver.Kind(def.Driver), ID: id, Partition: def.Partition},
 		Command:     append([]string(nil), def.Command...),
 		Hostname:    def.Name,
 		Kernel:      def.Kernel,
