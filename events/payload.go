@@ -64,6 +64,10 @@ type GuestDefined struct {
 	// sorted (see [CanonicalAllowedDevices]); the "devices" knob tunes
 	// them later.
 	Devices []string `json:"devices,omitempty"`
+	// Reserve keeps the guest's vCPUs and memory on its node while it is
+	// stopped or has ended, so that its next start always fits there.
+	// Without it a guest holds capacity only while it runs or is asked to.
+	Reserve bool `json:"reserve,omitempty"`
 }
 
 // GuestPlaced assigns a guest to a node. The index of this event is the
