@@ -67,6 +67,10 @@ type GuestDefined struct {
 	// Partition names the cluster partition the guest lives in, fixed
 	// at create; "" for none.
 	Partition string `json:"partition,omitempty"`
+	// Reserve keeps the guest's vCPUs and memory on its node while it is
+	// stopped or has ended, so that its next start always fits there.
+	// Without it a guest holds capacity only while it runs or is asked to.
+	Reserve bool `json:"reserve,omitempty"`
 }
 
 // GuestPlaced assigns a guest to a node. The index of this event is the

@@ -48,12 +48,13 @@ type Config struct {
 	MaxReasons int
 }
 
-// DefaultConfig returns bin-pack with no overcommit, 32 candidates per guest
+// DefaultConfig returns bin-pack with DefaultCPUOvercommit shared vCPUs per
+// CPU and no memory overcommit, 32 candidates per guest
 // and at most 20 listed reasons per unplaced guest.
 func DefaultConfig() Config {
 	return Config{
 		Algorithm:        Binpack,
-		CPUOvercommit:    1,
+		CPUOvercommit:    DefaultCPUOvercommit,
 		MemoryOvercommit: 1,
 		CandidateLimit:   32,
 		MaxReasons:       20,
@@ -102,3 +103,17 @@ func overcommitted(x int64, ratio float64) int64 {
 	}
 	return int64(math.Floor(float64(x) * ratio))
 }
+
+// DefaultCPUOvercommit is how many shared vCPUs one allocatable CPU
+// carries unless the operator sets another ratio: guests rarely keep every
+// vCPU busy, and OpenStack's and oVirt's defaults overcommit too. Pinned
+// CPUs are exclusive and never overcommitted.
+const DefaultCPUOvercommit = 4
+
+// VCPUCapacity is how many shared vCPUs a node with alloc allocatable
+// CPUs (its CPUs less its reserve, pinned ones included) carries under c.
+func (c Config) VCPUCapacity(alloc int64) int64 { return overcommitted(alloc, c.CPUOvercommit) }
+
+// MemoryCapacity is how much guest memory a node with alloc allocatable
+// bytes (its memory less its reserve) carries under c.
+func (c Config) MemoryCapacity(alloc int64) int64 { return overcommitted(alloc, c.MemoryOvercommit) }

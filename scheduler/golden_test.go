@@ -147,7 +147,10 @@ func checkFinal(t tb, before, after *scheduler.Snapshot, plan scheduler.Plan, pe
 
 func parseScenario(t *testing.T, input string) scenario {
 	t.Helper()
+	// Scenarios run without CPU overcommit unless their config line sets
+	// it, so their vCPU arithmetic reads as the nodes' CPUs.
 	sc := scenario{cfg: scheduler.DefaultConfig(), seed: 1}
+	sc.cfg.CPUOvercommit = 1
 	sc.cfg.MaxReasons = 0
 	for i, line := range strings.Split(input, "\n") {
 		fields := strings.Fields(line)
@@ -264,7 +267,7 @@ func parseScenario(t *testing.T, input string) scenario {
 }
 
 // parseGuest reads "driver= memory= vcpus= constraint=… labels= spread-by=
-// cpuset= pin=" fields; constraints are kept raw so that bad ones reach
+// cpuset= pin= prefer=" fields; constraints are kept raw so that bad ones reach
 // Schedule's validation.
 func parseGuest(t *testing.T, name string, fields []string) scheduler.Guest {
 	t.Helper()
@@ -297,6 +300,8 @@ func parseGuest(t *testing.T, name string, fields []string) scheduler.Guest {
 			g.CPUSet = set
 		case "pin":
 			g.PinCPUs = int(mustInt(t, v))
+		case "prefer":
+			g.Prefer = v
 		case "node":
 		default:
 			t.Fatalf("guest %s: unknown field %q", name, k)

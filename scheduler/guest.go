@@ -47,6 +47,10 @@ type Guest struct {
 	// exclusive CPUs on the node (at most VCPUs). CPUSet and PinCPUs are
 	// mutually exclusive.
 	PinCPUs int
+	// Prefer names the node to try first, the one the guest last ran on
+	// (its images, logs and caches are there): it is chosen whenever it
+	// is feasible, and otherwise the guest is placed as any other.
+	Prefer string
 }
 
 // Pinned reports whether the guest asks for exclusive CPUs.

@@ -51,7 +51,10 @@ func Schedule(snap *Snapshot, pending []Guest, cfg Config, now time.Time, seed u
 			continue
 		}
 		w.demandOf(g, &d)
-		pos, score, ranked := w.pick(&d)
+		pos, score, ranked := w.preferred(g.Prefer, &d)
+		if pos < 0 {
+			pos, score, ranked = w.pick(&d)
+		}
 		if pos < 0 {
 			plan.Failures = append(plan.Failures, w.failure(&d))
 			continue
@@ -126,6 +129,23 @@ func (w *working) pick(d *demand) (best int, bestScore float64, ranked int) {
 	}
 	w.cursor = pos
 	return best, bestScore, ranked
+}
+
+// preferred returns the position of node id when it is feasible for d,
+// with its score, and -1 otherwise.
+func (w *working) preferred(id string, d *demand) (pos int, score float64, ranked int) {
+	if id == "" {
+		return -1, 0, 0
+	}
+	i, ok := slices.BinarySearchFunc(w.nodes, id, func(n Node, id string) int { return cmp.Compare(n.ID, id) })
+	if !ok {
+		return -1, 0, 0
+	}
+	pos = int(w.posOf[i])
+	if w.hot[pos].class < 0 || !w.fits(pos, d) {
+		return -1, 0, 0
+	}
+	return pos, w.score(pos, d), 1
 }
 
 // levels sets the scan-level thresholds from the pending guests: memory

@@ -110,7 +110,20 @@ func printGuest(a *app, gv *api.GuestView) error {
 		status += " (suspended)"
 	}
 	t.row("Status:", status)
-	t.row("Node:", g.Node)
+	switch {
+	case g.Node == "" && g.LastNode != "":
+		t.row("Node:", "none yet (last ran on "+g.LastNode+", which a placement prefers)")
+	default:
+		t.row("Node:", g.Node)
+	}
+	switch {
+	case g.HoldsCapacity && g.Reserve:
+		t.row("Capacity:", "reserved on its node, also while stopped (--reserve)")
+	case g.HoldsCapacity:
+		t.row("Capacity:", "held on its node while it runs")
+	case g.Node != "":
+		t.row("Capacity:", "released: stopped or ended, it keeps its node but not its vCPUs and memory; a start takes them again if they are free, or places it elsewhere")
+	}
 	if g.Partition != "" {
 		t.row("Partition:", g.Partition)
 	}

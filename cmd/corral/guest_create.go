@@ -25,6 +25,7 @@ type createOptions struct {
 	initrd      string
 	labels      []string
 	noStart     bool
+	reserve     bool
 	constraints []string
 	spreadBy    string
 	cpuset      string
@@ -99,7 +100,8 @@ allows one more, and corral devicetune changes the list later.`,
 	f.StringVar(&o.kernel, "kernel", "", "kernel image on the node (qemu)")
 	f.StringVar(&o.initrd, "initrd", "", "initrd image on the node (qemu)")
 	f.StringArrayVar(&o.labels, "label", nil, "label key=value; repeat for more")
-	f.BoolVar(&o.noStart, "no-start", false, "define the guest without asking for it to run")
+	f.BoolVar(&o.noStart, "no-start", false, "define the guest without asking for it to run (it is placed when started)")
+	f.BoolVar(&o.reserve, "reserve", false, "keep the guest's vCPUs and memory on its node while it is stopped or has ended")
 	f.StringArrayVar(&o.constraints, "constraint", nil, "node label rule, key=value or key!=value; repeat for more")
 	f.StringVar(&o.spreadBy, "spread-by", "", "label key: no two guests with the same value of it share a node (the guest needs that label)")
 	f.StringVar(&o.cpuset, "cpuset", "", "pin the guest to these exclusive host CPUs, e.g. 0-3,6")
@@ -121,7 +123,7 @@ func (o *createOptions) request(cmd *cobra.Command, args []string) (api.CreateGu
 	}
 	req := api.CreateGuest{
 		Name: name, Driver: o.driver, Memory: o.memory, VCPUs: o.vcpus, CPUShares: o.cpuShares,
-		Rootfs: o.rootfs, Kernel: o.kernel, Initrd: o.initrd, NoStart: o.noStart,
+		Rootfs: o.rootfs, Kernel: o.kernel, Initrd: o.initrd, NoStart: o.noStart, Reserve: o.reserve,
 		Constraints: o.constraints, SpreadBy: o.spreadBy, CPUSet: o.cpuset, Devices: o.devices,
 		Partition: o.partition,
 	}

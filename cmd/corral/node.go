@@ -34,7 +34,7 @@ func (a *app) nodeCommand() *cobra.Command {
 			}
 			t := nodeTable(a)
 			for _, n := range nodes {
-				nodeRow(t, &n.Node, n.AllocatedMemoryBytes, n.AllocatedVCPUs, n.Guests)
+				nodeRow(t, &n)
 			}
 			return t.flush()
 		},
@@ -47,14 +47,15 @@ func nodeTable(a *app) *table {
 	return newTable(a.stdout, "ID", "STATUS", "ELIGIBILITY", "CPUS", "MEMORY", "RESERVED", "ALLOCATED", "GUESTS")
 }
 
-func nodeRow(t *table, n *api.Node, mem int64, vcpus, guests int) {
+func nodeRow(t *table, n *api.NodeView) {
 	elig := n.Eligibility
 	if n.Drain != nil && !n.Drain.Deadline.IsZero() {
 		elig += " until " + formatTime(n.Drain.Deadline)
 	}
 	t.row(n.ID, n.Status, elig, strconv.Itoa(n.CPUs), formatBytes(n.MemoryBytes),
 		fmt.Sprintf("%s, %d CPU", formatBytes(n.ReserveMemoryBytes), n.ReserveCPUs),
-		fmt.Sprintf("%s, %d vCPU", formatBytes(mem), vcpus), strconv.Itoa(guests))
+		fmt.Sprintf("%s/%s, %d/%d vCPU", formatBytes(n.AllocatedMemoryBytes), formatBytes(n.CapacityMemoryBytes), n.AllocatedVCPUs, n.CapacityVCPUs),
+		strconv.Itoa(n.Guests))
 }
 
 func nodeID(args []string) (string, error) {
@@ -87,10 +88,13 @@ func (a *app) nodeShowCommand() *cobra.Command {
 				return writeJSON(a.stdout, n)
 			}
 			t := nodeTable(a)
-			nodeRow(t, &n.Node, n.AllocatedMemoryBytes, n.AllocatedVCPUs, n.Guests)
+			nodeRow(t, &n.NodeView)
 			if err := t.flush(); err != nil {
 				return err
 			}
+			fmt.Fprintf(a.stdout, "Capacity: %s of %s memory, %d of %d vCPUs (%d CPUs less %d reserved, %s shared vCPUs per CPU; pinned CPUs are exclusive)\n",
+				formatBytes(n.AllocatedMemoryBytes), formatBytes(n.CapacityMemoryBytes), n.AllocatedVCPUs, n.CapacityVCPUs,
+				n.CPUs, n.ReserveCPUs, formatRatio(n.CPUOvercommit))
 			if len(n.Labels) > 0 {
 				fmt.Fprintln(a.stdout, "Labels:", formatMap(n.Labels))
 			}

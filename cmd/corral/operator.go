@@ -35,7 +35,7 @@ its reserve; pinned CPUs are never overcommitted. Ratios are at least 1.`,
 		},
 	}
 	set.Flags().StringVar(&cfg.Algorithm, "algorithm", "binpack", "binpack or spread")
-	set.Flags().Float64Var(&cfg.CPUOvercommit, "cpu-overcommit", 1, "vCPUs per allocatable host CPU, at least 1")
+	set.Flags().Float64Var(&cfg.CPUOvercommit, "cpu-overcommit", 4, "shared vCPUs per allocatable host CPU, at least 1 (pinned CPUs are never overcommitted)")
 	set.Flags().Float64Var(&cfg.MemoryOvercommit, "memory-overcommit", 1, "guest memory per allocatable byte, at least 1")
 	get := &cobra.Command{
 		Use:     "get-config",

@@ -58,7 +58,7 @@ func printState(a *app, st *api.State) error {
 	fmt.Fprintf(a.stdout, "\nNODES\n")
 	t = nodeTable(a)
 	for _, n := range st.Nodes {
-		nodeRow(t, &n.Node, n.AllocatedMemoryBytes, n.AllocatedVCPUs, n.Guests)
+		nodeRow(t, &n)
 	}
 	if err := t.flush(); err != nil {
 		return err

@@ -64,6 +64,13 @@ type Guest struct {
 	// MovedFrom is the node a drain or a node loss moved the guest off,
 	// until the guest reports started on its new node.
 	MovedFrom string `json:"moved_from,omitempty"`
+	// LastNode is the node a guest ran on before it was taken off to be
+	// placed again (started after its node's capacity went to others):
+	// its placement prefers that node.
+	LastNode string `json:"last_node,omitempty"`
+	// HoldsCapacity is set in views of a guest that counts against its
+	// node's capacity (it runs, is asked to, or keeps a reservation).
+	HoldsCapacity bool `json:"holds_capacity,omitempty"`
 	// Paused is set while the guest is asked to be suspended.
 	Paused bool `json:"paused,omitempty"`
 	// Applied holds the knob values the agent reports it wrote for the
@@ -150,7 +157,14 @@ type NodeView struct {
 	Agent                bool  `json:"agent"`
 	AllocatedMemoryBytes int64 `json:"allocated_memory_bytes"`
 	AllocatedVCPUs       int   `json:"allocated_vcpus"`
-	Guests               int   `json:"guests"`
+	// CapacityMemoryBytes and CapacityVCPUs are what the node carries for
+	// guests under the cluster's scheduler policy: its memory and CPUs
+	// less the host reserve, times the overcommit ratios. Only guests that
+	// run or are asked to (or keep a reservation) are allocated.
+	CapacityMemoryBytes int64   `json:"capacity_memory_bytes"`
+	CapacityVCPUs       int     `json:"capacity_vcpus"`
+	CPUOvercommit       float64 `json:"cpu_overcommit"`
+	Guests              int     `json:"guests"`
 }
 
 // NodeDetail is a node with what it holds.
@@ -228,6 +242,8 @@ type CreateGuest struct {
 	// Partition is the cluster partition to create the guest in; fixed
 	// for the guest's life.
 	Partition string `json:"partition,omitempty"`
+	// Reserve keeps the guest's capacity on its node while it is stopped.
+	Reserve bool `json:"reserve,omitempty"`
 }
 
 // GuestAction is start, stop, suspend, resume or destroy of one guest.

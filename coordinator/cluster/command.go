@@ -57,7 +57,7 @@ func (c *CreateGuest) Definition() (*events.GuestDefined, error) {
 		Name: c.Name, Driver: c.Driver, MemoryBytes: mem, VCPUs: vcpus, CPUShares: shares,
 		Command: slices.Clone(c.Command), Rootfs: c.Rootfs, Kernel: c.Kernel, Initrd: c.Initrd,
 		Labels: maps.Clone(c.Labels), Constraints: slices.Clone(c.Constraints), SpreadBy: c.SpreadBy,
-		CPUSet: cpuset, PinCPUs: c.PinCPUs, Devices: devices, Partition: c.Partition,
+		CPUSet: cpuset, PinCPUs: c.PinCPUs, Devices: devices, Partition: c.Partition, Reserve: c.Reserve,
 	}
 	if err := d.Validate(); err != nil {
 		return nil, err
@@ -86,7 +86,11 @@ func (c *CreateGuest) Decide(s *State, now time.Time, actor string) ([]events.Ev
 		out = append(out, subject(events.New(now, actor, &events.GuestStartRequested{}), d.Name, ""))
 	}
 	// A guest that can be placed at once is placed in the same proposal,
-	// unless others wait before it: they keep their turn.
+	// unless others wait before it: they keep their turn. One that is not
+	// to start and keeps no reservation waits unplaced.
+	if c.NoStart && !d.Reserve {
+		return out, nil
+	}
 	if p, ok := s.PlaceNow(&Guest{GuestDefined: *d}, now); ok {
 		e := subject(events.New(now, PlacementActor, &p), d.Name, p.Node)
 		e.Reason = "placed at creation"
@@ -339,7 +343,7 @@ type SetSchedulerConfig struct {
 func (c *SetSchedulerConfig) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
 	p := c.SchedulerConfig
 	if p.CPUOvercommit == 0 {
-		p.CPUOvercommit = 1
+		p.CPUOvercommit = scheduler.DefaultCPUOvercommit
 	}
 	if p.MemoryOvercommit == 0 {
 		p.MemoryOvercommit = 1

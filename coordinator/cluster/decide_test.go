@@ -407,6 +407,12 @@ func stateLines(st *State) []string {
 		if g.CPUs != "" {
 			l += " cpus=" + g.CPUs
 		}
+		if g.LastNode != "" {
+			l += " last_node=" + g.LastNode
+		}
+		if g.Reserve {
+			l += " reserve"
+		}
 		if g.Paused {
 			l += " paused"
 		}

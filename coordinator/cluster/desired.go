@@ -147,6 +147,7 @@ func (s *State) route(idx uint64, e *events.Event, before string, want bool) []R
 // value, so no view keeps a stale copy (Knob gives the one in force).
 func View(g *Guest) *Guest {
 	c := *g
+	c.HoldsCapacity = holdsCapacity(g)
 	c.Applied = maps.Clone(g.Applied)
 	c.Tuning = maps.Clone(g.Tuning)
 	c.LiveTuning = maps.Clone(g.LiveTuning)
@@ -166,7 +167,12 @@ func View(g *Guest) *Guest {
 // NodeView returns n with what is allocated on it.
 func (s *State) NodeView(n *Node) api.NodeView {
 	mem, cpu := s.Allocated(n.ID)
-	v := api.NodeView{Node: *n, AllocatedMemoryBytes: mem, AllocatedVCPUs: cpu, Guests: len(s.GuestsOn(n.ID))}
+	cfg := s.SchedulerConfig()
+	v := api.NodeView{Node: *n, AllocatedMemoryBytes: mem, AllocatedVCPUs: cpu, Guests: len(s.GuestsOn(n.ID)),
+		CapacityMemoryBytes: cfg.MemoryCapacity(n.MemoryBytes - n.ReserveMemoryBytes),
+		CapacityVCPUs:       int(cfg.VCPUCapacity(int64(n.CPUs - n.ReserveCPUs))),
+		CPUOvercommit:       cfg.CPUOvercommit,
+	}
 	// Whether the node has an agent is all a reader learns of its secret.
 	v.Agent, v.SecretHash = v.SecretHash != "", ""
 	return v

@@ -488,6 +488,9 @@ func TestView(t *testing.T) {
 	big := testGuest("big")
 	big.MemoryBytes, big.VCPUs = 1<<30, 2
 	mustApply(t, st, ev(big, "big", ""), ev(testGuest("web"), "web", ""), ev(testGuest("db"), "db", ""), ev(testGuest("wait"), "wait", ""))
+	for _, g := range []string{"big", "web", "db", "wait"} {
+		mustApply(t, st, ev(&events.GuestStartRequested{}, g, "")) // placed guests asked to run hold capacity
+	}
 	mustApply(t, st,
 		ev(&events.GuestPlaced{Node: "n1"}, "big", "n1"),
 		ev(&events.GuestPlaced{Node: "n1"}, "web", "n1"),

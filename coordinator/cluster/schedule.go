@@ -80,8 +80,8 @@ func (s *State) schedNode(n *Node, skip map[string]bool) scheduler.Node {
 		sn.CPUs[i] = i
 	}
 	for _, name := range s.GuestsOn(n.ID) {
-		if !skip[name] {
-			sn.Allocations = append(sn.Allocations, allocation(s.Guests[name]))
+		if g := s.Guests[name]; !skip[name] && holdsCapacity(g) {
+			sn.Allocations = append(sn.Allocations, allocation(g))
 		}
 	}
 	return sn
@@ -228,6 +228,7 @@ func (s *State) PlanInput(guests []*Guest, moving map[string]bool) PlanInput {
 			// longer validates is reported by Schedule as a failure.
 			sg = scheduler.Guest{Name: g.Name, Driver: g.Driver, MemoryBytes: uint64(g.MemoryBytes), VCPUs: g.VCPUs}
 		}
+		sg.Prefer = g.LastNode
 		in.Pending = append(in.Pending, sg)
 	}
 	return in

@@ -36,6 +36,7 @@ func TestBadNodeIsSkipped(t *testing.T) {
 	good := node("good", 4)
 	apply(subject(events.New(now, "agent", &good), "", "good"))
 	apply(subject(events.New(now, "cli", &events.GuestDefined{Name: "web", Driver: "process", MemoryBytes: 64 << 20, VCPUs: 1, CPUShares: 1024, Command: []string{"/bin/true"}}), "web", ""))
+	apply(subject(events.New(now, "cli", &events.GuestStartRequested{}), "web", ""))
 
 	w := st.Work(now)
 	plan, skipped, err := st.PlanInput(w.Guests, w.Moving).Schedule(now)

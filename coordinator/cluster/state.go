@@ -90,7 +90,7 @@ func (s *State) Pending() []*Guest {
 	var out []*Guest
 	if s.pending == nil {
 		for _, g := range s.Guests {
-			if g.Status == StatusPending {
+			if wantsPlacement(g) {
 				out = append(out, g)
 			}
 		}
@@ -108,11 +108,33 @@ func (s *State) hasPending() bool {
 		return len(s.pending) > 0
 	}
 	for _, g := range s.Guests {
-		if g.Status == StatusPending {
+		if wantsPlacement(g) {
 			return true
 		}
 	}
 	return false
+}
+
+// wantsPlacement reports a guest the scheduler must place: one waiting
+// for a node that is asked to run or keeps a reservation. A guest defined
+// with --no-start waits unplaced, holding nothing, until it is started.
+func wantsPlacement(g *Guest) bool {
+	return g.Status == StatusPending && (g.Desired == DesiredRunning || g.Reserve)
+}
+
+// holdsCapacity reports whether a guest counts against its node's
+// capacity: while it runs or is asked to, or always when it keeps a
+// reservation. A guest that was stopped or has ended keeps its node (its
+// state and logs are there, and a start prefers it) but not its vCPUs
+// and memory, so other guests may take them.
+func holdsCapacity(g *Guest) bool {
+	if g.Node == "" {
+		return false
+	}
+	if g.Reserve || g.Status == StatusRunning {
+		return true
+	}
+	return g.Desired == DesiredRunning && g.Status == StatusPlaced
 }
 
 // DecodeState decodes a state encoded with encoding/json (a raft snapshot
@@ -135,7 +157,7 @@ func (s *State) reindex() {
 	s.pending = map[string]bool{}
 	s.byNode = map[string]map[string]bool{}
 	for name, g := range s.Guests {
-		if g.Status == StatusPending {
+		if wantsPlacement(g) {
 			s.pending[name] = true
 		}
 		s.setNode(name, "", g.Node)
@@ -263,8 +285,10 @@ func (s *State) applyRouted(e events.Event, want bool) (events.Event, []Route, e
 	switch e.Type {
 	case events.TypeNodeRegistered, events.TypeNodeUp, events.TypeNodeDown, events.TypeNodeEligibility,
 		events.TypeGuestDefined, events.TypeGuestPlaced, events.TypeGuestUndefined, events.TypeGuestStarted,
-		events.TypeSchedulerConfig:
-		s.schedVersion++ // started: a drain's move completed
+		events.TypeSchedulerConfig, events.TypeGuestExited, events.TypeGuestStartRequested, events.TypeGuestStopRequested:
+		// started: a drain's move completed; exited, stop and start: a
+		// guest released or took capacity.
+		s.schedVersion++
 	}
 	s.Index = idx
 	return e, routes, nil
@@ -439,14 +463,18 @@ func (s *State) applyGuestDefined(idx uint64, e *events.Event, p *events.GuestDe
 		GuestDefined: *p, Desired: DesiredStopped, Status: StatusPending,
 		CreateIndex: idx, ModifyIndex: idx,
 	}
-	s.setPending(p.Name, true)
+	s.setPending(p.Name, wantsPlacement(s.Guests[p.Name]))
 	return nil
 }
 
-// Allocated returns the memory and vCPUs held on node id by placed guests.
+// Allocated returns the memory and vCPUs held on node id by the guests
+// that hold capacity there (see holdsCapacity).
 func (s *State) Allocated(id string) (memory int64, vcpus int) {
 	for _, name := range s.GuestsOn(id) {
 		g := s.Guests[name]
+		if !holdsCapacity(g) {
+			continue
+		}
 		memory += g.MemoryBytes
 		vcpus += g.VCPUs
 	}
@@ -497,6 +525,7 @@ func (s *State) applyGuestPlaced(idx uint64, e *events.Event, p *events.GuestPla
 	s.setNode(g.Name, from, p.Node)
 	g.MovedFrom = from
 	g.Node = p.Node
+	g.LastNode = ""
 	g.CPUs = p.CPUs
 	g.Applied = nil
 	g.TuningFailed = nil
@@ -518,13 +547,36 @@ func (s *State) applyDesired(idx uint64, e *events.Event, desired string) error 
 	if err != nil {
 		return err
 	}
-	// Asking an ended guest to run again starts it again on its node.
-	if desired == DesiredRunning && g.Node != "" && (g.Status == StatusExited || g.Status == StatusFailed) {
-		g.Status = StatusPlaced
-	}
+	released := g.Node != "" && !holdsCapacity(g)
 	g.Desired = desired
 	g.ModifyIndex = idx
+	if desired == DesiredRunning && released {
+		// A guest that held nothing while stopped or ended takes its
+		// node's capacity again, and starts there if it still fits;
+		// otherwise it waits for the scheduler, which prefers that node.
+		if s.checkPlacement(g, &events.GuestPlaced{Node: g.Node, CPUs: g.CPUs}) == nil {
+			if g.Status == StatusExited || g.Status == StatusFailed {
+				g.Status = StatusPlaced
+			}
+		} else {
+			s.unplace(g)
+		}
+	}
+	s.setPending(g.Name, wantsPlacement(g))
+	s.refreshNode(g.Node)
 	return nil
+}
+
+// unplace takes a guest off its node to be placed again; the node is
+// kept as the one a placement prefers. The node's agent is told the
+// guest is gone and removes what it left there.
+func (s *State) unplace(g *Guest) {
+	from := g.Node
+	s.setNode(g.Name, from, "")
+	g.LastNode, g.Node, g.CPUs = from, "", ""
+	g.Status = StatusPending
+	g.PID = 0
+	s.refreshNode(from)
 }
 
 // current checks that a report from an agent is about the guest's current
@@ -558,6 +610,7 @@ func (s *State) applyGuestStarted(idx uint64, e *events.Event, p *events.GuestSt
 	g.MovedFrom = ""
 	g.PID = p.PID
 	g.ModifyIndex = idx
+	s.refreshNode(g.Node)
 	return nil
 }
 
@@ -575,6 +628,7 @@ func (s *State) applyGuestExited(idx uint64, e *events.Event, p *events.GuestExi
 	c := *p
 	g.LastExit = &c
 	g.ModifyIndex = idx
+	s.refreshNode(g.Node) // an ended guest holds no capacity
 	return nil
 }
 
