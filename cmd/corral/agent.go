@@ -39,6 +39,7 @@ type agentOptions struct {
 	accel         string
 	tls           pki.Files
 	joinToken     string
+	shape         []string
 }
 
 func (o *agentOptions) flags(cmd *cobra.Command, stateDirDefault string) {
@@ -56,6 +57,7 @@ func (o *agentOptions) flags(cmd *cobra.Command, stateDirDefault string) {
 	f.DurationVar(&o.usage, "usage-interval", def.UsageInterval, "how often one usage event for all guests is sent")
 	f.DurationVar(&o.balloon, "balloon-timeout", def.BalloonTimeout, "report guest.balloon_noncompliant when a guest has not come within tolerance of its setmem target this long")
 	f.StringVar(&o.accel, "qemu-accel", "auto", "qemu accelerator: kvm, tcg or auto (auto proves KVM runs a guest before using it)")
+	f.StringArrayVar(&o.shape, "shape-interface", nil, "interface whose guests' traffic domiftune shapes (its root qdisc becomes the agent's HTB); repeat for more")
 }
 
 // tlsFlags adds the agent's credentials: its node certificate, or a join
@@ -148,7 +150,9 @@ func (a *app) startAgent(ctx context.Context, o agentOptions, addrs, natsURL str
 	}
 	client.Retry = 5 * time.Second
 	remote := nodeagent.NewRemoteWith(client, bus)
-	ag, err := nodeagent.New(cfg, nodeagent.Deps{Coordinator: remote, Notifier: remote, Cgroups: cg, Drivers: nodeagent.HostDrivers{Set: drivers}, Logger: log.With("agent", o.nodeID)})
+	deps := nodeagent.Deps{Coordinator: remote, Notifier: remote, Cgroups: cg, Drivers: nodeagent.HostDrivers{Set: drivers}, Logger: log.With("agent", o.nodeID)}
+	cfg.ShapeInterfaces, cfg.Shaping, deps.Shaper = newShaper(ctx, o, log)
+	ag, err := nodeagent.New(cfg, deps)
 	if err != nil {
 		bus.Close()
 		return nil, nil, err
