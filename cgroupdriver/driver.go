@@ -175,12 +175,41 @@ func (d *Driver) Apply(g Guest, r Resources) ([]Write, error) {
 	if err != nil {
 		return nil, err
 	}
+	ws = keepDevicesOpen(ws)
+	// A v1 CFS quota the kernel refuses with EINVAL may only be out of
+	// order: a QEMU guest's global quota lowered below its vCPUs' (the
+	// plan writes the guest's group first, which raising needs) is taken
+	// once the children are lowered. Such writes are tried again after
+	// the rest.
+	var deferred []int
 	for i, w := range ws {
 		if err := applyWrite(w); err != nil {
-			return settled(ws, i), fmt.Errorf("corral: apply %s for %s: %s = %q: %w", w.Knob, g, w.Path(), w.Value, err)
+			if w.File == "cpu.cfs_quota_us" && isErrno(err, unix.EINVAL) {
+				deferred = append(deferred, i)
+				continue
+			}
+			return settledExcept(ws, i, deferred), fmt.Errorf("corral: apply %s for %s: %s = %q: %w", w.Knob, g, w.Path(), w.Value, err)
+		}
+	}
+	for n, i := range deferred {
+		w := ws[i]
+		if err := applyWrite(w); err != nil {
+			return settledExcept(ws, len(ws), deferred[n:]), fmt.Errorf("corral: apply %s for %s: %s = %q: %w", w.Knob, g, w.Path(), w.Value, err)
 		}
 	}
 	return ws, nil
+}
+
+// settledExcept is [settled] without the writes at the indexes in failed,
+// which the host does not hold either.
+func settledExcept(ws []Write, upTo int, failed []int) []Write {
+	out := settled(ws, upTo)
+	if len(failed) == 0 {
+		return out
+	}
+	return slices.DeleteFunc(out, func(w Write) bool {
+		return slices.ContainsFunc(failed, func(i int) bool { return ws[i].Path() == w.Path() })
+	})
 }
 
 // settled returns the writes before ws[failed] whose file and knob no
@@ -286,4 +315,44 @@ func (d *Driver) Pids(g Guest) ([]int, error) {
 		return nil, fmt.Errorf("corral: pids of %s: %w", g, err)
 	}
 	return pids, nil
+}
+
+// keepDevicesOpen rewrites a v1 device ACL change of a group that is
+// already restricted so that it never denies everything: the plan's
+// "deny a, then allow each rule" would leave a running guest unable to
+// open even /dev/null for a moment. Instead the rules the group holds
+// that the new list lacks are denied and the new list allowed. A group
+// still open to every device (a new one inherits its parent's list) gets
+// the plan as it is.
+func keepDevicesOpen(ws []Write) []Write {
+	i := slices.IndexFunc(ws, func(w Write) bool { return w.File == "devices.deny" && w.Value == "a" })
+	if i < 0 {
+		return ws
+	}
+	dir := ws[i].Dir
+	held, err := readFile(dir + "/devices.list")
+	if err != nil || held == "" || held == "a *:* rwm" {
+		return ws
+	}
+	var allow []Write
+	for _, w := range ws[i+1:] {
+		if w.File == "devices.allow" && w.Dir == dir {
+			allow = append(allow, w)
+		}
+	}
+	var deny []Write
+	for _, rule := range strings.Split(held, "\n") {
+		if !slices.ContainsFunc(allow, func(w Write) bool { return w.Value == rule }) {
+			deny = append(deny, Write{Knob: ws[i].Knob, Dir: dir, File: "devices.deny", Value: rule})
+		}
+	}
+	out := make([]Write, 0, len(ws)+len(deny))
+	out = append(out, ws[:i]...)
+	out = append(out, deny...)
+	for _, w := range ws[i+1:] {
+		if !(w.File == "devices.allow" && w.Dir == dir) {
+			out = append(out, w)
+		}
+	}
+	return append(out, allow...)
 }

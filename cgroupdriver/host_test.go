@@ -293,6 +293,22 @@ func testDevices(t *testing.T, d *cgroupdriver.Driver, g cgroupdriver.Guest) {
 	if len(obs) != 1 || !obs[0].Drift {
 		t.Errorf("a different ACL is not reported as drift: %+v", obs)
 	}
+	// Taking the disk away from the running guest denies it only: the
+	// change never denies every device, even for a moment.
+	res = cgroupdriver.Resources{Devices: d.DefaultDevices()}
+	ws, err := d.Apply(g, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range ws {
+		if w.File == "devices.deny" && w.Value != rule.String() {
+			t.Errorf("the change wrote devices.deny %q; want only the rule taken away, %q", w.Value, rule)
+		}
+	}
+	if got, want := open(), path+" EPERM\n/dev/null ok"; got != want {
+		t.Errorf("taken away: got %q, want %q", got, want)
+	}
+	assertNoDrift(t, d, g, res)
 }
 
 func assertNoDrift(t *testing.T, d *cgroupdriver.Driver, g cgroupdriver.Guest, res cgroupdriver.Resources) {

@@ -261,6 +261,12 @@ func TestEventDetails(t *testing.T) {
 		{events.New(at, "a", &events.GuestExited{Node: "n1", Generation: 5, Error: "no such file"}), "node=n1 generation=5 failed: no such file"},
 		{events.New(at, "a", &events.GuestDefined{Name: "w", Driver: "process", MemoryBytes: 64 << 20, VCPUs: 1, CPUShares: 1024, Command: []string{"sh", "-c", "a b"}}),
 			`driver=process memory=64MiB vcpus=1 cpu_shares=1024 command="sh -c 'a b'"`},
+		{events.New(at, "a", &events.GuestTuningApplied{Node: "n1", Generation: 6, Knob: "hard_limit", Value: "104857600"}), "hard_limit 100MiB applied on n1 (generation 6)"},
+		{events.New(at, "a", &events.GuestDrift{Node: "n1", Knob: "cpu_shares", Expected: "500", Found: "1024", Corrected: true}), "cpu_shares was 1024 on n1, want 500: put back"},
+		{events.New(at, "a", &events.NodeUsage{IntervalMs: 10000, Guests: []events.GuestUsage{{MemoryBytes: 1 << 20}, {MemoryBytes: 3 << 20}}}), "guests=2 memory=4MiB interval=10s"},
+		{events.New(at, "a", &events.NodeEligibility{Eligibility: events.Draining, MaxParallel: 2}), "draining max_parallel=2"},
+		{events.New(at, "a", &events.GuestLimitHit{Node: "n1", Generation: 3, LimitHits: 9, Delta: 4}), "node=n1 generation=3 limit_hits=9 (+4)"},
+		{events.New(at, "a", &events.SchedulerConfig{Algorithm: "spread", CPUOvercommit: 4, MemoryOvercommit: 1}), "algorithm=spread cpu_overcommit=4 memory_overcommit=1"},
 	}
 	for _, c := range cases {
 		if got := eventDetails(c.e); got != c.want {

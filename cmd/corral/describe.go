@@ -54,6 +54,35 @@ func eventDetails(e events.Event) string {
 		d = fmt.Sprintf("node=%s target=%s actual=%s usage=%s compliant=%t", p.Node, formatBytes(p.Target), formatBytes(p.Actual), formatBytes(p.Usage), p.Compliant)
 	case *events.GuestBalloonNoncompliant:
 		d = fmt.Sprintf("node=%s target=%s actual=%s usage=%s after %s", p.Node, formatBytes(p.Target), formatBytes(p.Actual), formatBytes(p.Usage), time.Duration(p.WaitedMs)*time.Millisecond)
+	case *events.GuestTuningApplied:
+		d = fmt.Sprintf("%s %s applied on %s (generation %d)", p.Knob, formatKnob(p.Knob, p.Value), p.Node, p.Generation)
+	case *events.GuestDrift:
+		d = fmt.Sprintf("%s was %s on %s, want %s", p.Knob, formatKnob(p.Knob, p.Found), p.Node, formatKnob(p.Knob, p.Expected))
+		if p.Corrected {
+			d += ": put back"
+		} else {
+			d += ": not put back"
+		}
+	case *events.GuestLimitHit:
+		d = fmt.Sprintf("node=%s generation=%d limit_hits=%d (+%d)", p.Node, p.Generation, p.LimitHits, p.Delta)
+	case *events.NodeUsage:
+		var mem uint64
+		for _, g := range p.Guests {
+			mem += g.MemoryBytes
+		}
+		d = fmt.Sprintf("guests=%d memory=%s interval=%s", len(p.Guests), formatBytes(int64(mem)), time.Duration(p.IntervalMs)*time.Millisecond)
+	case *events.NodeEligibility:
+		d = p.Eligibility
+		if !p.Deadline.IsZero() {
+			d += " deadline=" + formatTime(p.Deadline)
+		}
+		if p.MaxParallel > 0 {
+			d += " max_parallel=" + strconv.Itoa(p.MaxParallel)
+		}
+	case *events.NodeCleanup:
+		d = "removed " + strings.Join(p.Removed, ", ")
+	case *events.SchedulerConfig:
+		d = fmt.Sprintf("algorithm=%s cpu_overcommit=%g memory_overcommit=%g", p.Algorithm, p.CPUOvercommit, p.MemoryOvercommit)
 	case *events.ServerRegistered:
 		d = fmt.Sprintf("id=%s raft=%s http=%s", p.ID, p.RaftAddr, p.HTTPAddr)
 	case *events.ACLTokenCreated:

@@ -133,17 +133,33 @@ func printGuest(a *app, gv *api.GuestView) error {
 	if len(g.Labels) > 0 {
 		t.row("Labels:", formatMap(g.Labels))
 	}
-	t.row("Tuning:", "desired / applied on the host (a live-only value says what the next start uses)")
+	t.row("Tuning:", "desired / applied on the host (- : not written, the host default holds; a live-only value says what the next start uses)")
+	var unset []string
 	for _, k := range events.KnobNames() {
+		if qemuOnlyKnob(k) && g.Driver != events.DriverQEMU {
+			continue // a process or container has no emulator threads
+		}
 		applied := "-"
 		if v, ok := g.Applied[k]; ok {
 			applied = formatKnob(k, v)
 		}
-		row := formatKnob(k, g.Knob(k)) + " / " + applied
-		if _, ok := g.LiveTuning[k]; ok {
+		desired := formatKnob(k, g.Knob(k))
+		_, liveOnly := g.LiveTuning[k]
+		if desired == "" && applied == "-" && !liveOnly {
+			unset = append(unset, k)
+			continue
+		}
+		if desired == "" {
+			desired = "-"
+		}
+		row := desired + " / " + applied
+		if liveOnly {
 			row += " (live only; next start: " + formatKnob(k, g.ConfigKnob(k)) + ")"
 		}
 		t.row("  "+k, row)
+	}
+	if len(unset) > 0 {
+		t.row("  not set", strings.Join(unset, ", "))
 	}
 	if len(g.TuningFailed) > 0 {
 		t.row("Tuning failed:", "values the host refused; tune the knob again with a value it takes")
@@ -259,4 +275,9 @@ func (a *app) printWrite(res api.WriteResult, what string) error {
 	}
 	_, err := fmt.Fprintf(a.stdout, "%s (%s %s)\n", what, word, strings.Join(idx, ", "))
 	return err
+}
+
+// qemuOnlyKnob reports a knob that only a QEMU guest's threads have.
+func qemuOnlyKnob(k string) bool {
+	return strings.HasPrefix(k, "emulator_") || strings.HasPrefix(k, "global_")
 }
