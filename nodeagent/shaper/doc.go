@@ -12,7 +12,10 @@
 // so kernels without cls_cgroup or cls_fw (CONFIG_NET_CLS_CGROUP,
 // CONFIG_NET_CLS_FW) shape too. Inbound traffic cannot be shaped on the
 // receiving side; as libvirt does there it is policed: the input chain
-// drops a guest's packets over its average rate beyond its burst.
+// drops a guest's packets over its average rate beyond its burst, with a
+// named limit object per guest that outlives re-application (nft's byte
+// limit starts with a bucket of one second at the rate plus the burst, so
+// a policer made afresh on every resync would let that through each time).
 //
 // A guest's packets are recognised by its cgroup: on cgroup v1 its
 // net_cls classid (nft meta cgroup), on cgroup v2 its group (nft socket

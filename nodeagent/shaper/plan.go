@@ -64,19 +64,29 @@ type Interface struct {
 }
 
 // Plan is what applying a set of guests does: one nft script, run with
-// nft -f - (atomically: the table is replaced whole), then tc command
+// nft -f - (atomically: one transaction), then tc command
 // lines (arguments after "tc"), in order.
 type Plan struct {
 	Nft string
 	TC  [][]string
 }
 
-// Decide returns the plan that makes table and ifaces shape guests. It is
-// pure. Guests are checked first: a guest that names no cgroup, or both,
-// a class out of range or twice, or a peak below its average is refused
+// Decide returns the plan that makes table and ifaces shape guests, where
+// limits are the names of the limit objects table has now. It is pure.
+// Guests are checked first: a guest that names no cgroup, or both, a
+// class out of range or twice, or a peak below its average is refused
 // and nothing is planned. With no guest to shape, the plan removes the
 // table and the interfaces' root qdiscs, as [RemovePlan] does.
-func Decide(table string, ifaces []Interface, guests []Guest) (Plan, error) {
+//
+// The table is kept, its chains flushed and their rules made again, so
+// a rule changed by hand is put back. The inbound policers are named
+// limit objects that are kept too: nft's byte limit starts with a full
+// bucket of one second at the rate plus the burst, so a policer made
+// again on every resync would let that much through each time (measured:
+// 4.8× the rate with one every 200 ms). An object's name carries its
+// rate and burst, because nft cannot change a limit in place; a changed
+// limit is a new object and the old one is deleted.
+func Decide(table string, ifaces []Interface, limits []string, guests []Guest) (Plan, error) {
 	if err := check(guests); err != nil {
 		return Plan{}, err
 	}
@@ -87,24 +97,37 @@ func Decide(table string, ifaces []Interface, guests []Guest) (Plan, error) {
 	}
 	var p Plan
 	var b strings.Builder
-	// Declaring the table first makes the delete succeed on a host that
-	// has none; the script is one transaction, so no packet sees the
-	// table half-made.
-	fmt.Fprintf(&b, "table inet %s\ndelete table inet %s\ntable inet %s {\n", table, table, table)
-	b.WriteString("\tchain output {\n\t\ttype filter hook output priority 0; policy accept;\n")
-	for _, g := range guests {
-		if !g.Outbound.IsZero() {
-			fmt.Fprintf(&b, "\t\t%s meta priority set 1:%x comment %s\n", g.match(), g.Class, strconv.Quote("guest "+g.Name))
-		}
-	}
-	b.WriteString("\t}\n\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n")
+	// The script is one transaction, so no packet sees a chain flushed
+	// and not yet filled. Adding what exists already changes nothing.
+	fmt.Fprintf(&b, "table inet %s {\n", table)
+	b.WriteString("\tchain output {\n\t\ttype filter hook output priority 0; policy accept;\n\t}\n")
+	b.WriteString("\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n\t}\n")
+	keep := map[string]bool{}
 	for _, g := range guests {
 		if in := g.Inbound; !in.IsZero() {
-			fmt.Fprintf(&b, "\t\t%s limit rate over %d kbytes/second burst %d kbytes drop comment %s\n",
-				g.match(), in.Average, inboundBurst(in), strconv.Quote("guest "+g.Name))
+			name := limitName(g.Class, in)
+			keep[name] = true
+			fmt.Fprintf(&b, "\tlimit %s {\n\t\trate over %d kbytes/second burst %d kbytes\n\t}\n", name, in.Average, inboundBurst(in))
 		}
 	}
-	b.WriteString("\t}\n}\n")
+	b.WriteString("}\n")
+	fmt.Fprintf(&b, "flush chain inet %s output\nflush chain inet %s input\n", table, table)
+	for _, g := range guests {
+		if !g.Outbound.IsZero() {
+			fmt.Fprintf(&b, "add rule inet %s output %s meta priority set 1:%x comment %s\n", table, g.match(), g.Class, strconv.Quote("guest "+g.Name))
+		}
+	}
+	for _, g := range guests {
+		if in := g.Inbound; !in.IsZero() {
+			fmt.Fprintf(&b, "add rule inet %s input %s limit name %s drop comment %s\n",
+				table, g.match(), strconv.Quote(limitName(g.Class, in)), strconv.Quote("guest "+g.Name))
+		}
+	}
+	for _, l := range slices.Sorted(slices.Values(limits)) {
+		if !keep[l] {
+			fmt.Fprintf(&b, "delete limit inet %s %s\n", table, l)
+		}
+	}
 	p.Nft = b.String()
 
 	for _, ifc := range ifaces {
@@ -151,6 +174,12 @@ func RemovePlan(table string, ifaces []Interface) Plan {
 		}
 	}
 	return p
+}
+
+// limitName is the name of the limit object that polices class's
+// inbound traffic at r.
+func limitName(class uint16, r Rate) string {
+	return fmt.Sprintf("in_%x_%d_%d", class, r.Average, inboundBurst(r))
 }
 
 // inboundBurst is the policer's burst in KiB: the guest's, else one

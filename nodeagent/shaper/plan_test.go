@@ -21,15 +21,18 @@ func TestDecideGolden(t *testing.T) {
 	for _, c := range []struct {
 		name   string
 		ifaces []Interface
+		limits []string
 		guests []Guest
 	}{
-		{"two-guests-fresh-host", []Interface{{Name: "eth0", LineRate: 1_000_000_000}}, []Guest{db, web}},
-		{"stale-class-removed", []Interface{{Name: "eth0", LineRate: 1_000_000_000, Shaped: true, Classes: []uint16{0x10, 0x2a, 0xffff}}}, []Guest{web}},
-		{"inbound-only-two-interfaces", []Interface{{Name: "eth0", LineRate: 1e9}, {Name: "eth1", LineRate: 1e10}}, []Guest{in}},
-		{"no-guests-removes", []Interface{{Name: "eth0", Shaped: true, Classes: []uint16{0x10, 0xffff}}, {Name: "eth1"}}, nil},
+		{"two-guests-fresh-host", []Interface{{Name: "eth0", LineRate: 1_000_000_000}}, nil, []Guest{db, web}},
+		// web's policer is kept; inonly's and web's old one go.
+		{"stale-class-removed", []Interface{{Name: "eth0", LineRate: 1_000_000_000, Shaped: true, Classes: []uint16{0x10, 0x2a, 0xffff}}},
+			[]string{"in_10_256_256", "in_10_512_512", "in_11_2048_128"}, []Guest{web}},
+		{"inbound-only-two-interfaces", []Interface{{Name: "eth0", LineRate: 1e9}, {Name: "eth1", LineRate: 1e10}}, nil, []Guest{in}},
+		{"no-guests-removes", []Interface{{Name: "eth0", Shaped: true, Classes: []uint16{0x10, 0xffff}}, {Name: "eth1"}}, []string{"in_10_512_512"}, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			p, err := Decide("corral-n1", c.ifaces, c.guests)
+			p, err := Decide("corral-n1", c.ifaces, c.limits, c.guests)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -69,7 +72,7 @@ func TestDecideRefuses(t *testing.T) {
 		{Guest{Name: "b", Class: 0x11, ClassID: 2, Outbound: Rate{Average: 100, Peak: 50}}, "below the average"},
 		{Guest{Name: "b", Class: 0x11, ClassID: 2, Inbound: Rate{Burst: 50}}, "without an average"},
 	} {
-		_, err := Decide("t", nil, []Guest{ok, c.g})
+		_, err := Decide("t", nil, nil, []Guest{ok, c.g})
 		if !errors.Is(err, ErrBadGuest) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: err %v, want ErrBadGuest saying %q", c.g, err, c.want)
 		}

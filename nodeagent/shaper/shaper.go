@@ -75,9 +75,10 @@ func New(cfg Config, run Runner) *Shaper {
 	return &Shaper{cfg: cfg, run: run}
 }
 
-// Apply makes the host shape exactly guests: the table is replaced whole,
-// each interface's classes are made or changed, and the classes of guests
-// no longer shaped are deleted. With no guests it is [Shaper.Remove].
+// Apply makes the host shape exactly guests: the table's rules are made
+// again (its policers kept, see [Decide]), each interface's classes are
+// made or changed, and the classes and policers of guests no longer
+// shaped are deleted. With no guests it is [Shaper.Remove].
 // Applying the same guests again rewrites the same values, which also
 // repairs a table or class changed by hand.
 func (s *Shaper) Apply(ctx context.Context, guests []Guest) error {
@@ -87,7 +88,7 @@ func (s *Shaper) Apply(ctx context.Context, guests []Guest) error {
 	if err != nil {
 		return err
 	}
-	p, err := Decide(s.cfg.Table, ifaces, guests)
+	p, err := Decide(s.cfg.Table, ifaces, s.limits(ctx), guests)
 	if err != nil {
 		return err
 	}
@@ -118,9 +119,24 @@ func (s *Shaper) do(ctx context.Context, p Plan) error {
 }
 
 var (
+	limitObj = regexp.MustCompile(`(?m)^\s*limit (\S+) \{`)
 	htbRoot  = regexp.MustCompile(`(?m)^qdisc htb 1: root `)
 	htbClass = regexp.MustCompile(`(?m)^class htb 1:([0-9a-f]+) `)
 )
+
+// limits returns the names of the limit objects in the shaper's table;
+// none where it has no table yet.
+func (s *Shaper) limits(ctx context.Context) []string {
+	out, err := s.run.Run(ctx, "", "nft", "list", "table", "inet", s.cfg.Table)
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, m := range limitObj.FindAllStringSubmatch(out, -1) {
+		names = append(names, m[1])
+	}
+	return names
+}
 
 // observe reads each shaped interface's root qdisc and classes.
 func (s *Shaper) observe(ctx context.Context) ([]Interface, error) {
