@@ -100,7 +100,7 @@ func TestDevDomiftune(t *testing.T) {
 	// its class on the interface has the rate (1024 KiB/s = 8388608
 	// bit/s, tc prints 8388Kbit), the peak as ceil and the burst.
 	table, ok := hostRun(t, "nft", "list", "table", "inet", shapeTable)
-	if !ok || !strings.Contains(table, "meta priority set 1:") || !strings.Contains(table, "limit rate over 512 kbytes/second") ||
+	if !ok || !strings.Contains(table, "meta priority set 1:") || !strings.Contains(table, "rate over 512 kbytes/second burst 512 kbytes") || !strings.Contains(table, `limit name "in_`) ||
 		!strings.Contains(table, `comment "guest shaped"`) {
 		t.Errorf("nft list table inet %s:\n%s\nwant the guest's priority and policing rules", shapeTable, table)
 	}
