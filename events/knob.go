@@ -62,6 +62,13 @@ var knobs = map[string]Knob{
 		parse: deviceList("device_read_iops_sec")},
 	"device_write_iops_sec": {Name: "device_write_iops_sec", Help: "PATH,IOPS[,PATH,IOPS], 0 removes a limit",
 		parse: deviceList("device_write_iops_sec")},
+	// domiftune (bandwidth.go).
+	"inbound_average":  bandwidthKnob("inbound_average", "KiB/s, 0 for none"),
+	"inbound_peak":     bandwidthKnob("inbound_peak", "KiB/s, 0 for none"),
+	"inbound_burst":    bandwidthKnob("inbound_burst", "KiB, 0 for none"),
+	"outbound_average": bandwidthKnob("outbound_average", "KiB/s, 0 for none"),
+	"outbound_peak":    bandwidthKnob("outbound_peak", "KiB/s, 0 for none"),
+	"outbound_burst":   bandwidthKnob("outbound_burst", "KiB, 0 for none"),
 }
 
 // placementKnobs are settings a guest's host applies and reports that come

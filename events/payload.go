@@ -22,6 +22,10 @@ type NodeRegistered struct {
 	Labels             map[string]string `json:"labels,omitempty"`
 	CgroupMode         string            `json:"cgroup_mode,omitempty"`
 	Controllers        []string          `json:"controllers,omitempty"`
+	// ShapeInterfaces are the interfaces the agent shapes guests' traffic
+	// on (domiftune); Shaping, when set, says why it cannot.
+	ShapeInterfaces []string `json:"shape_interfaces,omitempty"`
+	Shaping         string   `json:"shaping,omitempty"`
 	// SecretHash is the SHA-256 (hex) of the secret the node's agent
 	// proves itself with; the coordinator fills it in, never the agent.
 	// Nodes without one have no agent (static nodes).

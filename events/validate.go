@@ -282,6 +282,7 @@ const (
 	MaxNodeMemoryBytes = 1 << 52
 	maxNodeDrivers     = 16
 	maxControllers     = 32
+	maxShapeInterfaces = 16
 	maxShortField      = 64
 )
 
@@ -317,6 +318,17 @@ func (n *NodeRegistered) ValidateRegistration() error {
 		if err := shortText("controller", c); err != nil {
 			return err
 		}
+	}
+	if len(n.ShapeInterfaces) > maxShapeInterfaces {
+		return fieldErr("shape_interfaces", strconv.Itoa(len(n.ShapeInterfaces)), fmt.Sprintf("at most %d interfaces", maxShapeInterfaces))
+	}
+	for _, i := range n.ShapeInterfaces {
+		if i == "" || len(i) > 15 || strings.ContainsAny(i, "/ \x00") {
+			return fieldErr("shape_interfaces", i, "an interface name of 1 to 15 characters")
+		}
+	}
+	if len(n.Shaping) > 1024 {
+		return fieldErr("shaping", n.Shaping[:64], "at most 1024 characters")
 	}
 	if err := shortText("address", n.Address); err != nil {
 		return err

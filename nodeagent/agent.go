@@ -38,6 +38,8 @@ type Deps struct {
 	Notifier    Notifier
 	Cgroups     Cgroups
 	Drivers     Drivers
+	// Shaper shapes guests' traffic (domiftune); nil shapes nothing.
+	Shaper Shaper
 	// Logger receives what the agent does; nil discards.
 	Logger *slog.Logger
 }
@@ -58,6 +60,9 @@ type Agent struct {
 	// balloons follows each guest's balloon target (balloon.go); only the
 	// run loop touches it.
 	balloons balloonWatch
+	// shaping is what the shaper last applied (shape.go); only the run
+	// loop touches it.
+	shaping shapeState
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -385,6 +390,7 @@ func (a *Agent) pass(ctx context.Context, full bool) bool {
 	if full {
 		a.checkDrift(ctx)
 	}
+	a.shape(ctx, d, full)
 	a.setNames(d)
 	return true
 }

@@ -71,6 +71,13 @@ type Config struct {
 	// usage interval, so the report comes at most one interval later.
 	BalloonTimeout time.Duration
 
+	// ShapeInterfaces are the interfaces Deps.Shaper shapes, and
+	// Shaping, when set, says why this host cannot shape (no nft); both
+	// go into the registration, so the coordinator refuses bandwidth
+	// this node cannot apply.
+	ShapeInterfaces []string
+	Shaping         string
+
 	// Fencer fences the guests even when the agent process is dead.
 	Fencer FencerConfig
 }

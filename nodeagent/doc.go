@@ -52,7 +52,7 @@
 // group and is never frozen with the guests.
 //
 // Dependency rule: this package imports coordinator/api, coordinator/bus,
-// cgroupdriver, events and nodeagent/driver of corral's. It must never
+// cgroupdriver, events, nodeagent/driver and nodeagent/shaper of corral's. It must never
 // import the server (coordinator), coordinator/cluster, scheduler, raft
 // (github.com/hashicorp/raft, raft-boltdb, go.etcd.io/bbolt), cmd or the
 // test-support packages. Linux only.

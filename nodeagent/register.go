@@ -76,6 +76,7 @@ func (a *Agent) Registration() events.NodeRegistered {
 		Drivers: a.deps.Drivers.Versions(), Labels: a.cfg.Labels,
 		CgroupMode: string(rep.Mode), Controllers: ctrls,
 		FenceTimeoutMs: a.cfg.FenceTimeout.Milliseconds(), HeartbeatMs: a.cfg.HeartbeatInterval.Milliseconds(),
+		ShapeInterfaces: a.cfg.ShapeInterfaces, Shaping: a.cfg.Shaping,
 	}
 }
 

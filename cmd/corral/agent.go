@@ -39,7 +39,12 @@ type agentOptions struct {
 	accel         string
 	tls           pki.Files
 	joinToken     string
+	shape         []string
+	netClsMount   string
 }
+
+// defaultNetClsMount is where corral agent mounts net_cls by default.
+const defaultNetClsMount = "/sys/fs/cgroup/net_cls,net_prio"
 
 func (o *agentOptions) flags(cmd *cobra.Command, stateDirDefault string) {
 	def := nodeagent.DefaultConfig()
@@ -56,6 +61,8 @@ func (o *agentOptions) flags(cmd *cobra.Command, stateDirDefault string) {
 	f.DurationVar(&o.usage, "usage-interval", def.UsageInterval, "how often one usage event for all guests is sent")
 	f.DurationVar(&o.balloon, "balloon-timeout", def.BalloonTimeout, "report guest.balloon_noncompliant when a guest has not come within tolerance of its setmem target this long")
 	f.StringVar(&o.accel, "qemu-accel", "auto", "qemu accelerator: kvm, tcg or auto (auto proves KVM runs a guest before using it)")
+	f.StringVar(&o.netClsMount, "net-cls-mount", "", "where to mount the net_cls cgroup controller if the host has it unmounted (net_cls_classid, shaping on cgroup v1); empty mounts nothing")
+	f.StringArrayVar(&o.shape, "shape-interface", nil, "interface whose guests' traffic domiftune shapes (its root qdisc becomes the agent's HTB); repeat for more")
 }
 
 // tlsFlags adds the agent's credentials: its node certificate, or a join
@@ -116,6 +123,16 @@ func (a *app) startAgent(ctx context.Context, o agentOptions, addrs, natsURL str
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
 	}
+	if o.netClsMount != "" {
+		// Before the driver detects the layout, so that it sees the mount.
+		opts, err := cgroupdriver.MountNetCls(o.netClsMount)
+		if err != nil {
+			return nil, nil, err
+		}
+		if opts != "" {
+			log.Info("mounted the net_cls controller", "dir", o.netClsMount, "options", opts)
+		}
+	}
 	ccfg := cgroupdriver.DefaultConfig()
 	ccfg.Partition = o.partition
 	cg, err := cgroupdriver.New(ccfg)
@@ -148,7 +165,9 @@ func (a *app) startAgent(ctx context.Context, o agentOptions, addrs, natsURL str
 	}
 	client.Retry = 5 * time.Second
 	remote := nodeagent.NewRemoteWith(client, bus)
-	ag, err := nodeagent.New(cfg, nodeagent.Deps{Coordinator: remote, Notifier: remote, Cgroups: cg, Drivers: nodeagent.HostDrivers{Set: drivers}, Logger: log.With("agent", o.nodeID)})
+	deps := nodeagent.Deps{Coordinator: remote, Notifier: remote, Cgroups: cg, Drivers: nodeagent.HostDrivers{Set: drivers}, Logger: log.With("agent", o.nodeID)}
+	cfg.ShapeInterfaces, cfg.Shaping, deps.Shaper = newShaper(ctx, o, log)
+	ag, err := nodeagent.New(cfg, deps)
 	if err != nil {
 		bus.Close()
 		return nil, nil, err
@@ -236,6 +255,11 @@ the log moved away. The fencer writes its log to <state-dir>/fence/fencer.log.`,
 		},
 	}
 	o.flags(cmd, "/var/lib/corral/agent")
+	// corral agent mounts net_cls where the host left it out; corral dev
+	// changes the host's mounts only when told to.
+	nc := cmd.Flags().Lookup("net-cls-mount")
+	nc.DefValue = defaultNetClsMount
+	_ = nc.Value.Set(defaultNetClsMount)
 	o.tlsFlags(cmd)
 	cmd.Flags().StringVar(&o.nodeID, "node-id", "", "this host's node ID ([a-z0-9][a-z0-9-]{0,62})")
 	cmd.Flags().StringVar(&addrs, "addr", defaultAddr, "API address of the coordinator servers, comma-separated")

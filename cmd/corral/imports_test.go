@@ -117,7 +117,7 @@ func importRules() map[string]importRule {
 		// nodeagent reaches nats-server through coordinator/bus, which
 		// also embeds the server; only a split of the bus could forbid it.
 		"nodeagent": {
-			imports: []string{"coordinator/api", "coordinator/bus", "cgroupdriver", "events", "nodeagent/driver"},
+			imports: []string{"coordinator/api", "coordinator/bus", "cgroupdriver", "events", "nodeagent/driver", "nodeagent/shaper"},
 			never: never(raftModules, testSupport, []string{
 				"coordinator", "coordinator/cluster", "scheduler/...", "cmd/...",
 			}),
@@ -128,6 +128,11 @@ func importRules() map[string]importRule {
 			never:   never(raftModules, natsModules, testSupport, []string{"coordinator/...", "scheduler/...", "nodeagent", "cmd/..."}),
 			why:     "the guest drivers sit below the agent and know nothing of the cluster",
 		},
+		"nodeagent/shaper": {
+			imports: []string{},
+			never:   never(raftModules, natsModules, testSupport, []string{"coordinator/...", "scheduler/...", "cgroupdriver", "events", "nodeagent", "nodeagent/driver", "cmd/..."}),
+			why:     "the shaper turns shaped guests into nft and tc and knows nothing of the cluster or of cgroups",
+		},
 		"nodeagent/driver/drivertest": {
 			imports: []string{"nodeagent/driver", "cgroupdriver", "cgroupdriver/cgrouptest", "events"},
 			never:   never(raftModules, natsModules, []string{"coordinator/...", "scheduler/...", "nodeagent", "cmd/..."}),
@@ -136,7 +141,7 @@ func importRules() map[string]importRule {
 		"cmd/corral": {
 			imports: []string{
 				"events", "scheduler", "cgroupdriver", "coordinator", "coordinator/acl", "coordinator/api", "coordinator/bus", "coordinator/pki",
-				"coordinator/cluster", "nodeagent", "nodeagent/driver",
+				"coordinator/cluster", "nodeagent", "nodeagent/driver", "nodeagent/shaper",
 			},
 			never: testSupport,
 			why:   "the binary wires the daemons and the client; test fixtures stay out of it",

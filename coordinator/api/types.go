@@ -352,6 +352,8 @@ type DesiredGuest struct {
 	// limit follows it plus QEMU's room; a process or lxc guest's soft
 	// limit is it.
 	Memory int64 `json:"memory,omitempty"`
+	// Bandwidth is the guest's traffic shaping (domiftune); nil for none.
+	Bandwidth *Bandwidth `json:"bandwidth,omitempty"`
 }
 
 // NodeUpdate is what the leader publishes on a node's subject for every

@@ -175,6 +175,9 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 		}
 		set[name] = v
 	}
+	if err := s.checkShaping(g, set); err != nil {
+		return nil, err
+	}
 	// Each scope the change reaches must keep its limits in order.
 	if live {
 		if err := checkMemoryLimits(g.Knob, set); err != nil {

@@ -64,6 +64,16 @@ func DesiredGuest(g *Guest) api.DesiredGuest {
 	}
 	// The balloon target (setmem): 0 leaves the guest all its memory.
 	d.Memory, _ = strconv.ParseInt(g.Knob("memory"), 10, 64)
+	var bw api.Bandwidth
+	for _, dir := range []struct {
+		name string
+		r    *api.Rate
+	}{{"inbound", &bw.Inbound}, {"outbound", &bw.Outbound}} {
+		dir.r.Average, dir.r.Peak, dir.r.Burst = events.Bandwidth(g.Knob, dir.name)
+	}
+	if bw.Inbound.Average > 0 || bw.Outbound.Average > 0 {
+		d.Bandwidth = &bw
+	}
 	return d
 }
 
