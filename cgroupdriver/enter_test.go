@@ -100,6 +100,9 @@ func testPidsEverywhere(t *testing.T, d *cgroupdriver.Driver, g cgroupdriver.Gue
 // co-mounted (net_cls,net_prio) at a temporary path and drives it for real.
 func TestHostComountedV1(t *testing.T) {
 	cgrouptest.RequireHost(t)
+	if !cgrouptest.PrivateMounts(t) {
+		return
+	}
 	mnt := cgrouptest.MountV1(t, "net_cls,net_prio")
 	rep := cgrouptest.RequireHost(t)
 	h, ok := rep.Controller("net_prio")

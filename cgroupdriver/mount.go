@@ -57,7 +57,12 @@ func hasOption(list, o string) bool {
 // net_cls and no hierarchy of it is mounted, so that the driver detects
 // it next. It returns the options it mounted with, "" when it mounted
 // nothing. Call it before [New].
-func MountNetCls(dir string) (string, error) {
+//
+// A host with a cgroup2 mount needs no net_cls: traffic is matched by the
+// guest's cgroup2 path (nftables socket cgroupv2), so unless evenWithV2
+// MountNetCls mounts nothing there. It never makes dir inside a cgroup2
+// file system, where a mkdir would create a group.
+func MountNetCls(dir string, evenWithV2 bool) (string, error) {
 	var files [3][]byte
 	for i, p := range []string{"/proc/self/mountinfo", "/proc/self/cgroup", "/proc/cgroups"} {
 		b, err := os.ReadFile(p)
@@ -69,6 +74,13 @@ func MountNetCls(dir string) (string, error) {
 	opts, need, err := NetClsMount(files[0], files[1], files[2])
 	if err != nil || !need {
 		return "", err
+	}
+	if !evenWithV2 && bytes.Contains(files[0], []byte(" - cgroup2 ")) {
+		return "", nil
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(existingAncestor(dir, "/"), &fs); err == nil && fs.Type == unix.CGROUP2_SUPER_MAGIC {
+		return "", fmt.Errorf("corral: %s is inside a cgroup2 file system, where a directory is a cgroup: choose another directory with --net-cls-mount", dir)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("corral: making %s to mount net_cls at: %w (choose another with --net-cls-mount)", dir, err)

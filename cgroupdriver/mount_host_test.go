@@ -16,13 +16,16 @@ import (
 // then finds net_cls there.
 func TestMountNetClsHost(t *testing.T) {
 	cgrouptest.RequireHost(t)
+	if !cgrouptest.PrivateMounts(t) {
+		return
+	}
 	if rep, err := cgroupdriver.DetectHost(); err == nil {
 		if h, ok := rep.Controller("net_cls"); ok {
 			t.Skipf("skipping: net_cls is mounted already, at %s", h.MountPoint)
 		}
 	}
 	dir := filepath.Join(t.TempDir(), "net_cls")
-	opts, err := cgroupdriver.MountNetCls(dir)
+	opts, err := cgroupdriver.MountNetCls(dir, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +51,7 @@ func TestMountNetClsHost(t *testing.T) {
 	}
 	// Mounted, nothing more is needed.
 	second := filepath.Join(t.TempDir(), "again")
-	again, err := cgroupdriver.MountNetCls(second)
+	again, err := cgroupdriver.MountNetCls(second, true)
 	if again != "" {
 		_ = unix.Unmount(second, 0)
 	}

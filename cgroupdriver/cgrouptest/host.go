@@ -5,7 +5,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -121,9 +123,69 @@ func removeTree(dir string, timeout time.Duration) error {
 	}
 }
 
+// privateMountsEnv names the test a child re-executed by [PrivateMounts]
+// is to run inside its own mount namespace.
+const privateMountsEnv = "CORRAL_TEST_PRIVATE_MOUNTS"
+
+// PrivateMounts makes the calling test run in a mount namespace of its
+// own, so that what it mounts (a cgroup v1 hierarchy with [MountV1], say)
+// is never seen by anything else on the host: a corral agent started by
+// another test, or by someone else, detects the cgroup layout from the
+// mount table and would take a test's hierarchy for the host's.
+//
+// Called at the start of a test, it re-executes the test binary for this
+// test alone under unshare(1) with private mount propagation and returns
+// false once the child has passed (it fails t, with the child's output,
+// otherwise); in the child it returns true and the test goes on. The test
+// must return at once when it returns false:
+//
+//	if !cgrouptest.PrivateMounts(t) {
+//		return
+//	}
+func PrivateMounts(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(privateMountsEnv) == t.Name() {
+		return true
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skipf("skipping: a test that mounts runs in its own mount namespace, and unshare(1) is missing: %v", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var run []string
+	for _, part := range strings.Split(t.Name(), "/") {
+		run = append(run, "^"+regexp.QuoteMeta(part)+"$")
+	}
+	cmd := exec.Command(unshare, "--mount", "--propagation", "private", self,
+		"-test.run", strings.Join(run, "/"), "-test.count", "1", "-test.v")
+	cmd.Env = append(os.Environ(), privateMountsEnv+"="+t.Name())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s in its own mount namespace: %v\n%s", t.Name(), err, out)
+	}
+	if !strings.Contains(string(out), "--- PASS: "+t.Name()) {
+		t.Fatalf("%s in its own mount namespace did not run (a skip or a filter?):\n%s", t.Name(), out)
+	}
+	t.Logf("ran in its own mount namespace:\n%s", out)
+	return false
+}
+
+// RequirePrivateMounts fails t unless it runs under [PrivateMounts]: a
+// mount made outside would be seen by every corral agent on the host.
+func RequirePrivateMounts(t testing.TB) {
+	t.Helper()
+	if os.Getenv(privateMountsEnv) == "" {
+		t.Fatal("this test mounts a cgroup hierarchy: start it with `if !cgrouptest.PrivateMounts(t) { return }` so the mount stays in its own mount namespace")
+	}
+}
+
 // MountV1 mounts a new cgroup v1 hierarchy with the given options (say
 // "net_cls,net_prio") at a fresh temporary directory and unmounts it when
 // the test ends. It skips the test, saying why, when the kernel refuses.
+// Call it only from a test running under [PrivateMounts].
 //
 // A v1 controller can be in one hierarchy only: options must name
 // controllers that are not mounted elsewhere, or exactly the set of an
@@ -131,6 +193,7 @@ func removeTree(dir string, timeout time.Duration) error {
 // a later mount must use the same set again.
 func MountV1(t testing.TB, options string) string {
 	t.Helper()
+	RequirePrivateMounts(t)
 	dir := t.TempDir()
 	if err := unix.Mount("corraltest", dir, "cgroup", 0, options); err != nil {
 		t.Skipf("skipping: cannot mount cgroup v1 -o %s: %v", options, err)

@@ -125,7 +125,7 @@ func (a *app) startAgent(ctx context.Context, o agentOptions, addrs, natsURL str
 	}
 	if o.netClsMount != "" {
 		// Before the driver detects the layout, so that it sees the mount.
-		opts, err := cgroupdriver.MountNetCls(o.netClsMount)
+		opts, err := cgroupdriver.MountNetCls(o.netClsMount, false)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -224,7 +224,7 @@ func TestDevEndToEnd(t *testing.T) {
 			}
 			return ""
 		}
-		if a, b := row(p.ok("node", "list")), row(p.ok("state")); a == "" || a != b || !strings.Contains(a, "64MiB, 1 vCPU") {
+		if a, b := row(p.ok("node", "list")), row(p.ok("state")); a == "" || a != b || !strings.Contains(a, "64MiB/") || !strings.Contains(a, ", 1/") {
 			t.Errorf("node list row %q, state row %q", a, b)
 		}
 	})

@@ -255,7 +255,12 @@ func v1Group(t *testing.T) guestGroup {
 }
 
 func TestShapeRateV2(t *testing.T) { testShapeRate(t, v2Group) }
-func TestShapeRateV1(t *testing.T) { testShapeRate(t, v1Group) }
+func TestShapeRateV1(t *testing.T) {
+	if !cgrouptest.PrivateMounts(t) { // net_cls is mounted for the test alone
+		return
+	}
+	testShapeRate(t, v1Group)
+}
 
 // testShapeRate shapes a guest's outbound traffic to 1 MiB/s and polices
 // its inbound traffic at 1 MiB/s, and measures both against the same
@@ -334,8 +339,13 @@ func testShapeRate(t *testing.T, group func(*testing.T) guestGroup) {
 	if bound := limit * kib * size / (size - bucket); in > 1.25*bound || in < 0.1*limit*kib {
 		t.Errorf("policed inbound rate %.0f KiB/s, want at most the token bucket's %.0f KiB/s +25%% (and some traffic through)", in/kib, bound/kib)
 	}
-	if inSustained < 0.75*limit*kib || inSustained > 1.25*limit*kib {
-		t.Errorf("policed inbound rate in the second half %.0f KiB/s, want %d KiB/s ±25%%", inSustained/kib, limit)
+	// A policer drops rather than queues: TCP backs off and, should the
+	// sender stall for a moment on a loaded host (the race detector, other
+	// tests), the bucket fills again and passes one more second at once.
+	// So the sustained inbound rate is held to a wider band than the
+	// shaped outbound one; unpoliced it is hundreds of times more.
+	if inSustained < 0.5*limit*kib || inSustained > 1.6*limit*kib {
+		t.Errorf("policed inbound rate in the second half %.0f KiB/s, want %d KiB/s within 0.5-1.6×", inSustained/kib, limit)
 	}
 	if freeIn < 5*in {
 		t.Errorf("unpoliced inbound %.0f KiB/s is not 5× the policed %.0f KiB/s", freeIn/kib, in/kib)
