@@ -155,7 +155,14 @@ func (sc *secureCluster) setup() {
 	}
 	for _, n := range []string{"n1", "n2"} {
 		hc := sc.httpClient(pki.Identity{Role: pki.RoleNode, Name: n})
-		a := call(t, hc, "POST", sc.url(leader, "/v1/nodes"), "", nodeBody(n))
+		var a answer
+		// A loaded host can cost the leader its lease mid-commit (503,
+		// "retry"): registration is idempotent, so try the new leader.
+		WaitFor(t, 20*time.Second, "registering "+n, func() bool {
+			_, leader := sc.leader()
+			a = call(t, hc, "POST", sc.url(leader, "/v1/nodes"), "", nodeBody(n))
+			return a.status != http.StatusServiceUnavailable
+		})
 		if a.status != 200 {
 			t.Fatalf("register %s: %d %s", n, a.status, a.body)
 		}
