@@ -8,7 +8,7 @@ import (
 
 func TestKnobTextRoundTrip(t *testing.T) {
 	in := map[string]string{
-		"cpu_shares": "500", "vcpu_period": "100000", "vcpu_quota": "-1", "cpuset_cpus": "1,3-4", "cpuset_mems": "0",
+		"cpu_shares": "500", "vcpu_period": "100000", "vcpu_quota": "-1", "cpuset_cpus": "1,3-4", "numa_nodeset": "0",
 		"hard_limit": "268435456", "soft_limit": "unlimited", "swap_hard_limit": "unlimited", "pids_max": "64",
 		"blkio_weight": "500", "net_cls_classid": "1048577",
 	}

@@ -195,7 +195,7 @@ func TestBadInput(t *testing.T) {
 		{"hybrid", "shares too high", R{CPUShares: new(uint64(262145))}, "cpu_shares", false},
 		{"hybrid", "cpus the host lacks", R{CpusetCPUs: "2-7"}, "cpuset_cpus", false},
 		{"hybrid", "cpuset garbage", R{CpusetCPUs: "one"}, "cpuset_cpus", false},
-		{"hybrid", "memory node the host lacks", R{CpusetMems: "1"}, "cpuset_mems", false},
+		{"hybrid", "memory node the host lacks", R{CpusetMems: "1"}, "numa_nodeset", false},
 		{"hybrid", "bfq weight zero", R{BlkioWeight: new(uint16(0))}, "blkio_weight", false},
 		{"hybrid", "bfq weight too high", R{BlkioWeight: new(uint16(1001))}, "blkio_weight", false},
 		{"hybrid", "throttle a partition", R{BlkioThrottle: []cgroupdriver.DeviceThrottle{{Major: 254, Minor: 1, ReadBps: 1}}}, "blkio_throttle[0]", false},
