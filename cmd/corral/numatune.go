@@ -33,7 +33,7 @@ preferred and interleave are a memory policy (set_mempolicy) the guest's
 process gets when it starts, inherited by all its threads; they change with
 --config only. As in virsh, the mode of a running guest cannot change: give
 --config, and the next start uses it. The nodeset must name memory nodes of
-the guest's node (corral node show ID). Without a nodeset a guest may use
+the guest's node (numa_nodes in corral node show ID -o json). Without a nodeset a guest may use
 every node its node lets guests use.
 ` + scopeHelp,
 		Example: `  corral numatune web
