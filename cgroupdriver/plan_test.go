@@ -199,7 +199,6 @@ func TestBadInput(t *testing.T) {
 		{"hybrid", "numa mode unknown", R{NUMAMode: "bind"}, "numa_mode", false},
 		{"hybrid", "emulatorpin outside the guest's cpuset", R{CpusetCPUs: "0", EmulatorPin: "1"}, "emulatorpin", false},
 		{"hybrid", "vcpupin the host lacks", R{VCPUPin: map[int]string{1: "9"}}, "vcpupin[1]", false},
-		{"v2", "vcpupin without per-vCPU groups", R{VCPUPin: map[int]string{0: "0"}}, "vcpupin[0]", false},
 		{"hybrid", "bfq weight zero", R{BlkioWeight: new(uint16(0))}, "blkio_weight", false},
 		{"hybrid", "bfq weight too high", R{BlkioWeight: new(uint16(1001))}, "blkio_weight", false},
 		{"hybrid", "throttle a partition", R{BlkioThrottle: []cgroupdriver.DeviceThrottle{{Major: 254, Minor: 1, ReadBps: 1}}}, "blkio_throttle[0]", false},
