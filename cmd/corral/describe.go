@@ -48,6 +48,8 @@ func eventDetails(e events.Event) string {
 		case p.Persistent && !p.Live:
 			d += " (config only)"
 		}
+	case *events.GuestTuningApplied:
+		d = fmt.Sprintf("%s %s on %s (generation %d)", p.Knob, formatKnob(p.Knob, p.Value), p.Node, p.Generation)
 	case *events.GuestTuningFailed:
 		d = fmt.Sprintf("%s %s refused on %s (generation %d): %s", p.Knob, formatKnob(p.Knob, p.Value), p.Node, p.Generation, p.Error)
 	case *events.GuestBalloon:
@@ -115,6 +117,9 @@ var memoryKnobs = map[string]bool{"memory": true, "hard_limit": true, "soft_limi
 
 // formatKnob prints a canonical knob value for people: sizes with units.
 func formatKnob(knob, v string) string {
+	if v == "" {
+		return "unset" // no nodeset, no pin, no target: the default
+	}
 	if memoryKnobs[knob] && v != events.Unlimited {
 		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
 			return formatBytes(n)
