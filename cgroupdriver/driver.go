@@ -229,8 +229,11 @@ func settled(ws []Write, failed int) []Write {
 }
 
 func applyWrite(w Write) error {
-	if w.File == DeviceProgramFile {
+	switch w.File {
+	case DeviceProgramFile:
 		return attachDeviceProgram(w.Dir, w.Value)
+	case MemPolicyFile:
+		return nil // set at launch, by WithMemPolicy
 	}
 	return writeFile(w.Path(), w.Value)
 }

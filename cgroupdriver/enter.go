@@ -163,11 +163,13 @@ func (d *Driver) startShim(cmd *exec.Cmd, g Guest) error {
 // that starts guests through [Driver.Start] (and of TestMain in tests that
 // do). In an ordinary run it returns at once. In a process started as the
 // cgroup v1 entry shim it joins the guest's groups and execs the guest's
-// program, and never returns. Package init functions run before it, which is
+// program, and never returns; likewise in one started through
+// [WithMemPolicy]. Package init functions run before it, which is
 // one more reason for them to have no side effects.
 func RunShimIfRequested() {
 	v, ok := syscall.Getenv(shimEnv)
 	if !ok {
+		runMemPolicyShimIfRequested() // a guest's launch memory policy (mempolicy.go)
 		return
 	}
 	var req shimRequest

@@ -23,10 +23,10 @@ const UnlimitedText = "unlimited"
 
 // TextKnobs lists the knobs [Resources.SetKnob] and [Resources.Knobs] take.
 func TextKnobs() []string {
-	return []string{"blkio_weight", "cpu_shares", "cpuset_cpus", "cpuset_mems", "device_read_bytes_sec", "device_read_iops_sec",
+	return []string{"blkio_weight", "cpu_shares", "cpuset_cpus", "device_read_bytes_sec", "device_read_iops_sec",
 		"device_weight", "device_write_bytes_sec", "device_write_iops_sec", "devices", "emulator_period", "emulator_quota",
-		"global_period", "global_quota", "hard_limit", "net_cls_classid",
-		"pids_max", "soft_limit", "swap_hard_limit", "vcpu_period", "vcpu_quota"}
+		"emulatorpin", "global_period", "global_quota", "hard_limit", "net_cls_classid", "numa_mode", "numa_nodeset",
+		"pids_max", "soft_limit", "swap_hard_limit", "vcpu_period", "vcpu_quota", "vcpupin"}
 }
 
 // SetKnob sets the field of knob from its canonical text. It checks the
@@ -69,16 +69,14 @@ func (r *Resources) SetKnob(knob, value string) error {
 		if n, err = limit(); err == nil {
 			*r.quotaField(knob) = new(n)
 		}
-	case "cpuset_cpus", "cpuset_mems":
+	case "cpuset_cpus":
 		set, perr := parseCPUSet(value)
 		if perr != nil || len(set) == 0 {
 			return bad("must be a cpuset list like 0-3,6")
 		}
-		if knob == "cpuset_cpus" {
-			r.CpusetCPUs = set.String()
-		} else {
-			r.CpusetMems = set.String()
-		}
+		r.CpusetCPUs = set.String()
+	case "numa_mode", "numa_nodeset", "emulatorpin", "vcpupin":
+		return r.setNUMAKnob(knob, value)
 	case "hard_limit", "soft_limit", "swap_hard_limit", "pids_max":
 		var n int64
 		if n, err = limit(); err == nil {
@@ -142,9 +140,7 @@ func (r Resources) Knobs() map[string]string {
 	if r.CpusetCPUs != "" {
 		out["cpuset_cpus"] = r.CpusetCPUs
 	}
-	if r.CpusetMems != "" {
-		out["cpuset_mems"] = r.CpusetMems
-	}
+	r.numaKnobText(out)
 	l("hard_limit", r.MemoryHardLimit)
 	l("soft_limit", r.MemorySoftLimit)
 	l("swap_hard_limit", r.MemorySwapHardLimit)
@@ -231,8 +227,13 @@ func (r Resources) Only(knobs ...string) Resources {
 			*out.quotaField(k) = *r.quotaField(k)
 		case "cpuset_cpus":
 			out.CpusetCPUs = r.CpusetCPUs
-		case "cpuset_mems":
-			out.CpusetMems = r.CpusetMems
+		case "numa_mode", "numa_nodeset":
+			// The mode says where the nodeset goes.
+			out.NUMAMode, out.CpusetMems = r.NUMAMode, r.CpusetMems
+		case "emulatorpin":
+			out.EmulatorPin = r.EmulatorPin
+		case "vcpupin":
+			out.VCPUPin = r.VCPUPin
 		case "hard_limit":
 			out.MemoryHardLimit = r.MemoryHardLimit
 		case "soft_limit":

@@ -75,6 +75,7 @@ func plan(l *layout, h *HostInfo, g Guest, r *Resources) ([]Write, error) {
 // all appends the writes for every knob r manages.
 func (p *planner) all(r *Resources, h *HostInfo) {
 	p.cpuset(r)
+	p.numa(r, h)
 	p.cpu(r)
 	p.memory(r, h)
 	p.blkio(r, h)
@@ -131,10 +132,6 @@ func (p *planner) cpuset(r *Resources) {
 	if r.CpusetCPUs != "" {
 		set, _ := parseCPUSet(r.CpusetCPUs)
 		p.add(cCPUSet, "cpuset_cpus", "cpuset.cpus", set.String())
-	}
-	if r.CpusetMems != "" {
-		set, _ := parseCPUSet(r.CpusetMems)
-		p.add(cCPUSet, "cpuset_mems", "cpuset.mems", set.String())
 	}
 }
 

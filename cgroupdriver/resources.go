@@ -49,11 +49,22 @@ type Resources struct {
 	GlobalPeriodUs *uint64 `json:"global_period,omitempty"`
 	GlobalQuotaUs  *int64  `json:"global_quota,omitempty"`
 
-	// CpusetCPUs and CpusetMems pin the guest (vcpupin, emulatorpin,
-	// numatune) in cpuset list format, e.g. "0-3,6". They must name CPUs
-	// and memory nodes the corral partition may use.
+	// CpusetCPUs pins the guest's group and CpusetMems (numatune's
+	// nodeset) its memory, in cpuset list format, e.g. "0-3,6". They must
+	// name CPUs and memory nodes the corral partition may use. See
+	// numa.go for NUMAMode, EmulatorPin and VCPUPin.
 	CpusetCPUs string `json:"cpuset_cpus,omitempty"`
-	CpusetMems string `json:"cpuset_mems,omitempty"`
+	CpusetMems string `json:"numa_nodeset,omitempty"`
+	// NUMAMode (numatune --mode): "" or strict and restrictive write
+	// CpusetMems to cpuset.mems; preferred and interleave leave cpuset.mems
+	// alone and are a memory policy the guest's process gets at launch
+	// ([MemPolicyFor], [WithMemPolicy]).
+	NUMAMode string `json:"numa_mode,omitempty"`
+	// EmulatorPin (emulatorpin) and VCPUPin (vcpupin, by vCPU number) are
+	// the cpuset.cpus of a QEMU guest's emulator and vcpuN groups, within
+	// the guest's CPUs; written once [Driver.PlaceThreads] made them.
+	EmulatorPin string         `json:"emulatorpin,omitempty"`
+	VCPUPin     map[int]string `json:"vcpupin,omitempty"`
 
 	// MemoryHardLimit (memtune hard_limit) in bytes, at least one page, or
 	// [Unlimited]. v1 memory.limit_in_bytes, v2 memory.max.

@@ -92,7 +92,8 @@ func validateResolved(l *layout, h *HostInfo, r *Resources) error {
 		}
 	}
 	checkSet("cpuset_cpus", r.CpusetCPUs, h.CPUs, "CPU")
-	checkSet("cpuset_mems", r.CpusetMems, h.Mems, "memory node")
+	checkSet("numa_nodeset", r.CpusetMems, h.Mems, "memory node")
+	numaErrors(l, h, r, checkSet, add)
 
 	checkBytes := func(field string, p *int64) bool {
 		if p == nil {

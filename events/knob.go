@@ -45,6 +45,15 @@ var knobs = map[string]Knob{
 	// memory is virsh setmem's current memory: the balloon target, at
 	// most the guest's memory; "" (its default) leaves it all.
 	"memory": {Name: "memory", Help: "the current (balloon) memory, a size such as 64MiB, at most the guest's memory", parse: sizeOnly("memory")},
+	// numatune, emulatorpin and vcpupin (see numa.go). An empty nodeset
+	// or pin leaves the guest all the memory nodes or CPUs it may use.
+	"numa_mode": {Name: "numa_mode", Default: NUMAStrict, Help: "strict, preferred, interleave or restrictive", parse: numaMode},
+	"numa_nodeset": {Name: "numa_nodeset", Help: "memory nodes of the guest's node, such as 0 or 0-1",
+		parse: idList("numa_nodeset")},
+	"emulatorpin": {Name: "emulatorpin", Help: "CPUs of a QEMU guest's emulator threads, such as 0-1, within the guest's CPUs",
+		parse: idList("emulatorpin")},
+	"vcpupin": {Name: "vcpupin", Help: "VCPU:CPULIST entries separated by ; (0:1;1:0-1), within the guest's CPUs",
+		parse: vcpuPins},
 	// devicetune: the devices a guest may use beyond its minimal set.
 	"devices": {Name: "devices", Default: NoDevices, Help: "none, or a comma-separated list of /dev/PATH[:rwm] or c|b MAJOR:MINOR [rwm]",
 		parse: allowedDevicesKnob},
@@ -75,11 +84,10 @@ var knobs = map[string]Knob{
 // from its placement, not from tuning: its exclusive CPUs.
 var placementKnobs = map[string]string{
 	"cpuset_cpus": "the CPUs a guest is pinned to are chosen at placement: create it with --cpuset or --pin-cpus",
-	"cpuset_mems": "the memory nodes of a guest follow its placement",
 }
 
 // LookupAppliedKnob returns the knob a host may report as applied: a
-// tunable knob, or one placement sets (cpuset_cpus, cpuset_mems).
+// tunable knob, or one placement sets (cpuset_cpus).
 func LookupAppliedKnob(name string) error {
 	if _, ok := placementKnobs[name]; ok {
 		return nil

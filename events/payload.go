@@ -26,6 +26,13 @@ type NodeRegistered struct {
 	// on (domiftune); Shaping, when set, says why it cannot.
 	ShapeInterfaces []string `json:"shape_interfaces,omitempty"`
 	Shaping         string   `json:"shaping,omitempty"`
+	// CPUSet and NUMANodes are the CPUs and memory nodes the node's guests
+	// may use (its corral partition's cpuset), as lists ("0-3"); VCPUGroups
+	// says it gives QEMU guests per-vCPU and emulator groups (the cpu
+	// controller on cgroup v1). Older agents report none of them.
+	CPUSet     string `json:"cpuset,omitempty"`
+	NUMANodes  string `json:"numa_nodes,omitempty"`
+	VCPUGroups bool   `json:"vcpu_groups,omitempty"`
 	// SecretHash is the SHA-256 (hex) of the secret the node's agent
 	// proves itself with; the coordinator fills it in, never the agent.
 	// Nodes without one have no agent (static nodes).

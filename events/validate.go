@@ -311,6 +311,11 @@ func (n *NodeRegistered) ValidateRegistration() error {
 			return err
 		}
 	}
+	for field, list := range map[string]string{"cpuset": n.CPUSet, "numa_nodes": n.NUMANodes} {
+		if _, err := ParseIDList(field, list); list != "" && err != nil {
+			return err
+		}
+	}
 	if len(n.Controllers) > maxControllers {
 		return fieldErr("controllers", strconv.Itoa(len(n.Controllers)), fmt.Sprintf("at most %d controllers", maxControllers))
 	}

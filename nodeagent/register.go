@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/events"
 )
 
@@ -70,7 +71,7 @@ func (a *Agent) Registration() events.NodeRegistered {
 	}
 	slices.Sort(ctrls)
 	cpus, mem := a.capacity() // the same figures the reserve is cut from
-	return events.NodeRegistered{
+	reg := events.NodeRegistered{
 		ID: a.cfg.NodeID, CPUs: cpus, MemoryBytes: mem,
 		ReserveCPUs: a.cfg.ReserveCPUs, ReserveMemoryBytes: a.cfg.ReserveMemoryBytes,
 		Drivers: a.deps.Drivers.Versions(), Labels: a.cfg.Labels,
@@ -78,6 +79,15 @@ func (a *Agent) Registration() events.NodeRegistered {
 		FenceTimeoutMs: a.cfg.FenceTimeout.Milliseconds(), HeartbeatMs: a.cfg.HeartbeatInterval.Milliseconds(),
 		ShapeInterfaces: a.cfg.ShapeInterfaces, Shaping: a.cfg.Shaping,
 	}
+	// What numatune, emulatorpin and vcpupin are checked against.
+	if h, ok := a.deps.Cgroups.(interface{ Host() cgroupdriver.HostInfo }); ok {
+		info := h.Host()
+		reg.CPUSet, reg.NUMANodes = info.CPUs, info.Mems
+	}
+	if h, ok := rep.Controller("cpu"); ok && h.Version == 1 {
+		reg.VCPUGroups = true // see cgroupdriver.ErrThreadsUnsupported
+	}
+	return reg
 }
 
 // register registers the node, retrying every heartbeat interval until it

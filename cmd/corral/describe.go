@@ -144,6 +144,9 @@ var memoryKnobs = map[string]bool{"memory": true, "hard_limit": true, "soft_limi
 
 // formatKnob prints a canonical knob value for people: sizes with units.
 func formatKnob(knob, v string) string {
+	if v == "" {
+		return "unset" // no nodeset, no pin, no target: the default
+	}
 	if memoryKnobs[knob] && v != events.Unlimited {
 		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
 			return formatBytes(n)

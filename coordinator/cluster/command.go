@@ -178,6 +178,11 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 	if err := s.checkShaping(g, set); err != nil {
 		return nil, err
 	}
+	for _, name := range slices.Sorted(maps.Keys(set)) {
+		if err := checkNUMA(s, g, name, set[name], live, set); err != nil {
+			return nil, err
+		}
+	}
 	// Each scope the change reaches must keep its limits in order.
 	if live {
 		if err := checkMemoryLimits(g.Knob, set); err != nil {

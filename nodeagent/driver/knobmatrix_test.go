@@ -47,10 +47,13 @@ func TestEveryKnobOnEveryDriver(t *testing.T) {
 		{knob: "global_period", start: "100000", live: "100000", file: "cpu.cfs_period_us", qemuOnly: true},
 		{knob: "global_quota", start: "150000", live: "120000", file: "cpu.cfs_quota_us", qemuOnly: true},
 		{knob: "cpuset_cpus", start: "0", live: "0-1", file: "cpuset.cpus"},
-		{knob: "cpuset_mems", start: "0", live: "0", file: "cpuset.mems"},
+		{knob: "numa_nodeset", start: "0", live: "0", file: "cpuset.mems"},
 		{knob: "hard_limit", start: strconv.Itoa(384 * mib), live: strconv.Itoa(320 * mib), file: "memory.limit_in_bytes"},
 		{knob: "soft_limit", start: strconv.Itoa(128 * mib), live: strconv.Itoa(96 * mib), file: "memory.soft_limit_in_bytes"},
 		{knob: "pids_max", start: "64", live: "48", file: "pids.max"},
+		{knob: "emulatorpin", start: "0", live: "1", file: "cpuset.cpus", sub: "emulator", qemuOnly: true},
+		{knob: "vcpupin", start: "0:0", live: "0:1", file: "cpuset.cpus", sub: "vcpu0", qemuOnly: true,
+			want: func(text string) string { return strings.TrimPrefix(text, "0:") }},
 	}
 	for _, kind := range []cgroupdriver.Kind{cgroupdriver.KindProcess, cgroupdriver.KindLXC, cgroupdriver.KindQEMU} {
 		t.Run(string(kind), func(t *testing.T) {

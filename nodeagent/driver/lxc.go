@@ -159,7 +159,10 @@ func (d *LXC) launch(ctx context.Context, spec *Spec, logf *os.File, req *initRe
 			Setsid:     true,
 		},
 	}
-	err = d.cfg.Cgroups.Start(cmd, g)
+	err = cgroupdriver.WithMemPolicy(cmd, d.cfg.Cgroups.MemPolicyFor(spec.Resources))
+	if err == nil {
+		err = d.cfg.Cgroups.Start(cmd, g)
+	}
 	pw.Close()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrStart, g, err)

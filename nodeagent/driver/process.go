@@ -54,6 +54,9 @@ func (d *Process) Start(ctx context.Context, spec Spec) (*Instance, error) {
 			Stderr:      logf,
 			SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 		}
+		if err := cgroupdriver.WithMemPolicy(cmd, d.cfg.Cgroups.MemPolicyFor(spec.Resources)); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrStart, spec.Guest, err)
+		}
 		if err := d.cfg.Cgroups.Start(cmd, spec.Guest); err != nil {
 			return nil, fmt.Errorf("%w: %s: %w", ErrStart, spec.Guest, err)
 		}

@@ -237,7 +237,11 @@ func (d *QEMU) launch(ctx context.Context, spec *Spec, logf *os.File) (*launched
 		ExtraFiles:  []*os.File{lnf}, // fd 3 = qmpFD
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
-	if err := d.cfg.Cgroups.Start(cmd, g); err != nil {
+	err = cgroupdriver.WithMemPolicy(cmd, d.cfg.Cgroups.MemPolicyFor(spec.Resources))
+	if err == nil {
+		err = d.cfg.Cgroups.Start(cmd, g)
+	}
+	if err != nil {
 		_ = os.Remove(sock)
 		return fail(err)
 	}

@@ -11,7 +11,8 @@ import (
 // schedinfoKnobs are the knobs written to a QEMU guest's per-thread groups
 // once its threads are placed.
 func schedinfoKnobs() []string {
-	return []string{"vcpu_period", "vcpu_quota", "emulator_period", "emulator_quota", "global_period", "global_quota"}
+	return []string{"vcpu_period", "vcpu_quota", "emulator_period", "emulator_quota", "global_period", "global_quota",
+		"numa_nodeset", "emulatorpin", "vcpupin"}
 }
 
 // placeVCPUs puts a started VM's threads into the guest's per-vCPU and
