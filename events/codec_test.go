@@ -66,6 +66,9 @@ func goldenEvents() []Event {
 			Error: "corral: apply hard_limit for process/web: write memory.limit_in_bytes: invalid argument"}),
 		ev(32, "db", "n1", &GuestBalloon{Node: "n1", Generation: 16, Target: 64 << 20, Actual: 66 << 20, Usage: 201 << 20, Compliant: true}),
 		ev(33, "db", "n1", &GuestBalloonNoncompliant{Node: "n1", Generation: 16, Target: 64 << 20, Actual: 128 << 20, Usage: 230 << 20, WaitedMs: 30000}),
+		ev(134, "db", "n1", &GuestBalloonNoncompliant{Node: "n1", Generation: 16, Target: 64 << 20, Actual: 128 << 20, Usage: 230 << 20, WaitedMs: 30000,
+			Enforced: true, Reclaimed: 40 << 20, UsageAfter: 190 << 20, ReclaimError: "write memory.limit_in_bytes: device or resource busy"}),
+		ev(135, "", "", &SchedulerConfig{Algorithm: "binpack", CPUOvercommit: 1, MemoryOvercommit: 1, BalloonMemory: true}),
 	}
 }
 
@@ -74,7 +77,7 @@ func TestGolden(t *testing.T) {
 	for _, e := range goldenEvents() {
 		seen[e.Type] = true
 		name := e.Type.String()
-		if e.Index == 15 || e.Index == 16 || e.Index == 22 {
+		if e.Index == 15 || e.Index == 16 || e.Index == 22 || e.Index >= 134 && e.Index <= 135 {
 			name += "." + strconv.FormatUint(e.Index, 10)
 		}
 		path := filepath.Join("testdata", "v1", name+".json")

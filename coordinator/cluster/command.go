@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -150,6 +149,9 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 	if live && !running(g) {
 		return nil, notRunning(g)
 	}
+	if _, ok := c.Set["max_memory"]; ok && c.Live {
+		return nil, maxMemoryNotLive(g)
+	}
 	set := make(map[string]string, len(c.Set))
 	for _, name := range slices.Sorted(maps.Keys(c.Set)) {
 		k, err := events.LookupKnob(name)
@@ -160,13 +162,11 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 		if err != nil {
 			return nil, err
 		}
-		if name == "memory" {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			if err := events.CheckBalloon(n, g.MemoryBytes, g.Driver); err != nil {
-				return nil, err
-			}
-		}
 		set[name] = v
+	}
+	scope, err := memoryScopes(g, set, live, persistent)
+	if err != nil {
+		return nil, err
 	}
 	// Each scope the change reaches must keep its limits in order.
 	if live {
@@ -182,6 +182,10 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 	var out []events.Event
 	for _, name := range slices.Sorted(maps.Keys(set)) {
 		v := set[name]
+		live, persistent := live, persistent
+		if sc, ok := scope[name]; ok {
+			live, persistent = sc[0], sc[1]
+		}
 		if (!live || g.Knob(name) == v) && (!persistent || g.ConfigKnob(name) == v) {
 			continue
 		}
@@ -194,6 +198,9 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 		e := subject(events.New(now, actor, &events.GuestTuned{Knob: name, Old: old, New: v, Live: live, Persistent: persistent}), c.Name, "")
 		e.Reason = c.Reason
 		out = append(out, e)
+	}
+	if err := s.checkMemoryFits(g, tunedCopy(g, out)); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
