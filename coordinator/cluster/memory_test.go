@@ -111,4 +111,3 @@ func TestBalloonMemoryPlacement(t *testing.T) {
 		}
 	}
 }
-
