@@ -1,0 +1,146 @@
+package main
+
+import (
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/coordinator"
+	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/events"
+)
+
+// TestDevSetmaxmem drives setmaxmem against corral dev's agent on this
+// host's real cgroups: --live is refused, the change waits for the next
+// start (the running guest keeps its hard limit), setmem above the
+// running maximum is refused, and after a restart the guest's memory
+// cgroup's hard limit is the new maximum; lowering the maximum below the
+// persistent balloon target lowers the target with it.
+func TestDevSetmaxmem(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts corral dev as a process")
+	}
+	p, cg := startAgentDev(t, []string{"mx"}, "--usage-interval", "300ms")
+	p.ok("guest", "create", "mx", "--driver", "process", "--memory", "64MiB", "--", "/bin/sleep", "1000")
+	gv := waitGuest(t, p, "mx", "ran", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
+	dirs, err := cg.Paths(cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: "mx"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, dirs, "memory.limit_in_bytes", strconv.Itoa(64<<20))
+
+	if r := p.corral("setmaxmem", "mx", "128MiB", "--live"); r.code != 1 || !strings.Contains(r.stderr, "cannot change live") || !strings.Contains(r.stderr, "--config") {
+		t.Errorf("setmaxmem --live: exit %d, stderr %q; want refused, pointing at --config", r.code, r.stderr)
+	}
+	r := p.corral("setmaxmem", "mx", "131072") // KiB, as virsh reads a plain number
+	if r.code != 0 || !containsRow(r.stdout, "max_memory", ":", "128MiB") || !containsRow(r.stdout, "running_max", ":", "64MiB") {
+		t.Fatalf("setmaxmem mx 131072: exit %d, stdout\n%s\nstderr %q", r.code, r.stdout, r.stderr)
+	}
+	if out := p.ok("guest", "show", "mx"); !containsRow(out, "Max", "memory:", "64MiB", "(next", "start:", "128MiB)") {
+		t.Errorf("guest show lacks the maximum waiting for the next start:\n%s", out)
+	}
+	if v := groupFile(t, dirs, "memory.limit_in_bytes"); v != strconv.Itoa(64<<20) {
+		t.Errorf("the running guest's hard limit became %s; it keeps its maximum %d until it stops", v, 64<<20)
+	}
+	before := len(eventLines(t, p, "--guest", "mx"))
+	if r := p.corral("setmem", "mx", "96MiB"); r.code != 1 || !strings.Contains(r.stderr, "at most the guest's maximum memory, 64MiB") {
+		t.Errorf("setmem above the running maximum: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if after := len(eventLines(t, p, "--guest", "mx")); after != before {
+		t.Errorf("the refused setmem appended %d events", after-before)
+	}
+	if r := p.corral("setmem", "mx", "96MiB", "--config"); r.code != 0 {
+		t.Errorf("setmem 96MiB --config (within the next start's maximum): exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	p.ok("guest", "stop", "mx")
+	waitGuest(t, p, "mx", "stopped", func(g *api.GuestView) bool { return g.Status == api.StatusExited || g.Status == api.StatusFailed })
+	p.ok("guest", "start", "mx")
+	gv = waitGuest(t, p, "mx", "ran again", func(g *api.GuestView) bool {
+		return g.Status == api.StatusRunning && g.PID > 0 && g.PID != gv.PID
+	})
+	waitFile(t, dirs, "memory.limit_in_bytes", strconv.Itoa(128<<20))
+	waitFile(t, dirs, "memory.soft_limit_in_bytes", strconv.Itoa(96<<20))
+	if out := p.ok("guest", "show", "mx"); !containsRow(out, "Max", "memory:", "128MiB", "(corral", "setmaxmem)") ||
+		!containsRow(out, "Current", "memory:", "96MiB", "(corral", "setmem)") {
+		t.Errorf("guest show after the restart:\n%s", out)
+	}
+
+	// Lowered below the persistent target, the target follows.
+	r = p.corral("setmaxmem", "mx", "80MiB", "--config")
+	if r.code != 0 || !containsRow(r.stdout, "max_memory", ":", "80MiB") || !containsRow(r.stdout, "memory", ":", "80MiB") {
+		t.Errorf("setmaxmem 80MiB: exit %d, stdout\n%s\nstderr %q", r.code, r.stdout, r.stderr)
+	}
+	hist := p.ok("guest", "history", "mx")
+	if !containsRow(hist, "guest.tuned", "max_memory", "128MiB", "→", "80MiB") || !containsRow(hist, "guest.tuned", "memory", "96MiB", "→", "80MiB") {
+		t.Errorf("history lacks the lowered maximum and target:\n%s", hist)
+	}
+}
+
+// TestDevSetmemEnforce is the balloon's stick on this host: two process
+// guests hold 64 MiB of page cache each (they have no balloon, so they
+// never comply by themselves) and are ballooned to 16 MiB. The one with
+// --enforce on is pressed by reclaim after the balloon timeout: its usage
+// falls to the target, its report says how much came back, its hard limit
+// is put back and it keeps running. The other is left as it is.
+func TestDevSetmemEnforce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts corral dev as a process")
+	}
+	p, cg := startAgentDev(t, []string{"pc-on", "pc-off"}, "--usage-interval", "300ms", "--balloon-timeout", "1s")
+	dir := t.TempDir() // on a disk, not tmpfs: its pages are reclaimable cache
+	usage := func(name string) int64 {
+		st, err := cg.Stats(cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int64(st.Memory.Usage)
+	}
+	for _, name := range []string{"pc-on", "pc-off"} {
+		file := filepath.Join(dir, name)
+		p.ok("guest", "create", name, "--driver", "process", "--memory", "128MiB", "--", "/bin/sh", "-c",
+			"head -c 67108864 /dev/zero >"+file+" && sync && echo CACHED && exec sleep 1000")
+		waitGuest(t, p, name, "ran", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
+		coordinator.WaitFor(t, waitTimeout, name+" to hold its page cache", func() bool { return usage(name) > 56<<20 })
+	}
+	if r := p.corral("setmem", "pc-on", "16MiB", "--enforce", "on"); r.code != 0 || !containsRow(r.stdout, "enforce", ":", "on") {
+		t.Fatalf("setmem pc-on 16MiB --enforce on: exit %d, stdout\n%s\nstderr %q", r.code, r.stdout, r.stderr)
+	}
+	if r := p.corral("setmem", "pc-off", "16MiB"); r.code != 0 || !containsRow(r.stdout, "enforce", ":", "off") {
+		t.Fatalf("setmem pc-off 16MiB: exit %d, stdout\n%s\nstderr %q", r.code, r.stdout, r.stderr)
+	}
+	on := waitGuest(t, p, "pc-on", "pressed", func(g *api.GuestView) bool { return g.BalloonNoncompliant != nil })
+	n := on.BalloonNoncompliant
+	t.Logf("pc-on: held %s, pressed to 16MiB: %s came back, %s left (%s)", formatBytes(n.Usage), formatBytes(n.Reclaimed), formatBytes(n.UsageAfter), n.ReclaimError)
+	if !n.Enforced || n.ReclaimError != "" || n.Reclaimed < 40<<20 || n.UsageAfter > 16<<20+events.BalloonTolerance(16<<20) {
+		t.Errorf("pc-on's noncompliance = %+v; want enforced, most of 64 MiB reclaimed, at the target after", n)
+	}
+	waitGuest(t, p, "pc-on", "compliant after the press", func(g *api.GuestView) bool {
+		return g.Balloon != nil && g.Balloon.Compliant && g.BalloonNoncompliant == nil
+	})
+	dirs, _ := cg.Paths(cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: "pc-on"})
+	if v := groupFile(t, dirs, "memory.limit_in_bytes"); v != strconv.Itoa(128<<20) {
+		t.Errorf("pc-on's hard limit after the press = %s, want its 128MiB back", v)
+	}
+	if g := guestView(t, p, "pc-on"); g.Status != api.StatusRunning || (g.LastExit != nil && g.LastExit.OOMKilled) {
+		t.Errorf("pc-on after the press: status %s, last exit %+v; it must keep running", g.Status, g.LastExit)
+	}
+	lines := eventLines(t, p, "--guest", "pc-on", "--type", "guest.balloon_noncompliant")
+	if len(lines) != 1 || !checkEventLine(t, lines[0]).Payload.(*events.GuestBalloonNoncompliant).Enforced {
+		t.Errorf("pc-on's noncompliance events: %q", lines)
+	}
+
+	off := waitGuest(t, p, "pc-off", "reported noncompliant", func(g *api.GuestView) bool { return g.BalloonNoncompliant != nil })
+	if off.BalloonNoncompliant.Enforced || off.BalloonNoncompliant.Reclaimed != 0 {
+		t.Errorf("pc-off was pressed without --enforce: %+v", off.BalloonNoncompliant)
+	}
+	if u := usage("pc-off"); u < 56<<20 {
+		t.Errorf("pc-off holds %s; nothing should have pressed it", formatBytes(u))
+	}
+	// The compliant report cleared the noncompliance; the knob stays.
+	if out := p.ok("guest", "show", "pc-on"); !containsRow(out, "balloon_enforce", "on") || !containsRow(out, "compliant", "true") {
+		t.Errorf("guest show pc-on lacks balloon_enforce on and its compliance:\n%s", out)
+	}
+}
