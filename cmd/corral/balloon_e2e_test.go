@@ -144,3 +144,29 @@ func TestDevSetmemEnforce(t *testing.T) {
 		t.Errorf("guest show pc-on lacks balloon_enforce on and its compliance:\n%s", out)
 	}
 }
+
+// TestDevBalloonMemory: the scheduler's balloon_memory option, set and
+// read through the CLI, makes node show's ALLOCATED count a ballooned
+// guest's target instead of its maximum.
+func TestDevBalloonMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts corral dev as a process")
+	}
+	p, _ := startAgentDev(t, []string{"bm"}, "--usage-interval", "300ms")
+	p.ok("guest", "create", "bm", "--driver", "process", "--memory", "96MiB", "--", "/bin/sleep", "1000")
+	waitGuest(t, p, "bm", "ran", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
+	p.ok("setmem", "bm", "32MiB")
+	if out := p.ok("node", "show", "test-node"); !containsRow(out, "96MiB,", "1", "vCPU") {
+		t.Errorf("node show without balloon_memory does not count the maximum:\n%s", out)
+	}
+	if out := p.ok("operator", "scheduler", "get-config"); !containsRow(out, "balloon_memory", ":", "false") {
+		t.Errorf("get-config before:\n%s", out)
+	}
+	p.ok("operator", "scheduler", "set-config", "--algorithm", "binpack", "--balloon-memory")
+	if out := p.ok("operator", "scheduler", "get-config"); !containsRow(out, "balloon_memory", ":", "true") {
+		t.Errorf("get-config after --balloon-memory:\n%s", out)
+	}
+	if out := p.ok("node", "show", "test-node"); !containsRow(out, "32MiB,", "1", "vCPU") {
+		t.Errorf("node show with balloon_memory does not count the target:\n%s", out)
+	}
+}
