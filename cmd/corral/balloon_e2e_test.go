@@ -1,15 +1,18 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/coordinator"
 	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/events"
+	"github.com/corral-dev/corral/nodeagent/driver/drivertest"
 )
 
 // TestDevSetmaxmem drives setmaxmem against corral dev's agent on this
@@ -169,4 +172,76 @@ func TestDevBalloonMemory(t *testing.T) {
 	if out := p.ok("node", "show", "test-node"); !containsRow(out, "32MiB,", "1", "vCPU") {
 		t.Errorf("node show with balloon_memory does not count the target:\n%s", out)
 	}
+}
+
+// TestDevQEMUMemoryLimits checks the balloon's cgroup model on a VM booted
+// under TCG on this host: the hard limit of its memory group is its
+// maximum memory plus QEMU's room, ballooned to 64 MiB its soft limit is
+// the target plus that room and the guest's balloon complies; raised with
+// setmaxmem --config, the next start gets QEMU's -m and the hard limit of
+// the new maximum.
+func TestDevQEMUMemoryLimits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a VM under corral dev")
+	}
+	a := drivertest.VM(t)
+	p, cg := startAgentDev(t, []string{"vmm"}, "--qemu-accel", "tcg", "--usage-interval", "300ms")
+	g := cgroupdriver.Guest{Kind: cgroupdriver.KindQEMU, ID: "vmm"}
+	p.ok("guest", "create", "vmm", "--driver", "qemu", "--memory", "128MiB", "--kernel", a.Kernel, "--initrd", a.Initramfs)
+	v := waitGuest(t, p, "vmm", "ran", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
+	dirs := requireInGroups(t, cg, g, v.PID)
+	waitFile(t, dirs, "memory.limit_in_bytes", strconv.FormatInt(events.QEMUMemoryLimit(128<<20), 10))
+	if args := qemuArgs(t, v.PID); !strings.Contains(args, " -m 128 ") {
+		t.Errorf("QEMU runs with %q, want -m 128", args)
+	}
+
+	r := p.corral("setmem", "vmm", "64MiB")
+	if r.code != 0 {
+		t.Fatalf("setmem vmm 64MiB: exit %d, stderr %q", r.code, r.stderr)
+	}
+	waitFile(t, dirs, "memory.soft_limit_in_bytes", strconv.FormatInt(events.QEMUMemoryLimit(64<<20), 10))
+	if got := groupFile(t, dirs, "memory.limit_in_bytes"); got != strconv.FormatInt(events.QEMUMemoryLimit(128<<20), 10) {
+		t.Errorf("the balloon moved the hard limit to %s; it stays at max memory + QEMU's room", got)
+	}
+	// The balloon driver loads late in the guest's boot under TCG.
+	deadline := time.Now().Add(3 * waitTimeout)
+	var b *events.GuestBalloon
+	for time.Now().Before(deadline) {
+		if gv := guestView(t, p, "vmm"); gv.Balloon != nil && gv.Balloon.Compliant && gv.Balloon.Target == 64<<20 {
+			b = gv.Balloon
+			break
+		}
+		time.Sleep(200 * time.Millisecond) // the agent samples every 300ms
+	}
+	if b == nil {
+		t.Fatalf("no compliant guest.balloon for 64MiB: %+v", guestView(t, p, "vmm").Balloon)
+	}
+	t.Logf("VM 128MiB ballooned to 64MiB: actual %s, memory cgroup usage %s; hard limit %s, soft limit %s",
+		formatBytes(b.Actual), formatBytes(b.Usage), groupFile(t, dirs, "memory.limit_in_bytes"), groupFile(t, dirs, "memory.soft_limit_in_bytes"))
+
+	p.ok("setmaxmem", "vmm", "192MiB", "--config")
+	p.ok("guest", "stop", "vmm")
+	waitGuest(t, p, "vmm", "stopped", func(g *api.GuestView) bool { return g.Status == api.StatusExited || g.Status == api.StatusFailed })
+	p.ok("guest", "start", "vmm")
+	v = waitGuest(t, p, "vmm", "ran again", func(g *api.GuestView) bool {
+		if g.Status == api.StatusFailed && g.LastExit != nil && g.LastExit.Error != "" {
+			t.Fatalf("the restart failed: %+v", *g.LastExit)
+		}
+		return g.Status == api.StatusRunning && g.PID > 0 && g.PID != v.PID
+	})
+	dirs = requireInGroups(t, cg, g, v.PID)
+	waitFile(t, dirs, "memory.limit_in_bytes", strconv.FormatInt(events.QEMUMemoryLimit(192<<20), 10))
+	if args := qemuArgs(t, v.PID); !strings.Contains(args, " -m 192 ") {
+		t.Errorf("QEMU restarted with %q, want -m 192", args)
+	}
+}
+
+// qemuArgs returns a process's command line, its arguments space-separated.
+func qemuArgs(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return " " + strings.ReplaceAll(string(b), "\x00", " ")
 }
