@@ -199,7 +199,11 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 		e.Reason = c.Reason
 		out = append(out, e)
 	}
-	if err := s.checkMemoryFits(g, tunedCopy(g, out)); err != nil {
+	after := tunedCopy(g, out)
+	if err := s.checkMemoryFits(g, after); err != nil {
+		return nil, err
+	}
+	if err := checkMaxMemorySwap(set, after); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -158,3 +158,20 @@ func bytesOf(v string) int64 {
 	n, _ := strconv.ParseInt(v, 10, 64)
 	return n
 }
+
+// checkMaxMemorySwap refuses a maximum memory whose hard limit (when
+// memtune set none, it follows the maximum) would exceed the guest's
+// swap_hard_limit at its next start: v1's memory.memsw.limit_in_bytes
+// counts memory plus swap and must be at least memory.limit_in_bytes.
+func checkMaxMemorySwap(set map[string]string, after *Guest) error {
+	if _, ok := set["max_memory"]; !ok {
+		return nil
+	}
+	hard, swap := after.ConfigKnob("hard_limit"), after.ConfigKnob("swap_hard_limit")
+	if events.CheckSwapLimit(hard, swap, "hard_limit") == nil {
+		return nil
+	}
+	return &events.FieldError{Field: "max_memory", Value: events.FormatSize(bytesOf(set["max_memory"])),
+		Want: fmt.Sprintf("a hard limit (%s with it) of at most swap_hard_limit (%s), which counts memory plus swap; raise that first (corral memtune %s --swap-hard-limit SIZE --config), or give the guest a --hard-limit",
+			events.FormatSize(bytesOf(hard)), events.FormatSize(bytesOf(swap)), after.Name)}
+}
