@@ -48,6 +48,8 @@ func runHelper(mode string, args []string) int {
 			}
 		}
 		return 0
+	case "hold":
+		return holdMemory(args)
 	}
 	fmt.Fprintln(os.Stderr, "unknown helper", mode)
 	return 2

@@ -37,9 +37,13 @@ func (s *Server) schedRoutes(mux *http.ServeMux) {
 		if !s.readBarrier(w, r) {
 			return
 		}
-		var cfg scheduler.Config
-		s.fsm.read(func(st *cluster.State) { cfg = st.SchedulerConfig() })
-		writeJSON(w, http.StatusOK, events.SchedulerConfig{Algorithm: string(cfg.Algorithm), CPUOvercommit: cfg.CPUOvercommit, MemoryOvercommit: cfg.MemoryOvercommit})
+		var (
+			cfg     scheduler.Config
+			balloon bool
+		)
+		s.fsm.read(func(st *cluster.State) { cfg, balloon = st.SchedulerConfig(), st.Scheduler.BalloonMemory })
+		writeJSON(w, http.StatusOK, events.SchedulerConfig{Algorithm: string(cfg.Algorithm), CPUOvercommit: cfg.CPUOvercommit, MemoryOvercommit: cfg.MemoryOvercommit,
+			BalloonMemory: balloon})
 	})
 	s.handle(mux, "GET /v1/nodes/{id}", token(acl.NodeRead), func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")

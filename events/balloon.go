@@ -1,6 +1,10 @@
 package events
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
 
 // The balloon, as virsh setmem means it: a guest's current memory, at most
 // its maximum (GuestDefined.MemoryBytes). A qemu guest's balloon driver is
@@ -28,15 +32,22 @@ type GuestBalloon struct {
 // GuestBalloonNoncompliant says a guest has not come within tolerance of
 // its balloon target for WaitedMs since the target was set (the agent's
 // --balloon-timeout): reported once per target. Enforced says the agent
-// then pressed its memory cgroup towards the target by reclaim.
+// then pressed its memory cgroup towards the target by reclaim (the
+// guest's balloon_enforce knob): Reclaimed is how far its usage fell,
+// UsageAfter what it held afterwards, and ReclaimError the kernel's answer
+// when it could not reclaim all the way (the guest keeps its memory and
+// its hard limit; corral never gets it OOM-killed).
 type GuestBalloonNoncompliant struct {
-	Node       string `json:"node"`
-	Generation uint64 `json:"generation"`
-	Target     int64  `json:"target"`
-	Actual     int64  `json:"actual"`
-	Usage      int64  `json:"usage"`
-	WaitedMs   int64  `json:"waited_ms"`
-	Enforced   bool   `json:"enforced,omitempty"`
+	Node         string `json:"node"`
+	Generation   uint64 `json:"generation"`
+	Target       int64  `json:"target"`
+	Actual       int64  `json:"actual"`
+	Usage        int64  `json:"usage"`
+	WaitedMs     int64  `json:"waited_ms"`
+	Enforced     bool   `json:"enforced,omitempty"`
+	Reclaimed    int64  `json:"reclaimed,omitempty"`
+	UsageAfter   int64  `json:"usage_after,omitempty"`
+	ReclaimError string `json:"reclaim_error,omitempty"`
 }
 
 func (*GuestBalloon) EventType() Type             { return TypeGuestBalloon }
@@ -58,7 +69,8 @@ func BalloonCompliant(target, actual int64) bool {
 }
 
 // CheckBalloon checks a balloon target against the guest's maximum
-// memory, as virsh setmem does against the domain's max memory: positive,
+// memory (its max_memory in the scope the change reaches), as virsh setmem
+// does against the domain's max memory: positive,
 // at least [MinBalloon], at most max. max of 0 means the driver's default
 // (for qemu [DefaultQEMUMemory]); a guest without a memory size has no
 // maximum to check against.
@@ -70,7 +82,7 @@ func CheckBalloon(target, maxMem int64, driver string) error {
 	case target < MinBalloon:
 		return fieldErr("memory", FormatSize(target), fmt.Sprintf("a balloon target of at least %s", FormatSize(MinBalloon)))
 	case maxMem > 0 && target > maxMem:
-		return fieldErr("memory", FormatSize(target), fmt.Sprintf("at most the guest's memory, %s (its --memory at create)", FormatSize(maxMem)))
+		return fieldErr("memory", FormatSize(target), fmt.Sprintf("at most the guest's maximum memory, %s (raise it first with corral setmaxmem NAME SIZE --config; it takes effect at the next start)", FormatSize(maxMem)))
 	}
 	return nil
 }
@@ -83,8 +95,13 @@ func (p *GuestBalloonNoncompliant) Validate() error {
 	if err := validateBalloon(p.Node, p.Target, p.Actual, p.Usage); err != nil {
 		return err
 	}
-	if p.WaitedMs < 0 {
+	switch {
+	case p.WaitedMs < 0:
 		return fieldErr("waited_ms", fmt.Sprint(p.WaitedMs), "how long the agent waited, not negative")
+	case p.Reclaimed < 0 || p.UsageAfter < 0:
+		return fieldErr("reclaimed", fmt.Sprint(p.Reclaimed, "/", p.UsageAfter), "bytes reclaimed and held after, not negative")
+	case !p.Enforced && (p.Reclaimed != 0 || p.UsageAfter != 0 || p.ReclaimError != ""):
+		return fieldErr("enforced", "false", "a reclaim's outcome belongs to an enforced report")
 	}
 	return nil
 }
@@ -102,4 +119,30 @@ func validateBalloon(node string, target, actual, usage int64) error {
 		return fieldErr("usage", fmt.Sprint(usage), "the memory cgroup's usage in bytes, not negative")
 	}
 	return nil
+}
+
+// maxMemoryKnob parses a maximum memory: a size within what a guest
+// definition may hold.
+func maxMemoryKnob(s string) (string, error) {
+	n, err := ParseSize("max_memory", s)
+	if err != nil {
+		return "", err
+	}
+	if n < MinMemoryBytes || n > MaxMemoryBytes {
+		return "", fieldErr("max_memory", FormatSize(n), fmt.Sprintf("use %s to %s", FormatSize(MinMemoryBytes), FormatSize(MaxMemoryBytes)))
+	}
+	return strconv.FormatInt(n, 10), nil
+}
+
+// onOff parses a switch knob: on or off (yes/no, true/false, 1/0 too).
+func onOff(field string) func(string) (string, error) {
+	return func(s string) (string, error) {
+		switch strings.ToLower(s) {
+		case "on", "yes", "true", "1":
+			return "on", nil
+		case "off", "no", "false", "0":
+			return "off", nil
+		}
+		return "", fieldErr(field, s, "use on or off")
+	}
 }

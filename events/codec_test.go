@@ -72,6 +72,9 @@ func goldenEvents() []Event {
 		ev(36, "", "n1", &NodeUsage{IntervalMs: 10000, Guests: []GuestUsage{}, Partitions: []PartitionApplied{
 			{Name: "gold", Index: 34, Applied: map[string]string{"cpu_shares": "2048", "hard_limit": "1073741824"},
 				Error: "corral: apply global_quota for partition gold: write cpu.cfs_quota_us: invalid argument"}}}),
+		ev(134, "db", "n1", &GuestBalloonNoncompliant{Node: "n1", Generation: 16, Target: 64 << 20, Actual: 128 << 20, Usage: 230 << 20, WaitedMs: 30000,
+			Enforced: true, Reclaimed: 40 << 20, UsageAfter: 190 << 20, ReclaimError: "write memory.limit_in_bytes: device or resource busy"}),
+		ev(135, "", "", &SchedulerConfig{Algorithm: "binpack", CPUOvercommit: 1, MemoryOvercommit: 1, BalloonMemory: true}),
 	}
 }
 
@@ -80,7 +83,7 @@ func TestGolden(t *testing.T) {
 	for _, e := range goldenEvents() {
 		seen[e.Type] = true
 		name := e.Type.String()
-		if e.Index == 15 || e.Index == 16 || e.Index == 22 || e.Index == 36 {
+		if e.Index == 15 || e.Index == 16 || e.Index == 22 || e.Index == 36 || e.Index >= 134 && e.Index <= 135 {
 			name += "." + strconv.FormatUint(e.Index, 10)
 		}
 		path := filepath.Join("testdata", "v1", name+".json")

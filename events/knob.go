@@ -54,6 +54,15 @@ var knobs = map[string]Knob{
 		parse: idList("emulatorpin")},
 	"vcpupin": {Name: "vcpupin", Help: "VCPU:CPULIST entries separated by ; (0:1;1:0-1), within the guest's CPUs",
 		parse: vcpuPins},
+	// max_memory is virsh setmaxmem's maximum memory: a qemu guest's RAM
+	// (-m), a process or lxc guest's memory; its default is the
+	// definition's. It changes only what the next start uses.
+	"max_memory": {Name: "max_memory", Help: "the maximum memory, a size such as 1GiB (" + FormatSize(MinMemoryBytes) + " to " + FormatSize(MaxMemoryBytes) + ")",
+		parse: maxMemoryKnob},
+	// balloon_enforce: whether the agent presses a guest that missed its
+	// balloon target down to it by reclaim (corral setmem --enforce).
+	"balloon_enforce": {Name: "balloon_enforce", Default: "off", Help: "on or off (press a noncompliant guest down to its balloon target by reclaim)",
+		parse: onOff("balloon_enforce")},
 	// devicetune: the devices a guest may use beyond its minimal set.
 	"devices": {Name: "devices", Default: NoDevices, Help: "none, or a comma-separated list of /dev/PATH[:rwm] or c|b MAJOR:MINOR [rwm]",
 		parse: allowedDevicesKnob},

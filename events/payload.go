@@ -227,6 +227,11 @@ type SchedulerConfig struct {
 	Algorithm        string  `json:"algorithm"` // binpack or spread
 	CPUOvercommit    float64 `json:"cpu_overcommit"`
 	MemoryOvercommit float64 `json:"memory_overcommit"`
+	// BalloonMemory counts a ballooned guest's memory for placement as its
+	// balloon target (setmem) rather than its maximum (setmaxmem). Off by
+	// default: a guest may take its maximum back when its target is
+	// raised, which then finds no room.
+	BalloonMemory bool `json:"balloon_memory,omitempty"`
 }
 
 func (*NodeRegistered) EventType() Type        { return TypeNodeRegistered }

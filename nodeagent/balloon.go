@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"context"
+	"log/slog"
 	"maps"
 	"slices"
 	"time"
@@ -15,9 +16,12 @@ import (
 // balloon target (DesiredGuest.Memory) where it changed, and samples how
 // much the guest holds, reporting guest.balloon when the target or the
 // guest's compliance changes and guest.balloon_noncompliant once when the
-// guest stays above the target for Config.BalloonTimeout. It only reports:
-// it never presses a guest below its target by lowering the hard limit,
-// which would get QEMU OOM-killed rather than the guest's memory reclaimed.
+// guest stays above the target for Config.BalloonTimeout. A guest whose
+// balloon_enforce knob is on is then pressed down to its soft limit once
+// (the target, for qemu plus QEMU's room) by reclaim, and the report says
+// how much came back ([cgroupdriver.Driver.Reclaim]: its hard limit is put
+// back and its OOM killer held off meanwhile, so corral never gets a guest
+// OOM-killed; what the kernel cannot reclaim stays with the guest).
 
 // balloonDevice is the part of an [Instance] a qemu guest adds;
 // *driver.Instance has it (and fails with driver.ErrNoBalloon for other
@@ -133,6 +137,9 @@ func (a *Agent) watchBalloons(ctx context.Context, w *balloonWatch, now time.Tim
 			items = append(items, Report{Guest: name, Payload: p})
 			if n, ok := p.(*events.GuestBalloonNoncompliant); ok {
 				log.Warn("the guest has not come down to its balloon target", "target", n.Target, "actual", n.Actual, "waited_ms", n.WaitedMs)
+				if d.BalloonEnforce {
+					a.enforceBalloon(cg, d, n, log)
+				}
 			}
 		}
 	}
@@ -172,4 +179,43 @@ func maxMemory(d DesiredGuest) int64 {
 		return events.DefaultQEMUMemory
 	}
 	return d.Definition.MemoryBytes
+}
+
+// reclaimer presses a guest's memory down by reclaim;
+// *cgroupdriver.Driver is one.
+type reclaimer interface {
+	Reclaim(g cgroupdriver.Guest, size int64) (cgroupdriver.Reclaimed, error)
+}
+
+// enforceBalloon presses a noncompliant guest down to its soft limit and
+// writes the outcome into n. A host that cannot reclaim leaves n not
+// enforced, with the reason logged.
+func (a *Agent) enforceBalloon(cg cgroupdriver.Guest, d DesiredGuest, n *events.GuestBalloonNoncompliant, log *slog.Logger) {
+	r, ok := a.deps.Cgroups.(reclaimer)
+	if !ok {
+		log.Warn("balloon_enforce is on, but this agent's cgroups cannot reclaim")
+		return
+	}
+	size := pressSize(cg.Kind, d)
+	got, err := r.Reclaim(cg, size)
+	if err != nil {
+		log.Error("pressing the guest down to its balloon target", "size", size, "err", err)
+		return
+	}
+	n.Enforced, n.Reclaimed, n.UsageAfter = true, int64(got.Freed()), int64(got.After)
+	if got.Err != nil {
+		n.ReclaimError = got.Err.Error()
+	}
+	log.Info("pressed the guest towards its balloon target", "size", size, "usage_before", got.Before, "usage_after", got.After,
+		"reclaimed", got.Freed(), "short", n.ReclaimError)
+}
+
+// pressSize is what enforcement presses a guest's memory cgroup down to:
+// its soft limit, the balloon target (for qemu plus QEMU's room) unless
+// memtune set one.
+func pressSize(kind cgroupdriver.Kind, d DesiredGuest) int64 {
+	if s := d.Resources.MemorySoftLimit; s != nil && *s > 0 && *s != cgroupdriver.Unlimited {
+		return *s
+	}
+	return driver.BalloonSoftLimit(kind, d.Memory)
 }

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/events"
 )
 
@@ -52,5 +53,26 @@ func TestBalloonStep(t *testing.T) {
 		if g != s.want {
 			t.Errorf("step %d (actual %d MiB): reported %+v, want %+v", i, s.actual>>20, g, s.want)
 		}
+	}
+}
+
+// TestPressSize: enforcement presses a guest to its soft limit: the
+// target plus QEMU's room for a VM, the target itself for a process, and
+// memtune's soft limit when the operator set one.
+func TestPressSize(t *testing.T) {
+	d := DesiredGuest{Memory: 64 << 20}
+	if got, want := pressSize(cgroupdriver.KindQEMU, d), events.QEMUMemoryLimit(64<<20); got != want {
+		t.Errorf("qemu: %d, want %d (target + QEMU's room)", got, want)
+	}
+	if got := pressSize(cgroupdriver.KindProcess, d); got != 64<<20 {
+		t.Errorf("process: %d, want the target", got)
+	}
+	d.Resources.MemorySoftLimit = new(int64(cgroupdriver.Unlimited))
+	if got := pressSize(cgroupdriver.KindLXC, d); got != 64<<20 {
+		t.Errorf("lxc with an unlimited soft limit: %d, want the target", got)
+	}
+	d.Resources.MemorySoftLimit = new(int64(100 << 20))
+	if got := pressSize(cgroupdriver.KindQEMU, d); got != 100<<20 {
+		t.Errorf("memtune soft limit: %d, want it", got)
 	}
 }

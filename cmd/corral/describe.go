@@ -140,7 +140,7 @@ func formatExit(x *events.GuestExited) string {
 }
 
 // memoryKnobs hold sizes in bytes (or "unlimited").
-var memoryKnobs = map[string]bool{"memory": true, "hard_limit": true, "soft_limit": true, "swap_hard_limit": true}
+var memoryKnobs = map[string]bool{"memory": true, "max_memory": true, "hard_limit": true, "soft_limit": true, "swap_hard_limit": true}
 
 // formatKnob prints a canonical knob value for people: sizes with units.
 func formatKnob(knob, v string) string {

@@ -695,7 +695,7 @@ func TestDevSetmem(t *testing.T) {
 	guestEvents := func() int { return len(eventLines(t, p, "--guest", "sm")) }
 	before := guestEvents()
 	for _, c := range []struct{ size, want string }{
-		{"1GiB", "at most the guest's memory, 64MiB"},
+		{"1GiB", "at most the guest's maximum memory, 64MiB"},
 		{"8MiB", "a balloon target of at least 16MiB"},
 	} {
 		r := p.corral("setmem", "sm", c.size)

@@ -136,7 +136,8 @@ func printGuest(a *app, gv *api.GuestView) error {
 	}
 	t.row("Generation:", gen)
 	t.row("PID:", pid)
-	t.row("Memory:", formatBytes(g.MemoryBytes))
+	t.row("Memory:", formatBytes(g.MemoryBytes)+" (at create)")
+	printMemory(t, g)
 	t.row("VCPUs:", strconv.Itoa(g.VCPUs))
 	if len(g.Command) > 0 {
 		t.row("Command:", joinCommand(g.Command))
@@ -201,7 +202,10 @@ func printGuest(a *app, gv *api.GuestView) error {
 		if n := g.BalloonNoncompliant; n != nil {
 			enforced := ""
 			if n.Enforced {
-				enforced = "; the agent pressed its memory cgroup towards the target"
+				enforced = fmt.Sprintf("; pressed by reclaim (balloon_enforce): %s came back, it holds %s", formatBytes(n.Reclaimed), formatBytes(n.UsageAfter))
+				if n.ReclaimError != "" {
+					enforced += "; the kernel could not reclaim the rest: " + n.ReclaimError
+				}
 			}
 			t.row("  noncompliant", fmt.Sprintf("held %s, above the target %s, for %s (generation %d on %s)%s",
 				formatBytes(n.Actual), formatBytes(n.Target), time.Duration(n.WaitedMs)*time.Millisecond, n.Generation, n.Node, enforced))

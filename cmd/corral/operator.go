@@ -1,6 +1,8 @@
 package main
 
 import (
+	"strconv"
+
 	"github.com/spf13/cobra"
 
 	"github.com/corral-dev/corral/events"
@@ -11,12 +13,18 @@ func (a *app) operatorCommand() *cobra.Command {
 	sched := groupCommand("scheduler", "The placement policy")
 	var cfg events.SchedulerConfig
 	set := &cobra.Command{
-		Use:   "set-config --algorithm binpack|spread [--cpu-overcommit R] [--memory-overcommit R]",
+		Use:   "set-config --algorithm binpack|spread [--cpu-overcommit R] [--memory-overcommit R] [--balloon-memory]",
 		Short: "Set how the scheduler ranks nodes and how far it may overcommit them",
 		Long: `binpack (the default) fills the fullest nodes that fit first, keeping others
 free; spread places each guest on the emptiest node. An overcommit ratio of 2
 lets the vCPUs (or memory) placed on a node add up to twice what it has after
-its reserve; pinned CPUs are never overcommitted. Ratios are at least 1.`,
+its reserve; pinned CPUs are never overcommitted. Ratios are at least 1.
+
+--balloon-memory counts a guest's memory for placement as its balloon target
+(corral setmem) rather than its maximum (corral setmaxmem), so a node whose
+guests gave memory back takes more. It is off by default: a guest may take
+its maximum back when its target is raised, and a raise that no longer fits
+its node is then refused. node show's ALLOCATED counts the same way.`,
 		Example: "  corral operator scheduler set-config --algorithm spread\n  corral operator scheduler set-config --algorithm binpack --cpu-overcommit 4",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -37,6 +45,7 @@ its reserve; pinned CPUs are never overcommitted. Ratios are at least 1.`,
 	set.Flags().StringVar(&cfg.Algorithm, "algorithm", "binpack", "binpack or spread")
 	set.Flags().Float64Var(&cfg.CPUOvercommit, "cpu-overcommit", 4, "shared vCPUs per allocatable host CPU, at least 1 (pinned CPUs are never overcommitted)")
 	set.Flags().Float64Var(&cfg.MemoryOvercommit, "memory-overcommit", 1, "guest memory per allocatable byte, at least 1")
+	set.Flags().BoolVar(&cfg.BalloonMemory, "balloon-memory", false, "count a ballooned guest's target, not its maximum, for placement")
 	get := &cobra.Command{
 		Use:     "get-config",
 		Short:   "Print the placement policy in force",
@@ -58,6 +67,7 @@ its reserve; pinned CPUs are never overcommitted. Ratios are at least 1.`,
 				{"algorithm", got.Algorithm},
 				{"cpu_overcommit", formatRatio(got.CPUOvercommit)},
 				{"memory_overcommit", formatRatio(got.MemoryOvercommit)},
+				{"balloon_memory", strconv.FormatBool(got.BalloonMemory)},
 			})
 		},
 	}

@@ -20,9 +20,12 @@ import (
 // guest.tuning_applied.
 
 func (a *app) setmemCommand() *cobra.Command {
-	var o tuneOptions
+	var (
+		o       tuneOptions
+		enforce string
+	)
 	cmd := &cobra.Command{
-		Use:   "setmem NAME SIZE [--live|--config]",
+		Use:   "setmem NAME SIZE [--live|--config|--current] [--enforce on|off]",
 		Short: "Set a guest's current memory (the balloon target), like virsh setmem",
 		Long: `Set how much of its maximum memory a guest may hold. A qemu guest's balloon
 driver is asked to give the rest back to the host, and the guest's memory cgroup
@@ -30,14 +33,23 @@ gets a soft limit at the target plus QEMU's own room, so the kernel reclaims
 from it first under pressure; its hard limit stays at the maximum plus that room.
 A process or lxc guest has no balloon: its soft limit is set to the target.
 
-The target is at most the guest's memory (its --memory at create). As with
+The target is at most the guest's maximum memory (its --memory at create,
+or what corral setmaxmem set), in each scope the change reaches. As with
 virsh, a plain number is KiB; sizes with units (64MiB, 1G) are accepted too.
 The node's agent reports guest.balloon (target, actual, compliance) and, when
 the guest has not come down within its --balloon-timeout, once
 guest.balloon_noncompliant; guest show prints both. Without --live or
---config a change applies to both.`,
+--config a change applies to both.
+
+--enforce on (the guest's balloon_enforce knob, off by default, as libvirt
+never presses a guest) adds the stick: a guest still above its target after
+the timeout is pressed down to its soft limit once by reclaim. The kernel
+drops what it can (page cache; anonymous memory only with swap) and the
+guest keeps the rest: its hard limit is put back and it is never
+OOM-killed. guest.balloon_noncompliant then says how much came back.`,
 		Example: `  corral setmem web 64MiB
-  corral setmem web 65536 --live`,
+  corral setmem web 65536 --live
+  corral setmem web 64MiB --enforce on`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
 				return fmt.Errorf("give a guest NAME and a SIZE (got %d arguments)", len(args))
@@ -53,7 +65,17 @@ guest.balloon_noncompliant; guest show prints both. Without --live or
 			if err != nil {
 				return err
 			}
-			g, err := a.sendTune(cmd.Context(), name, "memory", v, o.live, o.config, o.reason)
+			set := map[string]string{"memory": v}
+			if cmd.Flags().Changed("enforce") {
+				k, _ := events.LookupKnob("balloon_enforce")
+				if set["balloon_enforce"], err = k.Canonical(enforce); err != nil {
+					return err
+				}
+			}
+			if o.current && (o.live || o.config) {
+				return usagef("--current means the running guest if it runs, else its definition: give it alone, not with --live or --config")
+			}
+			g, err := a.sendTuneSet(cmd.Context(), name, set, o.live, o.config, o.reason)
 			if err != nil {
 				return err
 			}
@@ -64,6 +86,7 @@ guest.balloon_noncompliant; guest show prints both. Without --live or
 		},
 	}
 	o.flags(cmd)
+	cmd.Flags().StringVar(&enforce, "enforce", "off", "on: press the guest down to its target by reclaim when it misses it (knob balloon_enforce)")
 	return a.clientFlags(cmd)
 }
 
@@ -86,11 +109,16 @@ func parseMemSize(field, s string) (string, error) {
 
 // sendTune commits one knob change and returns the guest afterwards.
 func (a *app) sendTune(ctx context.Context, name, knob, value string, live, config bool, reason string) (*api.Guest, error) {
+	return a.sendTuneSet(ctx, name, map[string]string{knob: value}, live, config, reason)
+}
+
+// sendTuneSet commits knob changes and returns the guest afterwards.
+func (a *app) sendTuneSet(ctx context.Context, name string, set map[string]string, live, config bool, reason string) (*api.Guest, error) {
 	c, err := a.client()
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.Tune(ctx, api.TuneGuest{Name: name, Set: map[string]string{knob: value}, Live: live, Persistent: config, Reason: reason}); err != nil {
+	if _, err := c.Tune(ctx, api.TuneGuest{Name: name, Set: set, Live: live, Persistent: config, Reason: reason}); err != nil {
 		return nil, err
 	}
 	g, err := c.Guest(ctx, name)
@@ -132,9 +160,11 @@ func (a *app) waitBalloon(ctx context.Context, name, target string, g *api.Guest
 // printBalloon prints a guest's memory as virsh dominfo names it.
 func (a *app) printBalloon(g *api.Guest) error {
 	if a.json() {
-		return writeJSON(a.stdout, map[string]any{"memory": g.Knob("memory"), "balloon": g.Balloon, "balloon_noncompliant": g.BalloonNoncompliant})
+		return writeJSON(a.stdout, map[string]any{"max_memory": g.Knob("max_memory"), "memory": g.Knob("memory"), "balloon_enforce": g.Knob("balloon_enforce"),
+			"balloon": g.Balloon, "balloon_noncompliant": g.BalloonNoncompliant})
 	}
-	rows := [][2]string{{"memory", formatKnob("memory", g.Knob("memory"))}}
+	rows := [][2]string{{"max_memory", formatKnob("max_memory", g.Knob("max_memory"))}, {"memory", formatKnob("memory", g.Knob("memory"))},
+		{"enforce", g.Knob("balloon_enforce")}}
 	if b := g.Balloon; b != nil && b.Generation == g.Generation {
 		rows = append(rows, [2]string{"actual", formatBytes(b.Actual)}, [2]string{"usage", formatBytes(b.Usage)},
 			[2]string{"compliant", strconv.FormatBool(b.Compliant)})

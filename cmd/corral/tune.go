@@ -222,8 +222,11 @@ func parseSets(sets []string) (map[string]string, error) {
 			if err != nil {
 				return nil, err
 			}
-			if k == "memory" {
-				return nil, fmt.Errorf("memory is the balloon target: use corral setmem NAME SIZE")
+			switch k {
+			case "memory", "balloon_enforce":
+				return nil, fmt.Errorf("%s is the balloon's: use corral setmem NAME SIZE [--enforce on|off]", k)
+			case "max_memory":
+				return nil, fmt.Errorf("max_memory is the maximum memory: use corral setmaxmem NAME SIZE --config")
 			}
 			if memoryKnobs[k] {
 				return nil, fmt.Errorf("%s is a memory parameter: use corral memtune --%s", k, strings.ReplaceAll(k, "_", "-"))

@@ -104,6 +104,9 @@ func (g *Guest) Knob(name string) string {
 	if v, ok := g.LiveTuning[name]; ok {
 		return v
 	}
+	if _, tuned := g.Tuning[name]; name == "hard_limit" && !tuned {
+		return g.defaultHardLimit(g.Knob("max_memory"))
+	}
 	return g.ConfigKnob(name)
 }
 
@@ -118,12 +121,9 @@ func (g *Guest) ConfigKnob(name string) string {
 	case "cpu_shares":
 		return fmt.Sprint(g.CPUShares)
 	case "hard_limit":
-		// A guest's memory is its hard limit until tuned otherwise; a
-		// VM's has room for QEMU itself.
-		if g.Driver == events.DriverQEMU {
-			return fmt.Sprint(events.QEMUMemoryLimit(g.MemoryBytes))
-		}
-		return fmt.Sprint(g.MemoryBytes)
+		return g.defaultHardLimit(g.ConfigKnob("max_memory"))
+	case "max_memory":
+		return fmt.Sprint(g.definedMaxMemory())
 	case "devices":
 		return events.AllowedDevicesText(g.Devices)
 	}
@@ -354,6 +354,10 @@ type DesiredGuest struct {
 	Memory int64 `json:"memory,omitempty"`
 	// Bandwidth is the guest's traffic shaping (domiftune); nil for none.
 	Bandwidth *Bandwidth `json:"bandwidth,omitempty"`
+	// BalloonEnforce is the guest's balloon_enforce knob: when it missed
+	// its target for the agent's balloon timeout, the agent presses its
+	// memory cgroup down to the soft limit by reclaim.
+	BalloonEnforce bool `json:"balloon_enforce,omitempty"`
 }
 
 // NodeUpdate is what the leader publishes on a node's subject for every

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -157,6 +156,9 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 	if live && !running(g) {
 		return nil, notRunning(g)
 	}
+	if _, ok := c.Set["max_memory"]; ok && c.Live {
+		return nil, maxMemoryNotLive(g)
+	}
 	set := make(map[string]string, len(c.Set))
 	for _, name := range slices.Sorted(maps.Keys(c.Set)) {
 		k, err := events.LookupKnob(name)
@@ -167,12 +169,6 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 		if err != nil {
 			return nil, err
 		}
-		if name == "memory" {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			if err := events.CheckBalloon(n, g.MemoryBytes, g.Driver); err != nil {
-				return nil, err
-			}
-		}
 		set[name] = v
 	}
 	if err := s.checkShaping(g, set); err != nil {
@@ -182,6 +178,10 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 		if err := checkNUMA(s, g, name, set[name], live, set); err != nil {
 			return nil, err
 		}
+	}
+	scope, err := memoryScopes(g, set, live, persistent)
+	if err != nil {
+		return nil, err
 	}
 	// Each scope the change reaches must keep its limits in order.
 	if live {
@@ -197,6 +197,10 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 	var out []events.Event
 	for _, name := range slices.Sorted(maps.Keys(set)) {
 		v := set[name]
+		live, persistent := live, persistent
+		if sc, ok := scope[name]; ok {
+			live, persistent = sc[0], sc[1]
+		}
 		if (!live || g.Knob(name) == v) && (!persistent || g.ConfigKnob(name) == v) {
 			continue
 		}
@@ -209,6 +213,13 @@ func (c *TuneGuest) Decide(s *State, now time.Time, actor string) ([]events.Even
 		e := subject(events.New(now, actor, &events.GuestTuned{Knob: name, Old: old, New: v, Live: live, Persistent: persistent}), c.Name, "")
 		e.Reason = c.Reason
 		out = append(out, e)
+	}
+	after := tunedCopy(g, out)
+	if err := s.checkMemoryFits(g, after); err != nil {
+		return nil, err
+	}
+	if err := checkMaxMemorySwap(set, after); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

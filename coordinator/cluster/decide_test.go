@@ -437,6 +437,9 @@ func stateLines(st *State) []string {
 	if st.Scheduler != (events.SchedulerConfig{}) {
 		out = append(out, fmt.Sprintf("scheduler %s cpu_overcommit=%g memory_overcommit=%g",
 			st.Scheduler.Algorithm, st.Scheduler.CPUOvercommit, st.Scheduler.MemoryOvercommit))
+		if st.Scheduler.BalloonMemory {
+			out[len(out)-1] += " balloon_memory"
+		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(st.Partitions)) {
 		p := st.Partitions[name]

@@ -32,7 +32,7 @@ func Resources(g *Guest) cgroupdriver.Resources {
 		// not, the guest keeps its minimal set rather than no ACL.
 		r.Devices = &cgroupdriver.DeviceACL{}
 	}
-	mem := g.MemoryBytes
+	mem := g.MaxMemory() // setmaxmem: the definition's memory until tuned
 	if g.Driver == events.DriverQEMU {
 		mem = events.QEMUMemoryLimit(mem)
 	}
@@ -58,6 +58,9 @@ func DesiredGuest(g *Guest) api.DesiredGuest {
 	def.Labels = maps.Clone(def.Labels)
 	def.Constraints = slices.Clone(def.Constraints)
 	def.Devices = slices.Clone(def.Devices)
+	if m := g.MaxMemory(); m != def.MemoryBytes && m > 0 {
+		def.MemoryBytes = m // QEMU's -m and the drivers' hard limit follow setmaxmem
+	}
 	d := api.DesiredGuest{
 		Name: g.Name, Generation: g.Generation, Desired: g.Desired, Status: g.Status, Paused: g.Paused,
 		Definition: def, Resources: Resources(g),
@@ -74,6 +77,7 @@ func DesiredGuest(g *Guest) api.DesiredGuest {
 	if bw.Inbound.Average > 0 || bw.Outbound.Average > 0 {
 		d.Bandwidth = &bw
 	}
+	d.BalloonEnforce = g.Knob("balloon_enforce") == "on"
 	return d
 }
 

@@ -50,8 +50,11 @@ func schedGuest(d *events.GuestDefined) (scheduler.Guest, error) {
 	return g, nil
 }
 
-func allocation(g *Guest) scheduler.Allocation {
+func allocation(g *Guest, balloon bool) scheduler.Allocation {
 	a := scheduler.Allocation{Guest: g.Name, MemoryBytes: uint64(g.MemoryBytes), VCPUs: g.VCPUs, Labels: g.Labels, SpreadBy: g.SpreadBy}
+	if m := g.PlacementMemory(balloon); m > 0 {
+		a.MemoryBytes = uint64(m)
+	}
 	if g.CPUs != "" {
 		a.CPUs, _ = scheduler.ParseCPUSet(g.CPUs)
 	}
@@ -81,7 +84,7 @@ func (s *State) schedNode(n *Node, skip map[string]bool) scheduler.Node {
 	}
 	for _, name := range s.GuestsOn(n.ID) {
 		if g := s.Guests[name]; !skip[name] && holdsCapacity(g) {
-			sn.Allocations = append(sn.Allocations, allocation(g))
+			sn.Allocations = append(sn.Allocations, allocation(g, s.Scheduler.BalloonMemory))
 		}
 	}
 	return sn
@@ -130,7 +133,7 @@ func (s *State) checkPlacement(g *Guest, p *events.GuestPlaced) error {
 	if _, err := s.node(p.Node); err != nil {
 		return err
 	}
-	sg, err := schedGuest(&g.GuestDefined)
+	sg, err := s.schedGuestOf(g)
 	if err != nil {
 		return err
 	}
@@ -222,11 +225,11 @@ type PlanInput struct {
 func (s *State) PlanInput(guests []*Guest, moving map[string]bool) PlanInput {
 	in := PlanInput{Nodes: s.schedNodes(moving), Pending: make([]scheduler.Guest, 0, len(guests)), Config: s.SchedulerConfig(), Seed: s.Index}
 	for _, g := range guests {
-		sg, err := schedGuest(&g.GuestDefined)
+		sg, err := s.schedGuestOf(g)
 		if err != nil {
 			// Validated at creation; a guest from an older build that no
 			// longer validates is reported by Schedule as a failure.
-			sg = scheduler.Guest{Name: g.Name, Driver: g.Driver, MemoryBytes: uint64(g.MemoryBytes), VCPUs: g.VCPUs}
+			sg = scheduler.Guest{Name: g.Name, Driver: g.Driver, MemoryBytes: uint64(s.placementMemory(g)), VCPUs: g.VCPUs}
 		}
 		sg.Prefer = g.LastNode
 		in.Pending = append(in.Pending, sg)
@@ -281,7 +284,7 @@ func (s *State) PlaceNow(g *Guest, now time.Time) (events.GuestPlaced, bool) {
 	if cfg.Algorithm == scheduler.Spread {
 		return events.GuestPlaced{}, false
 	}
-	sg, err := schedGuest(&g.GuestDefined)
+	sg, err := s.schedGuestOf(g)
 	if err != nil {
 		return events.GuestPlaced{}, false
 	}

@@ -282,6 +282,9 @@ func (s *State) applyRouted(e events.Event, want bool) (events.Event, []Route, e
 	}
 	routes := s.route(idx, &e, before, want)
 	routes = append(routes, s.routePartition(idx, &e, want)...)
+	if s.changesPlacementMemory(&e) {
+		s.schedVersion++
+	}
 	switch e.Type {
 	case events.TypeNodeRegistered, events.TypeNodeUp, events.TypeNodeDown, events.TypeNodeEligibility,
 		events.TypeGuestDefined, events.TypeGuestPlaced, events.TypeGuestUndefined, events.TypeGuestStarted,
@@ -475,7 +478,7 @@ func (s *State) Allocated(id string) (memory int64, vcpus int) {
 		if !holdsCapacity(g) {
 			continue
 		}
-		memory += g.MemoryBytes
+		memory += s.placementMemory(g)
 		vcpus += g.VCPUs
 	}
 	return memory, vcpus
@@ -661,6 +664,14 @@ func (s *State) applyGuestTuned(idx uint64, e *events.Event, p *events.GuestTune
 	if cur != p.Old && !(live && persistent && g.ConfigKnob(p.Knob) == p.Old) {
 		return fmt.Errorf("%w: %s of guest %q is %s, not %s: it changed meanwhile; read it again and retry", api.ErrConflict, p.Knob, g.Name, cur, p.Old)
 	}
+	foldTuning(g, p, live, persistent, up)
+	g.ModifyIndex = idx
+	return nil
+}
+
+// foldTuning folds a checked tuning into g's scopes (see applyGuestTuned);
+// Decide folds into a copy to see what a command would leave.
+func foldTuning(g *Guest, p *events.GuestTuned, live, persistent, up bool) {
 	switch {
 	case live && persistent:
 		g.Tuning = setKnob(g.Tuning, p.Knob, p.New)
@@ -679,8 +690,6 @@ func (s *State) applyGuestTuned(idx uint64, e *events.Event, p *events.GuestTune
 	if len(g.LiveTuning) == 0 {
 		g.LiveTuning = nil
 	}
-	g.ModifyIndex = idx
-	return nil
 }
 
 // setKnob sets m[k] = v, making m when it is nil.
