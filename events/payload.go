@@ -64,6 +64,11 @@ type GuestDefined struct {
 	// sorted (see [CanonicalAllowedDevices]); the "devices" knob tunes
 	// them later.
 	Devices []string `json:"devices,omitempty"`
+	// Capabilities an lxc guest gets beyond, or gives up from, the
+	// default set ([DefaultContainerCapabilities]): canonical, sorted;
+	// ALL for every one.
+	CapAdd  []string `json:"cap_add,omitempty"`
+	CapDrop []string `json:"cap_drop,omitempty"`
 }
 
 // GuestPlaced assigns a guest to a node. The index of this event is the

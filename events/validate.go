@@ -239,6 +239,9 @@ func (g *GuestDefined) Validate() error {
 	if err := validateDevices(g.Devices); err != nil {
 		return err
 	}
+	if err := g.validateIsolation(); err != nil {
+		return err
+	}
 	return g.validatePlacementRules()
 }
 

@@ -49,6 +49,9 @@ const initExitCode = 126
 // initRequest is everything the container init needs.
 type initRequest struct {
 	Rootfs   string    `json:"rootfs"`
+	Overlay  string    `json:"overlay"` // overlayfs options: rootfs below, the guest's layer above
+	Merged   string    `json:"merged"`  // where the layers are mounted: the container's root
+	Caps     []int     `json:"caps"`    // the capabilities it keeps, by number
 	Hostname string    `json:"hostname"`
 	Argv     []string  `json:"argv"`
 	Env      []string  `json:"env"`
@@ -126,8 +129,17 @@ func (d *LXC) Start(ctx context.Context, spec Spec) (*Instance, error) {
 	if len(argv) == 0 {
 		argv = []string{"/bin/sh"}
 	}
+	caps, err := spec.capabilities()
+	if err != nil {
+		return nil, err
+	}
+	overlay, merged, err := prepareLayer(&spec)
+	if err != nil {
+		return nil, err
+	}
 	req := initRequest{
-		Rootfs: spec.Rootfs, Hostname: spec.hostname(), Argv: argv,
+		Rootfs: spec.Rootfs, Overlay: overlay, Merged: merged, Caps: caps,
+		Hostname: spec.hostname(), Argv: argv,
 		Env: spec.guestEnv("container=corral"), Devices: nodes, PTS: pts, ErrFD: 3,
 	}
 	return d.start(ctx, spec, res, func(ctx context.Context, spec *Spec, logf *os.File) (*launched, error) {
