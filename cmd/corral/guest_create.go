@@ -31,6 +31,8 @@ type createOptions struct {
 	vcpupin     bool
 	dryRun      bool
 	devices     []string
+	capAdd      []string
+	capDrop     []string
 }
 
 func (a *app) guestCreateCommand() *cobra.Command {
@@ -104,6 +106,8 @@ allows one more, and corral devicetune changes the list later.`,
 	f.StringVar(&o.cpuset, "cpuset", "", "pin the guest to these exclusive host CPUs, e.g. 0-3,6")
 	f.BoolVar(&o.vcpupin, "vcpupin", false, "pin every vCPU to an exclusive host CPU the scheduler chooses")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print where the guest would be placed, and why, without creating it")
+	f.StringArrayVar(&o.capAdd, "cap-add", nil, "lxc: keep this capability beyond the default set (NET_ADMIN, cap_net_admin or CAP_NET_ADMIN; ALL for every one); repeat for more")
+	f.StringArrayVar(&o.capDrop, "cap-drop", nil, "lxc: drop this capability from the default set (ALL for every one); repeat for more")
 	f.StringArrayVar(&o.devices, "device", nil, `allow a device beyond the default set: /dev/PATH[:rwm] (resolved on the node) or "c|b MAJOR:MINOR [rwm]"; access defaults to rwm; repeat for more`)
 	cmd.MarkFlagRequired("driver")
 	cmd.MarkFlagRequired("memory")
@@ -121,6 +125,7 @@ func (o *createOptions) request(cmd *cobra.Command, args []string) (api.CreateGu
 		Name: name, Driver: o.driver, Memory: o.memory, VCPUs: o.vcpus, CPUShares: o.cpuShares,
 		Rootfs: o.rootfs, Kernel: o.kernel, Initrd: o.initrd, NoStart: o.noStart,
 		Constraints: o.constraints, SpreadBy: o.spreadBy, CPUSet: o.cpuset, Devices: o.devices,
+		CapAdd: o.capAdd, CapDrop: o.capDrop,
 	}
 	if o.vcpupin {
 		if o.cpuset != "" {

@@ -225,6 +225,11 @@ type CreateGuest struct {
 	// or c|b MAJOR:MINOR [rwm] (see events.CanonicalAllowedDevice).
 	Devices []string `json:"devices,omitempty"`
 	NoStart bool     `json:"no_start,omitempty"`
+	// Capabilities an lxc guest gets beyond, or gives up from, the
+	// default set (events.DefaultContainerCapabilities), as capsh or
+	// Docker writes them, or ALL.
+	CapAdd  []string `json:"cap_add,omitempty"`
+	CapDrop []string `json:"cap_drop,omitempty"`
 }
 
 // GuestAction is start, stop, suspend, resume or destroy of one guest.
