@@ -64,7 +64,10 @@ func TestGuestCreateCapabilities(t *testing.T) {
 	waitFor(t, "the container to print its capabilities", func() bool {
 		b, _ := os.ReadFile(filepath.Join(guestDir, "guest.log"))
 		return strings.Contains(string(b), want)
-	}, func() string { b, _ := os.ReadFile(filepath.Join(guestDir, "guest.log")); return "want " + want + ", guest.log: " + string(b) })
+	}, func() string {
+		b, _ := os.ReadFile(filepath.Join(guestDir, "guest.log"))
+		return "want " + want + ", guest.log: " + string(b)
+	})
 	if ours, theirs := nsLink(t, os.Getpid(), "cgroup"), nsLink(t, v.PID, "cgroup"); ours == theirs {
 		t.Errorf("the container shares the host's cgroup namespace %s", ours)
 	}
