@@ -82,6 +82,11 @@ type GuestDefined struct {
 	// stopped or has ended, so that its next start always fits there.
 	// Without it a guest holds capacity only while it runs or is asked to.
 	Reserve bool `json:"reserve,omitempty"`
+	// Capabilities an lxc guest gets beyond, or gives up from, the
+	// default set ([DefaultContainerCapabilities]): canonical, sorted;
+	// ALL for every one.
+	CapAdd  []string `json:"cap_add,omitempty"`
+	CapDrop []string `json:"cap_drop,omitempty"`
 }
 
 // GuestPlaced assigns a guest to a node. The index of this event is the

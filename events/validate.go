@@ -244,6 +244,9 @@ func (g *GuestDefined) Validate() error {
 			return err
 		}
 	}
+	if err := g.validateIsolation(); err != nil {
+		return err
+	}
 	return g.validatePlacementRules()
 }
 

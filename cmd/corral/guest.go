@@ -150,6 +150,9 @@ func printGuest(a *app, gv *api.GuestView) error {
 	if len(g.Labels) > 0 {
 		t.row("Labels:", formatMap(g.Labels))
 	}
+	if g.Driver == events.DriverLXC {
+		printIsolation(t, &g.GuestDefined)
+	}
 	t.row("Tuning:", "desired / applied on the host (- : not written, the host default holds; a live-only value says what the next start uses)")
 	var unset []string
 	for _, k := range events.KnobNames() {

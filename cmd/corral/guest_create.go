@@ -33,6 +33,8 @@ type createOptions struct {
 	dryRun      bool
 	devices     []string
 	partition   string
+	capAdd      []string
+	capDrop     []string
 }
 
 func (a *app) guestCreateCommand() *cobra.Command {
@@ -107,6 +109,8 @@ allows one more, and corral devicetune changes the list later.`,
 	f.StringVar(&o.cpuset, "cpuset", "", "pin the guest to these exclusive host CPUs, e.g. 0-3,6")
 	f.BoolVar(&o.vcpupin, "vcpupin", false, "pin every vCPU to an exclusive host CPU the scheduler chooses")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print where the guest would be placed, and why, without creating it")
+	f.StringArrayVar(&o.capAdd, "cap-add", nil, "lxc: keep this capability beyond the default set (NET_ADMIN, cap_net_admin or CAP_NET_ADMIN; ALL for every one); repeat for more")
+	f.StringArrayVar(&o.capDrop, "cap-drop", nil, "lxc: drop this capability from the default set (ALL for every one); repeat for more")
 	f.StringArrayVar(&o.devices, "device", nil, `allow a device beyond the default set: /dev/PATH[:rwm] (resolved on the node) or "c|b MAJOR:MINOR [rwm]"; access defaults to rwm; repeat for more`)
 	f.StringVar(&o.partition, "partition", "", "create the guest in this cluster partition (corral partition list); fixed for the guest's life")
 	cmd.MarkFlagRequired("driver")
@@ -126,6 +130,7 @@ func (o *createOptions) request(cmd *cobra.Command, args []string) (api.CreateGu
 		Rootfs: o.rootfs, Kernel: o.kernel, Initrd: o.initrd, NoStart: o.noStart, Reserve: o.reserve,
 		Constraints: o.constraints, SpreadBy: o.spreadBy, CPUSet: o.cpuset, Devices: o.devices,
 		Partition: o.partition,
+		CapAdd:    o.capAdd, CapDrop: o.capDrop,
 	}
 	if o.partition != "" {
 		if err := events.ValidateID("partition", o.partition); err != nil {

@@ -244,6 +244,11 @@ type CreateGuest struct {
 	Partition string `json:"partition,omitempty"`
 	// Reserve keeps the guest's capacity on its node while it is stopped.
 	Reserve bool `json:"reserve,omitempty"`
+	// Capabilities an lxc guest gets beyond, or gives up from, the
+	// default set (events.DefaultContainerCapabilities), as capsh or
+	// Docker writes them, or ALL.
+	CapAdd  []string `json:"cap_add,omitempty"`
+	CapDrop []string `json:"cap_drop,omitempty"`
 }
 
 // GuestAction is start, stop, suspend, resume or destroy of one guest.

@@ -52,11 +52,16 @@ func (c *CreateGuest) Definition() (*events.GuestDefined, error) {
 	if len(devices) == 0 {
 		devices = nil
 	}
+	capAdd, capDrop, err := canonicalCapabilities(c.CapAdd, c.CapDrop)
+	if err != nil {
+		return nil, err
+	}
 	d := &events.GuestDefined{
 		Name: c.Name, Driver: c.Driver, MemoryBytes: mem, VCPUs: vcpus, CPUShares: shares,
 		Command: slices.Clone(c.Command), Rootfs: c.Rootfs, Kernel: c.Kernel, Initrd: c.Initrd,
 		Labels: maps.Clone(c.Labels), Constraints: slices.Clone(c.Constraints), SpreadBy: c.SpreadBy,
 		CPUSet: cpuset, PinCPUs: c.PinCPUs, Devices: devices, Partition: c.Partition, Reserve: c.Reserve,
+		CapAdd: capAdd, CapDrop: capDrop,
 	}
 	if err := d.Validate(); err != nil {
 		return nil, err

@@ -16,14 +16,19 @@ import (
 )
 
 // LXC runs containers as libvirt's LXC driver makes them, without the lxc
-// tools: new pid, mount, UTS, IPC and network namespaces; the root file
-// system is bind-mounted on itself and made the root with pivot_root, the
-// host's tree detached; /proc is mounted, /sys read-only, /dev is a small
+// tools: new pid, mount, UTS, IPC, network and cgroup namespaces (the
+// cgroup one rooted at the guest's own groups); the root is an overlayfs
+// of the shared root file system (read-only, below) and the guest's own
+// layer in its state directory, made the root with pivot_root, the host's
+// tree detached; /proc is mounted with /proc/sys, /proc/sysrq-trigger,
+// /proc/irq and /proc/bus read-only, /sys read-only, /dev is a small
 // tmpfs holding only the devices the guest's device ACL allows (bind
 // mounts of the host's nodes, a private devpts for ptmx and the pseudo
 // terminals, /dev/shm); the host name is the guest's; the network
-// namespace has only lo, up. The command runs as PID 1: it gets SIGTERM on
-// stop only if it handles it, as any PID 1.
+// namespace has only lo, up. The command runs as PID 1 with the reduced
+// capability set ([events.ContainerCapabilities]), no_new_privs and a
+// seccomp filter (see lxcisolate.go): it gets SIGTERM on stop only if it
+// handles it, as any PID 1.
 //
 // The setup runs in the container's first process before the command: this
 // binary re-executed as a container init ([RunInitIfRequested]), which on
@@ -49,6 +54,9 @@ const initExitCode = 126
 // initRequest is everything the container init needs.
 type initRequest struct {
 	Rootfs   string    `json:"rootfs"`
+	Overlay  string    `json:"overlay"` // overlayfs options: rootfs below, the guest's layer above
+	Merged   string    `json:"merged"`  // where the layers are mounted: the container's root
+	Caps     []int     `json:"caps"`    // the capabilities it keeps, by number
 	Hostname string    `json:"hostname"`
 	Argv     []string  `json:"argv"`
 	Env      []string  `json:"env"`
@@ -126,8 +134,17 @@ func (d *LXC) Start(ctx context.Context, spec Spec) (*Instance, error) {
 	if len(argv) == 0 {
 		argv = []string{"/bin/sh"}
 	}
+	caps, err := spec.capabilities()
+	if err != nil {
+		return nil, err
+	}
+	overlay, merged, err := prepareLayer(&spec)
+	if err != nil {
+		return nil, err
+	}
 	req := initRequest{
-		Rootfs: spec.Rootfs, Hostname: spec.hostname(), Argv: argv,
+		Rootfs: spec.Rootfs, Overlay: overlay, Merged: merged, Caps: caps,
+		Hostname: spec.hostname(), Argv: argv,
 		Env: spec.guestEnv("container=corral"), Devices: nodes, PTS: pts, ErrFD: 3,
 	}
 	return d.start(ctx, spec, res, func(ctx context.Context, spec *Spec, logf *os.File) (*launched, error) {

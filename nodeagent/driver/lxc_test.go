@@ -14,8 +14,8 @@ import (
 // TestLXCContainer starts a busybox container and checks, from inside,
 // what libvirt's LXC driver would give it: PID 1, its host name, /proc,
 // a /dev with only the allowed devices, only lo in its network namespace,
-// none of the host's mounts, its groups; and that the host's mount table
-// is untouched.
+// none of the host's mounts, its own groups as the root of its cgroup
+// namespace; and that the host's mount table is untouched.
 func TestLXCContainer(t *testing.T) {
 	rootfs := drivertest.Rootfs(t)
 	cfg := drivertest.Config(t)
@@ -47,12 +47,15 @@ func TestLXCContainer(t *testing.T) {
 		"pid=1 host=" + s.Guest.ID + " container=corral",
 		"dev=fd full null ptmx pts random shm stderr stdin stdout tty urandom zero ",
 		"net=lo  lo=unknown",
-		"/corral/lxc/" + s.Guest.ID,
+		":memory:/\n",
 		"\n4\n",
 	} {
 		if !strings.Contains(log, want) {
 			t.Errorf("container output lacks %q:\n%s", want, log)
 		}
+	}
+	if strings.Contains(log, "/corral/") {
+		t.Errorf("the container sees host cgroup paths:\n%s", log)
 	}
 	for _, line := range strings.Split(log, "\n") {
 		// The shell, its subshell, ls and grep: a host has hundreds.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -23,13 +24,18 @@ const (
 // [cgroupdriver.RunShimIfRequested], in every binary that starts lxc
 // guests (and in TestMain of tests that do). In an ordinary run it returns
 // at once. In a process started as a container init it sets the container
-// up (mounts, /dev, host name, pivot_root, lo), execs the guest's command
-// as PID 1 and never returns.
+// up (cgroup namespace, private layer, mounts, /dev, host name,
+// pivot_root, lo), gives up what a container must not have (capabilities,
+// system calls), execs the guest's command as PID 1 and never returns.
 func RunInitIfRequested() {
 	v, ok := syscall.Getenv(initEnv)
 	if !ok {
 		return
 	}
+	// The cgroup namespace, capabilities, no_new_privs and the seccomp
+	// filter are a thread's: the thread that sets them must be the one
+	// that execs.
+	runtime.LockOSThread()
 	var req initRequest
 	fail := func(class string, err error) {
 		f := os.NewFile(uintptr(req.ErrFD), "corral-init-err")
@@ -55,6 +61,12 @@ func RunInitIfRequested() {
 	if err != nil {
 		fail(initErrSpec, err)
 	}
+	if err := dropCapabilities(req.Caps); err != nil {
+		fail(initErrStart, err)
+	}
+	if err := installSeccomp(); err != nil {
+		fail(initErrStart, err)
+	}
 	err = syscall.Exec(path, req.Argv, req.Env)
 	class := initErrStart
 	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.ENOEXEC) {
@@ -72,16 +84,26 @@ func setupContainer(req *initRequest) error {
 		}
 		return nil
 	}
+	// The container's own groups, which the entry shim (or the clone)
+	// put this process in, become its cgroup root.
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+		return step("unshare the cgroup namespace", err)
+	}
 	// Nothing mounted from here on propagates back to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return step("make / private", err)
 	}
-	root := req.Rootfs
-	if err := unix.Mount(root, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return step("bind-mount rootfs "+root, err)
+	// The shared rootfs is the read-only lower layer; the container
+	// writes to its own upper layer.
+	root := req.Merged
+	if err := unix.Mount("overlay", root, "overlay", 0, req.Overlay); err != nil {
+		return step("mount the container's layer over rootfs "+req.Rootfs+" ("+req.Overlay+")", err)
 	}
 	in := func(p string) string { return filepath.Join(root, p) }
 	if err := mkdirMount("proc", in("proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return err
+	}
+	if err := protectProc(in("proc")); err != nil {
 		return err
 	}
 	if st, err := os.Stat(in("sys")); err == nil && st.IsDir() {

@@ -36,8 +36,14 @@ type Spec struct {
 	// Hostname is the container's host name; the guest ID when empty.
 	Hostname string
 
-	// Rootfs is the container's root directory (lxc, required).
+	// Rootfs is the container's root directory (lxc, required). It is
+	// the read-only lower layer of the container's root: the container's
+	// writes go to its own layer in StateDir.
 	Rootfs string
+	// CapAdd and CapDrop change the capabilities an lxc container keeps
+	// from [events.DefaultContainerCapabilities] (names as
+	// [events.CanonicalCapability] accepts them; ALL for every one).
+	CapAdd, CapDrop []string
 	// Kernel, Initrd and Append boot a qemu guest directly; Disk is a disk
 	// image attached as a virtio drive (raw, or qcow2 by its .qcow2
 	// suffix). A qemu guest needs a Kernel or a Disk. Append defaults to
@@ -82,6 +88,8 @@ func SpecFor(id string, def *events.GuestDefined, stateDir string) Spec {
 		Initrd:      def.Initrd,
 		MemoryBytes: def.MemoryBytes,
 		VCPUs:       def.VCPUs,
+		CapAdd:      append([]string(nil), def.CapAdd...),
+		CapDrop:     append([]string(nil), def.CapDrop...),
 		StateDir:    stateDir,
 	}
 	if def.Driver == events.DriverQEMU {
@@ -141,4 +149,17 @@ func (s *Spec) guestEnv(extra ...string) []string {
 	}
 	env = append(env, extra...)
 	return append(env, s.Env...)
+}
+
+// capabilities returns the numbers of the capabilities a container keeps.
+func (s *Spec) capabilities() ([]int, error) {
+	add, err := events.CanonicalCapabilities("cap_add", s.CapAdd)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidSpec, s.Guest, err)
+	}
+	drop, err := events.CanonicalCapabilities("cap_drop", s.CapDrop)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidSpec, s.Guest, err)
+	}
+	return events.ContainerCapabilities(add, drop), nil
 }
