@@ -232,7 +232,11 @@ func waitView(t *testing.T, env []string, name string, cond func(*api.GuestView)
 // waitGone waits until a guest's groups are gone.
 func waitGone(t *testing.T, cg *cgroupdriver.Driver, name string) {
 	t.Helper()
-	dirs, _ := cg.Paths(cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: name})
+	var dirs []string
+	for _, k := range cgroupdriver.Kinds() {
+		d, _ := cg.Paths(cgroupdriver.Guest{Kind: k, ID: name})
+		dirs = append(dirs, d...)
+	}
 	deadline := time.Now().Add(waitTimeout)
 	for _, d := range dirs {
 		for {
