@@ -72,6 +72,14 @@ func goldenEvents() []Event {
 		ev(36, "", "n1", &NodeUsage{IntervalMs: 10000, Guests: []GuestUsage{}, Partitions: []PartitionApplied{
 			{Name: "gold", Index: 34, Applied: map[string]string{"cpu_shares": "2048", "hard_limit": "1073741824"},
 				Error: "corral: apply global_quota for partition gold: write cpu.cfs_quota_us: invalid argument"}}}),
+		// Restart policy (restart.go), numbered apart from the others.
+		ev(1201, "job", "", &GuestDefined{Name: "job", Driver: "process", MemoryBytes: 16 << 20, VCPUs: 1, CPUShares: 1024,
+			Command: []string{"/bin/false"}, Restart: &RestartPolicy{Mode: RestartOnFailure, Attempts: 2, IntervalMs: 300000,
+				DelayMs: 1000, Backoff: 2, RescheduleAttempts: 1, RescheduleIntervalMs: 3600000, LimitHits: 50}}),
+		ev(1202, "job", "n1", &GuestStarted{Node: "n1", Generation: 5, PID: 4243, Restart: 1}),
+		ev(1203, "job", "n1", &GuestExited{Node: "n1", Generation: 5, Code: -1, Signal: "SIGKILL", OOMKilled: true, Restart: 1}),
+		ev(1204, "job", "n1", &GuestRestarting{Node: "n1", Generation: 5, Attempt: 2, Of: 2, DelayMs: 2000, Reason: "OOM-killed"}),
+		ev(1205, "job", "n1", &GuestRestartsExhausted{Node: "n1", Generation: 5, Attempts: 2, IntervalMs: 300000, Reason: "OOM-killed"}),
 	}
 }
 
@@ -80,7 +88,7 @@ func TestGolden(t *testing.T) {
 	for _, e := range goldenEvents() {
 		seen[e.Type] = true
 		name := e.Type.String()
-		if e.Index == 15 || e.Index == 16 || e.Index == 22 || e.Index == 36 {
+		if e.Index == 15 || e.Index == 16 || e.Index == 22 || e.Index == 36 || e.Index > 1200 {
 			name += "." + strconv.FormatUint(e.Index, 10)
 		}
 		path := filepath.Join("testdata", "v1", name+".json")

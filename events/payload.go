@@ -71,6 +71,9 @@ type GuestDefined struct {
 	// stopped or has ended, so that its next start always fits there.
 	// Without it a guest holds capacity only while it runs or is asked to.
 	Reserve bool `json:"reserve,omitempty"`
+	// Restart is the restart and reschedule policy (restart.go); nil
+	// restarts nothing, as --restart no.
+	Restart *RestartPolicy `json:"restart,omitempty"`
 }
 
 // GuestPlaced assigns a guest to a node. The index of this event is the
@@ -102,6 +105,10 @@ type GuestStarted struct {
 	Generation uint64   `json:"generation"`
 	PID        int      `json:"pid"`
 	Cgroups    []string `json:"cgroups,omitempty"`
+	// Restart is the run of the generation this is about: 0 for the
+	// first, n after n guest.restarting events. A report about an
+	// earlier run is refused.
+	Restart int `json:"restart,omitempty"`
 }
 
 // GuestExited is an agent's report that a guest's process ended, or that it
@@ -113,6 +120,8 @@ type GuestExited struct {
 	Signal     string `json:"signal,omitempty"`
 	OOMKilled  bool   `json:"oom_killed,omitempty"`
 	Error      string `json:"error,omitempty"`
+	// Restart is the run that ended (see GuestStarted.Restart).
+	Restart int `json:"restart,omitempty"`
 }
 
 // GuestUndefined removes a guest. Its agent stops it and removes its groups.

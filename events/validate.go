@@ -244,6 +244,11 @@ func (g *GuestDefined) Validate() error {
 			return err
 		}
 	}
+	if g.Restart != nil {
+		if err := g.Restart.Validate(); err != nil {
+			return err
+		}
+	}
 	return g.validatePlacementRules()
 }
 
