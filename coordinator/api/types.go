@@ -96,6 +96,9 @@ type Guest struct {
 	LastExit    *events.GuestExited `json:"last_exit,omitempty"`
 	CreateIndex uint64              `json:"create_index"`
 	ModifyIndex uint64              `json:"modify_index"`
+
+	// Restarts are its restarts and reschedules (restart.go).
+	Restarts RestartStatus `json:"restarts,omitzero"`
 }
 
 // Knob returns the value of a knob in force, in canonical form: the
@@ -244,6 +247,8 @@ type CreateGuest struct {
 	Partition string `json:"partition,omitempty"`
 	// Reserve keeps the guest's capacity on its node while it is stopped.
 	Reserve bool `json:"reserve,omitempty"`
+	// Restart is the restart and reschedule policy (restart.go).
+	Restart *RestartRequest `json:"restart,omitempty"`
 }
 
 // GuestAction is start, stop, suspend, resume or destroy of one guest.
@@ -352,6 +357,9 @@ type DesiredGuest struct {
 	// limit follows it plus QEMU's room; a process or lxc guest's soft
 	// limit is it.
 	Memory int64 `json:"memory,omitempty"`
+	// Restart is the generation's current run (RestartStatus.Run): the
+	// agent names it in the run's reports.
+	Restart int `json:"restart,omitempty"`
 }
 
 // NodeUpdate is what the leader publishes on a node's subject for every
