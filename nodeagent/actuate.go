@@ -283,10 +283,11 @@ func (a *Agent) reportExited(ctx context.Context, g *guest, want *DesiredGuest) 
 	}
 	now := time.Now()
 	if g.decision == nil { // decided once: a retried report says the same
-		dec := DecideRestart(want, e, a.pastRestarts(g), now)
+		ended := *e
 		if g.ended != "" {
-			dec.Reason = g.ended
+			ended.Error = g.ended // the agent ended it: a failure, whatever the code
 		}
+		dec := DecideRestart(want, &ended, a.pastRestarts(g), now)
 		g.decision = &dec
 	}
 	items := append([]Report{{Guest: g.name, Payload: e}}, a.restartItems(g, *g.decision)...)

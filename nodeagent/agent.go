@@ -381,6 +381,7 @@ func (a *Agent) pass(ctx context.Context, full bool) bool {
 		return false
 	}
 	a.syncPartitions(d, full)
+	a.followPolicies(d)
 	obs := a.observe(d)
 	var cleaned []string
 	var wake time.Duration // the shortest restart delay still to pass

@@ -1,6 +1,7 @@
 package nodeagent
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strconv"
@@ -165,4 +166,33 @@ func (a *Agent) wakeAt(wait time.Duration) {
 		return
 	}
 	a.restartTimer.Reset(wait)
+}
+
+// endForLimitHits ends a run whose memory limit was hit hits times in
+// one usage interval, at least its policy's LimitHits: a storm the guest
+// does not get out of on its own. The end is a failure whatever the exit
+// code, and the restart that follows says why.
+func (a *Agent) endForLimitHits(ctx context.Context, g *guest, hits uint64) {
+	if g.phase != PhaseRunning || g.inst == nil || g.ended != "" {
+		return
+	}
+	g.ended = fmt.Sprintf("memory limit hit %d times in %v", hits, a.cfg.UsageInterval)
+	a.log.Warn("ending the guest: its memory limit is hit over and over", "guest", g.name, "generation", g.gen, "hits", hits)
+	st, err := g.inst.Stop(ctx, 0)
+	if err != nil {
+		a.log.Error("ending the guest", "guest", g.name, "err", err)
+		return // it runs on; the next storm tries again
+	}
+	g.phase, g.exit = PhaseEnded, st
+	a.poke()
+}
+
+// followPolicies keeps the held guests' restart policies as the log has
+// them, for guests adopted from an earlier agent.
+func (a *Agent) followPolicies(d Desired) {
+	for i := range d.Guests {
+		if g := a.guests[d.Guests[i].Name]; g != nil && g.gen == d.Guests[i].Generation {
+			g.policy = d.Guests[i].Definition.Restart
+		}
+	}
 }

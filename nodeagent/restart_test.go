@@ -1,6 +1,7 @@
 package nodeagent
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -177,4 +178,30 @@ func TestAgentRestartsAlways(t *testing.T) {
 			t.Errorf("%s started %d times", name, len(got))
 		}
 	}
+}
+
+// TestAgentRestartsOnLimitHits: a guest whose memory limit is hit at
+// least --restart-on-limit-hits times in one usage interval (here it
+// writes a file through the page cache, over and over, in a 16 MiB
+// group: the kernel reclaims and counts failcnt, never OOM-kills) is
+// ended by the agent and restarted with that reason.
+func TestAgentRestartsOnLimitHits(t *testing.T) {
+	h := newHost(t)
+	h.start(t)
+	t.Cleanup(func() { h.cleanup(t) })
+	file := filepath.Join(h.state, "storm.dat")
+	p := policy(events.RestartOnFailure, 1, 0)
+	p.LimitHits = 5
+	h.coord.place(events.GuestDefined{Name: "storm", Driver: events.DriverProcess, MemoryBytes: 16 << 20, VCPUs: 1, CPUShares: 1024,
+		Command: []string{"/bin/sh", "-c", "while :; do dd if=/dev/zero of=" + file + " bs=1M count=64 2>/dev/null; done"}, Restart: p})
+
+	r := waitReport(t, h.coord, "storm", func(p *events.GuestRestarting) bool { return true })
+	if !strings.HasPrefix(r.Reason, "memory limit hit ") || !strings.HasSuffix(r.Reason, " times in 100ms") {
+		t.Errorf("restart reason %q, want memory limit hit N times in 100ms", r.Reason)
+	}
+	hits := reportsOf[*events.GuestLimitHit](h.coord, "storm")
+	if len(hits) == 0 || hits[len(hits)-1].Delta < 5 {
+		t.Errorf("limit hits reported before the restart: %+v, want a rise of at least 5", hits)
+	}
+	waitReport(t, h.coord, "storm", func(p *events.GuestStarted) bool { return p.Restart == 1 })
 }
