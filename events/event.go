@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -46,6 +47,8 @@ const (
 	TypeGuestBalloonNoncompliant Type = 30
 	TypePartitionSet             Type = 31
 	TypePartitionDeleted         Type = 32
+	TypeGuestRestarting          Type = 36
+	TypeGuestRestartsExhausted   Type = 37
 )
 
 // SchemaVersion is the envelope version written by this build.
@@ -91,6 +94,8 @@ var registry = map[Type]typeInfo{
 	TypeGuestBalloonNoncompliant: {"guest.balloon_noncompliant", func() Payload { return new(GuestBalloonNoncompliant) }},
 	TypePartitionSet:             {"partition.set", func() Payload { return new(PartitionSet) }},
 	TypePartitionDeleted:         {"partition.deleted", func() Payload { return new(PartitionDeleted) }},
+	TypeGuestRestarting:          {"guest.restarting", func() Payload { return new(GuestRestarting) }},
+	TypeGuestRestartsExhausted:   {"guest.restarts_exhausted", func() Payload { return new(GuestRestartsExhausted) }},
 }
 
 // NewPayload returns an empty payload of type t, to decode into.
@@ -129,11 +134,10 @@ func ParseType(name string) (Type, error) {
 // Types returns every known type in number order.
 func Types() []Type {
 	out := make([]Type, 0, len(registry))
-	for t := Type(1); int(t) <= len(registry); t++ {
-		if _, ok := registry[t]; ok {
-			out = append(out, t)
-		}
+	for t := range registry {
+		out = append(out, t)
 	}
+	slices.Sort(out) // numbers may have gaps: reserved ones not yet merged
 	return out
 }
 

@@ -87,6 +87,9 @@ type GuestDefined struct {
 	// ALL for every one.
 	CapAdd  []string `json:"cap_add,omitempty"`
 	CapDrop []string `json:"cap_drop,omitempty"`
+	// Restart is the restart and reschedule policy (restart.go); nil
+	// restarts nothing, as --restart no.
+	Restart *RestartPolicy `json:"restart,omitempty"`
 }
 
 // GuestPlaced assigns a guest to a node. The index of this event is the
@@ -118,6 +121,10 @@ type GuestStarted struct {
 	Generation uint64   `json:"generation"`
 	PID        int      `json:"pid"`
 	Cgroups    []string `json:"cgroups,omitempty"`
+	// Restart is the run of the generation this is about: 0 for the
+	// first, n after n guest.restarting events. A report about an
+	// earlier run is refused.
+	Restart int `json:"restart,omitempty"`
 }
 
 // GuestExited is an agent's report that a guest's process ended, or that it
@@ -129,6 +136,8 @@ type GuestExited struct {
 	Signal     string `json:"signal,omitempty"`
 	OOMKilled  bool   `json:"oom_killed,omitempty"`
 	Error      string `json:"error,omitempty"`
+	// Restart is the run that ended (see GuestStarted.Restart).
+	Restart int `json:"restart,omitempty"`
 }
 
 // GuestUndefined removes a guest. Its agent stops it and removes its groups.

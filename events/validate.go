@@ -247,6 +247,11 @@ func (g *GuestDefined) Validate() error {
 	if err := g.validateIsolation(); err != nil {
 		return err
 	}
+	if g.Restart != nil {
+		if err := g.Restart.Validate(); err != nil {
+			return err
+		}
+	}
 	return g.validatePlacementRules()
 }
 

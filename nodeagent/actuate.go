@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/events"
@@ -42,15 +43,22 @@ func (a *Agent) do(ctx context.Context, d Desired, act Action) string {
 		}
 		log.Info("guest stopped", "status", st.String())
 		g.phase, g.exit = PhaseEnded, st
-		a.reportExited(ctx, g)
+		a.reportExited(ctx, g, nil) // asked to stop: not restarted
 	case OpReportExited:
+		want := desiredOf(d, act.Guest)
 		if act.Missing {
 			g = &guest{name: act.Guest, kind: act.Kind, gen: act.Generation, phase: PhaseEnded, missing: true,
 				exit: driver.ExitStatus{Code: -1, Err: driver.ErrExitUnknown}}
+			if want != nil {
+				g.run, g.policy = want.Restart, want.Definition.Restart
+			}
 			a.guests[g.name] = g
 			log.Warn("the log says the guest runs here, but the agent has nothing of it")
 		}
-		a.reportExited(ctx, g)
+		if d.NodeDown {
+			want = nil // its guests may be placed elsewhere: none restarts here
+		}
+		a.reportExited(ctx, g, want)
 	case OpForget:
 		delete(a.guests, g.name)
 		if err := os.Remove(a.guestDir(g.name) + "/" + recordFile); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -98,13 +106,14 @@ func (a *Agent) do(ctx context.Context, d Desired, act Action) string {
 func (a *Agent) start(ctx context.Context, act Action) {
 	dg := act.Desired
 	dir := a.guestDir(act.Guest)
-	g := &guest{name: act.Guest, kind: act.Kind, partition: dg.Definition.Partition, gen: act.Generation, phase: PhaseRunning, applied: dg.Resources.Knobs()}
+	g := &guest{name: act.Guest, kind: act.Kind, partition: dg.Definition.Partition, gen: act.Generation, phase: PhaseRunning, applied: dg.Resources.Knobs(),
+		run: dg.Restart, policy: dg.Definition.Restart}
 	a.guests[g.name] = g
 	fail := func(err error) {
 		g.phase, g.startErr, g.inst = PhaseEnded, err, nil
 		g.exit = driver.ExitStatus{Code: -1, Err: err}
 		a.log.Warn("guest failed to start", "guest", g.name, "generation", g.gen, "err", err)
-		a.reportExited(ctx, g)
+		a.reportExited(ctx, g, dg)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		fail(fmt.Errorf("corral: guest state directory: %w", err))
@@ -241,7 +250,7 @@ func (a *Agent) tune(ctx context.Context, g *guest, knobs map[string]string) {
 // reportStarted sends guest.started once per run.
 func (a *Agent) reportStarted(ctx context.Context, g *guest) {
 	items := []Report{{Guest: g.name, Payload: &events.GuestStarted{
-		Node: a.cfg.NodeID, Generation: g.gen, PID: g.inst.PID(), Cgroups: g.inst.Cgroups()}}}
+		Node: a.cfg.NodeID, Generation: g.gen, PID: g.inst.PID(), Cgroups: g.inst.Cgroups(), Restart: g.run}}}
 	// The values the start wrote, so the log holds what the host holds
 	// from the first moment, not only after a tuning.
 	for _, k := range slices.Sorted(maps.Keys(g.applied)) {
@@ -258,26 +267,54 @@ func (a *Agent) reportStarted(ctx context.Context, g *guest) {
 }
 
 // reportExited removes an ended run's groups (its log stays) and sends
-// guest.exited once; the run is kept until the log has the report.
-func (a *Agent) reportExited(ctx context.Context, g *guest) {
+// guest.exited once, with what follows within the guest's restart policy
+// (restart.go) for want, the guest as the log wants it (nil when it was
+// asked to stop); the run is kept until the log has the report.
+func (a *Agent) reportExited(ctx context.Context, g *guest, want *DesiredGuest) {
 	if g.inst != nil {
 		if err := g.inst.Destroy(ctx); err != nil && !errors.Is(err, driver.ErrReleased) {
 			a.log.Warn("removing the groups of an ended guest", "guest", g.name, "err", err)
 		}
 	}
 	e := g.exit.Event(a.cfg.NodeID, g.gen)
+	e.Restart = g.run
 	if g.startErr != nil {
 		e.Error = g.startErr.Error()
 	}
-	idx, err := a.report(ctx, []Report{{Guest: g.name, Payload: e}})
+	now := time.Now()
+	if g.decision == nil { // decided once: a retried report says the same
+		ended := *e
+		if g.ended != "" {
+			ended.Error = g.ended // the agent ended it: a failure, whatever the code
+		}
+		dec := DecideRestart(want, &ended, a.pastRestarts(g), now)
+		g.decision = &dec
+	}
+	items := append([]Report{{Guest: g.name, Payload: e}}, a.restartItems(g, *g.decision)...)
+	idx, err := a.report(ctx, items)
 	switch {
 	case errors.Is(err, ErrRefused):
 		idx = 0 // the log will not take it: nothing to wait for
 	case err != nil:
 		a.log.Warn("reporting an exit", "guest", g.name, "err", err)
 		return
+	case g.decision.Restart:
+		a.restarted(g, *g.decision, now)
+	case g.decision.Exhausted:
+		a.log.Warn("the guest's restarts on this node are used up", "guest", g.name, "generation", g.gen,
+			"restarts", g.decision.Attempt, "reason", g.decision.Reason)
 	}
 	g.exitReported, g.exitIndex = true, idx
+}
+
+// desiredOf returns the guest named name in d, or nil.
+func desiredOf(d Desired, name string) *DesiredGuest {
+	for i := range d.Guests {
+		if d.Guests[i].Name == name {
+			return &d.Guests[i]
+		}
+	}
+	return nil
 }
 
 // report sends items unless the node is fenced.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/events"
 	"github.com/corral-dev/corral/nodeagent/driver"
 )
 
@@ -97,6 +98,11 @@ type Agent struct {
 	// by the same goroutine.
 	parts            map[string]*partState
 	partsUnsupported bool
+	// restarts remembers each guest's restarts on this node, and
+	// restartTimer pokes the loop when a restart's delay passed
+	// (restart.go); touched by the same goroutine.
+	restarts     map[string]*restartLog
+	restartTimer *time.Timer
 }
 
 // guest is one run of a guest the agent holds.
@@ -123,6 +129,15 @@ type guest struct {
 
 	hits      uint64 // limit hits at the last usage report
 	hitsKnown bool
+
+	// run is the generation's run this is (0 for the first, n after n
+	// restarts), named in its reports; policy the guest's restart policy
+	// as of its start; decision what follows its end, decided once
+	// (restart.go); ended says why the agent ended it, when it did.
+	run      int
+	policy   *events.RestartPolicy
+	decision *RestartDecision
+	ended    string
 }
 
 // New checks cfg and deps, creates the state directory and the node
@@ -148,7 +163,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, deps: deps, log: log.With("node", cfg.NodeID), secret: secret,
 		ready: make(chan struct{}), wake: make(chan struct{}, 1),
-		names: map[string]bool{}, guests: map[string]*guest{},
+		names: map[string]bool{}, guests: map[string]*guest{}, restarts: map[string]*restartLog{},
 	}
 	if len(cfg.Fencer.Command) > 0 {
 		if a.fence, err = newFenceGuard(cfg, deps.Cgroups, a.log); err != nil {
@@ -278,6 +293,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer resync.Stop()
 	usage := time.NewTicker(a.cfg.UsageInterval)
 	defer usage.Stop()
+	defer func() {
+		if a.restartTimer != nil {
+			a.restartTimer.Stop()
+		}
+	}()
 	// List once the subscription is in place, so no update falls between
 	// the list and the watch; a bus that is slow to subscribe costs one
 	// more list later, not a missed update.
@@ -366,11 +386,22 @@ func (a *Agent) pass(ctx context.Context, full bool) bool {
 		return false
 	}
 	a.syncPartitions(d, full)
+	a.followPolicies(d)
 	obs := a.observe(d)
 	var cleaned []string
+	var wake time.Duration // the shortest restart delay still to pass
+	now := time.Now()
 	for _, act := range Reconcile(d, obs) {
 		if ctx.Err() != nil {
 			return false
+		}
+		if act.Op == OpStart {
+			if w := a.restartWait(act, now); w > 0 {
+				if wake == 0 || w < wake {
+					wake = w
+				}
+				continue
+			}
 		}
 		if (act.Op == OpStart || act.Op == OpThaw) && d.NodeDown {
 			a.log.Info("the log has this node down: its guests may run elsewhere, not starting or thawing", "guest", act.Guest, "op", act.Op)
@@ -383,6 +414,9 @@ func (a *Agent) pass(ctx context.Context, full bool) bool {
 		if removed := a.do(ctx, d, act); removed != "" {
 			cleaned = append(cleaned, removed)
 		}
+	}
+	if wake > 0 {
+		a.wakeAt(wake)
 	}
 	if len(cleaned) > 0 {
 		a.reportCleanup(ctx, cleaned)

@@ -37,6 +37,13 @@
 // node's guests elsewhere only after its node-down timeout, which must
 // exceed the fence timeout by two heartbeats and [MaxFencerPoll].
 //
+// A guest with a restart policy is restarted in place when its run ends
+// (restart.go): the pure [DecideRestart] says whether, after which delay,
+// or that the node's attempts are used up; the report of the exit carries
+// guest.restarting or guest.restarts_exhausted, and the restarted run,
+// the generation's next, starts once a timer of the loop says its delay
+// passed. The cluster, not the agent, reschedules.
+//
 // Its collaborators are small interfaces declared here: [Cgroups], [Drivers]
 // and [Instance] for the host (deps.go; the real ones are
 // *cgroupdriver.Driver and, through [HostDrivers], package driver), and

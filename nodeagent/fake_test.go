@@ -30,6 +30,7 @@ type fakeCoordinator struct {
 	nodeIndex  uint64         // the last index that concerned node
 	guests     []DesiredGuest // placed on node, sorted by name
 	reports    []Report
+	reportedAt []time.Time // when each report came, for restart delays
 	registered []events.NodeRegistered
 	secret     string
 	hbFail     bool
@@ -157,20 +158,27 @@ func (f *fakeCoordinator) Report(ctx context.Context, node, secret string, items
 		}
 		switch p := it.Payload.(type) {
 		case *events.GuestStarted:
-			if g == nil || g.Generation != p.Generation {
+			if g == nil || g.Generation != p.Generation || g.Restart != p.Restart {
 				return 0, fmt.Errorf("%w: stale start", ErrRefused)
 			}
 			g.Status = StatusRunning
 		case *events.GuestExited:
-			if g == nil || g.Generation != p.Generation {
+			if g == nil || g.Generation != p.Generation || g.Restart != p.Restart {
 				return 0, fmt.Errorf("%w: stale exit", ErrRefused)
 			}
 			g.Status = StatusExited
 			if p.Error != "" {
 				g.Status = StatusFailed
 			}
+		case *events.GuestRestarting:
+			// As the state machine: the next run of the generation.
+			if g == nil || g.Generation != p.Generation || g.Desired != DesiredRunning {
+				return 0, fmt.Errorf("%w: stale restart", ErrRefused)
+			}
+			g.Status, g.Restart = StatusPlaced, g.Restart+1
 		}
 		f.reports = append(f.reports, it)
+		f.reportedAt = append(f.reportedAt, time.Now())
 		f.commit(it.Guest, it.Payload)
 	}
 	return f.index, nil
@@ -374,6 +382,19 @@ func reportsOf[T events.Payload](f *fakeCoordinator, guest string) []T {
 	for _, r := range f.reports {
 		if p, ok := r.Payload.(T); ok && r.Guest == guest {
 			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// reportTimes returns when each report of type T about guest came.
+func reportTimes[T events.Payload](f *fakeCoordinator, guest string) []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []time.Time
+	for i, r := range f.reports {
+		if _, ok := r.Payload.(T); ok && r.Guest == guest {
+			out = append(out, f.reportedAt[i])
 		}
 	}
 	return out

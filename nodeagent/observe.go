@@ -24,13 +24,14 @@ type agentRecord struct {
 	StartReported bool               `json:"start_reported,omitempty"`
 	Frozen        bool               `json:"frozen,omitempty"`
 	Applied       map[string]string  `json:"applied,omitempty"`
+	Run           int                `json:"run,omitempty"`
 }
 
 // persist rewrites g's record atomically.
 func (a *Agent) persist(g *guest) {
 	rec := agentRecord{
 		Guest: g.cg(), Generation: g.gen,
-		StartReported: g.startReported, Frozen: g.frozen, Applied: g.applied,
+		StartReported: g.startReported, Frozen: g.frozen, Applied: g.applied, Run: g.run,
 	}
 	b, err := json.Marshal(rec)
 	if err == nil {
@@ -77,7 +78,7 @@ func (a *Agent) adopt(ctx context.Context) {
 		}
 		g := &guest{
 			name: rec.Guest.ID, kind: rec.Guest.Kind, partition: rec.Guest.Partition, gen: rec.Generation, inst: inst, phase: PhaseRunning,
-			startReported: rec.StartReported, frozen: rec.Frozen, applied: rec.Applied,
+			startReported: rec.StartReported, frozen: rec.Frozen, applied: rec.Applied, run: rec.Run,
 		}
 		a.guests[g.name] = g
 		a.watchDone(ctx, inst)

@@ -40,11 +40,16 @@ func (a *Agent) reportUsage(ctx context.Context) {
 		// An adopted guest's counter may have risen before this agent
 		// ran: the first sample is a baseline. A guest this agent started
 		// has fresh groups, so every hit counts.
+		var storm uint64
 		if (g.hitsKnown || !g.inst.Adopted()) && st.LimitHits > g.hits {
+			storm = st.LimitHits - g.hits
 			hits = append(hits, Report{Guest: g.name, Payload: &events.GuestLimitHit{
-				Node: a.cfg.NodeID, Generation: g.gen, LimitHits: st.LimitHits, Delta: st.LimitHits - g.hits}})
+				Node: a.cfg.NodeID, Generation: g.gen, LimitHits: st.LimitHits, Delta: storm}})
 		}
 		g.hits, g.hitsKnown = st.LimitHits, true
+		if p := g.policy; p != nil && p.LimitHits > 0 && storm >= p.LimitHits {
+			defer a.endForLimitHits(ctx, g, storm) // after the report that shows the hits
+		}
 	}
 	usage.Partitions = a.partitionReports()
 	if len(usage.Guests) == 0 && len(usage.Partitions) == 0 {

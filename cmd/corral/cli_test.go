@@ -270,6 +270,11 @@ func TestEventDetails(t *testing.T) {
 		{events.New(at, "a", &events.NodeEligibility{Eligibility: events.Draining, MaxParallel: 2}), "draining max_parallel=2"},
 		{events.New(at, "a", &events.GuestLimitHit{Node: "n1", Generation: 3, LimitHits: 9, Delta: 4}), "node=n1 generation=3 limit_hits=9 (+4)"},
 		{events.New(at, "a", &events.SchedulerConfig{Algorithm: "spread", CPUOvercommit: 4, MemoryOvercommit: 1}), "algorithm=spread cpu_overcommit=4 memory_overcommit=1"},
+		{events.New(at, "a", &events.GuestRestarting{Node: "n1", Generation: 5, Attempt: 2, Of: 3, DelayMs: 2000, Reason: "OOM-killed"}),
+			"node=n1 generation=5: restart 2 of 3 in 2s after OOM-killed"},
+		{events.New(at, "a", &events.GuestRestartsExhausted{Node: "n1", Generation: 5, Attempts: 3, IntervalMs: 300000, Reason: "exit code 3"}),
+			"node=n1 generation=5: 3 restarts in 5m0s used up, the last run ended: exit code 3"},
+		{events.New(at, "a", &events.GuestStarted{Node: "n1", Generation: 5, PID: 9, Restart: 2}), "node=n1 generation=5 pid=9 restart=2"},
 	}
 	for _, c := range cases {
 		if got := eventDetails(c.e); got != c.want {

@@ -34,12 +34,27 @@ func eventDetails(e events.Event) string {
 		if len(p.Labels) > 0 {
 			d += " labels=" + formatMap(p.Labels)
 		}
+		if p.Restart != nil {
+			d += " restart=" + strconv.Quote(formatPolicy(p.Restart))
+		}
+	case *events.GuestRestarting:
+		d = fmt.Sprintf("node=%s generation=%d: restart %d of %d in %v after %s", p.Node, p.Generation, p.Attempt, p.Of,
+			time.Duration(p.DelayMs)*time.Millisecond, p.Reason)
+	case *events.GuestRestartsExhausted:
+		d = fmt.Sprintf("node=%s generation=%d: %d restarts in %v used up, the last run ended: %s", p.Node, p.Generation, p.Attempts,
+			time.Duration(p.IntervalMs)*time.Millisecond, p.Reason)
 	case *events.GuestPlaced:
 		d = fmt.Sprintf("node=%s generation=%d", p.Node, e.Index) // a placement's generation is its index
 	case *events.GuestStarted:
 		d = fmt.Sprintf("node=%s generation=%d pid=%d", p.Node, p.Generation, p.PID)
+		if p.Restart > 0 {
+			d += fmt.Sprintf(" restart=%d", p.Restart)
+		}
 	case *events.GuestExited:
 		d = fmt.Sprintf("node=%s generation=%d %s", p.Node, p.Generation, formatExit(p))
+		if p.Restart > 0 {
+			d += fmt.Sprintf(" restart=%d", p.Restart)
+		}
 	case *events.GuestTuned:
 		d = fmt.Sprintf("%s %s → %s", p.Knob, formatKnob(p.Knob, p.Old), formatKnob(p.Knob, p.New))
 		switch {

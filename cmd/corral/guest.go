@@ -223,6 +223,7 @@ func printGuest(a *app, gv *api.GuestView) error {
 		last = fmt.Sprintf("%s (generation %d on %s)", formatExit(g.LastExit), g.LastExit.Generation, g.LastExit.Node)
 	}
 	t.row("Last exit:", last)
+	restartRows(t, g)
 	if len(g.Constraints) > 0 {
 		t.row("Constraints:", strings.Join(g.Constraints, ", "))
 	}

@@ -35,6 +35,7 @@ type createOptions struct {
 	partition   string
 	capAdd      []string
 	capDrop     []string
+	restart     restartFlags
 }
 
 func (a *app) guestCreateCommand() *cobra.Command {
@@ -58,7 +59,8 @@ allows one more, and corral devicetune changes the list later.`,
   corral guest create ct1 --driver lxc --memory 128MiB --rootfs /srv/rootfs -- /bin/sh
   corral guest create vm1 --driver qemu --memory 512MiB --vcpus 2 --kernel /srv/vmlinuz --initrd /srv/initrd.img
   corral guest create batch --driver process --memory 1G --cpu-shares 256 --label team=data --no-start -- /usr/bin/make
-  corral guest create vm2 --driver qemu --memory 512MiB --kernel /srv/vmlinuz --device /dev/net/tun:rw`,
+  corral guest create vm2 --driver qemu --memory 512MiB --kernel /srv/vmlinuz --device /dev/net/tun:rw
+  corral guest create job --driver process --memory 64MiB --restart on-failure --restart-attempts 2 -- /usr/bin/worker`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			n := len(args)
 			if d := cmd.ArgsLenAtDash(); d >= 0 {
@@ -113,6 +115,7 @@ allows one more, and corral devicetune changes the list later.`,
 	f.StringArrayVar(&o.capDrop, "cap-drop", nil, "lxc: drop this capability from the default set (ALL for every one); repeat for more")
 	f.StringArrayVar(&o.devices, "device", nil, `allow a device beyond the default set: /dev/PATH[:rwm] (resolved on the node) or "c|b MAJOR:MINOR [rwm]"; access defaults to rwm; repeat for more`)
 	f.StringVar(&o.partition, "partition", "", "create the guest in this cluster partition (corral partition list); fixed for the guest's life")
+	o.restart.register(cmd)
 	cmd.MarkFlagRequired("driver")
 	cmd.MarkFlagRequired("memory")
 	return cmd
@@ -173,6 +176,9 @@ func (o *createOptions) request(cmd *cobra.Command, args []string) (api.CreateGu
 	}
 	if o.vcpus < 1 {
 		return req, &events.FieldError{Field: "vcpus", Value: strconv.Itoa(o.vcpus), Want: fmt.Sprintf("use 1 to %d", events.MaxVCPUs)}
+	}
+	if req.Restart, err = o.restart.request(cmd); err != nil {
+		return req, err
 	}
 	if _, err := (&cluster.CreateGuest{CreateGuest: req}).Definition(); err != nil {
 		return req, err

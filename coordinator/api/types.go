@@ -96,6 +96,9 @@ type Guest struct {
 	LastExit    *events.GuestExited `json:"last_exit,omitempty"`
 	CreateIndex uint64              `json:"create_index"`
 	ModifyIndex uint64              `json:"modify_index"`
+
+	// Restarts are its restarts and reschedules (restart.go).
+	Restarts RestartStatus `json:"restarts,omitzero"`
 }
 
 // Knob returns the value of a knob in force, in canonical form: the
@@ -249,6 +252,8 @@ type CreateGuest struct {
 	// Docker writes them, or ALL.
 	CapAdd  []string `json:"cap_add,omitempty"`
 	CapDrop []string `json:"cap_drop,omitempty"`
+	// Restart is the restart and reschedule policy (restart.go).
+	Restart *RestartRequest `json:"restart,omitempty"`
 }
 
 // GuestAction is start, stop, suspend, resume or destroy of one guest.
@@ -363,6 +368,9 @@ type DesiredGuest struct {
 	// its target for the agent's balloon timeout, the agent presses its
 	// memory cgroup down to the soft limit by reclaim.
 	BalloonEnforce bool `json:"balloon_enforce,omitempty"`
+	// Restart is the generation's current run (RestartStatus.Run): the
+	// agent names it in the run's reports.
+	Restart int `json:"restart,omitempty"`
 }
 
 // NodeUpdate is what the leader publishes on a node's subject for every

@@ -38,6 +38,7 @@ var agentReportable = map[events.Type]bool{
 	events.TypeGuestLimitHit: true, events.TypeGuestTuningApplied: true, events.TypeGuestDrift: true,
 	events.TypeNodeCleanup: true, events.TypeGuestTuningFailed: true,
 	events.TypeGuestBalloon: true, events.TypeGuestBalloonNoncompliant: true,
+	events.TypeGuestRestarting: true, events.TypeGuestRestartsExhausted: true,
 }
 
 // AgentReport is a batch of reports from one node's agent. Each item is
@@ -63,7 +64,7 @@ func (c *AgentReport) Decide(s *State, now time.Time, actor string) ([]events.Ev
 	out := make([]events.Event, 0, len(c.Items))
 	for i, it := range c.Items {
 		if !agentReportable[it.Type] {
-			return nil, &events.FieldError{Field: fmt.Sprintf("items[%d].type", i), Value: it.Type.String(), Want: "an agent reports guest.started, guest.exited, node.usage, guest.limit_hit, guest.tuning_applied, guest.tuning_failed, guest.drift, guest.balloon, guest.balloon_noncompliant or node.cleanup"}
+			return nil, &events.FieldError{Field: fmt.Sprintf("items[%d].type", i), Value: it.Type.String(), Want: "an agent reports guest.started, guest.exited, node.usage, guest.limit_hit, guest.tuning_applied, guest.tuning_failed, guest.drift, guest.balloon, guest.balloon_noncompliant, guest.restarting, guest.restarts_exhausted or node.cleanup"}
 		}
 		p, _ := events.NewPayload(it.Type)
 		if err := events.DecodeStrict(it.Payload, p); err != nil {
@@ -101,6 +102,10 @@ func payloadNode(p events.Payload) (node string, about bool) {
 	case *events.GuestBalloon:
 		return x.Node, true
 	case *events.GuestBalloonNoncompliant:
+		return x.Node, true
+	case *events.GuestRestarting:
+		return x.Node, true
+	case *events.GuestRestartsExhausted:
 		return x.Node, true
 	}
 	return "", false

@@ -63,6 +63,9 @@ func (c *CreateGuest) Definition() (*events.GuestDefined, error) {
 		CPUSet: cpuset, PinCPUs: c.PinCPUs, Devices: devices, Partition: c.Partition, Reserve: c.Reserve,
 		CapAdd: capAdd, CapDrop: capDrop,
 	}
+	if d.Restart, err = restartPolicy(c.Restart); err != nil {
+		return nil, err
+	}
 	if err := d.Validate(); err != nil {
 		return nil, err
 	}
@@ -327,7 +330,11 @@ type Placement struct {
 func (c *PlaceGuests) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
 	out := make([]events.Event, 0, len(c.Placements))
 	for _, p := range c.Placements {
-		out = append(out, subject(events.New(now, actor, &events.GuestPlaced{Node: p.Node, CPUs: p.CPUs}), p.Guest, p.Node))
+		e := subject(events.New(now, actor, &events.GuestPlaced{Node: p.Node, CPUs: p.CPUs}), p.Guest, p.Node)
+		if g := s.Guests[p.Guest]; g != nil {
+			e.Reason = g.Restarts.Rescheduled
+		}
+		out = append(out, e)
 	}
 	return out, nil
 }

@@ -39,6 +39,9 @@ import (
 //	                                    would be: the state machine's re-checks
 //	event JSON                          commit one event (index left out) as a faulty
 //	                                    leader might propose it, and say what came of it
+//	schedule                            one scheduling pass as the leader makes it: the
+//	                                    placements it decides (apply commits them) and
+//	                                    why each guest left pending stays so
 //	authorize SECRET CAPABILITY         whether the token with that secret ("-": none)
 //	                                    grants the capability
 //	state                               the nodes, guests and ACLs, one line each
@@ -116,13 +119,16 @@ func runDecideScript(t *testing.T, path string) {
 				t.Fatalf("%s: event: %v", pos, err)
 			}
 			got = applyLines(t, pos, st, []events.Event{e})
+		case "schedule":
+			got, last = scheduleLines(t, pos, st)
+			decided = true
 		case "authorize":
 			got = authorizeLines(t, pos, st, rest)
 		case "state":
 			got = stateLines(st)
 			checkACLCheckpoint(t, pos, st)
 		default:
-			t.Fatalf("%s: unknown directive %q (use command, apply, reapply, event, authorize or state)", pos, verb)
+			t.Fatalf("%s: unknown directive %q (use command, apply, reapply, event, schedule, authorize or state)", pos, verb)
 		}
 		// The expected output: "----", then lines up to a blank line.
 		var want []string
@@ -428,6 +434,15 @@ func stateLines(st *State) []string {
 		if g.Partition != "" {
 			l += " partition=" + g.Partition
 		}
+		if r := g.Restarts; r.Run != 0 || r.Total != 0 || r.Avoid != "" || r.Stuck != "" || len(r.Reschedules) > 0 {
+			l += fmt.Sprintf(" run=%d restarts=%d reschedules=%d", r.Run, r.Total, len(r.Reschedules))
+			if r.Avoid != "" {
+				l += " avoid=" + r.Avoid
+			}
+			if r.Stuck != "" {
+				l += fmt.Sprintf(" stuck=%q", r.Stuck)
+			}
+		}
 		for _, k := range slices.Sorted(maps.Keys(g.TuningFailed)) {
 			f := g.TuningFailed[k]
 			l += fmt.Sprintf(" failed:%s=%s(gen %d: %s)", k, f.Value, f.Generation, f.Error)
@@ -572,4 +587,31 @@ func TestACLRequestsBecomeCommands(t *testing.T) {
 	if p := evs[0].Payload.(*events.ACLPolicySet); p.Name != "deploy" || !slices.Equal(p.Capabilities, []string{"guest:write"}) {
 		t.Errorf("policy_set %+v", p)
 	}
+}
+
+// scheduleLines runs one scheduling pass over the state's work at
+// decideNow and decides its placements.
+func scheduleLines(t *testing.T, pos string, st *State) ([]string, []events.Event) {
+	t.Helper()
+	w := st.Work(decideNow)
+	plan, err := st.Plan(w.Guests, w.Moving, decideNow)
+	if err != nil {
+		t.Fatalf("%s: schedule: %v", pos, err)
+	}
+	cmd := &PlaceGuests{}
+	for _, p := range plan.Placements {
+		cmd.Placements = append(cmd.Placements, Placement{Guest: p.Guest.Name, Node: p.Node, CPUs: p.CPUs.String()})
+	}
+	var out []string
+	var evs []events.Event
+	if len(cmd.Placements) > 0 {
+		out, evs = decideLines(t, pos, st, cmd, PlacementActor, decideNow)
+	}
+	for _, f := range plan.Failures {
+		out = append(out, "pending "+strings.ReplaceAll(f.String(), "\n  ", "; "))
+	}
+	if len(out) == 0 {
+		out = []string{"nothing to place"}
+	}
+	return out, evs
 }

@@ -63,7 +63,7 @@ func DesiredGuest(g *Guest) api.DesiredGuest {
 	}
 	d := api.DesiredGuest{
 		Name: g.Name, Generation: g.Generation, Desired: g.Desired, Status: g.Status, Paused: g.Paused,
-		Definition: def, Resources: Resources(g),
+		Definition: def, Resources: Resources(g), Restart: g.Restarts.Run,
 	}
 	// The balloon target (setmem): 0 leaves the guest all its memory.
 	d.Memory, _ = strconv.ParseInt(g.Knob("memory"), 10, 64)

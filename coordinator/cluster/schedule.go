@@ -67,8 +67,12 @@ func (s *State) schedNode(n *Node, skip map[string]bool) scheduler.Node {
 	sn := scheduler.Node{
 		ID: n.ID, Status: scheduler.NodeUp, MemoryBytes: uint64(n.MemoryBytes),
 		ReservedCPUs: n.ReserveCPUs, ReservedMemoryBytes: uint64(n.ReserveMemoryBytes),
-		Labels: n.Labels, Drivers: slices.Sorted(maps.Keys(n.Drivers)),
+		Labels: maps.Clone(n.Labels), Drivers: slices.Sorted(maps.Keys(n.Drivers)),
 	}
+	if sn.Labels == nil {
+		sn.Labels = map[string]string{}
+	}
+	sn.Labels[NodeLabel] = n.ID // for avoid (restart.go)
 	if n.Status != NodeStatusUp {
 		sn.Status = scheduler.NodeDown
 	}
@@ -232,6 +236,7 @@ func (s *State) PlanInput(guests []*Guest, moving map[string]bool) PlanInput {
 			sg = scheduler.Guest{Name: g.Name, Driver: g.Driver, MemoryBytes: uint64(s.placementMemory(g)), VCPUs: g.VCPUs}
 		}
 		sg.Prefer = g.LastNode
+		avoid(&sg, g)
 		in.Pending = append(in.Pending, sg)
 	}
 	return in

@@ -288,7 +288,8 @@ func (s *State) applyRouted(e events.Event, want bool) (events.Event, []Route, e
 	switch e.Type {
 	case events.TypeNodeRegistered, events.TypeNodeUp, events.TypeNodeDown, events.TypeNodeEligibility,
 		events.TypeGuestDefined, events.TypeGuestPlaced, events.TypeGuestUndefined, events.TypeGuestStarted,
-		events.TypeSchedulerConfig, events.TypeGuestExited, events.TypeGuestStartRequested, events.TypeGuestStopRequested:
+		events.TypeSchedulerConfig, events.TypeGuestExited, events.TypeGuestStartRequested, events.TypeGuestStopRequested,
+		events.TypeGuestRestarting, events.TypeGuestRestartsExhausted:
 		// started: a drain's move completed; exited, stop and start: a
 		// guest released or took capacity.
 		s.schedVersion++
@@ -374,6 +375,10 @@ func (s *State) apply(idx uint64, e *events.Event) error {
 		return s.applyGuestStarted(idx, e, p)
 	case *events.GuestExited:
 		return s.applyGuestExited(idx, e, p)
+	case *events.GuestRestarting:
+		return s.applyGuestRestarting(idx, e, p)
+	case *events.GuestRestartsExhausted:
+		return s.applyGuestRestartsExhausted(idx, e, p)
 	case *events.GuestUndefined:
 		if _, err := s.guest(e.Guest); err != nil {
 			return err
@@ -536,6 +541,7 @@ func (s *State) applyGuestPlaced(idx uint64, e *events.Event, p *events.GuestPla
 	g.LiveTuning = nil // a new instance starts from the persistent tuning
 	g.Usage = nil
 	g.Generation = idx
+	g.Restarts.Run, g.Restarts.Avoid, g.Restarts.Rescheduled, g.Restarts.Stuck = 0, "", "", ""
 	g.Status = StatusPlaced
 	s.setPending(g.Name, false)
 	g.PID = 0
@@ -552,6 +558,9 @@ func (s *State) applyDesired(idx uint64, e *events.Event, desired string) error 
 	}
 	released := g.Node != "" && !holdsCapacity(g)
 	g.Desired = desired
+	if desired == DesiredRunning {
+		g.Restarts.Stuck = "" // started again by hand
+	}
 	g.ModifyIndex = idx
 	if desired == DesiredRunning && released {
 		// A guest that held nothing while stopped or ended takes its
@@ -609,6 +618,9 @@ func (s *State) applyGuestStarted(idx uint64, e *events.Event, p *events.GuestSt
 	if err != nil {
 		return err
 	}
+	if err := currentRun(g, p.Restart); err != nil {
+		return err
+	}
 	g.Status = StatusRunning
 	g.MovedFrom = ""
 	g.PID = p.PID
@@ -620,6 +632,9 @@ func (s *State) applyGuestStarted(idx uint64, e *events.Event, p *events.GuestSt
 func (s *State) applyGuestExited(idx uint64, e *events.Event, p *events.GuestExited) error {
 	g, err := s.current(e, p.Node, p.Generation)
 	if err != nil {
+		return err
+	}
+	if err := currentRun(g, p.Restart); err != nil {
 		return err
 	}
 	g.Status = StatusExited
