@@ -72,6 +72,8 @@ func goldenEvents() []Event {
 		ev(36, "", "n1", &NodeUsage{IntervalMs: 10000, Guests: []GuestUsage{}, Partitions: []PartitionApplied{
 			{Name: "gold", Index: 34, Applied: map[string]string{"cpu_shares": "2048", "hard_limit": "1073741824"},
 				Error: "corral: apply global_quota for partition gold: write cpu.cfs_quota_us: invalid argument"}}}),
+		ev(412, "vm", "", &GuestDefined{Name: "vm", Driver: "qemu", MemoryBytes: 128 << 20, VCPUs: 1, CPUShares: 1024, Kernel: "/k",
+			Disks: []GuestDisk{{Image: "/srv/base.raw"}, {Image: "/srv/data.qcow2", Format: "qcow2", Cache: "none", SizeBytes: 1 << 30}}}),
 	}
 }
 
@@ -80,7 +82,7 @@ func TestGolden(t *testing.T) {
 	for _, e := range goldenEvents() {
 		seen[e.Type] = true
 		name := e.Type.String()
-		if e.Index == 15 || e.Index == 16 || e.Index == 22 || e.Index == 36 {
+		if e.Index == 15 || e.Index == 16 || e.Index == 22 || e.Index == 36 || e.Index == 412 {
 			name += "." + strconv.FormatUint(e.Index, 10)
 		}
 		path := filepath.Join("testdata", "v1", name+".json")

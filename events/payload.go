@@ -71,6 +71,8 @@ type GuestDefined struct {
 	// stopped or has ended, so that its next start always fits there.
 	// Without it a guest holds capacity only while it runs or is asked to.
 	Reserve bool `json:"reserve,omitempty"`
+	// Disks of a qemu guest, each over a copy-on-write overlay of its own.
+	Disks []GuestDisk `json:"disks,omitempty"`
 }
 
 // GuestPlaced assigns a guest to a node. The index of this event is the

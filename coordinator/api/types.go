@@ -244,6 +244,9 @@ type CreateGuest struct {
 	Partition string `json:"partition,omitempty"`
 	// Reserve keeps the guest's capacity on its node while it is stopped.
 	Reserve bool `json:"reserve,omitempty"`
+	// Disks of a qemu guest as --disk takes them:
+	// IMAGE[,format=raw|qcow2][,cache=MODE][,size=SIZE] (events.ParseDisk).
+	Disks []string `json:"disks,omitempty"`
 }
 
 // GuestAction is start, stop, suspend, resume or destroy of one guest.
