@@ -20,8 +20,8 @@
 # panic=-1 and QEMU's -no-reboot, QEMU then exits). corral.fill=N makes it
 # write and delete N MiB first, so the host holds memory a balloon can take.
 # After the marker it loads the virtio drivers (balloon and block: disks
-# appear as /dev/vda, /dev/vdb...); corral.shell=1 then runs a shell on the
-# console (after printing CORRAL-GUEST-SHELL), for console tests.
+# appear as /dev/vda, /dev/vdb...), prints CORRAL-GUEST-SHELL and runs a
+# shell on the console (guest console), unless corral.shell=0.
 #
 # `testassets.sh rootfs` builds and prints only ROOTFS (no kernel download,
 # no QEMU), for tests of containers alone.
@@ -124,7 +124,7 @@ if [ ! -s "$KERNEL" ] || [ ! -f "$MODULES/virtio_blk.ko" ]; then
 fi
 
 # The version in the name changes with /init: a cached older one is not used.
-INITRAMFS=$ASSETS/initramfs-4.cpio.gz
+INITRAMFS=$ASSETS/initramfs-5.cpio.gz
 if [ ! -s "$INITRAMFS" ]; then
 	r=$tmp/initramfs
 	populate "$r"
@@ -169,7 +169,7 @@ echo CORRAL-GUEST-UP
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_balloon virtio_blk; do
 	insmod /lib/modules/$m.ko 2>/dev/null
 done
-if grep -qw corral.shell=1 /proc/cmdline; then
+if ! grep -qw corral.shell=0 /proc/cmdline; then
 	echo CORRAL-GUEST-SHELL
 	# A shell that ends (end of input) is started again, not busily.
 	while :; do sh; sleep 1; done

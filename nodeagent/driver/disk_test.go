@@ -18,8 +18,6 @@ import (
 	"github.com/corral-dev/corral/nodeagent/driver/drivertest"
 )
 
-// shellAppend boots the test initramfs into a shell on its serial console.
-const shellAppend = "console=ttyS0 quiet panic=-1 corral.shell=1"
 
 // console is a test's end of a guest's serial console socket.
 type console struct {
@@ -136,7 +134,6 @@ func TestQEMUDisks(t *testing.T) {
 
 	sa, sb := vmSpec(t, a, "vm-disk-a"), vmSpec(t, a, "vm-disk-b")
 	for _, s := range []*driver.Spec{&sa, &sb} {
-		s.Append = shellAppend
 		s.Disks = []events.GuestDisk{{Image: base, SizeBytes: 2 << 20}}
 	}
 	ia, ib := start(t, d, sa), start(t, d, sb)
