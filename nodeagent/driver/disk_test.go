@@ -18,7 +18,6 @@ import (
 	"github.com/corral-dev/corral/nodeagent/driver/drivertest"
 )
 
-
 // console is a test's end of a guest's serial console socket.
 type console struct {
 	t    testing.TB
