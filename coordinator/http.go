@@ -88,6 +88,7 @@ func (s *Server) routes() http.Handler {
 	s.handle(mux, "GET /v1/guests/{name}", token(acl.GuestRead), s.getGuest)
 	s.handle(mux, "GET /v1/guests/{name}/history", token(acl.GuestRead), s.guestHistory)
 	s.handle(mux, "GET /v1/guests/{name}/logs", token(acl.GuestRead), s.guestLogs)
+	s.handle(mux, "POST /v1/guests/{name}/console", token(acl.GuestWrite), s.guestConsole)
 	s.handle(mux, "GET /v1/nodes", token(acl.NodeRead), s.listNodes)
 	s.handle(mux, "GET /v1/events", token(acl.EventRead), s.streamEvents)
 	s.handle(mux, "GET /v1/state", token(acl.EventRead), s.getState)

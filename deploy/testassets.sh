@@ -7,6 +7,8 @@
 #   KERNEL=FILE      vmlinuz from Debian's linux-image-*-cloud-amd64 package
 #   DISK=FILE        a blank 4 MiB raw disk image to attach as a drive
 #
+# qemu-img (qemu-utils) makes the per-guest overlays of disk images.
+#
 # The kernel package is fetched with `apt-get download` and unpacked with
 # `dpkg-deb -x` into a temporary directory: it is never installed. The
 # initramfs's /init mounts /proc, /sys and /dev, loads the power button and
@@ -17,6 +19,9 @@
 # says corral.poweroff=N, and panics when it says corral.panic=1 (with
 # panic=-1 and QEMU's -no-reboot, QEMU then exits). corral.fill=N makes it
 # write and delete N MiB first, so the host holds memory a balloon can take.
+# After the marker it loads the virtio drivers (balloon and block: disks
+# appear as /dev/vda, /dev/vdb...), prints CORRAL-GUEST-SHELL and runs a
+# shell on the console (guest console), unless corral.shell=0.
 #
 # `testassets.sh rootfs` builds and prints only ROOTFS (no kernel download,
 # no QEMU), for tests of containers alone.
@@ -47,6 +52,7 @@ need_pkgs=()
 # A static busybox works inside any root file system.
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need_pkgs+=(busybox-static)
 [ "$WHAT" = rootfs ] || command -v cpio >/dev/null || need_pkgs+=(cpio)
+[ "$WHAT" = rootfs ] || command -v qemu-img >/dev/null || need_pkgs+=(qemu-utils)
 command -v flock >/dev/null || need_pkgs+=(util-linux)
 # The nemesis test partitions servers with nftables rules.
 [ "$WHAT" = rootfs ] || command -v nft >/dev/null || need_pkgs+=(nftables)
@@ -92,7 +98,7 @@ fi
 # The kernel and its modules: one download serves both.
 KERNEL=$ASSETS/vmlinuz
 MODULES=$ASSETS/modules
-if [ ! -s "$KERNEL" ] || [ ! -d "$MODULES" ]; then
+if [ ! -s "$KERNEL" ] || [ ! -f "$MODULES/virtio_blk.ko" ]; then
 	pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
 	if [ -z "$pkg" ]; then
 		apt-get update -qq >&2
@@ -108,7 +114,7 @@ if [ ! -s "$KERNEL" ] || [ ! -d "$MODULES" ]; then
 	mkdir "$tmp/modules"
 	for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_modern_dev \
 		virtio/virtio_pci_legacy_dev virtio/virtio_pci virtio/virtio_balloon \
-		acpi/button input/evdev; do
+		acpi/button input/evdev block/virtio_blk; do
 		cp "$kdir/kernel/drivers/$m.ko" "$tmp/modules/"
 	done
 	rm -rf "$MODULES"
@@ -118,7 +124,7 @@ if [ ! -s "$KERNEL" ] || [ ! -d "$MODULES" ]; then
 fi
 
 # The version in the name changes with /init: a cached older one is not used.
-INITRAMFS=$ASSETS/initramfs-3.cpio.gz
+INITRAMFS=$ASSETS/initramfs-5.cpio.gz
 if [ ! -s "$INITRAMFS" ]; then
 	r=$tmp/initramfs
 	populate "$r"
@@ -160,9 +166,14 @@ for arg in $(cat /proc/cmdline); do
 done
 echo CORRAL-GUEST-UP
 # The balloon driver after the marker: it takes a third of a second.
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_balloon; do
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_balloon virtio_blk; do
 	insmod /lib/modules/$m.ko 2>/dev/null
 done
+if ! grep -qw corral.shell=0 /proc/cmdline; then
+	echo CORRAL-GUEST-SHELL
+	# A shell that ends (end of input) is started again, not busily.
+	while :; do sh; sleep 1; done
+fi
 while :; do sleep 3600; done
 EOF
 	chmod 755 "$r/init"

@@ -85,6 +85,8 @@ func goldenEvents() []Event {
 		ev(1303, "job", "n1", &GuestExited{Node: "n1", Generation: 5, Code: -1, Signal: "SIGKILL", OOMKilled: true, Restart: 1}),
 		ev(1304, "job", "n1", &GuestRestarting{Node: "n1", Generation: 5, Attempt: 2, Of: 2, DelayMs: 2000, Reason: "OOM-killed"}),
 		ev(1305, "job", "n1", &GuestRestartsExhausted{Node: "n1", Generation: 5, Attempts: 2, IntervalMs: 300000, Reason: "OOM-killed"}),
+		ev(412, "vm", "", &GuestDefined{Name: "vm", Driver: "qemu", MemoryBytes: 128 << 20, VCPUs: 1, CPUShares: 1024, Kernel: "/k",
+			Disks: []GuestDisk{{Image: "/srv/base.raw"}, {Image: "/srv/data.qcow2", Format: "qcow2", Cache: "none", SizeBytes: 1 << 30}}}),
 	}
 }
 
@@ -93,7 +95,7 @@ func TestGolden(t *testing.T) {
 	for _, e := range goldenEvents() {
 		seen[e.Type] = true
 		name := e.Type.String()
-		if e.Index == 15 || e.Index == 16 || e.Index == 22 || e.Index == 36 || e.Index >= 134 && e.Index <= 135 || e.Index > 1200 {
+		if e.Index == 15 || e.Index == 16 || e.Index == 22 || e.Index == 36 || e.Index >= 134 && e.Index <= 135 || e.Index == 412 || e.Index > 1200 {
 			name += "." + strconv.FormatUint(e.Index, 10)
 		}
 		path := filepath.Join("testdata", "v1", name+".json")

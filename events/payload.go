@@ -90,6 +90,8 @@ type GuestDefined struct {
 	// Restart is the restart and reschedule policy (restart.go); nil
 	// restarts nothing, as --restart no.
 	Restart *RestartPolicy `json:"restart,omitempty"`
+	// Disks of a qemu guest, each over a copy-on-write overlay of its own.
+	Disks []GuestDisk `json:"disks,omitempty"`
 }
 
 // GuestPlaced assigns a guest to a node. The index of this event is the

@@ -220,7 +220,8 @@ func (g *GuestDefined) Validate() error {
 			return err
 		}
 	case DriverQEMU:
-		if err := validatePath("kernel", g.Kernel, true); err != nil {
+		// A disk may boot the guest instead of a kernel.
+		if err := validatePath("kernel", g.Kernel, len(g.Disks) == 0 && g.Rootfs == ""); err != nil {
 			return err
 		}
 	}
@@ -237,6 +238,9 @@ func (g *GuestDefined) Validate() error {
 		return err
 	}
 	if err := validateDevices(g.Devices); err != nil {
+		return err
+	}
+	if err := validateDisks(g.Driver, g.Disks); err != nil {
 		return err
 	}
 	if g.Partition != "" {

@@ -288,6 +288,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	subscribed := make(chan struct{})
 	wg.Go(func() { a.watch(ctx, subscribed) })
 	wg.Go(func() { a.serveLogs(ctx) })
+	wg.Go(func() { a.serveConsoles(ctx) })
 
 	resync := time.NewTicker(a.cfg.ResyncInterval)
 	defer resync.Stop()

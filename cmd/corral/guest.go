@@ -28,6 +28,7 @@ func (a *app) guestCommand() *cobra.Command {
 		a.guestActionCommand("resume", "Let a suspended guest run again, like virsh resume", "resume requested"),
 		a.guestHistoryCommand(),
 		a.guestLogsCommand(),
+		a.guestConsoleCommand(),
 	)
 	return a.clientFlags(cmd)
 }

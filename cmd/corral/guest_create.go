@@ -32,6 +32,7 @@ type createOptions struct {
 	vcpupin     bool
 	dryRun      bool
 	devices     []string
+	disks       []string
 	partition   string
 	capAdd      []string
 	capDrop     []string
@@ -114,6 +115,7 @@ allows one more, and corral devicetune changes the list later.`,
 	f.StringArrayVar(&o.capAdd, "cap-add", nil, "lxc: keep this capability beyond the default set (NET_ADMIN, cap_net_admin or CAP_NET_ADMIN; ALL for every one); repeat for more")
 	f.StringArrayVar(&o.capDrop, "cap-drop", nil, "lxc: drop this capability from the default set (ALL for every one); repeat for more")
 	f.StringArrayVar(&o.devices, "device", nil, `allow a device beyond the default set: /dev/PATH[:rwm] (resolved on the node) or "c|b MAJOR:MINOR [rwm]"; access defaults to rwm; repeat for more`)
+	f.StringArrayVar(&o.disks, "disk", nil, "attach a disk image on the node with virtio-blk (qemu): IMAGE[,format=raw|qcow2][,cache=none|writeback|writethrough|directsync|unsafe][,size=SIZE]; the guest writes to an overlay of its own; repeat for more")
 	f.StringVar(&o.partition, "partition", "", "create the guest in this cluster partition (corral partition list); fixed for the guest's life")
 	o.restart.register(cmd)
 	cmd.MarkFlagRequired("driver")
@@ -132,8 +134,13 @@ func (o *createOptions) request(cmd *cobra.Command, args []string) (api.CreateGu
 		Name: name, Driver: o.driver, Memory: o.memory, VCPUs: o.vcpus, CPUShares: o.cpuShares,
 		Rootfs: o.rootfs, Kernel: o.kernel, Initrd: o.initrd, NoStart: o.noStart, Reserve: o.reserve,
 		Constraints: o.constraints, SpreadBy: o.spreadBy, CPUSet: o.cpuset, Devices: o.devices,
-		Partition: o.partition,
-		CapAdd:    o.capAdd, CapDrop: o.capDrop,
+		Partition: o.partition, Disks: o.disks,
+		CapAdd: o.capAdd, CapDrop: o.capDrop,
+	}
+	for _, d := range o.disks {
+		if _, err := events.ParseDisk(d); err != nil {
+			return req, err
+		}
 	}
 	if o.partition != "" {
 		if err := events.ValidateID("partition", o.partition); err != nil {

@@ -254,6 +254,9 @@ type CreateGuest struct {
 	CapDrop []string `json:"cap_drop,omitempty"`
 	// Restart is the restart and reschedule policy (restart.go).
 	Restart *RestartRequest `json:"restart,omitempty"`
+	// Disks of a qemu guest as --disk takes them:
+	// IMAGE[,format=raw|qcow2][,cache=MODE][,size=SIZE] (events.ParseDisk).
+	Disks []string `json:"disks,omitempty"`
 }
 
 // GuestAction is start, stop, suspend, resume or destroy of one guest.

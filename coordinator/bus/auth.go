@@ -44,6 +44,7 @@ func permissionsFor(id pki.Identity) (*server.Permissions, error) {
 			Response: &server.ResponsePermission{MaxMsgs: 1, Expires: replyWindow},
 			Subscribe: &server.SubjectPermission{Allow: []string{
 				NodeSubject(id.Name), LogsSubject(id.Name), NodeInboxPrefix(id.Name) + ".>",
+				ConsoleSubject(id.Name),
 			}},
 		}, nil
 	case pki.RoleClient:

@@ -65,6 +65,10 @@ const LogsPrefix = "corral.logs."
 // LogsSubject returns the subject node's agent answers log reads on.
 func LogsSubject(node string) string { return LogsPrefix + node }
 
+// ConsoleSubject returns the subject node's agent relays guests' serial
+// consoles on.
+func ConsoleSubject(node string) string { return "corral.console." + node }
+
 // Errors of a request, matched with errors.Is.
 var (
 	// ErrNoResponders: nobody listens on the subject.

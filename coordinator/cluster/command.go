@@ -56,12 +56,20 @@ func (c *CreateGuest) Definition() (*events.GuestDefined, error) {
 	if err != nil {
 		return nil, err
 	}
+	var disks []events.GuestDisk
+	for _, spec := range c.Disks {
+		d, err := events.ParseDisk(spec)
+		if err != nil {
+			return nil, err
+		}
+		disks = append(disks, d)
+	}
 	d := &events.GuestDefined{
 		Name: c.Name, Driver: c.Driver, MemoryBytes: mem, VCPUs: vcpus, CPUShares: shares,
 		Command: slices.Clone(c.Command), Rootfs: c.Rootfs, Kernel: c.Kernel, Initrd: c.Initrd,
 		Labels: maps.Clone(c.Labels), Constraints: slices.Clone(c.Constraints), SpreadBy: c.SpreadBy,
 		CPUSet: cpuset, PinCPUs: c.PinCPUs, Devices: devices, Partition: c.Partition, Reserve: c.Reserve,
-		CapAdd: capAdd, CapDrop: capDrop,
+		CapAdd: capAdd, CapDrop: capDrop, Disks: disks,
 	}
 	if d.Restart, err = restartPolicy(c.Restart); err != nil {
 		return nil, err

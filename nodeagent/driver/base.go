@@ -37,6 +37,8 @@ type launched struct {
 	cmd       *exec.Cmd
 	qmp       *QMP
 	qmpSocket string
+	// consoleSocket is the serial console's socket of a qemu guest.
+	consoleSocket string
 }
 
 // launchFunc starts the guest's main process in its groups with logf as
@@ -98,7 +100,7 @@ func (b *base) start(ctx context.Context, spec Spec, res cgroupdriver.Resources,
 		if l.qmp != nil {
 			l.qmp.Close()
 		}
-		_ = removeFiles(l.qmpSocket)
+		_ = removeFiles(l.qmpSocket, l.consoleSocket)
 		return undo(fmt.Errorf("%w: %s: %w", ErrStart, g, err))
 	}
 	// The child is not reaped until the watch reaps it, so the pid cannot
@@ -109,7 +111,7 @@ func (b *base) start(ctx context.Context, spec Spec, res cgroupdriver.Resources,
 	}
 	rec := &record{
 		Version: recordVersion, Guest: g, PID: pid, StartedAt: time.Now().UTC(),
-		OOMKills: oom0, QMPSocket: l.qmpSocket, LogPath: spec.logPath(), LogMaxBytes: spec.logMax(),
+		OOMKills: oom0, QMPSocket: l.qmpSocket, ConsoleSocket: l.consoleSocket, LogPath: spec.logPath(), LogMaxBytes: spec.logMax(),
 	}
 	if rec.StartTime, err = procStartTime(pid); err == nil {
 		rec.BootID, err = bootID()

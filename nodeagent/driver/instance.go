@@ -305,7 +305,7 @@ func (i *Instance) Destroy(ctx context.Context) error {
 	if err := i.cg.Remove(ctx, i.guest); err != nil {
 		return err
 	}
-	return removeFiles(i.recPath, i.rec.QMPSocket)
+	return removeFiles(i.recPath, i.rec.QMPSocket, i.rec.ConsoleSocket)
 }
 
 // Release lets go of the guest without touching it: the watch and the log

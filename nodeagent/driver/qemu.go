@@ -29,6 +29,8 @@ type QEMUConfig struct {
 	KVMProbeTimeout time.Duration
 	// Machine is QEMU's machine type.
 	Machine string
+	// ImgBinary is qemu-img, which makes the overlays of disks.
+	ImgBinary string
 }
 
 // DefaultQEMUConfig returns the settings the agent uses unless told
@@ -36,7 +38,7 @@ type QEMUConfig struct {
 func DefaultQEMUConfig() QEMUConfig {
 	return QEMUConfig{
 		Binary: "qemu-system-x86_64", Accel: AccelAuto, KVMDevice: "/dev/kvm",
-		KVMProbeTimeout: 250 * time.Millisecond, Machine: "pc",
+		KVMProbeTimeout: 250 * time.Millisecond, Machine: "pc", ImgBinary: "qemu-img",
 	}
 }
 
@@ -45,8 +47,8 @@ func (c QEMUConfig) Validate() error {
 	if _, err := ParseAccel(string(c.Accel)); err != nil {
 		return err
 	}
-	if c.Binary == "" || c.Machine == "" || c.KVMDevice == "" || c.KVMProbeTimeout <= 0 {
-		return fmt.Errorf("corral: qemu config: Binary, Machine, KVMDevice and a positive KVMProbeTimeout are required")
+	if c.Binary == "" || c.Machine == "" || c.KVMDevice == "" || c.KVMProbeTimeout <= 0 || c.ImgBinary == "" {
+		return fmt.Errorf("corral: qemu config: Binary, Machine, KVMDevice, ImgBinary and a positive KVMProbeTimeout are required")
 	}
 	return nil
 }
@@ -106,8 +108,12 @@ func (d *QEMU) Accel() Accel { return d.accel }
 // passed", or the probe's error.
 func (d *QEMU) AccelReason() string { return d.reason }
 
-// qmpFD is the descriptor number of the QMP listening socket in QEMU.
-const qmpFD = 3
+// qmpFD and consoleFD are the descriptor numbers of the QMP and serial
+// console listening sockets in QEMU.
+const (
+	qmpFD     = 3
+	consoleFD = 4
+)
 
 const mib = 1 << 20
 
@@ -128,7 +134,10 @@ func (d *QEMU) Args(spec *Spec) []string {
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-chardev", "socket,id=qmp,fd=" + strconv.Itoa(qmpFD) + ",server=on,wait=off",
 		"-mon", "chardev=qmp,mode=control",
-		"-chardev", "file,id=serial0,append=on,path=" + optEscape(spec.logPath()),
+		// The serial console is a socket one client at a time may attach
+		// to (guest console), and everything the guest writes on it also
+		// goes to the log, attached or not.
+		"-chardev", "socket,id=serial0,fd=" + strconv.Itoa(consoleFD) + ",server=on,wait=off,logfile=" + optEscape(spec.logPath()) + ",logappend=on",
 		"-serial", "chardev:serial0",
 		"-device", "virtio-balloon-pci,id=balloon0",
 	}
@@ -149,7 +158,7 @@ func (d *QEMU) Args(spec *Spec) []string {
 		}
 		args = append(args, "-drive", "file="+optEscape(spec.Disk)+",if=virtio,format="+format)
 	}
-	return args
+	return append(args, diskArgs(spec)...)
 }
 
 // optEscape doubles commas, QEMU's escape inside an option list.
@@ -182,7 +191,7 @@ func (d *QEMU) Start(ctx context.Context, spec Spec) (*Instance, error) {
 		return nil, err
 	}
 	g := spec.Guest
-	if spec.Kernel == "" && spec.Disk == "" {
+	if spec.Kernel == "" && spec.Disk == "" && len(spec.Disks) == 0 {
 		return nil, fmt.Errorf("%w: %s: a qemu guest needs a kernel or a disk image", ErrInvalidSpec, g)
 	}
 	for _, f := range []struct{ what, path string }{{"kernel", spec.Kernel}, {"initrd", spec.Initrd}, {"disk image", spec.Disk}} {
@@ -192,6 +201,9 @@ func (d *QEMU) Start(ctx context.Context, spec Spec) (*Instance, error) {
 		if err := checkReadable(g, f.what, f.path); err != nil {
 			return nil, err
 		}
+	}
+	if err := d.prepareDisks(ctx, &spec); err != nil {
+		return nil, err
 	}
 	res := spec.Resources
 	if res.MemoryHardLimit == nil {
@@ -212,20 +224,18 @@ func (d *QEMU) launch(ctx context.Context, spec *Spec, logf *os.File) (*launched
 	fail := func(err error) (*launched, error) { return nil, fmt.Errorf("%w: %s: %w", ErrStart, g, err) }
 	// The driver makes the listening socket and hands it to QEMU: it can
 	// be connected to before QEMU runs, and no poll for it is needed.
-	sock := spec.qmpPath()
-	_ = os.Remove(sock)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	sock, console := spec.qmpPath(), spec.consolePath()
+	lnf, err := listenFile(sock)
 	if err != nil {
 		return fail(err)
 	}
-	ln.SetUnlinkOnClose(false)
-	lnf, err := ln.File()
-	ln.Close()
+	defer lnf.Close()
+	conf, err := listenFile(console)
 	if err != nil {
 		_ = os.Remove(sock)
 		return fail(err)
 	}
-	defer lnf.Close()
+	defer conf.Close()
 	logStart, _ := logf.Seek(0, io.SeekEnd)
 	cmd := &exec.Cmd{
 		Path:        d.binary,
@@ -234,7 +244,7 @@ func (d *QEMU) launch(ctx context.Context, spec *Spec, logf *os.File) (*launched
 		Dir:         "/",
 		Stdout:      logf,
 		Stderr:      logf,
-		ExtraFiles:  []*os.File{lnf}, // fd 3 = qmpFD
+		ExtraFiles:  []*os.File{lnf, conf}, // fd 3 = qmpFD, 4 = consoleFD
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
 	err = cgroupdriver.WithMemPolicy(cmd, d.cfg.Cgroups.MemPolicyFor(spec.Resources))
@@ -242,10 +252,11 @@ func (d *QEMU) launch(ctx context.Context, spec *Spec, logf *os.File) (*launched
 		err = d.cfg.Cgroups.Start(cmd, g)
 	}
 	if err != nil {
-		_ = os.Remove(sock)
+		_ = removeFiles(sock, console)
 		return fail(err)
 	}
 	lnf.Close()
+	conf.Close()
 	q := NewQMP(sock)
 	status, err := q.Status(ctx)
 	if err == nil && status != "running" {
@@ -258,10 +269,29 @@ func (d *QEMU) launch(ctx context.Context, spec *Spec, logf *os.File) (*launched
 		q.Close()
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		_ = os.Remove(sock)
+		_ = removeFiles(sock, console)
 		return fail(fmt.Errorf("%w; QEMU said: %s", err, logTail(spec.logPath(), logStart, 2048)))
 	}
-	return &launched{cmd: cmd, qmp: q, qmpSocket: sock}, nil
+	return &launched{cmd: cmd, qmp: q, qmpSocket: sock, consoleSocket: console}, nil
+}
+
+// listenFile makes a listening unix socket at path (replacing a stale
+// one) and returns it as a file to hand to QEMU: it can be connected to
+// before QEMU runs, and no poll for it is needed.
+func listenFile(path string) (*os.File, error) {
+	_ = os.Remove(path)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	ln.SetUnlinkOnClose(false)
+	f, err := ln.File()
+	ln.Close()
+	if err != nil {
+		_ = os.Remove(path)
+		return nil, err
+	}
+	return f, nil
 }
 
 // logTail returns up to n bytes the log got after offset from, trimmed.

@@ -188,7 +188,7 @@ func TestQEMUArgs(t *testing.T) {
 	got := strings.Join(d.Args(&s), " ")
 	want := "-name guest=web-1 -machine pc -accel tcg -m 101 -smp 2 -nodefaults -no-user-config -display none -no-reboot " +
 		"-chardev socket,id=qmp,fd=3,server=on,wait=off -mon chardev=qmp,mode=control " +
-		"-chardev file,id=serial0,append=on,path=/run/corral/web-1,,x/guest.log -serial chardev:serial0 " +
+		"-chardev socket,id=serial0,fd=4,server=on,wait=off,logfile=/run/corral/web-1,,x/guest.log,logappend=on -serial chardev:serial0 " +
 		"-device virtio-balloon-pci,id=balloon0 -kernel /k/vmlinuz -append console=ttyS0 panic=-1 -initrd /k/initrd " +
 		"-drive file=/img/a,,b.qcow2,if=virtio,format=qcow2"
 	if got != want {

@@ -29,10 +29,12 @@ type record struct {
 	StartedAt time.Time `json:"started_at"`
 	// OOMKills is the memory group's oom_kill counter when the guest
 	// started; a rise means the kernel killed something in it.
-	OOMKills    uint64 `json:"oom_kills"`
-	QMPSocket   string `json:"qmp_socket,omitempty"`
-	LogPath     string `json:"log_path"`
-	LogMaxBytes int64  `json:"log_max_bytes"`
+	OOMKills  uint64 `json:"oom_kills"`
+	QMPSocket string `json:"qmp_socket,omitempty"`
+	// ConsoleSocket is the serial console of a qemu guest.
+	ConsoleSocket string `json:"console_socket,omitempty"`
+	LogPath       string `json:"log_path"`
+	LogMaxBytes   int64  `json:"log_max_bytes"`
 	// Exit is set when a driver saw the guest end, so that an agent that
 	// restarts before reporting it still reports the real status.
 	Exit *exitRecord `json:"exit,omitempty"`

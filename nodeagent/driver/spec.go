@@ -13,6 +13,9 @@ const (
 	RecordFile = "state.json" // the state record Adopt reads
 	QMPFile    = "qmp.sock"   // the QMP socket of a qemu guest
 	LogFile    = "guest.log"  // output or serial console, size-capped
+	// ConsoleFile is the serial console socket of a qemu guest: one
+	// client at a time, bytes both ways (guest console).
+	ConsoleFile = "console.sock"
 )
 
 // DefaultLogMaxBytes caps a guest's log when its Spec sets no cap.
@@ -49,6 +52,10 @@ type Spec struct {
 	// suffix). A qemu guest needs a Kernel or a Disk. Append defaults to
 	// [DefaultAppend].
 	Kernel, Initrd, Append, Disk string
+	// Disks are attached with virtio-blk after Disk, each over an overlay
+	// of its own in StateDir (see [OverlayPath]); their base images are
+	// never written.
+	Disks []events.GuestDisk
 
 	// MemoryBytes is the guest's memory: the RAM of a qemu guest (default
 	// 128 MiB) and, unless Resources.MemoryHardLimit is set, the memory
@@ -91,6 +98,7 @@ func SpecFor(id string, def *events.GuestDefined, stateDir string) Spec {
 		CapAdd:      append([]string(nil), def.CapAdd...),
 		CapDrop:     append([]string(nil), def.CapDrop...),
 		StateDir:    stateDir,
+		Disks:       append([]events.GuestDisk(nil), def.Disks...),
 	}
 	if def.Driver == events.DriverQEMU {
 		s.Disk = def.Rootfs
@@ -113,7 +121,7 @@ func (s *Spec) validate() error {
 	}
 	// sockaddr_un holds 108 bytes including the terminating NUL; only a
 	// qemu guest has a socket there.
-	if n := len(filepath.Join(s.StateDir, QMPFile)); n > 107 && s.Guest.Kind == cgroupdriver.KindQEMU {
+	if n := len(filepath.Join(s.StateDir, ConsoleFile)); n > 107 && s.Guest.Kind == cgroupdriver.KindQEMU {
 		return fmt.Errorf("%w: %s: state directory %q is too long for a socket path below it (%d bytes, at most 107)", ErrInvalidSpec, s.Guest, s.StateDir, n)
 	}
 	if s.MemoryBytes < 0 || s.VCPUs < 0 || s.LogMaxBytes < 0 {
@@ -122,9 +130,10 @@ func (s *Spec) validate() error {
 	return nil
 }
 
-func (s *Spec) logPath() string    { return filepath.Join(s.StateDir, LogFile) }
-func (s *Spec) recordPath() string { return filepath.Join(s.StateDir, RecordFile) }
-func (s *Spec) qmpPath() string    { return filepath.Join(s.StateDir, QMPFile) }
+func (s *Spec) logPath() string     { return filepath.Join(s.StateDir, LogFile) }
+func (s *Spec) recordPath() string  { return filepath.Join(s.StateDir, RecordFile) }
+func (s *Spec) qmpPath() string     { return filepath.Join(s.StateDir, QMPFile) }
+func (s *Spec) consolePath() string { return filepath.Join(s.StateDir, ConsoleFile) }
 
 func (s *Spec) logMax() int64 {
 	if s.LogMaxBytes > 0 {
