@@ -87,6 +87,10 @@ type GuestDefined struct {
 	// ALL for every one.
 	CapAdd  []string `json:"cap_add,omitempty"`
 	CapDrop []string `json:"cap_drop,omitempty"`
+	// IDMap gives an lxc guest a user namespace mapping these uids and
+	// gids (both) to the host's; none when empty: the container's root
+	// is then the host's. See [DefaultIDMap].
+	IDMap []IDRange `json:"idmap,omitempty"`
 }
 
 // GuestPlaced assigns a guest to a node. The index of this event is the

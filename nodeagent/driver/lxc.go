@@ -63,6 +63,11 @@ type initRequest struct {
 	Devices  []devNode `json:"devices"`
 	PTS      bool      `json:"pts"` // a private devpts, /dev/ptmx and /dev/pts/N
 	ErrFD    int       `json:"err_fd"`
+	// A user namespace (lxcuserns.go): the init waits on CtlFD for the
+	// agent, then mounts Lower (the idmapped rootfs), Upper and Work.
+	UserNS             bool   `json:"userns,omitempty"`
+	CtlFD              int    `json:"ctl_fd,omitempty"`
+	Upper, Work, Lower string `json:",omitempty"`
 }
 
 // devNode is a device node the container's /dev gets, bind-mounted from
@@ -176,8 +181,22 @@ func (d *LXC) launch(ctx context.Context, spec *Spec, logf *os.File, req *initRe
 			Setsid:     true,
 		},
 	}
+	var userns *userNSStart
+	if len(spec.IDMap) > 0 {
+		if userns, err = prepareUserNS(cmd, spec, req); err != nil {
+			pw.Close()
+			return nil, err
+		}
+		if enc, err = json.Marshal(req); err != nil {
+			pw.Close()
+			return nil, err
+		}
+		cmd.Env = []string{initEnv + "=" + string(enc)}
+	}
 	err = cgroupdriver.WithMemPolicy(cmd, d.cfg.Cgroups.MemPolicyFor(spec.Resources))
-	if err == nil {
+	if err == nil && userns != nil {
+		err = userns.start(cmd, d.cfg.Cgroups, g, spec.Rootfs)
+	} else if err == nil {
 		err = d.cfg.Cgroups.Start(cmd, g)
 	}
 	pw.Close()
