@@ -249,6 +249,11 @@ type CreateGuest struct {
 	// Docker writes them, or ALL.
 	CapAdd  []string `json:"cap_add,omitempty"`
 	CapDrop []string `json:"cap_drop,omitempty"`
+	// UserNS gives an lxc guest its own user namespace with the default
+	// id map (events.DefaultIDMap); IDMap with these ranges instead,
+	// each CONTAINER:HOST:COUNT for uids and gids alike.
+	UserNS bool     `json:"userns,omitempty"`
+	IDMap  []string `json:"idmap,omitempty"`
 }
 
 // GuestAction is start, stop, suspend, resume or destroy of one guest.
