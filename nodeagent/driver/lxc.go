@@ -28,7 +28,8 @@ import (
 // namespace has only lo, up. The command runs as PID 1 with the reduced
 // capability set ([events.ContainerCapabilities]), no_new_privs and a
 // seccomp filter (see lxcisolate.go): it gets SIGTERM on stop only if it
-// handles it, as any PID 1.
+// handles it, as any PID 1. With [Spec.IDMap] the container also gets
+// its own user namespace, its root an unprivileged host id (lxcuserns.go).
 //
 // The setup runs in the container's first process before the command: this
 // binary re-executed as a container init ([RunInitIfRequested]), which on
