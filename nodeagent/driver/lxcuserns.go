@@ -39,6 +39,12 @@ import (
 // through the idmapped mount, the shared tree itself is never written,
 // and what the container writes to its layer belongs to the mapped ids on
 // the host. The command is PID 1.
+//
+// Unlike a start through the entry shim, the init's own start-up (the Go
+// runtime of this binary, before it waits) runs in the agent's groups:
+// os/exec offers no hook between writing the map and the exec. Nothing of
+// the guest's runs before the init is in its groups; on cgroup v1 the few
+// pages the init touched before that stay charged to the agent.
 
 // layerLower is where, in the container's mount namespace only, the
 // idmapped rootfs is attached for overlayfs.

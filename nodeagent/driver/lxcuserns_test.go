@@ -41,10 +41,11 @@ func TestLXCUserNS(t *testing.T) {
 		`echo ready`, `exec sleep 1000`,
 	}, "; ")}
 	d := driver.NewLXC(drivertest.Config(t))
+	t0 := time.Now()
 	inst := start(t, d, s)
+	t.Logf("started in %v", time.Since(t0))
 	waitLog(t, inst, "ready", 10*time.Second)
 	log := readFile(t, inst.LogPath())
-	t.Log(log)
 	for _, want := range []string{"pid=1 id=0:0\n", "uidmap= 0 100000 65536\n", "passwd=0 0\n"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("container output lacks %q:\n%s", want, log)
