@@ -145,5 +145,8 @@ func (g *GuestDefined) validateIsolation() error {
 	if err := validateCapabilities("cap_add", g.CapAdd); err != nil {
 		return err
 	}
+	if err := g.validateUserNS(); err != nil {
+		return err
+	}
 	return validateCapabilities("cap_drop", g.CapDrop)
 }

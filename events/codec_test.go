@@ -67,6 +67,8 @@ func goldenEvents() []Event {
 		ev(32, "db", "n1", &GuestBalloon{Node: "n1", Generation: 16, Target: 64 << 20, Actual: 66 << 20, Usage: 201 << 20, Compliant: true}),
 		ev(1201, "ct", "", &GuestDefined{Name: "ct", Driver: "lxc", MemoryBytes: 64 << 20, VCPUs: 1, CPUShares: 1024, Rootfs: "/srv/rootfs",
 			CapAdd: []string{"CAP_NET_ADMIN"}, CapDrop: []string{"CAP_CHOWN"}}),
+		ev(1202, "ct-userns", "", &GuestDefined{Name: "ct-userns", Driver: "lxc", MemoryBytes: 64 << 20, VCPUs: 1, CPUShares: 1024, Rootfs: "/srv/rootfs",
+			IDMap: []IDRange{{Container: 0, Host: 100000, Count: 65536}}}),
 		ev(33, "db", "n1", &GuestBalloonNoncompliant{Node: "n1", Generation: 16, Target: 64 << 20, Actual: 128 << 20, Usage: 230 << 20, WaitedMs: 30000}),
 		ev(34, "", "", &PartitionSet{Name: "gold", Limits: map[string]string{"cpu_shares": "2048", "hard_limit": "1073741824",
 			"global_quota": "200000", "global_period": "100000", "pids_max": "512"}}),

@@ -92,6 +92,10 @@ type GuestDefined struct {
 	Restart *RestartPolicy `json:"restart,omitempty"`
 	// Disks of a qemu guest, each over a copy-on-write overlay of its own.
 	Disks []GuestDisk `json:"disks,omitempty"`
+	// IDMap gives an lxc guest a user namespace mapping these uids and
+	// gids (both) to the host's; none when empty: the container's root
+	// is then the host's. See [DefaultIDMap].
+	IDMap []IDRange `json:"idmap,omitempty"`
 }
 
 // GuestPlaced assigns a guest to a node. The index of this event is the

@@ -37,6 +37,8 @@ type createOptions struct {
 	capAdd      []string
 	capDrop     []string
 	restart     restartFlags
+	userns      bool
+	idmap       []string
 }
 
 func (a *app) guestCreateCommand() *cobra.Command {
@@ -58,6 +60,7 @@ allows one more, and corral devicetune changes the list later.`,
 		Example: `  corral guest create web --driver process --memory 64MiB -- /bin/sleep 1000
   corral guest create web --driver process --memory 64MiB --command "sh -c 'echo hi; sleep 60'"
   corral guest create ct1 --driver lxc --memory 128MiB --rootfs /srv/rootfs -- /bin/sh
+  corral guest create ct2 --driver lxc --memory 128MiB --rootfs /srv/rootfs --userns -- /bin/sh
   corral guest create vm1 --driver qemu --memory 512MiB --vcpus 2 --kernel /srv/vmlinuz --initrd /srv/initrd.img
   corral guest create batch --driver process --memory 1G --cpu-shares 256 --label team=data --no-start -- /usr/bin/make
   corral guest create vm2 --driver qemu --memory 512MiB --kernel /srv/vmlinuz --device /dev/net/tun:rw
@@ -114,6 +117,8 @@ allows one more, and corral devicetune changes the list later.`,
 	f.BoolVar(&o.dryRun, "dry-run", false, "print where the guest would be placed, and why, without creating it")
 	f.StringArrayVar(&o.capAdd, "cap-add", nil, "lxc: keep this capability beyond the default set (NET_ADMIN, cap_net_admin or CAP_NET_ADMIN; ALL for every one); repeat for more")
 	f.StringArrayVar(&o.capDrop, "cap-drop", nil, "lxc: drop this capability from the default set (ALL for every one); repeat for more")
+	f.BoolVar(&o.userns, "userns", false, "lxc: run the container in its own user namespace, its root the host's uid and gid 100000 (map 0:100000:65536)")
+	f.StringArrayVar(&o.idmap, "idmap", nil, "lxc: map container ids to host ids in a user namespace, CONTAINER:HOST:COUNT for uids and gids (implies --userns); repeat for more ranges")
 	f.StringArrayVar(&o.devices, "device", nil, `allow a device beyond the default set: /dev/PATH[:rwm] (resolved on the node) or "c|b MAJOR:MINOR [rwm]"; access defaults to rwm; repeat for more`)
 	f.StringArrayVar(&o.disks, "disk", nil, "attach a disk image on the node with virtio-blk (qemu): IMAGE[,format=raw|qcow2][,cache=none|writeback|writethrough|directsync|unsafe][,size=SIZE]; the guest writes to an overlay of its own; repeat for more")
 	f.StringVar(&o.partition, "partition", "", "create the guest in this cluster partition (corral partition list); fixed for the guest's life")
@@ -136,6 +141,7 @@ func (o *createOptions) request(cmd *cobra.Command, args []string) (api.CreateGu
 		Constraints: o.constraints, SpreadBy: o.spreadBy, CPUSet: o.cpuset, Devices: o.devices,
 		Partition: o.partition, Disks: o.disks,
 		CapAdd: o.capAdd, CapDrop: o.capDrop,
+		UserNS: o.userns || len(o.idmap) > 0, IDMap: o.idmap,
 	}
 	for _, d := range o.disks {
 		if _, err := events.ParseDisk(d); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/corral-dev/corral/events"
@@ -26,5 +27,11 @@ func printIsolation(t *table, g *events.GuestDefined) {
 	}
 	t.row("Capabilities:", changes+": "+strings.Join(keep, ","))
 	t.row("Isolation:", "cgroup, pid, mount, uts, ipc, net namespaces; private overlay layer; /proc/sys, /sys read-only; no_new_privs, seccomp")
-	t.row("User namespace:", "none (container root is host root, with the capabilities above)")
+	if len(g.IDMap) == 0 {
+		t.row("User namespace:", "none (container root is host root, with the capabilities above)")
+		return
+	}
+	root, _ := events.HostID(g.IDMap, 0)
+	t.row("User namespace:", fmt.Sprintf("idmap %s (uid and gid; container root is host %d:%d, the capabilities above count only inside)",
+		events.FormatIDMap(g.IDMap), root, root))
 }

@@ -257,6 +257,11 @@ type CreateGuest struct {
 	// Disks of a qemu guest as --disk takes them:
 	// IMAGE[,format=raw|qcow2][,cache=MODE][,size=SIZE] (events.ParseDisk).
 	Disks []string `json:"disks,omitempty"`
+	// UserNS gives an lxc guest its own user namespace with the default
+	// id map (events.DefaultIDMap); IDMap with these ranges instead,
+	// each CONTAINER:HOST:COUNT for uids and gids alike.
+	UserNS bool     `json:"userns,omitempty"`
+	IDMap  []string `json:"idmap,omitempty"`
 }
 
 // GuestAction is start, stop, suspend, resume or destroy of one guest.

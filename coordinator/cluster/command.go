@@ -64,12 +64,16 @@ func (c *CreateGuest) Definition() (*events.GuestDefined, error) {
 		}
 		disks = append(disks, d)
 	}
+	idmap, err := idMapOf(c.UserNS, c.IDMap)
+	if err != nil {
+		return nil, err
+	}
 	d := &events.GuestDefined{
 		Name: c.Name, Driver: c.Driver, MemoryBytes: mem, VCPUs: vcpus, CPUShares: shares,
 		Command: slices.Clone(c.Command), Rootfs: c.Rootfs, Kernel: c.Kernel, Initrd: c.Initrd,
 		Labels: maps.Clone(c.Labels), Constraints: slices.Clone(c.Constraints), SpreadBy: c.SpreadBy,
 		CPUSet: cpuset, PinCPUs: c.PinCPUs, Devices: devices, Partition: c.Partition, Reserve: c.Reserve,
-		CapAdd: capAdd, CapDrop: capDrop, Disks: disks,
+		CapAdd: capAdd, CapDrop: capDrop, Disks: disks, IDMap: idmap,
 	}
 	if d.Restart, err = restartPolicy(c.Restart); err != nil {
 		return nil, err

@@ -5,7 +5,8 @@
 // It owns, per guest, the files it keeps in the guest's state directory
 // (the state record state.json, the QMP socket qmp.sock, the size-capped
 // output log guest.log and a container's writable layer rootfs-upper,
-// rootfs-work and mount point rootfs; see [Spec]) and the guest's processes: the process
+// rootfs-work and mount points rootfs and, with a user namespace,
+// rootfs-lower; see [Spec]) and the guest's processes: the process
 // tree of a process guest, the namespaces of a container, the QEMU process
 // of a VM. The groups themselves belong to [cgroupdriver]; a driver creates
 // them at [Driver.Start] and removes them at [Instance.Destroy].

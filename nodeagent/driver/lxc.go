@@ -28,7 +28,8 @@ import (
 // namespace has only lo, up. The command runs as PID 1 with the reduced
 // capability set ([events.ContainerCapabilities]), no_new_privs and a
 // seccomp filter (see lxcisolate.go): it gets SIGTERM on stop only if it
-// handles it, as any PID 1.
+// handles it, as any PID 1. With [Spec.IDMap] the container also gets
+// its own user namespace, its root an unprivileged host id (lxcuserns.go).
 //
 // The setup runs in the container's first process before the command: this
 // binary re-executed as a container init ([RunInitIfRequested]), which on
@@ -63,6 +64,11 @@ type initRequest struct {
 	Devices  []devNode `json:"devices"`
 	PTS      bool      `json:"pts"` // a private devpts, /dev/ptmx and /dev/pts/N
 	ErrFD    int       `json:"err_fd"`
+	// A user namespace (lxcuserns.go): the init waits on CtlFD for the
+	// agent, then mounts Lower (the idmapped rootfs), Upper and Work.
+	UserNS             bool   `json:"userns,omitempty"`
+	CtlFD              int    `json:"ctl_fd,omitempty"`
+	Upper, Work, Lower string `json:",omitempty"`
 }
 
 // devNode is a device node the container's /dev gets, bind-mounted from
@@ -176,8 +182,22 @@ func (d *LXC) launch(ctx context.Context, spec *Spec, logf *os.File, req *initRe
 			Setsid:     true,
 		},
 	}
+	var userns *userNSStart
+	if len(spec.IDMap) > 0 {
+		if userns, err = prepareUserNS(cmd, spec, req); err != nil {
+			pw.Close()
+			return nil, err
+		}
+		if enc, err = json.Marshal(req); err != nil {
+			pw.Close()
+			return nil, err
+		}
+		cmd.Env = []string{initEnv + "=" + string(enc)}
+	}
 	err = cgroupdriver.WithMemPolicy(cmd, d.cfg.Cgroups.MemPolicyFor(spec.Resources))
-	if err == nil {
+	if err == nil && userns != nil {
+		err = userns.start(cmd, d.cfg.Cgroups, g, spec.Rootfs)
+	} else if err == nil {
 		err = d.cfg.Cgroups.Start(cmd, g)
 	}
 	pw.Close()

@@ -84,20 +84,29 @@ func setupContainer(req *initRequest) error {
 		}
 		return nil
 	}
-	// The container's own groups, which the entry shim (or the clone)
-	// put this process in, become its cgroup root.
-	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
-		return step("unshare the cgroup namespace", err)
-	}
-	// Nothing mounted from here on propagates back to the host.
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return step("make / private", err)
-	}
-	// The shared rootfs is the read-only lower layer; the container
-	// writes to its own upper layer.
 	root := req.Merged
-	if err := unix.Mount("overlay", root, "overlay", 0, req.Overlay); err != nil {
-		return step("mount the container's layer over rootfs "+req.Rootfs+" ("+req.Overlay+")", err)
+	if req.UserNS {
+		// The same steps as below, as the user namespace's root.
+		r, err := enterUserNS(req)
+		if err != nil {
+			return err
+		}
+		root = r
+	} else {
+		// The container's own groups, which the entry shim (or the
+		// clone) put this process in, become its cgroup root.
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			return step("unshare the cgroup namespace", err)
+		}
+		// Nothing mounted from here on propagates back to the host.
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			return step("make / private", err)
+		}
+		// The shared rootfs is the read-only lower layer; the container
+		// writes to its own upper layer.
+		if err := unix.Mount("overlay", root, "overlay", 0, req.Overlay); err != nil {
+			return step("mount the container's layer over rootfs "+req.Rootfs+" ("+req.Overlay+")", err)
+		}
 	}
 	in := func(p string) string { return filepath.Join(root, p) }
 	if err := mkdirMount("proc", in("proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {

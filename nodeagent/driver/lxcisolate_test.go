@@ -59,10 +59,15 @@ func capMask(caps []int) string {
 // the default set. The positive controls (a write to its own root, a
 // fifo, chown, reading /proc/sys) show the probes can succeed.
 func TestLXCBreakOut(t *testing.T) {
-	rootfs := drivertest.Rootfs(t)
-	cfg := drivertest.Config(t)
 	s := spec(t, cgroupdriver.KindLXC, "ct-jail")
-	s.Rootfs = rootfs
+	s.Rootfs = drivertest.Rootfs(t)
+	checkBreakOut(t, s)
+}
+
+// checkBreakOut runs TestLXCBreakOut's probes in container s.
+func checkBreakOut(t *testing.T, s driver.Spec) {
+	rootfs := s.Rootfs
+	cfg := drivertest.Config(t)
 	hostDirs, err := cfg.Cgroups.Paths(s.Guest)
 	if err != nil || len(hostDirs) == 0 {
 		t.Fatalf("paths of %s: %v %v", s.Guest, hostDirs, err)

@@ -47,6 +47,11 @@ type Spec struct {
 	// from [events.DefaultContainerCapabilities] (names as
 	// [events.CanonicalCapability] accepts them; ALL for every one).
 	CapAdd, CapDrop []string
+	// IDMap, when set, gives an lxc container its own user namespace
+	// mapping these uids and gids to the host's (see lxcuserns.go and
+	// [events.DefaultIDMap]); without it the container's root is the
+	// host's.
+	IDMap []events.IDRange
 	// Kernel, Initrd and Append boot a qemu guest directly; Disk is a disk
 	// image attached as a virtio drive (raw, or qcow2 by its .qcow2
 	// suffix). A qemu guest needs a Kernel or a Disk. Append defaults to
@@ -97,6 +102,7 @@ func SpecFor(id string, def *events.GuestDefined, stateDir string) Spec {
 		VCPUs:       def.VCPUs,
 		CapAdd:      append([]string(nil), def.CapAdd...),
 		CapDrop:     append([]string(nil), def.CapDrop...),
+		IDMap:       append([]events.IDRange(nil), def.IDMap...),
 		StateDir:    stateDir,
 		Disks:       append([]events.GuestDisk(nil), def.Disks...),
 	}
