@@ -146,7 +146,8 @@ func (a *app) localNode(id string) (events.NodeRegistered, error) {
 		Address:     "127.0.0.1",
 		CPUs:        runtime.NumCPU(),
 		MemoryBytes: mem,
-		Drivers:     map[string]string{events.DriverProcess: "builtin"},
+		// It runs nothing, so it takes guests of every driver.
+		Drivers: map[string]string{events.DriverProcess: "builtin", events.DriverLXC: "builtin", events.DriverQEMU: "builtin"},
 	}, nil
 }
 
