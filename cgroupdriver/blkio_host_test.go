@@ -186,3 +186,53 @@ func lineFor(file, dev string) string {
 	}
 	return ""
 }
+
+// TestHostBlkioIOPS throttles a dd of 4 KiB direct writes and reads
+// against a loop device the test owns to 100 I/O operations per second
+// (virsh's device_{write,read}_iops_sec) and measures it.
+func TestHostBlkioIOPS(t *testing.T) {
+	cgrouptest.RequireHost(t)
+	if _, err := exec.LookPath("dd"); err != nil {
+		t.Skip("skipping block I/O test: dd is not installed")
+	}
+	loop := loopDevice(t, 16<<20)
+	d, _ := hostDriver(t)
+	g := create(t, d, "iops")
+	const limit, ops = 100, 300
+	iops := func(args ...string) float64 {
+		t.Helper()
+		begin := time.Now()
+		out, err := run(t, d, g, nil, "dd", append(args, "bs=4k", "count="+strconv.Itoa(ops))...)
+		elapsed := time.Since(begin)
+		if err != nil {
+			t.Fatalf("dd %v: %v: %s", args, err, out)
+		}
+		rate := ops / elapsed.Seconds()
+		t.Logf("dd %s bs=4k: %d operations in %v = %.0f IOPS", strings.Join(args, " "), ops, elapsed.Round(time.Millisecond), rate)
+		return rate
+	}
+	write := []string{"if=/dev/zero", "of=" + loop, "oflag=direct"}
+	read := []string{"if=" + loop, "of=/dev/null", "iflag=direct"}
+	free := []float64{iops(write...), iops(read...)}
+
+	var r cgroupdriver.Resources
+	for _, k := range []string{"device_write_iops_sec", "device_read_iops_sec"} {
+		if err := r.SetKnob(k, loop+","+strconv.Itoa(limit)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := d.Apply(g, r); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	for i, args := range [][]string{write, read} {
+		// The throttle lets a first burst through (a slice's worth), so
+		// 300 operations at 100/s take at least about two seconds.
+		rate := iops(args...)
+		if rate > 1.5*limit || rate < 0.5*limit {
+			t.Errorf("%s ran at %.0f IOPS, want about the limit of %d (0.5-1.5×)", args[1], rate, limit)
+		}
+		if free[i] < 3*limit {
+			t.Errorf("unthrottled, %s ran at only %.0f IOPS: the host is too slow to tell a %d IOPS limit apart", args[1], free[i], limit)
+		}
+	}
+}
