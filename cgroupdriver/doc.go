@@ -26,8 +26,23 @@
 // imported: they pull in modules this repository does not carry
 // (runtime-spec, go-systemd, godbus, protobuf, cilium/ebpf) and assume
 // /sys/fs/cgroup. Their design is followed instead (resources become a list
-// of file writes; the v2 device filter is the same allow-list program, built
-// without cilium/ebpf).
+// of file writes).
+//
+// The v2 device filter is corral's own allow-list program (devicebpf.go),
+// not containerd's cgroup2.DeviceFilter, after trying v3.1.3's filter and
+// loader on this kernel (6.18) with cilium/ebpf v0.22.0. Under its filter
+// a read-only rule "c 1:3 r" let a process in the group open /dev/null
+// read-write: it allows when the access asked for overlaps the rule's, and
+// an O_RDWR open asks for read|write at once; corral's program allows only a
+// subset and refuses that open with EPERM. Its loader attaches with
+// BPF_F_ALLOW_MULTI: two loads left two programs on the group, and on a
+// group holding a program attached without flags it failed with EPERM,
+// while corral's attach without flags has the kernel replace the group's
+// one program in a single step (200 changes under a process opening devices
+// in a loop: no moment with none or all devices allowed). Its tag helper is
+// SHA-1, where this kernel's program tags are the first 8 bytes of SHA-256
+// (02e1e0821494fa53 for containerd's program for "c 1:3 r" and
+// "c 1:5 rwm", e9f946293236fa0d by cilium).
 //
 // Processes enter a guest's groups before they run a single instruction of
 // their own ([Driver.Start]): on cgroup v2 by cloning into the cgroup, on v1

@@ -31,7 +31,8 @@ func TestMain(m *testing.M) {
 }
 
 // runHelper is a guest program. "open": open each path read-only and print
-// "<path> ok" or "<path> <errno name>".
+// "<path> ok" or "<path> <errno name>"; "openrw" the same read-write;
+// "hammer" see hammerDevices.
 func runHelper(mode string, args []string) int {
 	switch mode {
 	case "open":
@@ -50,6 +51,10 @@ func runHelper(mode string, args []string) int {
 		return 0
 	case "hold":
 		return holdMemory(args)
+	case "openrw":
+		return openDevices(os.O_RDWR, args)
+	case "hammer":
+		return hammerDevices(args)
 	}
 	fmt.Fprintln(os.Stderr, "unknown helper", mode)
 	return 2
