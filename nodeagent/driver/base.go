@@ -37,6 +37,7 @@ type launched struct {
 	cmd       *exec.Cmd
 	qmp       *QMP
 	qmpSocket string
+	hostIf    string // the guest's host-side interface, if any
 }
 
 // launchFunc starts the guest's main process in its groups with logf as
@@ -99,6 +100,7 @@ func (b *base) start(ctx context.Context, spec Spec, res cgroupdriver.Resources,
 			l.qmp.Close()
 		}
 		_ = removeFiles(l.qmpSocket)
+		_ = removeHostIf(l.hostIf)
 		return undo(fmt.Errorf("%w: %s: %w", ErrStart, g, err))
 	}
 	// The child is not reaped until the watch reaps it, so the pid cannot
@@ -109,7 +111,7 @@ func (b *base) start(ctx context.Context, spec Spec, res cgroupdriver.Resources,
 	}
 	rec := &record{
 		Version: recordVersion, Guest: g, PID: pid, StartedAt: time.Now().UTC(),
-		OOMKills: oom0, QMPSocket: l.qmpSocket, LogPath: spec.logPath(), LogMaxBytes: spec.logMax(),
+		OOMKills: oom0, QMPSocket: l.qmpSocket, HostIf: l.hostIf, LogPath: spec.logPath(), LogMaxBytes: spec.logMax(),
 	}
 	if rec.StartTime, err = procStartTime(pid); err == nil {
 		rec.BootID, err = bootID()

@@ -149,6 +149,7 @@ func (d *QEMU) Args(spec *Spec) []string {
 		}
 		args = append(args, "-drive", "file="+optEscape(spec.Disk)+",if=virtio,format="+format)
 	}
+	args = append(args, netdevArgs(spec.Network, tapFD)...)
 	return args
 }
 
@@ -226,6 +227,16 @@ func (d *QEMU) launch(ctx context.Context, spec *Spec, logf *os.File) (*launched
 		return fail(err)
 	}
 	defer lnf.Close()
+	files := []*os.File{lnf} // fd 3 = qmpFD
+	if spec.Network != nil {
+		tap, err := openTap(ctx, spec.Network)
+		if err != nil {
+			_ = os.Remove(sock)
+			return fail(err)
+		}
+		defer tap.Close()
+		files = append(files, tap) // fd 4 = tapFD
+	}
 	logStart, _ := logf.Seek(0, io.SeekEnd)
 	cmd := &exec.Cmd{
 		Path:        d.binary,
@@ -234,7 +245,7 @@ func (d *QEMU) launch(ctx context.Context, spec *Spec, logf *os.File) (*launched
 		Dir:         "/",
 		Stdout:      logf,
 		Stderr:      logf,
-		ExtraFiles:  []*os.File{lnf}, // fd 3 = qmpFD
+		ExtraFiles:  files,
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
 	err = cgroupdriver.WithMemPolicy(cmd, d.cfg.Cgroups.MemPolicyFor(spec.Resources))
@@ -261,7 +272,11 @@ func (d *QEMU) launch(ctx context.Context, spec *Spec, logf *os.File) (*launched
 		_ = os.Remove(sock)
 		return fail(fmt.Errorf("%w; QEMU said: %s", err, logTail(spec.logPath(), logStart, 2048)))
 	}
-	return &launched{cmd: cmd, qmp: q, qmpSocket: sock}, nil
+	l := &launched{cmd: cmd, qmp: q, qmpSocket: sock}
+	if spec.Network != nil {
+		l.hostIf = spec.Network.HostIf
+	}
+	return l, nil
 }
 
 // logTail returns up to n bytes the log got after offset from, trimmed.

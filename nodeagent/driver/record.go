@@ -31,6 +31,8 @@ type record struct {
 	// started; a rise means the kernel killed something in it.
 	OOMKills    uint64 `json:"oom_kills"`
 	QMPSocket   string `json:"qmp_socket,omitempty"`
+	// HostIf is the guest's host-side network interface, removed with it.
+	HostIf      string `json:"host_if,omitempty"`
 	LogPath     string `json:"log_path"`
 	LogMaxBytes int64  `json:"log_max_bytes"`
 	// Exit is set when a driver saw the guest end, so that an agent that
