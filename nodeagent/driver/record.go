@@ -29,8 +29,8 @@ type record struct {
 	StartedAt time.Time `json:"started_at"`
 	// OOMKills is the memory group's oom_kill counter when the guest
 	// started; a rise means the kernel killed something in it.
-	OOMKills    uint64 `json:"oom_kills"`
-	QMPSocket   string `json:"qmp_socket,omitempty"`
+	OOMKills  uint64 `json:"oom_kills"`
+	QMPSocket string `json:"qmp_socket,omitempty"`
 	// HostIf is the guest's host-side network interface, removed with it.
 	HostIf      string `json:"host_if,omitempty"`
 	LogPath     string `json:"log_path"`
