@@ -77,6 +77,9 @@ func goldenEvents() []Event {
 		ev(134, "db", "n1", &GuestBalloonNoncompliant{Node: "n1", Generation: 16, Target: 64 << 20, Actual: 128 << 20, Usage: 230 << 20, WaitedMs: 30000,
 			Enforced: true, Reclaimed: 40 << 20, UsageAfter: 190 << 20, ReclaimError: "write memory.limit_in_bytes: device or resource busy"}),
 		ev(135, "", "", &SchedulerConfig{Algorithm: "binpack", CPUOvercommit: 1, MemoryOvercommit: 1, BalloonMemory: true}),
+		ev(1291, "ct", "", &GuestDefined{Name: "ct", Driver: "lxc", MemoryBytes: 64 << 20, VCPUs: 1, CPUShares: 1024, Rootfs: "/srv/rootfs", Network: NetworkBridge}),
+		ev(1292, "ct", "n1", &GuestStarted{Node: "n1", Generation: 1291, PID: 4343, Addresses: []string{"10.87.0.2/24"}, MAC: "52:54:00:12:34:56", Interface: "cv0123456789ab"}),
+		ev(1293, "", "n1", &NodeRegistered{ID: "n1", CPUs: 2, MemoryBytes: 4 << 30, SecretHash: "ab12", Bridge: "corral0", BridgeCIDR: "10.87.0.0/24"}),
 	}
 }
 
@@ -85,7 +88,7 @@ func TestGolden(t *testing.T) {
 	for _, e := range goldenEvents() {
 		seen[e.Type] = true
 		name := e.Type.String()
-		if e.Index == 15 || e.Index == 16 || e.Index == 22 || e.Index == 36 || e.Index >= 134 && e.Index <= 135 || e.Index == 1201 {
+		if e.Index == 15 || e.Index == 16 || e.Index == 22 || e.Index == 36 || e.Index >= 134 && e.Index <= 135 || e.Index == 1201 || e.Index >= 1291 && e.Index <= 1293 {
 			name += "." + strconv.FormatUint(e.Index, 10)
 		}
 		path := filepath.Join("testdata", "v1", name+".json")
