@@ -34,6 +34,7 @@ type createOptions struct {
 	devices     []string
 	partition   string
 	capAdd      []string
+	network     string
 	capDrop     []string
 }
 
@@ -112,6 +113,7 @@ allows one more, and corral devicetune changes the list later.`,
 	f.StringArrayVar(&o.capAdd, "cap-add", nil, "lxc: keep this capability beyond the default set (NET_ADMIN, cap_net_admin or CAP_NET_ADMIN; ALL for every one); repeat for more")
 	f.StringArrayVar(&o.capDrop, "cap-drop", nil, "lxc: drop this capability from the default set (ALL for every one); repeat for more")
 	f.StringArrayVar(&o.devices, "device", nil, `allow a device beyond the default set: /dev/PATH[:rwm] (resolved on the node) or "c|b MAJOR:MINOR [rwm]"; access defaults to rwm; repeat for more`)
+	f.StringVar(&o.network, "network", "none", "lxc, qemu: bridge gives the guest an interface on its node's bridge (corral agent --bridge) with an address from the node's range; none leaves it only lo")
 	f.StringVar(&o.partition, "partition", "", "create the guest in this cluster partition (corral partition list); fixed for the guest's life")
 	cmd.MarkFlagRequired("driver")
 	cmd.MarkFlagRequired("memory")
@@ -130,7 +132,7 @@ func (o *createOptions) request(cmd *cobra.Command, args []string) (api.CreateGu
 		Rootfs: o.rootfs, Kernel: o.kernel, Initrd: o.initrd, NoStart: o.noStart, Reserve: o.reserve,
 		Constraints: o.constraints, SpreadBy: o.spreadBy, CPUSet: o.cpuset, Devices: o.devices,
 		Partition: o.partition,
-		CapAdd:    o.capAdd, CapDrop: o.capDrop,
+		CapAdd:    o.capAdd, CapDrop: o.capDrop, Network: o.network,
 	}
 	if o.partition != "" {
 		if err := events.ValidateID("partition", o.partition); err != nil {
