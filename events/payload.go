@@ -29,7 +29,7 @@ type NodeRegistered struct {
 	// --bridge, --bridge-cidr); none when the agent runs without one.
 	Bridge     string `json:"bridge,omitempty"`
 	BridgeCIDR string `json:"bridge_cidr,omitempty"`
-	Shaping         string   `json:"shaping,omitempty"`
+	Shaping    string `json:"shaping,omitempty"`
 	// CPUSet and NUMANodes are the CPUs and memory nodes the node's guests
 	// may use (its corral partition's cpuset), as lists ("0-3"); VCPUGroups
 	// says it gives QEMU guests per-vCPU and emulator groups (the cpu
