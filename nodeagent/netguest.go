@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/events"
 	"github.com/corral-dev/corral/nodeagent/driver"
 	"github.com/corral-dev/corral/nodeagent/network"
+	"github.com/corral-dev/corral/nodeagent/shaper"
 )
 
 // Guest networking: a guest defined with --network bridge gets, at each
@@ -92,4 +94,33 @@ func (a *Agent) adoptedNetwork(name string, inst Instance) *driver.Network {
 	}
 	return &driver.Network{Bridge: a.net.cfg.Bridge, HostIf: h.HostInterface(), MAC: driver.MACFor(name),
 		Address: netip.PrefixFrom(addr, a.net.cfg.CIDR.Bits()), Gateway: a.net.cfg.Gateway().Addr()}
+}
+
+// shapeOwnInterface shapes the inbound traffic of a guest on the bridge
+// on the egress of its host-side interface (HTB, see
+// [shaper.ShapeInterface]), on a full pass or when its bandwidth
+// changed. Its outbound traffic enters the host there and cannot be
+// shaped; an outbound limit is refused so.
+func (a *Agent) shapeOwnInterface(ctx context.Context, g *guest, b *api.Bandwidth, full bool) error {
+	st := &a.shaping
+	if st.ifaces == nil {
+		st.ifaces = map[string]string{}
+	}
+	var in, out shaper.Rate
+	if b != nil {
+		in = shaper.Rate{Average: b.Inbound.Average, Peak: b.Inbound.Peak, Burst: b.Inbound.Burst}
+		out = shaper.Rate{Average: b.Outbound.Average, Peak: b.Outbound.Peak, Burst: b.Outbound.Burst}
+	}
+	key := fmt.Sprintf("%s %+v", g.net.HostIf, in)
+	if full || st.ifaces[g.name] != key {
+		if err := shaper.ShapeInterface(ctx, shaper.ExecRunner{}, g.net.HostIf, in); err != nil {
+			delete(st.ifaces, g.name)
+			return err
+		}
+		st.ifaces[g.name] = key
+	}
+	if !out.IsZero() {
+		return fmt.Errorf("corral: guest %s is on the bridge, where its outbound traffic enters the host by its interface %s and cannot be shaped (only its inbound is): set only --inbound, or recreate it with --network none and shape by --shape-interface", g.name, g.net.HostIf)
+	}
+	return nil
 }
