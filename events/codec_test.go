@@ -89,6 +89,9 @@ func goldenEvents() []Event {
 		ev(1305, "job", "n1", &GuestRestartsExhausted{Node: "n1", Generation: 5, Attempts: 2, IntervalMs: 300000, Reason: "OOM-killed"}),
 		ev(412, "vm", "", &GuestDefined{Name: "vm", Driver: "qemu", MemoryBytes: 128 << 20, VCPUs: 1, CPUShares: 1024, Kernel: "/k",
 			Disks: []GuestDisk{{Image: "/srv/base.raw"}, {Image: "/srv/data.qcow2", Format: "qcow2", Cache: "none", SizeBytes: 1 << 30}}}),
+		ev(1291, "ct", "", &GuestDefined{Name: "ct", Driver: "lxc", MemoryBytes: 64 << 20, VCPUs: 1, CPUShares: 1024, Rootfs: "/srv/rootfs", Network: NetworkBridge}),
+		ev(1292, "ct", "n1", &GuestStarted{Node: "n1", Generation: 1291, PID: 4343, Addresses: []string{"10.87.0.2/24"}, MAC: "52:54:00:12:34:56", Interface: "cv0123456789ab"}),
+		ev(1293, "", "n1", &NodeRegistered{ID: "n1", CPUs: 2, MemoryBytes: 4 << 30, SecretHash: "ab12", Bridge: "corral0", BridgeCIDR: "10.87.0.0/24"}),
 	}
 }
 

@@ -25,7 +25,11 @@ type NodeRegistered struct {
 	// ShapeInterfaces are the interfaces the agent shapes guests' traffic
 	// on (domiftune); Shaping, when set, says why it cannot.
 	ShapeInterfaces []string `json:"shape_interfaces,omitempty"`
-	Shaping         string   `json:"shaping,omitempty"`
+	// Bridge and BridgeCIDR are the node's guest network (corral agent
+	// --bridge, --bridge-cidr); none when the agent runs without one.
+	Bridge     string `json:"bridge,omitempty"`
+	BridgeCIDR string `json:"bridge_cidr,omitempty"`
+	Shaping    string `json:"shaping,omitempty"`
 	// CPUSet and NUMANodes are the CPUs and memory nodes the node's guests
 	// may use (its corral partition's cpuset), as lists ("0-3"); VCPUGroups
 	// says it gives QEMU guests per-vCPU and emulator groups (the cpu
@@ -96,7 +100,17 @@ type GuestDefined struct {
 	// gids (both) to the host's; none when empty: the container's root
 	// is then the host's. See [DefaultIDMap].
 	IDMap []IDRange `json:"idmap,omitempty"`
+	// Network is the guest's network: NetworkBridge for an interface on
+	// its node's bridge with an address from the node's range; "" (none)
+	// for no interface but lo (lxc, qemu) or the host's (process).
+	Network string `json:"network,omitempty"`
 }
+
+// Guest networks ([GuestDefined.Network]).
+const (
+	NetworkNone   = "none"
+	NetworkBridge = "bridge"
+)
 
 // GuestPlaced assigns a guest to a node. The index of this event is the
 // placement's generation: agents key their actions by (guest, generation),
@@ -131,6 +145,12 @@ type GuestStarted struct {
 	// first, n after n guest.restarting events. A report about an
 	// earlier run is refused.
 	Restart int `json:"restart,omitempty"`
+	// Addresses, MAC and Interface are a guest's network on the node's
+	// bridge: its addresses (CIDR; a container's eth0, the address the
+	// node gives a VM), its MAC and its host-side interface (veth or tap).
+	Addresses []string `json:"addresses,omitempty"`
+	MAC       string   `json:"mac,omitempty"`
+	Interface string   `json:"interface,omitempty"`
 }
 
 // GuestExited is an agent's report that a guest's process ended, or that it

@@ -256,6 +256,12 @@ func (g *GuestDefined) Validate() error {
 			return err
 		}
 	}
+	switch {
+	case g.Network != "" && g.Network != NetworkBridge:
+		return fieldErr("network", g.Network, "use bridge (an interface on the node's bridge) or none")
+	case g.Network == NetworkBridge && g.Driver == DriverProcess:
+		return fieldErr("network", g.Network, "a process guest uses the host's network; only lxc and qemu guests get an interface on the bridge")
+	}
 	return g.validatePlacementRules()
 }
 

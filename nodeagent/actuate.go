@@ -125,6 +125,12 @@ func (a *Agent) start(ctx context.Context, act Action) {
 	}
 	spec := driver.SpecFor(act.Guest, &dg.Definition, dir)
 	spec.Resources = dg.Resources
+	nw, err := a.networkFor(ctx, act.Guest, &dg.Definition)
+	if err != nil {
+		fail(err)
+		return
+	}
+	spec.Network, g.net = nw, nw
 	a.persist(g) // before the driver's record: a restarted agent must know the kind and generation
 	inst, err := a.deps.Drivers.Start(ctx, spec)
 	if errors.Is(err, driver.ErrAlreadyRunning) {
@@ -163,6 +169,7 @@ func (a *Agent) destroy(ctx context.Context, g *guest) {
 	if err := os.RemoveAll(a.guestDir(g.name)); err != nil {
 		a.log.Error("removing the guest's state directory", "guest", g.name, "err", err)
 	}
+	a.releaseAddress(g.name)
 	delete(a.guests, g.name)
 }
 
@@ -249,8 +256,9 @@ func (a *Agent) tune(ctx context.Context, g *guest, knobs map[string]string) {
 
 // reportStarted sends guest.started once per run.
 func (a *Agent) reportStarted(ctx context.Context, g *guest) {
-	items := []Report{{Guest: g.name, Payload: &events.GuestStarted{
-		Node: a.cfg.NodeID, Generation: g.gen, PID: g.inst.PID(), Cgroups: g.inst.Cgroups(), Restart: g.run}}}
+	started := &events.GuestStarted{Node: a.cfg.NodeID, Generation: g.gen, PID: g.inst.PID(), Cgroups: g.inst.Cgroups(), Restart: g.run}
+	startedNetwork(started, g.net)
+	items := []Report{{Guest: g.name, Payload: started}}
 	// The values the start wrote, so the log holds what the host holds
 	// from the first moment, not only after a tuning.
 	for _, k := range slices.Sorted(maps.Keys(g.applied)) {

@@ -64,6 +64,8 @@ type Agent struct {
 	// shaping is what the shaper last applied (shape.go); only the run
 	// loop touches it.
 	shaping shapeState
+	// net is the node's guest network (netguest.go); nil without a bridge.
+	net *guestNet
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -127,6 +129,9 @@ type guest struct {
 	// written again nor taken for drift until the log asks for another.
 	refused map[string]string
 
+	// net is the network the guest's run got, nil for none.
+	net *driver.Network
+
 	hits      uint64 // limit hits at the last usage report
 	hitsKnown bool
 
@@ -164,6 +169,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		cfg: cfg, deps: deps, log: log.With("node", cfg.NodeID), secret: secret,
 		ready: make(chan struct{}), wake: make(chan struct{}, 1),
 		names: map[string]bool{}, guests: map[string]*guest{}, restarts: map[string]*restartLog{},
+	}
+	if a.net, err = newGuestNet(cfg); err != nil {
+		return nil, err
 	}
 	if len(cfg.Fencer.Command) > 0 {
 		if a.fence, err = newFenceGuard(cfg, deps.Cgroups, a.log); err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/corral-dev/corral/cgroupdriver"
+	"github.com/corral-dev/corral/nodeagent/network"
 )
 
 // ErrInvalidConfig wraps every refusal of a [Config].
@@ -77,6 +78,10 @@ type Config struct {
 	// this node cannot apply.
 	ShapeInterfaces []string
 	Shaping         string
+
+	// Network is the node's guest network (a bridge, its range, NAT);
+	// Bridge "" for none. Guests defined with --network bridge need it.
+	Network network.Config
 
 	// Fencer fences the guests even when the agent process is dead.
 	Fencer FencerConfig
@@ -149,6 +154,9 @@ func (c Config) Validate() error {
 	}
 	if c.HeartbeatInterval > 0 && c.FenceTimeout > 0 && c.FenceTimeout < 2*c.HeartbeatInterval {
 		bad("fence timeout", "%v must be at least two heartbeat intervals (%v), or one late heartbeat fences the node", c.FenceTimeout, 2*c.HeartbeatInterval)
+	}
+	if err := c.Network.Validate(); err != nil {
+		bad("network", "%v", err)
 	}
 	if len(c.Fencer.Command) > 0 {
 		switch {

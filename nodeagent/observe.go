@@ -80,6 +80,7 @@ func (a *Agent) adopt(ctx context.Context) {
 			name: rec.Guest.ID, kind: rec.Guest.Kind, partition: rec.Guest.Partition, gen: rec.Generation, inst: inst, phase: PhaseRunning,
 			startReported: rec.StartReported, frozen: rec.Frozen, applied: rec.Applied, run: rec.Run,
 		}
+		g.net = a.adoptedNetwork(g.name, inst)
 		a.guests[g.name] = g
 		a.watchDone(ctx, inst)
 		a.log.Info("adopted guest", "guest", g.name, "generation", g.gen, "pid", inst.PID())

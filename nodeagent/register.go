@@ -79,6 +79,9 @@ func (a *Agent) Registration() events.NodeRegistered {
 		FenceTimeoutMs: a.cfg.FenceTimeout.Milliseconds(), HeartbeatMs: a.cfg.HeartbeatInterval.Milliseconds(),
 		ShapeInterfaces: a.cfg.ShapeInterfaces, Shaping: a.cfg.Shaping,
 	}
+	if n := a.cfg.Network; n.Bridge != "" {
+		reg.Bridge, reg.BridgeCIDR = n.Bridge, n.CIDR.String()
+	}
 	// What numatune, emulatorpin and vcpupin are checked against.
 	if h, ok := a.deps.Cgroups.(interface{ Host() cgroupdriver.HostInfo }); ok {
 		info := h.Host()

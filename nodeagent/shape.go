@@ -33,6 +33,7 @@ type Shaper interface {
 type shapeState struct {
 	last     string                       // the set applied, as text; "" before the first
 	reported map[string]map[string]string // guest -> knob -> value reported
+	ifaces   map[string]string            // guest -> its own interface's shaping, as applied
 }
 
 // nftCgroupRoot is where nft resolves cgroup v2 paths from.
@@ -40,10 +41,10 @@ const nftCgroupRoot = "/sys/fs/cgroup"
 
 // shape applies the bandwidth of the guests running here.
 func (a *Agent) shape(ctx context.Context, d Desired, full bool) {
-	if a.deps.Shaper == nil {
+	st := &a.shaping
+	if a.deps.Shaper == nil && a.net == nil {
 		return
 	}
-	st := &a.shaping
 	if st.reported == nil {
 		st.reported = map[string]map[string]string{}
 	}
@@ -61,6 +62,16 @@ func (a *Agent) shape(ctx context.Context, d Desired, full bool) {
 		if dg.Bandwidth == nil {
 			continue
 		}
+		if g.net != nil {
+			// A guest on the bridge is shaped on its own interface.
+			if err := a.shapeOwnInterface(ctx, g, dg.Bandwidth, full); err != nil {
+				failed[dg.Name] = err.Error()
+			}
+			continue
+		}
+		if a.deps.Shaper == nil {
+			continue
+		}
 		sg, err := a.shapedGuest(g, dg)
 		if err == nil && classes[sg.Class] != "" {
 			err = fmt.Errorf("corral: guest %s's HTB class 1:%x is also guest %s's; recreate one of them", g.name, sg.Class, classes[sg.Class])
@@ -75,7 +86,7 @@ func (a *Agent) shape(ctx context.Context, d Desired, full bool) {
 	}
 	text := fmt.Sprintf("%+v", guests)
 	var err error
-	if full || text != st.last {
+	if a.deps.Shaper != nil && (full || text != st.last) {
 		if err = a.deps.Shaper.Apply(ctx, guests); err != nil {
 			a.log.Error("shaping guests' traffic", "guests", names, "err", err)
 			st.last = ""
@@ -114,6 +125,11 @@ func (a *Agent) shape(ctx context.Context, d Desired, full bool) {
 	for name := range st.reported {
 		if _, ok := want[name]; !ok {
 			delete(st.reported, name)
+		}
+	}
+	for name := range st.ifaces {
+		if _, ok := want[name]; !ok {
+			delete(st.ifaces, name)
 		}
 	}
 	if len(items) == 0 {

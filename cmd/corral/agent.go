@@ -19,6 +19,7 @@ import (
 	"github.com/corral-dev/corral/events"
 	"github.com/corral-dev/corral/nodeagent"
 	"github.com/corral-dev/corral/nodeagent/driver"
+	"github.com/corral-dev/corral/nodeagent/network"
 )
 
 // agentOptions are the flags of corral agent, and of the local agent of
@@ -41,6 +42,7 @@ type agentOptions struct {
 	joinToken     string
 	shape         []string
 	netClsMount   string
+	network       networkOptions
 }
 
 // defaultNetClsMount is where corral agent mounts net_cls by default.
@@ -62,6 +64,7 @@ func (o *agentOptions) flags(cmd *cobra.Command, stateDirDefault string) {
 	f.DurationVar(&o.balloon, "balloon-timeout", def.BalloonTimeout, "report guest.balloon_noncompliant when a guest has not come within tolerance of its setmem target this long")
 	f.StringVar(&o.accel, "qemu-accel", "auto", "qemu accelerator: kvm, tcg or auto (auto proves KVM runs a guest before using it)")
 	f.StringVar(&o.netClsMount, "net-cls-mount", "", "where to mount the net_cls cgroup controller if the host has it unmounted (net_cls_classid, shaping on cgroup v1); empty mounts nothing")
+	o.network.flags(cmd)
 	f.StringArrayVar(&o.shape, "shape-interface", nil, "interface whose guests' traffic domiftune shapes (its root qdisc becomes the agent's HTB); repeat for more")
 }
 
@@ -120,6 +123,9 @@ func (a *app) startAgent(ctx context.Context, o agentOptions, addrs, natsURL str
 		return nil, nil, err
 	}
 	cfg.Labels = labels
+	if cfg.Network, err = o.network.config(); err != nil {
+		return nil, nil, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
 	}
@@ -260,6 +266,10 @@ the log moved away. The fencer writes its log to <state-dir>/fence/fencer.log.`,
 	nc := cmd.Flags().Lookup("net-cls-mount")
 	nc.DefValue = defaultNetClsMount
 	_ = nc.Value.Set(defaultNetClsMount)
+	// Likewise the bridge: corral dev has none unless given one.
+	br := cmd.Flags().Lookup("bridge")
+	br.DefValue = network.DefaultBridge
+	_ = br.Value.Set(network.DefaultBridge)
 	o.tlsFlags(cmd)
 	cmd.Flags().StringVar(&o.nodeID, "node-id", "", "this host's node ID ([a-z0-9][a-z0-9-]{0,62})")
 	cmd.Flags().StringVar(&addrs, "addr", defaultAddr, "API address of the coordinator servers, comma-separated")

@@ -151,6 +151,7 @@ func printGuest(a *app, gv *api.GuestView) error {
 	if len(g.Labels) > 0 {
 		t.row("Labels:", formatMap(g.Labels))
 	}
+	printNetwork(t, g)
 	if g.Driver == events.DriverLXC {
 		printIsolation(t, &g.GuestDefined)
 	}

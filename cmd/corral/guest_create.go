@@ -35,6 +35,7 @@ type createOptions struct {
 	disks       []string
 	partition   string
 	capAdd      []string
+	network     string
 	capDrop     []string
 	restart     restartFlags
 	userns      bool
@@ -121,6 +122,7 @@ allows one more, and corral devicetune changes the list later.`,
 	f.StringArrayVar(&o.idmap, "idmap", nil, "lxc: map container ids to host ids in a user namespace, CONTAINER:HOST:COUNT for uids and gids (implies --userns); repeat for more ranges")
 	f.StringArrayVar(&o.devices, "device", nil, `allow a device beyond the default set: /dev/PATH[:rwm] (resolved on the node) or "c|b MAJOR:MINOR [rwm]"; access defaults to rwm; repeat for more`)
 	f.StringArrayVar(&o.disks, "disk", nil, "attach a disk image on the node with virtio-blk (qemu): IMAGE[,format=raw|qcow2][,cache=none|writeback|writethrough|directsync|unsafe][,size=SIZE]; the guest writes to an overlay of its own; repeat for more")
+	f.StringVar(&o.network, "network", "none", "lxc, qemu: bridge gives the guest an interface on its node's bridge (corral agent --bridge) with an address from the node's range; none leaves it only lo")
 	f.StringVar(&o.partition, "partition", "", "create the guest in this cluster partition (corral partition list); fixed for the guest's life")
 	o.restart.register(cmd)
 	cmd.MarkFlagRequired("driver")
@@ -140,7 +142,7 @@ func (o *createOptions) request(cmd *cobra.Command, args []string) (api.CreateGu
 		Rootfs: o.rootfs, Kernel: o.kernel, Initrd: o.initrd, NoStart: o.noStart, Reserve: o.reserve,
 		Constraints: o.constraints, SpreadBy: o.spreadBy, CPUSet: o.cpuset, Devices: o.devices,
 		Partition: o.partition, Disks: o.disks,
-		CapAdd: o.capAdd, CapDrop: o.capDrop,
+		CapAdd: o.capAdd, CapDrop: o.capDrop, Network: o.network,
 		UserNS: o.userns || len(o.idmap) > 0, IDMap: o.idmap,
 	}
 	for _, d := range o.disks {

@@ -117,7 +117,7 @@ func importRules() map[string]importRule {
 		// nodeagent reaches nats-server through coordinator/bus, which
 		// also embeds the server; only a split of the bus could forbid it.
 		"nodeagent": {
-			imports: []string{"coordinator/api", "coordinator/bus", "cgroupdriver", "events", "nodeagent/driver", "nodeagent/shaper"},
+			imports: []string{"coordinator/api", "coordinator/bus", "cgroupdriver", "events", "nodeagent/driver", "nodeagent/network", "nodeagent/shaper"},
 			never: never(raftModules, testSupport, []string{
 				"coordinator", "coordinator/cluster", "scheduler/...", "cmd/...",
 			}),
@@ -133,6 +133,11 @@ func importRules() map[string]importRule {
 			never:   never(raftModules, natsModules, testSupport, []string{"coordinator/...", "scheduler/...", "cgroupdriver", "events", "nodeagent", "nodeagent/driver", "cmd/..."}),
 			why:     "the shaper turns shaped guests into nft and tc and knows nothing of the cluster or of cgroups",
 		},
+		"nodeagent/network": {
+			imports: []string{},
+			never:   never(raftModules, natsModules, testSupport, []string{"coordinator/...", "scheduler/...", "cgroupdriver", "events", "nodeagent", "nodeagent/driver", "cmd/..."}),
+			why:     "the node's bridge and address allocation know nothing of the cluster, of cgroups or of the drivers",
+		},
 		"nodeagent/driver/drivertest": {
 			imports: []string{"nodeagent/driver", "cgroupdriver", "cgroupdriver/cgrouptest", "events"},
 			never:   never(raftModules, natsModules, []string{"coordinator/...", "scheduler/...", "nodeagent", "cmd/..."}),
@@ -141,7 +146,7 @@ func importRules() map[string]importRule {
 		"cmd/corral": {
 			imports: []string{
 				"events", "scheduler", "cgroupdriver", "coordinator", "coordinator/acl", "coordinator/api", "coordinator/bus", "coordinator/pki",
-				"coordinator/cluster", "nodeagent", "nodeagent/driver", "nodeagent/shaper",
+				"coordinator/cluster", "nodeagent", "nodeagent/driver", "nodeagent/network", "nodeagent/shaper",
 			},
 			never: testSupport,
 			why:   "the binary wires the daemons and the client; test fixtures stay out of it",

@@ -59,6 +59,11 @@ type Guest struct {
 	Node       string `json:"node,omitempty"`
 	Generation uint64 `json:"generation,omitempty"`
 	PID        int    `json:"pid,omitempty"`
+	// Addresses, MAC and Interface are the guest's network on its node's
+	// bridge, as its last start reported them.
+	Addresses []string `json:"addresses,omitempty"`
+	MAC       string   `json:"mac,omitempty"`
+	Interface string   `json:"interface,omitempty"`
 	// CPUs are the exclusive CPUs the placement chose, when pinned.
 	CPUs string `json:"cpus,omitempty"`
 	// MovedFrom is the node a drain or a node loss moved the guest off,
@@ -262,6 +267,9 @@ type CreateGuest struct {
 	// each CONTAINER:HOST:COUNT for uids and gids alike.
 	UserNS bool     `json:"userns,omitempty"`
 	IDMap  []string `json:"idmap,omitempty"`
+	// Network is "bridge" for an interface on the node's bridge, "none"
+	// or "" for none (events.GuestDefined.Network).
+	Network string `json:"network,omitempty"`
 }
 
 // GuestAction is start, stop, suspend, resume or destroy of one guest.

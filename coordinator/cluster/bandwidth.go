@@ -27,6 +27,9 @@ func (s *State) checkShaping(g *Guest, set map[string]string) error {
 	if n.Shaping != "" {
 		return fmt.Errorf("%w: node %s cannot shape guest %s's traffic: %s", events.ErrInvalid, n.ID, g.Name, n.Shaping)
 	}
+	if g.Network == events.NetworkBridge && n.Bridge != "" {
+		return nil // shaped on its own host-side interface
+	}
 	if len(n.ShapeInterfaces) == 0 {
 		return fmt.Errorf("%w: node %s shapes no network interface, so guest %s's bandwidth cannot be limited there: start its agent with --shape-interface IFACE (the interface the guests' traffic leaves by)",
 			events.ErrInvalid, n.ID, g.Name)

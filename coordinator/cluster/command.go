@@ -73,7 +73,10 @@ func (c *CreateGuest) Definition() (*events.GuestDefined, error) {
 		Command: slices.Clone(c.Command), Rootfs: c.Rootfs, Kernel: c.Kernel, Initrd: c.Initrd,
 		Labels: maps.Clone(c.Labels), Constraints: slices.Clone(c.Constraints), SpreadBy: c.SpreadBy,
 		CPUSet: cpuset, PinCPUs: c.PinCPUs, Devices: devices, Partition: c.Partition, Reserve: c.Reserve,
-		CapAdd: capAdd, CapDrop: capDrop, Disks: disks, IDMap: idmap,
+		CapAdd: capAdd, CapDrop: capDrop, Disks: disks, IDMap: idmap, Network: c.Network,
+	}
+	if d.Network == events.NetworkNone {
+		d.Network = ""
 	}
 	if d.Restart, err = restartPolicy(c.Restart); err != nil {
 		return nil, err

@@ -624,6 +624,7 @@ func (s *State) applyGuestStarted(idx uint64, e *events.Event, p *events.GuestSt
 	g.Status = StatusRunning
 	g.MovedFrom = ""
 	g.PID = p.PID
+	g.Addresses, g.MAC, g.Interface = p.Addresses, p.MAC, p.Interface
 	g.ModifyIndex = idx
 	s.refreshNode(g.Node)
 	return nil

@@ -39,6 +39,7 @@ type launched struct {
 	qmpSocket string
 	// consoleSocket is the serial console's socket of a qemu guest.
 	consoleSocket string
+	hostIf        string // the guest's host-side interface, if any
 }
 
 // launchFunc starts the guest's main process in its groups with logf as
@@ -101,6 +102,7 @@ func (b *base) start(ctx context.Context, spec Spec, res cgroupdriver.Resources,
 			l.qmp.Close()
 		}
 		_ = removeFiles(l.qmpSocket, l.consoleSocket)
+		_ = removeHostIf(l.hostIf)
 		return undo(fmt.Errorf("%w: %s: %w", ErrStart, g, err))
 	}
 	// The child is not reaped until the watch reaps it, so the pid cannot
@@ -111,7 +113,7 @@ func (b *base) start(ctx context.Context, spec Spec, res cgroupdriver.Resources,
 	}
 	rec := &record{
 		Version: recordVersion, Guest: g, PID: pid, StartedAt: time.Now().UTC(),
-		OOMKills: oom0, QMPSocket: l.qmpSocket, ConsoleSocket: l.consoleSocket, LogPath: spec.logPath(), LogMaxBytes: spec.logMax(),
+		OOMKills: oom0, QMPSocket: l.qmpSocket, ConsoleSocket: l.consoleSocket, HostIf: l.hostIf, LogPath: spec.logPath(), LogMaxBytes: spec.logMax(),
 	}
 	if rec.StartTime, err = procStartTime(pid); err == nil {
 		rec.BootID, err = bootID()

@@ -305,6 +305,9 @@ func (i *Instance) Destroy(ctx context.Context) error {
 	if err := i.cg.Remove(ctx, i.guest); err != nil {
 		return err
 	}
+	if err := removeHostIf(i.rec.HostIf); err != nil {
+		return fmt.Errorf("corral: destroy %s: removing its interface: %w", i.guest, err)
+	}
 	return removeFiles(i.recPath, i.rec.QMPSocket, i.rec.ConsoleSocket)
 }
 

@@ -69,6 +69,10 @@ type initRequest struct {
 	UserNS             bool   `json:"userns,omitempty"`
 	CtlFD              int    `json:"ctl_fd,omitempty"`
 	Upper, Work, Lower string `json:",omitempty"`
+	// NetFD, when set, is a pipe the init reads one byte from before it
+	// execs the command: the driver's go-ahead once the container's eth0
+	// is in place (EOF means it could not be made).
+	NetFD int `json:"net_fd,omitempty"`
 }
 
 // devNode is a device node the container's /dev gets, bind-mounted from
@@ -153,6 +157,9 @@ func (d *LXC) Start(ctx context.Context, spec Spec) (*Instance, error) {
 		Hostname: spec.hostname(), Argv: argv,
 		Env: spec.guestEnv("container=corral"), Devices: nodes, PTS: pts, ErrFD: 3,
 	}
+	if spec.Network != nil {
+		req.NetFD = 4
+	}
 	return d.start(ctx, spec, res, func(ctx context.Context, spec *Spec, logf *os.File) (*launched, error) {
 		return d.launch(ctx, spec, logf, &req)
 	})
@@ -169,6 +176,18 @@ func (d *LXC) launch(ctx context.Context, spec *Spec, logf *os.File, req *initRe
 		return nil, fmt.Errorf("%w: %s: %w", ErrStart, g, err)
 	}
 	defer pr.Close()
+	files := []*os.File{pw} // fd 3 = ErrFD
+	var netW *os.File
+	if spec.Network != nil {
+		netR, w, err := os.Pipe()
+		if err != nil {
+			pw.Close()
+			return nil, fmt.Errorf("%w: %s: %w", ErrStart, g, err)
+		}
+		defer netR.Close()
+		defer w.Close()
+		files, netW = append(files, netR), w // fd 4 = NetFD
+	}
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
 		Args:       []string{"corral-init", g.ID},
@@ -176,7 +195,7 @@ func (d *LXC) launch(ctx context.Context, spec *Spec, logf *os.File, req *initRe
 		Dir:        "/",
 		Stdout:     logf,
 		Stderr:     logf,
-		ExtraFiles: []*os.File{pw}, // fd 3 = ErrFD
+		ExtraFiles: files,
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET,
 			Setsid:     true,
@@ -204,6 +223,14 @@ func (d *LXC) launch(ctx context.Context, spec *Spec, logf *os.File, req *initRe
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrStart, g, err)
 	}
+	var netErr error
+	if netW != nil {
+		files[1].Close()
+		if netErr = attachVeth(ctx, spec.Network, cmd.Process.Pid); netErr == nil {
+			_, netErr = netW.Write([]byte{1})
+		}
+		netW.Close()
+	}
 	// The init closes its end when it execs the command (close-on-exec)
 	// and writes why when it cannot.
 	if dl, ok := ctx.Deadline(); ok {
@@ -212,13 +239,20 @@ func (d *LXC) launch(ctx context.Context, spec *Spec, logf *os.File, req *initRe
 		_ = pr.SetReadDeadline(time.Now().Add(30 * time.Second))
 	}
 	msg, rerr := io.ReadAll(pr)
-	if len(msg) == 0 && rerr == nil {
-		return &launched{cmd: cmd}, nil
+	if len(msg) == 0 && rerr == nil && netErr == nil {
+		l := &launched{cmd: cmd}
+		if spec.Network != nil {
+			l.hostIf = spec.Network.HostIf
+		}
+		return l, nil
 	}
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
 	if rerr != nil {
 		return nil, fmt.Errorf("%w: %s: waiting for the container init: %w", ErrStart, g, rerr)
+	}
+	if netErr != nil && (len(msg) == 0 || strings.Contains(string(msg), errNoNetwork)) {
+		return nil, fmt.Errorf("%w: %s: giving the container its eth0: %w", ErrStart, g, netErr)
 	}
 	class, text, _ := strings.Cut(string(msg), ":")
 	if class == initErrSpec {

@@ -20,6 +20,9 @@ const (
 	initErrStart = "start"
 )
 
+// errNoNetwork is what the init says when the driver gave no go-ahead.
+const errNoNetwork = "the container's network was not made"
+
 // RunInitIfRequested must be called first thing in main, right after
 // [cgroupdriver.RunShimIfRequested], in every binary that starts lxc
 // guests (and in TestMain of tests that do). In an ordinary run it returns
@@ -56,6 +59,15 @@ func RunInitIfRequested() {
 	}
 	if err := setupContainer(&req); err != nil {
 		fail(initErrStart, err)
+	}
+	if req.NetFD >= 3 {
+		// The driver writes one byte once eth0 is in place.
+		f := os.NewFile(uintptr(req.NetFD), "corral-init-net")
+		var b [1]byte
+		if n, err := f.Read(b[:]); n != 1 {
+			fail(initErrStart, fmt.Errorf("%s: %v", errNoNetwork, err))
+		}
+		f.Close()
 	}
 	path, err := lookPathIn(req.Argv[0], req.Env)
 	if err != nil {

@@ -158,7 +158,8 @@ func (d *QEMU) Args(spec *Spec) []string {
 		}
 		args = append(args, "-drive", "file="+optEscape(spec.Disk)+",if=virtio,format="+format)
 	}
-	return append(args, diskArgs(spec)...)
+	args = append(args, diskArgs(spec)...)
+	return append(args, netdevArgs(spec.Network, tapFD)...)
 }
 
 // optEscape doubles commas, QEMU's escape inside an option list.
@@ -236,6 +237,16 @@ func (d *QEMU) launch(ctx context.Context, spec *Spec, logf *os.File) (*launched
 		return fail(err)
 	}
 	defer conf.Close()
+	files := []*os.File{lnf, conf} // fd 3 = qmpFD, 4 = consoleFD
+	if spec.Network != nil {
+		tap, err := openTap(ctx, spec.Network)
+		if err != nil {
+			_ = removeFiles(sock, console)
+			return fail(err)
+		}
+		defer tap.Close()
+		files = append(files, tap) // fd 5 = tapFD
+	}
 	logStart, _ := logf.Seek(0, io.SeekEnd)
 	cmd := &exec.Cmd{
 		Path:        d.binary,
@@ -244,7 +255,7 @@ func (d *QEMU) launch(ctx context.Context, spec *Spec, logf *os.File) (*launched
 		Dir:         "/",
 		Stdout:      logf,
 		Stderr:      logf,
-		ExtraFiles:  []*os.File{lnf, conf}, // fd 3 = qmpFD, 4 = consoleFD
+		ExtraFiles:  files,
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
 	err = cgroupdriver.WithMemPolicy(cmd, d.cfg.Cgroups.MemPolicyFor(spec.Resources))
@@ -272,7 +283,11 @@ func (d *QEMU) launch(ctx context.Context, spec *Spec, logf *os.File) (*launched
 		_ = removeFiles(sock, console)
 		return fail(fmt.Errorf("%w; QEMU said: %s", err, logTail(spec.logPath(), logStart, 2048)))
 	}
-	return &launched{cmd: cmd, qmp: q, qmpSocket: sock, consoleSocket: console}, nil
+	l := &launched{cmd: cmd, qmp: q, qmpSocket: sock, consoleSocket: console}
+	if spec.Network != nil {
+		l.hostIf = spec.Network.HostIf
+	}
+	return l, nil
 }
 
 // listenFile makes a listening unix socket at path (replacing a stale

@@ -33,8 +33,10 @@ type record struct {
 	QMPSocket string `json:"qmp_socket,omitempty"`
 	// ConsoleSocket is the serial console of a qemu guest.
 	ConsoleSocket string `json:"console_socket,omitempty"`
-	LogPath       string `json:"log_path"`
-	LogMaxBytes   int64  `json:"log_max_bytes"`
+	// HostIf is the guest's host-side network interface, removed with it.
+	HostIf      string `json:"host_if,omitempty"`
+	LogPath     string `json:"log_path"`
+	LogMaxBytes int64  `json:"log_max_bytes"`
 	// Exit is set when a driver saw the guest end, so that an agent that
 	// restarts before reporting it still reports the real status.
 	Exit *exitRecord `json:"exit,omitempty"`

@@ -75,6 +75,10 @@ type Spec struct {
 	// with KVM); every other device is denied.
 	Resources cgroupdriver.Resources
 
+	// Network, when set, gives the guest an interface on the node's
+	// bridge (lxc and qemu; see [Network]).
+	Network *Network
+
 	// StateDir is the guest's own directory; created when missing. It
 	// must be short enough for a socket path (QMPFile) below it.
 	StateDir string
@@ -129,6 +133,9 @@ func (s *Spec) validate() error {
 	// qemu guest has a socket there.
 	if n := len(filepath.Join(s.StateDir, ConsoleFile)); n > 107 && s.Guest.Kind == cgroupdriver.KindQEMU {
 		return fmt.Errorf("%w: %s: state directory %q is too long for a socket path below it (%d bytes, at most 107)", ErrInvalidSpec, s.Guest, s.StateDir, n)
+	}
+	if err := s.Network.validate(s.Guest); err != nil {
+		return err
 	}
 	if s.MemoryBytes < 0 || s.VCPUs < 0 || s.LogMaxBytes < 0 {
 		return fmt.Errorf("%w: %s: memory (%d), vcpus (%d) and log cap (%d) must not be negative", ErrInvalidSpec, s.Guest, s.MemoryBytes, s.VCPUs, s.LogMaxBytes)
