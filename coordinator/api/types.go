@@ -257,6 +257,11 @@ type CreateGuest struct {
 	// Disks of a qemu guest as --disk takes them:
 	// IMAGE[,format=raw|qcow2][,cache=MODE][,size=SIZE] (events.ParseDisk).
 	Disks []string `json:"disks,omitempty"`
+	// Tuning is the guest's persistent tuning from its first event on:
+	// knob -> value as TuneGuest's Set takes it, recorded as guest.tuned
+	// events (persistent scope) in the same proposal as its definition,
+	// so the guest never exists without it (corral guest import).
+	Tuning map[string]string `json:"tuning,omitempty"`
 }
 
 // GuestAction is start, stop, suspend, resume or destroy of one guest.
