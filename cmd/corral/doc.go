@@ -17,7 +17,9 @@
 // codes and where a client finds its certificate and token (flags, then
 // the environment, then corral dev's data directory); daemon.go what the
 // server commands share; secflags.go the servers' TLS and limit flags;
-// enroll.go an agent's certificate from a join token; devauth.go corral
+// enroll.go an agent's certificate from a join token; guest_import.go
+// corral guest import, whose mapping of a libvirt domain is the pure
+// package cmd/corral/domainxml; devauth.go corral
 // dev's own management token; output.go and describe.go the shared
 // formatting.
 //

@@ -19,6 +19,7 @@ func (a *app) guestCommand() *cobra.Command {
 	cmd := groupCommand("guest", "Create, inspect, start, stop and destroy guests")
 	cmd.AddCommand(
 		a.guestCreateCommand(),
+		a.guestImportCommand(),
 		a.guestListCommand(),
 		a.guestShowCommand(),
 		a.guestActionCommand("start", "Ask for a guest to run", "start requested"),

@@ -146,10 +146,15 @@ func importRules() map[string]importRule {
 		"cmd/corral": {
 			imports: []string{
 				"events", "scheduler", "cgroupdriver", "coordinator", "coordinator/acl", "coordinator/api", "coordinator/bus", "coordinator/pki",
-				"coordinator/cluster", "nodeagent", "nodeagent/driver", "nodeagent/network", "nodeagent/shaper",
+				"coordinator/cluster", "nodeagent", "nodeagent/driver", "nodeagent/network", "nodeagent/shaper", "cmd/corral/domainxml",
 			},
 			never: testSupport,
 			why:   "the binary wires the daemons and the client; test fixtures stay out of it",
+		},
+		"cmd/corral/domainxml": {
+			imports: []string{"coordinator/api", "events"},
+			never:   never(raftModules, natsModules, testSupport, []string{"coordinator", "coordinator/cluster", "coordinator/bus", "nodeagent/...", "scheduler/..."}),
+			why:     "the libvirt import maps a domain's XML to an API request and talks to nothing",
 		},
 		"simtest/...": {
 			anyOurs:   true,
@@ -172,6 +177,7 @@ func soleImporters() map[string][]string {
 		"go.etcd.io/bbolt/...":                 {"coordinator"},
 		"github.com/containerd/cgroups/...":    {"cgroupdriver"},
 		"github.com/spf13/cobra/...":           {"cmd/corral"},
+		"libvirt.org/go/libvirtxml/...":        {"cmd/corral/domainxml"},
 	}
 }
 

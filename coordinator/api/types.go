@@ -270,6 +270,11 @@ type CreateGuest struct {
 	// Network is "bridge" for an interface on the node's bridge, "none"
 	// or "" for none (events.GuestDefined.Network).
 	Network string `json:"network,omitempty"`
+	// Tuning is the guest's persistent tuning from its first event on:
+	// knob -> value as TuneGuest's Set takes it, recorded as guest.tuned
+	// events (persistent scope) in the same proposal as its definition,
+	// so the guest never exists without it (corral guest import).
+	Tuning map[string]string `json:"tuning,omitempty"`
 }
 
 // GuestAction is start, stop, suspend, resume or destroy of one guest.

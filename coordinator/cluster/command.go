@@ -104,6 +104,14 @@ func (c *CreateGuest) Decide(s *State, now time.Time, actor string) ([]events.Ev
 		return nil, err
 	}
 	out := []events.Event{subject(events.New(now, actor, d), d.Name, "")}
+	placed := &Guest{GuestDefined: *d}
+	if len(c.Tuning) > 0 {
+		tuned, g, err := tuneAtCreation(s, d, c.Tuning, now, actor)
+		if err != nil {
+			return nil, err
+		}
+		out, placed = append(out, tuned...), g
+	}
 	if !c.NoStart {
 		out = append(out, subject(events.New(now, actor, &events.GuestStartRequested{}), d.Name, ""))
 	}
@@ -113,7 +121,7 @@ func (c *CreateGuest) Decide(s *State, now time.Time, actor string) ([]events.Ev
 	if c.NoStart && !d.Reserve {
 		return out, nil
 	}
-	if p, ok := s.PlaceNow(&Guest{GuestDefined: *d}, now); ok {
+	if p, ok := s.PlaceNow(placed, now); ok {
 		e := subject(events.New(now, PlacementActor, &p), d.Name, p.Node)
 		e.Reason = "placed at creation"
 		out = append(out, e)
