@@ -30,7 +30,9 @@ type devProcess struct {
 	api     string // https://host:port
 	nats    string
 	dataDir string
-	logPath string
+	// agentMetrics is the agent's metrics URL, when --metrics-addr.
+	agentMetrics string
+	logPath      string
 	done    chan struct{} // closed when the process has been waited for
 	waitErr error         // the result of Wait; read only after done
 
@@ -136,6 +138,7 @@ func (p *devProcess) parseListeners(line string) {
 		m[f[i]] = f[i+1]
 	}
 	p.api, p.nats = m["api"], m["nats"]
+	p.agentMetrics = m["agent-metrics"]
 	for _, u := range []string{p.api, p.nats} {
 		if u == "" || strings.HasSuffix(u, ":0") {
 			t.Fatalf("listener line %q lacks a bound api or nats address", line)
