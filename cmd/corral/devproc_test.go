@@ -30,14 +30,16 @@ type devProcess struct {
 	api     string // https://host:port
 	nats    string
 	dataDir string
-	// agentMetrics is the agent's metrics URL, when --metrics-addr.
-	agentMetrics string
-	logPath      string
+	logPath string
 	done    chan struct{} // closed when the process has been waited for
 	waitErr error         // the result of Wait; read only after done
 
 	mu   sync.Mutex
 	more []string // what it printed to stdout after the listener line
+
+	// agentMetrics is the agent's metrics URL from the listener line,
+	// "" without --metrics-addr.
+	agentMetrics string
 }
 
 // startDev starts corral dev without a node agent on free ports with data
