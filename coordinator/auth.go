@@ -545,7 +545,7 @@ func (s *Server) handle(mux *http.ServeMux, pattern string, a access, h http.Han
 	}
 	kind := map[accessKind]string{needCap: "token", needServer: "server", needNodeSelf: "node", needEnroll: "enroll", needCert: "cert", needPeer: "peer"}[a.kind]
 	s.routeList = append(s.routeList, Route{Method: method, Path: path, Access: a.String(), Capability: a.cap, Kind: kind})
-	mux.HandleFunc(pattern, g.wrap(h))
+	mux.HandleFunc(pattern, s.metrics.instrument(pattern, g.wrap(h)))
 }
 
 // nodeInBody stands for the node a request names in its body, which the

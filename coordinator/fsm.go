@@ -110,6 +110,15 @@ type fsm struct {
 	closing       chan struct{}
 	retries       sync.WaitGroup
 
+	// onApply and onStored, when set (by the server's metrics, before
+	// raft starts), are told of each event applied to the state and of
+	// how many records the store took; entries up to replayTo, the log's
+	// last index when the server started, are its own replay and not
+	// told to onApply.
+	onApply  func(events.Type)
+	onStored func(n int)
+	replayTo atomic.Uint64
+
 	// failAppends, when set (by tests only), makes every event-store
 	// append fail with it instead of writing.
 	failAppends atomic.Pointer[error]
@@ -218,6 +227,11 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			continue
 		}
 		o, evs := f.applyProposal(props[i])
+		if f.onApply != nil && l.Index > f.replayTo.Load() {
+			for _, e := range evs {
+				f.onApply(e.typ)
+			}
+		}
 		out[i] = o
 		committed = append(committed, evs...)
 		// Checkpoint per entry, not per batch, so that checkpoints stay
@@ -270,6 +284,9 @@ func (f *fsm) storeLocked(recs []Record) {
 	}
 	err := f.appendEvents(recs)
 	if err == nil {
+		if f.onStored != nil {
+			f.onStored(len(recs))
+		}
 		f.unstored, f.unstoredBytes = nil, 0
 		if cur != nil {
 			f.setFault(nil)
@@ -351,6 +368,7 @@ func (f *fsm) faulted() <-chan struct{} {
 
 // committedEvent is an applied event's index and its encoding as proposed.
 type committedEvent struct {
+	typ    events.Type
 	index  uint64
 	raw    []byte
 	routes []cluster.Route
@@ -440,7 +458,7 @@ func (f *fsm) applyProposal(p decodedProposal) (*cluster.Outcome, []committedEve
 			break
 		}
 		o.Indexes = append(o.Indexes, e.Index)
-		committed = append(committed, committedEvent{index: e.Index, raw: p.raw[i], routes: routes})
+		committed = append(committed, committedEvent{typ: e.Type, index: e.Index, raw: p.raw[i], routes: routes})
 	}
 	f.state.Record(p.reqID, o)
 	return o, committed

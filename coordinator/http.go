@@ -101,7 +101,11 @@ func (s *Server) routes() http.Handler {
 	s.agentRoutes(mux)
 	s.aclRoutes(mux)
 	s.partitionRoutes(mux)
-	s.handle(mux, "GET /metrics", access{kind: needPeer}, s.metrics.handler().ServeHTTP)
+	metricsAccess := access{kind: needPeer}
+	if s.cfg.MetricsRequireToken {
+		metricsAccess = token(acl.ClusterRead)
+	}
+	s.handle(mux, "GET /metrics", metricsAccess, s.metrics.handler().ServeHTTP)
 	return mux
 }
 

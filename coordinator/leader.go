@@ -74,6 +74,7 @@ func (s *Server) Submit(ctx context.Context, reqID, actor string, cmd cluster.Co
 	if err != nil {
 		return nil, err
 	}
+	proposed := time.Now()
 	f := s.raft.Apply(data, applyTimeout)
 	errc := make(chan error, 1)
 	go func() { errc <- f.Error() }()
@@ -90,6 +91,7 @@ func (s *Server) Submit(ctx context.Context, reqID, actor string, cmd cluster.Co
 		}
 		return nil, fmt.Errorf("%w: commit: %v", api.ErrUnavailable, err)
 	}
+	s.metrics.commit.Observe(time.Since(proposed).Seconds())
 	return f.Response().(*cluster.Outcome), nil
 }
 
@@ -305,6 +307,7 @@ func (s *Server) schedule(ctx context.Context, last *schedMark) {
 	if skip {
 		return
 	}
+	defer func(began time.Time) { s.metrics.passes.Observe(time.Since(began).Seconds()) }(time.Now())
 	if in != nil {
 		var skipped []error
 		plan, skipped, err = in.Schedule(now)
@@ -630,6 +633,7 @@ func (s *Server) retentionLoop(ctx context.Context) {
 			if n, err := s.store.Trim(now); err != nil {
 				s.log.Error("retention", "err", err)
 			} else if n > 0 {
+				s.metrics.trimmed.Add(float64(n))
 				s.log.Info("retention trimmed events", "count", n)
 			}
 		}

@@ -105,6 +105,10 @@ type Config struct {
 	Insecure bool
 	// Limits bound what one caller may send.
 	Limits Limits
+	// MetricsRequireToken makes GET /metrics ask for a token with
+	// cluster:read as well as a certificate; by default any certificate
+	// of the cluster reads it, as the metrics carry no secrets.
+	MetricsRequireToken bool
 }
 
 // DefaultConfig returns a single-server configuration under dataDir.
@@ -313,6 +317,8 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 			"found", d.Err, "moved_to", d.MovedTo)
 	}
 	s.fsm = newFSM(s.store, cfg.Store.CheckpointEvery, log)
+	s.fsm.onApply = s.metrics.committed
+	s.fsm.onStored = func(n int) { s.metrics.appended.Add(float64(n)) }
 
 	if s.bus == nil {
 		url := cfg.NATSURL
@@ -359,6 +365,7 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	if err = s.startRaft(); err != nil {
 		return nil, err
 	}
+	s.metrics.watch(s)
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second,
 		// An idle connection is closed after two minutes, so nobody holds
@@ -443,6 +450,9 @@ func (s *Server) startRaft() error {
 	existing, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		return err
+	}
+	if last, err := logs.LastIndex(); err == nil {
+		s.fsm.replayTo.Store(last) // what NewRaft replays is not news
 	}
 	if s.raft, err = raft.NewRaft(rc, s.fsm, logs, stable, snaps, s.trans); err != nil {
 		return fmt.Errorf("corral: start raft: %w", err)

@@ -61,11 +61,13 @@ func (a *Agent) do(ctx context.Context, d Desired, act Action) string {
 		a.reportExited(ctx, g, want)
 	case OpForget:
 		delete(a.guests, g.name)
+		a.metrics.guests.forget(g.name)
 		if err := os.Remove(a.guestDir(g.name) + "/" + recordFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 			log.Warn("removing the agent record", "err", err)
 		}
 	case OpDestroy:
 		a.destroy(ctx, g)
+		a.metrics.guests.forget(g.name)
 		log.Info("guest destroyed")
 	case OpTune:
 		a.tune(ctx, g, act.Knobs)

@@ -65,7 +65,8 @@ type Agent struct {
 	// loop touches it.
 	shaping shapeState
 	// net is the node's guest network (netguest.go); nil without a bridge.
-	net *guestNet
+	net     *guestNet
+	metrics *agentMetrics
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -178,6 +179,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 			return nil, err
 		}
 	}
+	a.metrics = newAgentMetrics(a)
 	if cfg.GroupPID != 0 {
 		var ok bool
 		if a.reserver, ok = deps.Cgroups.(Reserver); !ok {
@@ -334,8 +336,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.freezeHeld(ctx)
 			continue
 		}
-		if a.fence != nil && (!a.fence.mayAct() || !a.liftFence()) {
-			continue // the heartbeat pokes once the lease is renewed
+		if a.fence != nil {
+			may := a.fence.mayAct()
+			a.metrics.lease.Set(b2f(may))
+			if !may || !a.liftFence() {
+				continue // the heartbeat pokes once the lease is renewed
+			}
 		}
 		if a.pass(ctx, full) {
 			full = false
@@ -420,6 +426,7 @@ func (a *Agent) pass(ctx context.Context, full bool) bool {
 			a.log.Warn("the fence lease runs out soon: not starting or thawing until it is renewed", "guest", act.Guest, "op", act.Op)
 			continue // the renewal pokes once the lease had run out; else the next resync
 		}
+		a.metrics.actions.WithLabelValues(string(act.Op)).Inc()
 		if removed := a.do(ctx, d, act); removed != "" {
 			cleaned = append(cleaned, removed)
 		}
@@ -435,6 +442,7 @@ func (a *Agent) pass(ctx context.Context, full bool) bool {
 	}
 	a.shape(ctx, d, full)
 	a.setNames(d)
+	a.metrics.passes.Inc()
 	return true
 }
 

@@ -44,6 +44,10 @@
 // the generation's next, starts once a timer of the loop says its delay
 // passed. The cluster, not the agent, reschedules.
 //
+// Its Prometheus metrics (metrics.go, [Agent.MetricsHandler]) count what
+// the loop did and export each running guest's counters as the last usage
+// report read them: a scrape reads no cgroup file.
+//
 // Its collaborators are small interfaces declared here: [Cgroups], [Drivers]
 // and [Instance] for the host (deps.go; the real ones are
 // *cgroupdriver.Driver and, through [HostDrivers], package driver), and

@@ -18,6 +18,8 @@ func (a *Agent) reportUsage(ctx context.Context) {
 	}
 	usage := &events.NodeUsage{IntervalMs: a.cfg.UsageInterval.Milliseconds()}
 	var hits []Report
+	samples := map[string]guestSample{}
+	defer func() { a.metrics.guests.replace(samples) }()
 	for _, name := range slices.Sorted(maps.Keys(a.guests)) {
 		g := a.guests[name]
 		if g.phase != PhaseRunning || g.inst == nil {
@@ -31,6 +33,7 @@ func (a *Agent) reportUsage(ctx context.Context) {
 			a.log.Warn("reading a guest's counters", "guest", g.name, "err", err)
 			continue
 		}
+		samples[g.name] = guestSample{gen: g.gen, stats: st}
 		usage.Guests = append(usage.Guests, events.GuestUsage{
 			Guest: g.name, Generation: g.gen,
 			CPUNanos: st.CPU.TotalNs, UserNanos: st.CPU.UserNs, SystemNanos: st.CPU.SystemNs,
@@ -104,6 +107,9 @@ func (a *Agent) checkDrift(ctx context.Context) {
 		items := make([]Report, 0, len(drifted))
 		for _, o := range drifted {
 			knob := o.Knob
+			if aerr == nil {
+				a.metrics.drift.WithLabelValues(knob).Inc()
+			}
 			a.log.Warn("drift", "guest", g.name, "knob", knob, "file", o.File, "expected", o.Want, "found", o.Got, "corrected", aerr == nil)
 			items = append(items, Report{Guest: g.name, Payload: &events.GuestDrift{
 				Node: a.cfg.NodeID, Generation: g.gen, Knob: knob, Expected: o.Want, Found: o.Got, Corrected: aerr == nil}})

@@ -43,6 +43,7 @@ type agentOptions struct {
 	shape         []string
 	netClsMount   string
 	network       networkOptions
+	metricsAddr   string
 }
 
 // defaultNetClsMount is where corral agent mounts net_cls by default.
@@ -65,6 +66,7 @@ func (o *agentOptions) flags(cmd *cobra.Command, stateDirDefault string) {
 	f.StringVar(&o.accel, "qemu-accel", "auto", "qemu accelerator: kvm, tcg or auto (auto proves KVM runs a guest before using it)")
 	f.StringVar(&o.netClsMount, "net-cls-mount", "", "where to mount the net_cls cgroup controller if the host has it unmounted (net_cls_classid, shaping on cgroup v1); empty mounts nothing")
 	o.network.flags(cmd)
+	f.StringVar(&o.metricsAddr, "metrics-addr", "", "host:port to serve the agent's Prometheus metrics on, at /metrics, in plain HTTP (they carry no secrets; bind loopback or a scrape network); port 0 picks one; empty serves none")
 	f.StringArrayVar(&o.shape, "shape-interface", nil, "interface whose guests' traffic domiftune shapes (its root qdisc becomes the agent's HTB); repeat for more")
 }
 
@@ -80,8 +82,9 @@ func (o *agentOptions) tlsFlags(cmd *cobra.Command) {
 
 // agentRun holds what a running agent needs closed.
 type agentRun struct {
-	agent *nodeagent.Agent
-	bus   *bus.Conn
+	agent   *nodeagent.Agent
+	bus     *bus.Conn
+	metrics *metricsServer // nil without --metrics-addr
 }
 
 // startAgent builds the node agent for o against the API at addrs and
@@ -178,15 +181,31 @@ func (a *app) startAgent(ctx context.Context, o agentOptions, addrs, natsURL str
 		bus.Close()
 		return nil, nil, err
 	}
+	run := &agentRun{agent: ag, bus: bus}
+	if o.metricsAddr != "" {
+		if run.metrics, err = serveMetrics(o.metricsAddr, ag.MetricsHandler(), log); err != nil {
+			bus.Close()
+			return nil, nil, err
+		}
+	}
 	done := make(chan error, 1)
 	go func() { done <- ag.Run(ctx) }()
-	return &agentRun{agent: ag, bus: bus}, done, nil
+	return run, done, nil
 }
 
 func (r *agentRun) close() error {
 	err := r.agent.Close()
 	r.bus.Close()
+	r.metrics.close()
 	return err
+}
+
+// metricsAddr is where the agent serves its metrics, "" when it does not.
+func (r *agentRun) metricsAddr() string {
+	if r.metrics == nil {
+		return ""
+	}
+	return r.metrics.addr()
 }
 
 func parseLabels(in []string) (map[string]string, error) {
@@ -245,7 +264,11 @@ the log moved away. The fencer writes its log to <state-dir>/fence/fencer.log.`,
 			}
 			select {
 			case <-run.agent.Ready():
-				fmt.Fprintf(a.stdout, "corral agent: node %s state %s\n", o.nodeID, o.stateDir)
+				line := fmt.Sprintf("corral agent: node %s state %s", o.nodeID, o.stateDir)
+				if m := run.metricsAddr(); m != "" {
+					line += " metrics http://" + m + "/metrics"
+				}
+				fmt.Fprintln(a.stdout, line)
 			case err := <-done:
 				run.close()
 				return err

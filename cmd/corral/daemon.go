@@ -92,6 +92,9 @@ func (a *app) serve(ctx context.Context, name string, cfg coordinator.Config, st
 		select {
 		case <-run.agent.Ready():
 			fields = append(fields, "node", run.agent.Registration().ID)
+			if m := run.metricsAddr(); m != "" {
+				fields = append(fields, "agent-metrics", "http://"+m+"/metrics")
+			}
 		case err := <-d:
 			s.Close()
 			<-done

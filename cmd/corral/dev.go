@@ -26,6 +26,8 @@ type devOptions struct {
 	logLevel string
 	noAgent  bool
 	agent    agentOptions
+	// metricsToken is --metrics-require-token.
+	metricsToken bool
 }
 
 func (a *app) devCommand() *cobra.Command {
@@ -65,6 +67,7 @@ Ctrl-C or SIGTERM stops it cleanly.`,
 	f.StringVar(&o.nodeID, "node-id", "", "ID this host registers as (default: the host name, lower-cased, or \"local\")")
 	f.BoolVar(&o.noAgent, "no-agent", false, "run no node agent: register this host as a static node whose guests are placed but not run")
 	o.agent.flags(cmd, "")
+	metricsTokenFlag(cmd, &o.metricsToken)
 	logLevelFlag(cmd, &o.logLevel)
 	return cmd
 }
@@ -89,6 +92,7 @@ func (a *app) runDev(cmd *cobra.Command, o devOptions) error {
 	cfg.RaftAddr = o.raftAddr
 	cfg.NATS = bus.EmbeddedConfig{Port: o.natsPort}
 	cfg.Logger = log
+	cfg.MetricsRequireToken = o.metricsToken
 	// corral dev is secure like any cluster, and needs no step for it: its
 	// CA, certificates and management token live in its data dir, where
 	// the CLI finds them.

@@ -36,6 +36,10 @@ type devProcess struct {
 
 	mu   sync.Mutex
 	more []string // what it printed to stdout after the listener line
+
+	// agentMetrics is the agent's metrics URL from the listener line,
+	// "" without --metrics-addr.
+	agentMetrics string
 }
 
 // startDev starts corral dev without a node agent on free ports with data
@@ -136,6 +140,7 @@ func (p *devProcess) parseListeners(line string) {
 		m[f[i]] = f[i+1]
 	}
 	p.api, p.nats = m["api"], m["nats"]
+	p.agentMetrics = m["agent-metrics"]
 	for _, u := range []string{p.api, p.nats} {
 		if u == "" || strings.HasSuffix(u, ":0") {
 			t.Fatalf("listener line %q lacks a bound api or nats address", line)

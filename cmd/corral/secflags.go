@@ -12,6 +12,8 @@ type securityOptions struct {
 	tls    pki.Files
 	caKey  string
 	limits coordinator.Limits
+	// metricsToken is --metrics-require-token.
+	metricsToken bool
 }
 
 func (o *securityOptions) flags(cmd *cobra.Command) {
@@ -20,6 +22,7 @@ func (o *securityOptions) flags(cmd *cobra.Command) {
 	f.StringVar(&o.tls.Cert, "tls-cert", "", "this server's certificate (corral tls cert create --server ID)")
 	f.StringVar(&o.tls.Key, "tls-key", "", "this server's certificate's key")
 	f.StringVar(&o.caKey, "tls-ca-key", "", "the CA's key, to sign the certificates of agents that enroll with a join token (optional)")
+	metricsTokenFlag(cmd, &o.metricsToken)
 	d := coordinator.DefaultLimits()
 	o.limits = d
 	f.Int64Var(&o.limits.MaxBodyBytes, "max-body", d.MaxBodyBytes, "largest request body, in bytes")
@@ -32,6 +35,7 @@ func (o *securityOptions) flags(cmd *cobra.Command) {
 // apply loads the files into cfg.
 func (o *securityOptions) apply(cfg *coordinator.Config) error {
 	cfg.Limits = o.limits
+	cfg.MetricsRequireToken = o.metricsToken
 	if !o.tls.Enabled() {
 		return nil // Validate says what is missing
 	}
