@@ -134,7 +134,7 @@ function details(e) {
     case 'node.eligibility':
       return p.eligibility || '';
   }
-  const keys = Object.keys(p).filter((k) => typeof p[k] !== 'object');
+  const keys = Object.keys(p).filter((k) => typeof p[k] !== 'object' && !k.includes('secret'));
   return keys.slice(0, 5).map((k) => k + '=' + p[k]).join(' ') + (e.reason ? ' (' + e.reason + ')' : '');
 }
 
@@ -173,21 +173,24 @@ function renderNodes() {
   }));
 }
 
-// tuning lists each tuned knob as desired (live value, else persistent) and,
-// when the agent reported another value or none yet, what it applied.
+// tuning lists each knob tuned away from its default, and each the agent
+// reported writing: the desired value (the running instance's, else the
+// persistent one) and, where the agent applied another or has not answered
+// yet, what it applied.
 function tuning(g) {
   const want = Object.assign({}, g.tuning || {}, g.live_tuning || {});
   const applied = g.applied || {};
-  const knobs = Object.keys(want).sort();
+  const knobs = [...new Set([...Object.keys(want), ...Object.keys(applied)])].sort();
   if (!knobs.length) return el('span', { class: 'muted' }, 'defaults');
   return knobs.map((k) => {
     const a = applied[k];
     const failed = g.tuning_failed && g.tuning_failed[k];
-    const same = a === want[k];
-    let text = k + '=' + want[k];
-    if (!same && g.status === 'running') text += ' / ' + (a === undefined ? 'not yet' : a);
+    const running = g.status === 'running';
+    let text = k + '=' + (k in want ? want[k] : a);
+    const off = k in want && running && a !== want[k];
+    if (off) text += ' / ' + (a === undefined ? 'not applied yet' : a);
     if (failed) text += ' (refused: ' + (failed.error || 'by the host') + ')';
-    return el('span', { class: 'knob' + (same || g.status !== 'running' ? '' : ' unapplied') }, text);
+    return el('span', { class: 'knob' + (off || failed ? ' unapplied' : ''), 'data-knob': k }, text);
   });
 }
 
@@ -405,7 +408,7 @@ function scheduleRefresh() {
 // lastIndex asks for the events after the largest index: none, but the
 // answer's header says where the log ends.
 async function lastIndex() {
-  const resp = await call('/events?since=18446744073709551615');
+  const resp = await call('/events?since=' + Number.MAX_SAFE_INTEGER);
   return Number(resp.headers.get('X-Corral-Index') || 0);
 }
 
