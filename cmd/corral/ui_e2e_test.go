@@ -77,6 +77,14 @@ func TestDevUIInChromium(t *testing.T) {
 	}
 	// Without a token the page asks for one and reads nothing.
 	waitPage(t, ctx, "the page to ask for a token", `document.getElementById('conn').textContent`, "no token")
+	// A token the cluster does not know is refused, and the page says so.
+	if err := chromedp.Do(ctx,
+		chromedp.SendKeys("#token", "00000000-0000-0000-0000-000000000000"),
+		chromedp.Click(`#login button[type="submit"]`),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitPage(t, ctx, "the page to report the token refused", `document.getElementById('conn').textContent`, "token refused")
 	if err := chromedp.Do(ctx,
 		chromedp.SendKeys("#token", tok.Secret),
 		chromedp.Click(`#login button[type="submit"]`),
