@@ -53,6 +53,12 @@ const (
 	// needPeer: any certificate of this cluster, no token (metrics, which
 	// carry no secrets, as Nomad's).
 	needPeer
+	// needToken: a token with the capability, with or without a
+	// certificate: the web page's read-only routes (http_ui.go), which a
+	// browser calls over server-verified TLS with no client certificate.
+	needToken
+	// needNothing: anyone; the web page's static files, which hold no data.
+	needNothing
 )
 
 // access says who may call one route.
@@ -76,6 +82,10 @@ func (a access) String() string {
 		return "a client certificate"
 	case needPeer:
 		return "any certificate of the cluster"
+	case needToken:
+		return "a token with " + string(a.cap) + ", no certificate needed"
+	case needNothing:
+		return "anyone (static files, no data)"
 	}
 	return "a token with " + string(a.cap)
 }
@@ -87,7 +97,8 @@ type Route struct {
 	// Capability is the capability a token needs, "" for routes no token
 	// opens (server-only, node-only, enrollment).
 	Capability acl.Capability
-	// Kind is server, node, enroll, cert or token.
+	// Kind is server, node, enroll, cert, peer, token, browser (a token
+	// without a certificate) or public.
 	Kind string
 }
 
@@ -179,8 +190,9 @@ func tokenOf(r *http.Request) string {
 	return ""
 }
 
-// authenticate works out who sent r.
-func (s *Server) authenticate(r *http.Request) (*caller, error) {
+// authenticate works out who sent r. tokenOnly says the route takes a
+// token without a certificate (needToken).
+func (s *Server) authenticate(r *http.Request, tokenOnly bool) (*caller, error) {
 	if s.cfg.Insecure {
 		return &caller{insecure: true, label: r.Header.Get(api.HeaderActor)}, nil
 	}
@@ -210,9 +222,10 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 			}
 		}
 	}
-	if secret := tokenOf(r); secret != "" && (!c.id.IsZero() || c.via != "") {
-		// A caller without a certificate gets no token lookup at all:
-		// authorize refuses it, and it learns nothing of the token.
+	if secret := tokenOf(r); secret != "" && (!c.id.IsZero() || c.via != "" || tokenOnly) {
+		// A caller without a certificate gets no token lookup at all,
+		// but on the page's routes: elsewhere authorize refuses it, and
+		// it learns nothing of the token.
 		t, pols, err := s.lookupToken(r.Context(), secret)
 		if err != nil {
 			return c, err
@@ -269,8 +282,17 @@ func (s *Server) authorize(c *caller, a access, node string) error {
 	if c.insecure || c.id.Role == pki.RoleServer {
 		return nil
 	}
-	if a.kind == needEnroll {
+	if a.kind == needEnroll || a.kind == needNothing {
 		return nil
+	}
+	if a.kind == needToken {
+		if c.token == nil {
+			return &deniedError{missing: a.cap, err: fmt.Errorf("%w: this needs an ACL token with %s: enter one on the page (corral acl token create --policy read), or send it as %s", api.ErrUnauthenticated, a.cap, api.HeaderToken)}
+		}
+		if c.can(a.cap) {
+			return nil
+		}
+		return &deniedError{missing: a.cap, err: fmt.Errorf("%w: %s lacks %s: use a token whose policies grant it (corral acl token create --policy read)", api.ErrPermission, c.who(), a.cap)}
 	}
 	if c.id.IsZero() && c.via == "" {
 		// Mutual TLS: a token alone opens nothing.
@@ -337,7 +359,7 @@ func (g *guard) wrap(h http.HandlerFunc) http.HandlerFunc {
 	s := g.s
 	return func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, s.limits.MaxBodyBytes)
-		c, err := s.authenticate(r)
+		c, err := s.authenticate(r, g.acc.kind == needToken)
 		if err != nil && c != nil && c.via == "" && c.id.Role != pki.RoleServer {
 			// Failed attempts (unknown tokens) count against the
 			// certificate or address they came from.
@@ -543,7 +565,7 @@ func (s *Server) handle(mux *http.ServeMux, pattern string, a access, h http.Han
 		// The node is named in the body: the handler checks it once parsed.
 		g.nodeOf = func(*http.Request) string { return nodeInBody }
 	}
-	kind := map[accessKind]string{needCap: "token", needServer: "server", needNodeSelf: "node", needEnroll: "enroll", needCert: "cert", needPeer: "peer"}[a.kind]
+	kind := map[accessKind]string{needCap: "token", needServer: "server", needNodeSelf: "node", needEnroll: "enroll", needCert: "cert", needPeer: "peer", needToken: "browser", needNothing: "public"}[a.kind]
 	s.routeList = append(s.routeList, Route{Method: method, Path: path, Access: a.String(), Capability: a.cap, Kind: kind})
 	mux.HandleFunc(pattern, s.metrics.instrument(pattern, g.wrap(h)))
 }

@@ -5,7 +5,8 @@
 // keeps committed events independently of raft's compaction (store.go),
 // submitting commands and the leader's loops that schedule, publish
 // committed events and node updates on the bus and trim the store
-// (leader.go), the HTTP handlers (http.go, http_sched.go), the agents'
+// (leader.go), the HTTP handlers (http.go, http_sched.go), the web page
+// embedded from webui/ and its token-only read routes (http_ui.go), the agents'
 // reports, desired state and heartbeats (agent.go) and the proxy for
 // guests' output logs (logs.go). Test helpers live in testing.go.
 //

@@ -255,6 +255,12 @@ func TestEveryRouteRefusesTheWrongCaller(t *testing.T) {
 			case "peer":
 				right = who{"node n1 certificate", n1, ""}
 				wrong = none // there is no wrong certificate of the cluster
+			case "browser":
+				// The page's routes: a token alone, no certificate.
+				right = who{"read token without a certificate", anon, sc.token[minimalPolicy(r.Capability)]}
+				wrong = who{"unknown token without a certificate", anon, "00000000-0000-0000-0000-000000000000"}
+			case "public":
+				continue // TestUIPage: the static files are anyone's
 			case "enroll":
 				continue // TestEnrollWithJoinToken
 			default:
