@@ -26,7 +26,7 @@
 # `testassets.sh rootfs` builds and prints only ROOTFS (no kernel download,
 # no QEMU), for tests of containers alone.
 #
-# Missing tools (qemu-system-x86, busybox-static, cpio) are installed with
+# Missing tools (qemu-system-x86, busybox-static, cpio, systemd) are installed with
 # apt-get. Outputs that exist are kept, so a second run takes milliseconds;
 # delete the cache directory (or set CORRAL_ASSETS elsewhere) to rebuild.
 # Concurrent runs serialise on a lock file in the cache directory.
@@ -56,6 +56,8 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed"
 command -v flock >/dev/null || need_pkgs+=(util-linux)
 # The nemesis test partitions servers with nftables rules.
 [ "$WHAT" = rootfs ] || command -v nft >/dev/null || need_pkgs+=(nftables)
+# The unit files in deploy/ are checked with systemd-analyze verify.
+[ "$WHAT" = rootfs ] || command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	log "installing ${need_pkgs[*]}"
 	export DEBIAN_FRONTEND=noninteractive

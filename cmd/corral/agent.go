@@ -242,8 +242,13 @@ process of this binary the agent starts in a session of its own, when the
 agent itself is dead or stalled: it freezes every guest once the lease the
 agent renews after each heartbeat has run out, and never thaws; the next
 agent thaws what the log still assigns to the node, after destroying what
-the log moved away. The fencer writes its log to <state-dir>/fence/fencer.log.`,
-		Example: `  # with a certificate made for this node (corral tls cert create --node n1)
+the log moved away. The fencer writes its log to <state-dir>/fence/fencer.log.
+
+--config FILE reads the flags from a file of key = value lines, a flag's name
+without the dashes (deploy/corral-agent.conf is a full example); a flag on the
+command line wins over the file.`,
+		Example: `  corral agent --config /etc/corral/agent.conf
+  # with a certificate made for this node (corral tls cert create --node n1)
   corral agent --node-id n1 --addr 10.0.0.1:4646 --nats-url tls://10.0.0.1:4222 \
       --tls-ca ca.pem --tls-cert node-n1.pem --tls-key node-n1-key.pem
   # or with a one-time join token (corral acl join-token create --node n2)
@@ -298,6 +303,7 @@ the log moved away. The fencer writes its log to <state-dir>/fence/fencer.log.`,
 	cmd.Flags().StringVar(&addrs, "addr", defaultAddr, "API address of the coordinator servers, comma-separated")
 	cmd.Flags().StringVar(&natsURL, "nats-url", "nats://127.0.0.1:4222", "NATS the coordinator publishes to, comma-separated URLs")
 	logLevelFlag(cmd, &logLevel)
+	a.configFileFlag(cmd)
 	cmd.MarkFlagRequired("node-id")
 	return cmd
 }

@@ -28,6 +28,10 @@ type devOptions struct {
 	agent    agentOptions
 	// metricsToken is --metrics-require-token.
 	metricsToken bool
+
+	servers     int  // --servers: more than one runs runDevCluster
+	portBase    int  // --port-base of a multi-server cluster
+	portBaseSet bool // whether --port-base was given
 }
 
 func (a *app) devCommand() *cobra.Command {
@@ -53,11 +57,22 @@ certificates of its server, its node and its user in <data-dir>/tls, and a
 management token in <data-dir>/acl-token (0600). The CLI uses them by itself
 when corral dev runs on its default data dir; otherwise export the variables
 it prints.
+
+--servers 3 runs three servers in this process instead, a real raft cluster
+of three voters with their NATS servers routed together, each with its data
+in <data-dir>/s1, s2, s3 and the same CA and token. Server N listens on
+--port-base + 10*(N-1) + 0 (HTTP), 1 (raft), 2 (NATS) and 3 (NATS routes); the
+base a data dir was started with is kept in <data-dir>/port-base. The local
+agent talks to all three.
 Ctrl-C or SIGTERM stops it cleanly.`,
 		Example: `  corral dev
-  corral dev --data-dir /tmp/corral --http-addr 127.0.0.1:0 --raft-addr 127.0.0.1:0 --nats-port -1`,
+  corral dev --data-dir /tmp/corral --http-addr 127.0.0.1:0 --raft-addr 127.0.0.1:0 --nats-port -1
+  corral dev --servers 3 --port-base 14600 --data-dir /tmp/corral3`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return a.runDev(cmd, o) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.portBaseSet = cmd.Flags().Changed("port-base")
+			return a.runDev(cmd, o)
+		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.dataDir, "data-dir", "", "directory for raft and the event store (default $XDG_DATA_HOME/corral/dev or ~/.local/share/corral/dev)")
@@ -66,6 +81,8 @@ Ctrl-C or SIGTERM stops it cleanly.`,
 	f.IntVar(&o.natsPort, "nats-port", o.natsPort, "client port of the embedded NATS server; -1 picks a free one")
 	f.StringVar(&o.nodeID, "node-id", "", "ID this host registers as (default: the host name, lower-cased, or \"local\")")
 	f.BoolVar(&o.noAgent, "no-agent", false, "run no node agent: register this host as a static node whose guests are placed but not run")
+	f.IntVar(&o.servers, "servers", 1, "coordinator servers to run in this process (1, 3 or 5), each with its own data dir <data-dir>/sN; with more than one, --port-base sets the ports")
+	f.IntVar(&o.portBase, "port-base", defaultDevPortBase, "with --servers: server N listens on BASE+10*(N-1) + 0 (HTTP), 1 (raft), 2 (NATS), 3 (NATS routes); 0 picks free ports")
 	o.agent.flags(cmd, "")
 	metricsTokenFlag(cmd, &o.metricsToken)
 	logLevelFlag(cmd, &o.logLevel)
@@ -86,6 +103,12 @@ func (a *app) runDev(cmd *cobra.Command, o devOptions) error {
 	node, err := a.localNode(o.nodeID)
 	if err != nil {
 		return err
+	}
+	if err := a.checkDevLayout(cmd, o, dir); err != nil {
+		return err
+	}
+	if o.servers > 1 {
+		return a.runDevCluster(cmd.Context(), o, log, dir, node)
 	}
 	cfg := coordinator.DefaultConfig(dir)
 	cfg.HTTPAddr = o.httpAddr
@@ -165,4 +188,27 @@ func agentPossible(partition string) error {
 	ccfg.Partition = partition
 	_, err := cgroupdriver.New(ccfg)
 	return err
+}
+
+// checkDevLayout refuses flags that do not fit --servers, and a data dir
+// made for another number of servers.
+func (a *app) checkDevLayout(cmd *cobra.Command, o devOptions, dir string) error {
+	if err := checkDevServers(o.servers, o.portBase); err != nil {
+		return err
+	}
+	if o.servers > 1 {
+		for _, name := range []string{"http-addr", "raft-addr", "nats-port"} {
+			if cmd.Flags().Changed(name) {
+				return usagef("--%s is for one server: with --servers %d give --port-base", name, o.servers)
+			}
+		}
+		return nil
+	}
+	if o.portBaseSet {
+		return usagef("--port-base is for --servers 3 or 5: one server takes --http-addr, --raft-addr and --nats-port")
+	}
+	if _, err := os.Stat(filepath.Join(dir, devPortBaseFile)); err == nil {
+		return fmt.Errorf("%s holds a corral dev of several servers: start it with --servers, or give one server another --data-dir", dir)
+	}
+	return nil
 }

@@ -16,10 +16,12 @@
 // guest.go, …); app.go holds the command tree, error reporting and exit
 // codes and where a client finds its certificate and token (flags, then
 // the environment, then corral dev's data directory); daemon.go what the
-// server commands share; secflags.go the servers' TLS and limit flags;
-// enroll.go an agent's certificate from a join token; guest_import.go
-// corral guest import, whose mapping of a libvirt domain is the pure
-// package cmd/corral/domainxml; devauth.go corral
+// server commands share; devcluster.go corral dev --servers N;
+// configfile.go the daemons' --config files, which mirror their flags;
+// secflags.go the servers' TLS and limit flags; enroll.go an agent's
+// certificate from a join token; guest_import.go corral guest import,
+// whose mapping of a libvirt domain is the pure package
+// cmd/corral/domainxml; devauth.go corral
 // dev's own management token; output.go and describe.go the shared
 // formatting.
 //

@@ -52,9 +52,15 @@ Every listener speaks only mutual TLS: --tls-ca, --tls-cert and --tls-key are
 required (make them with corral tls). Then run corral acl bootstrap once to get
 the first management token.
 
+--config FILE reads the flags from a file of key = value lines, a flag's name
+without the dashes (deploy/corral-server.conf is a full example); a flag on the
+command line wins over the file.
+
 Once ready, one line naming the listeners is printed to stdout; logs go to stderr.
 Ctrl-C or SIGTERM stops it cleanly.`,
-		Example: `  # certificates first (once, for the whole cluster)
+		Example: `  corral server --config /etc/corral/server.conf
+
+  # certificates first (once, for the whole cluster)
   corral tls ca create --dir tls
   corral tls cert create --server s1 --dir tls
   corral tls cert create --server s2 --dir tls
@@ -115,6 +121,7 @@ Ctrl-C or SIGTERM stops it cleanly.`,
 	f.StringVar(&o.schedAlgorithm, "scheduler-algorithm", "", "binpack or spread, for a new cluster; later changes go through corral operator scheduler set-config")
 	logLevelFlag(cmd, &o.logLevel)
 	o.security.flags(cmd)
+	a.configFileFlag(cmd)
 	cmd.MarkFlagRequired("id")
 	cmd.MarkFlagRequired("data-dir")
 	cmd.MarkFlagsMutuallyExclusive("bootstrap", "join")
