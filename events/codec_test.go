@@ -85,6 +85,15 @@ func goldenEvents() []Event {
 		ev(1303, "job", "n1", &GuestExited{Node: "n1", Generation: 5, Code: -1, Signal: "SIGKILL", OOMKilled: true, Restart: 1}),
 		ev(1304, "job", "n1", &GuestRestarting{Node: "n1", Generation: 5, Attempt: 2, Of: 2, DelayMs: 2000, Reason: "OOM-killed"}),
 		ev(1305, "job", "n1", &GuestRestartsExhausted{Node: "n1", Generation: 5, Attempts: 2, IntervalMs: 300000, Reason: "OOM-killed"}),
+		// Migration (migration.go), numbered apart from the others.
+		ev(4001, "vm", "n2", &GuestMigrationRequested{From: "n1", To: "n2", Generation: 5, CPUs: "1"}),
+		ev(4002, "vm", "n2", &GuestMigrationTargetReady{Node: "n2", Generation: 4001, Address: "10.0.0.2:49152"}),
+		ev(4003, "vm", "n1", &GuestMigrationProgress{Node: "n1", Generation: 5, Migration: 4001, Status: "completed",
+			TransferredBytes: 140 << 20, TotalBytes: 136 << 20, DiskRemaining: 0, ElapsedMs: 4200, DowntimeMs: 38}),
+		ev(4004, "vm", "n2", &GuestMigrationSwitched{Node: "n2", Generation: 4001, PID: 4321}),
+		ev(4005, "vm", "n1", &GuestMigrated{Node: "n1", Generation: 5, Migration: 4001}),
+		ev(4006, "vm", "n2", &GuestMigrationAborted{Node: "n2", Migration: 4001, Reason: "the target agent restarted before the switch"}),
+		ev(4007, "job", "n2", &GuestMigrationRequested{From: "n1", To: "n2", Generation: 5, Offline: true}),
 		ev(412, "vm", "", &GuestDefined{Name: "vm", Driver: "qemu", MemoryBytes: 128 << 20, VCPUs: 1, CPUShares: 1024, Kernel: "/k",
 			Disks: []GuestDisk{{Image: "/srv/base.raw"}, {Image: "/srv/data.qcow2", Format: "qcow2", Cache: "none", SizeBytes: 1 << 30}}}),
 	}

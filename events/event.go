@@ -49,6 +49,13 @@ const (
 	TypePartitionDeleted         Type = 32
 	TypeGuestRestarting          Type = 36
 	TypeGuestRestartsExhausted   Type = 37
+	// Migration (migration.go).
+	TypeGuestMigrationRequested   Type = 40
+	TypeGuestMigrationTargetReady Type = 41
+	TypeGuestMigrationProgress    Type = 42
+	TypeGuestMigrationSwitched    Type = 43
+	TypeGuestMigrated             Type = 44
+	TypeGuestMigrationAborted     Type = 45
 )
 
 // SchemaVersion is the envelope version written by this build.
@@ -62,40 +69,46 @@ type typeInfo struct {
 // registry maps each type to its stable name and a constructor of its
 // payload. It is read-only after package initialisation.
 var registry = map[Type]typeInfo{
-	TypeNodeRegistered:           {"node.registered", func() Payload { return new(NodeRegistered) }},
-	TypeNodeUp:                   {"node.up", func() Payload { return new(NodeUp) }},
-	TypeNodeDown:                 {"node.down", func() Payload { return new(NodeDown) }},
-	TypeGuestDefined:             {"guest.defined", func() Payload { return new(GuestDefined) }},
-	TypeGuestPlaced:              {"guest.placed", func() Payload { return new(GuestPlaced) }},
-	TypeGuestStartRequested:      {"guest.start_requested", func() Payload { return new(GuestStartRequested) }},
-	TypeGuestStopRequested:       {"guest.stop_requested", func() Payload { return new(GuestStopRequested) }},
-	TypeGuestStarted:             {"guest.started", func() Payload { return new(GuestStarted) }},
-	TypeGuestExited:              {"guest.exited", func() Payload { return new(GuestExited) }},
-	TypeGuestUndefined:           {"guest.undefined", func() Payload { return new(GuestUndefined) }},
-	TypeGuestTuned:               {"guest.tuned", func() Payload { return new(GuestTuned) }},
-	TypeServerRegistered:         {"server.registered", func() Payload { return new(ServerRegistered) }},
-	TypeNodeEligibility:          {"node.eligibility", func() Payload { return new(NodeEligibility) }},
-	TypeSchedulerConfig:          {"scheduler.config", func() Payload { return new(SchedulerConfig) }},
-	TypeNodeUsage:                {"node.usage", func() Payload { return new(NodeUsage) }},
-	TypeGuestLimitHit:            {"guest.limit_hit", func() Payload { return new(GuestLimitHit) }},
-	TypeGuestTuningApplied:       {"guest.tuning_applied", func() Payload { return new(GuestTuningApplied) }},
-	TypeGuestDrift:               {"guest.drift", func() Payload { return new(GuestDrift) }},
-	TypeNodeCleanup:              {"node.cleanup", func() Payload { return new(NodeCleanup) }},
-	TypeGuestSuspendRequested:    {"guest.suspend_requested", func() Payload { return new(GuestSuspendRequested) }},
-	TypeGuestResumeRequested:     {"guest.resume_requested", func() Payload { return new(GuestResumeRequested) }},
-	TypeACLTokenCreated:          {"acl.token_created", func() Payload { return new(ACLTokenCreated) }},
-	TypeACLTokenDeleted:          {"acl.token_deleted", func() Payload { return new(ACLTokenDeleted) }},
-	TypeACLPolicySet:             {"acl.policy_set", func() Payload { return new(ACLPolicySet) }},
-	TypeACLPolicyDeleted:         {"acl.policy_deleted", func() Payload { return new(ACLPolicyDeleted) }},
-	TypeNodeJoinTokenCreated:     {"node.join_token_created", func() Payload { return new(NodeJoinTokenCreated) }},
-	TypeNodeEnrolled:             {"node.enrolled", func() Payload { return new(NodeEnrolled) }},
-	TypeGuestTuningFailed:        {"guest.tuning_failed", func() Payload { return new(GuestTuningFailed) }},
-	TypeGuestBalloon:             {"guest.balloon", func() Payload { return new(GuestBalloon) }},
-	TypeGuestBalloonNoncompliant: {"guest.balloon_noncompliant", func() Payload { return new(GuestBalloonNoncompliant) }},
-	TypePartitionSet:             {"partition.set", func() Payload { return new(PartitionSet) }},
-	TypePartitionDeleted:         {"partition.deleted", func() Payload { return new(PartitionDeleted) }},
-	TypeGuestRestarting:          {"guest.restarting", func() Payload { return new(GuestRestarting) }},
-	TypeGuestRestartsExhausted:   {"guest.restarts_exhausted", func() Payload { return new(GuestRestartsExhausted) }},
+	TypeNodeRegistered:            {"node.registered", func() Payload { return new(NodeRegistered) }},
+	TypeNodeUp:                    {"node.up", func() Payload { return new(NodeUp) }},
+	TypeNodeDown:                  {"node.down", func() Payload { return new(NodeDown) }},
+	TypeGuestDefined:              {"guest.defined", func() Payload { return new(GuestDefined) }},
+	TypeGuestPlaced:               {"guest.placed", func() Payload { return new(GuestPlaced) }},
+	TypeGuestStartRequested:       {"guest.start_requested", func() Payload { return new(GuestStartRequested) }},
+	TypeGuestStopRequested:        {"guest.stop_requested", func() Payload { return new(GuestStopRequested) }},
+	TypeGuestStarted:              {"guest.started", func() Payload { return new(GuestStarted) }},
+	TypeGuestExited:               {"guest.exited", func() Payload { return new(GuestExited) }},
+	TypeGuestUndefined:            {"guest.undefined", func() Payload { return new(GuestUndefined) }},
+	TypeGuestTuned:                {"guest.tuned", func() Payload { return new(GuestTuned) }},
+	TypeServerRegistered:          {"server.registered", func() Payload { return new(ServerRegistered) }},
+	TypeNodeEligibility:           {"node.eligibility", func() Payload { return new(NodeEligibility) }},
+	TypeSchedulerConfig:           {"scheduler.config", func() Payload { return new(SchedulerConfig) }},
+	TypeNodeUsage:                 {"node.usage", func() Payload { return new(NodeUsage) }},
+	TypeGuestLimitHit:             {"guest.limit_hit", func() Payload { return new(GuestLimitHit) }},
+	TypeGuestTuningApplied:        {"guest.tuning_applied", func() Payload { return new(GuestTuningApplied) }},
+	TypeGuestDrift:                {"guest.drift", func() Payload { return new(GuestDrift) }},
+	TypeNodeCleanup:               {"node.cleanup", func() Payload { return new(NodeCleanup) }},
+	TypeGuestSuspendRequested:     {"guest.suspend_requested", func() Payload { return new(GuestSuspendRequested) }},
+	TypeGuestResumeRequested:      {"guest.resume_requested", func() Payload { return new(GuestResumeRequested) }},
+	TypeACLTokenCreated:           {"acl.token_created", func() Payload { return new(ACLTokenCreated) }},
+	TypeACLTokenDeleted:           {"acl.token_deleted", func() Payload { return new(ACLTokenDeleted) }},
+	TypeACLPolicySet:              {"acl.policy_set", func() Payload { return new(ACLPolicySet) }},
+	TypeACLPolicyDeleted:          {"acl.policy_deleted", func() Payload { return new(ACLPolicyDeleted) }},
+	TypeNodeJoinTokenCreated:      {"node.join_token_created", func() Payload { return new(NodeJoinTokenCreated) }},
+	TypeNodeEnrolled:              {"node.enrolled", func() Payload { return new(NodeEnrolled) }},
+	TypeGuestTuningFailed:         {"guest.tuning_failed", func() Payload { return new(GuestTuningFailed) }},
+	TypeGuestBalloon:              {"guest.balloon", func() Payload { return new(GuestBalloon) }},
+	TypeGuestBalloonNoncompliant:  {"guest.balloon_noncompliant", func() Payload { return new(GuestBalloonNoncompliant) }},
+	TypePartitionSet:              {"partition.set", func() Payload { return new(PartitionSet) }},
+	TypePartitionDeleted:          {"partition.deleted", func() Payload { return new(PartitionDeleted) }},
+	TypeGuestRestarting:           {"guest.restarting", func() Payload { return new(GuestRestarting) }},
+	TypeGuestRestartsExhausted:    {"guest.restarts_exhausted", func() Payload { return new(GuestRestartsExhausted) }},
+	TypeGuestMigrationRequested:   {"guest.migration_requested", func() Payload { return new(GuestMigrationRequested) }},
+	TypeGuestMigrationTargetReady: {"guest.migration_target_ready", func() Payload { return new(GuestMigrationTargetReady) }},
+	TypeGuestMigrationProgress:    {"guest.migration_progress", func() Payload { return new(GuestMigrationProgress) }},
+	TypeGuestMigrationSwitched:    {"guest.migration_switched", func() Payload { return new(GuestMigrationSwitched) }},
+	TypeGuestMigrated:             {"guest.migrated", func() Payload { return new(GuestMigrated) }},
+	TypeGuestMigrationAborted:     {"guest.migration_aborted", func() Payload { return new(GuestMigrationAborted) }},
 }
 
 // NewPayload returns an empty payload of type t, to decode into.
