@@ -101,6 +101,7 @@ func (s *Server) routes() http.Handler {
 	s.agentRoutes(mux)
 	s.aclRoutes(mux)
 	s.partitionRoutes(mux)
+	s.migrateRoutes(mux)
 	s.handle(mux, "GET /metrics", access{kind: needPeer}, s.metrics.handler().ServeHTTP)
 	return mux
 }
