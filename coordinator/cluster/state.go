@@ -260,7 +260,7 @@ func NewState() *State {
 		sched:    map[string]*scheduler.Node{},
 
 		migrating: map[string]bool{},
-		unavail:  map[string]bool{},
+		unavail:   map[string]bool{},
 	}
 }
 
