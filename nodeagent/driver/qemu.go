@@ -158,7 +158,11 @@ func (d *QEMU) Args(spec *Spec) []string {
 		}
 		args = append(args, "-drive", "file="+optEscape(spec.Disk)+",if=virtio,format="+format)
 	}
-	return append(args, diskArgs(spec)...)
+	args = append(args, diskArgs(spec)...)
+	if spec.Incoming != "" {
+		args = append(args, "-S", "-incoming", spec.Incoming)
+	}
+	return args
 }
 
 // optEscape doubles commas, QEMU's escape inside an option list.
@@ -259,7 +263,7 @@ func (d *QEMU) launch(ctx context.Context, spec *Spec, logf *os.File) (*launched
 	conf.Close()
 	q := NewQMP(sock)
 	status, err := q.Status(ctx)
-	if err == nil && status != "running" {
+	if err == nil && status != "running" && !(spec.Incoming != "" && status == "inmigrate") {
 		err = fmt.Errorf("QEMU reports the VM %q, not running", status)
 	}
 	if err == nil {
