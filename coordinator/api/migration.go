@@ -1,6 +1,10 @@
 package api
 
-import "github.com/corral-dev/corral/events"
+import (
+	"context"
+
+	"github.com/corral-dev/corral/events"
+)
 
 // Migration phases, as a guest's Migration and its DesiredGuest carry
 // them (see events/migration.go for the sequence).
@@ -71,4 +75,20 @@ type MigrateGuest struct {
 type AbortMigration struct {
 	Name   string `json:"name"`
 	Reason string `json:"reason,omitempty"`
+}
+
+// Migrate asks for guest m.Name to migrate (POST /v1/guests/{name}/migrate).
+func (c *Client) Migrate(ctx context.Context, m MigrateGuest) (WriteResult, error) {
+	if err := events.ValidateID("guest name", m.Name); err != nil {
+		return WriteResult{}, err
+	}
+	return c.writeCmd(ctx, "POST", "/v1/guests/"+m.Name+"/migrate", m)
+}
+
+// AbortMigration aborts guest a.Name's migration before its switch.
+func (c *Client) AbortMigration(ctx context.Context, a AbortMigration) (WriteResult, error) {
+	if err := events.ValidateID("guest name", a.Name); err != nil {
+		return WriteResult{}, err
+	}
+	return c.writeCmd(ctx, "POST", "/v1/guests/"+a.Name+"/migrate/abort", a)
 }
