@@ -101,6 +101,7 @@ func (s *Server) routes() http.Handler {
 	s.agentRoutes(mux)
 	s.aclRoutes(mux)
 	s.partitionRoutes(mux)
+	s.migrateRoutes(mux)
 	s.uiRoutes(mux)
 	metricsAccess := access{kind: needPeer}
 	if s.cfg.MetricsRequireToken {

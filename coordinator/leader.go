@@ -65,7 +65,7 @@ func (s *Server) Submit(ctx context.Context, reqID, actor string, cmd cluster.Co
 	}
 	independent, optionalLast := false, false
 	switch cmd.(type) {
-	case *cluster.PlaceGuests, *cluster.AgentReport:
+	case *cluster.PlaceGuests, *cluster.AgentReport, *cluster.EndMigrations:
 		independent = true
 	case *cluster.CreateGuest:
 		optionalLast = evs[len(evs)-1].Type == events.TypeGuestPlaced
@@ -284,6 +284,7 @@ func (s *Server) schedule(ctx context.Context, last *schedMark) {
 	var (
 		plan    scheduler.Plan
 		drained []string
+		stalled []string // migrations waiting on a lost node
 		err     error
 	)
 	var in *cluster.PlanInput
@@ -298,7 +299,7 @@ func (s *Server) schedule(ctx context.Context, last *schedMark) {
 			return
 		}
 		w := st.Work(now)
-		drained = w.Drained
+		drained, stalled = w.Drained, w.Stalled
 		if len(w.Guests) > 0 && len(st.Nodes) > 0 {
 			x := st.PlanInput(w.Guests, w.Moving)
 			in = &x
@@ -331,6 +332,11 @@ func (s *Server) schedule(ctx context.Context, last *schedMark) {
 			s.log.Warn("placement", "err", err)
 		} else if o.Err != nil {
 			s.log.Info("placement refused at commit", "err", o.Err.Message)
+		}
+	}
+	if len(stalled) > 0 {
+		if _, err := s.Submit(ctx, "", actor, &cluster.EndMigrations{Guests: stalled}); err != nil {
+			s.log.Warn("ending migrations held up by a lost node", "guests", stalled, "err", err)
 		}
 	}
 	for _, id := range drained {

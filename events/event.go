@@ -49,6 +49,14 @@ const (
 	TypePartitionDeleted         Type = 32
 	TypeGuestRestarting          Type = 36
 	TypeGuestRestartsExhausted   Type = 37
+
+	// Migration (migration.go).
+	TypeGuestMigrationRequested   Type = 40
+	TypeGuestMigrationTargetReady Type = 41
+	TypeGuestMigrationProgress    Type = 42
+	TypeGuestMigrationSwitched    Type = 43
+	TypeGuestMigrated             Type = 44
+	TypeGuestMigrationAborted     Type = 45
 )
 
 // SchemaVersion is the envelope version written by this build.
@@ -96,6 +104,13 @@ var registry = map[Type]typeInfo{
 	TypePartitionDeleted:         {"partition.deleted", func() Payload { return new(PartitionDeleted) }},
 	TypeGuestRestarting:          {"guest.restarting", func() Payload { return new(GuestRestarting) }},
 	TypeGuestRestartsExhausted:   {"guest.restarts_exhausted", func() Payload { return new(GuestRestartsExhausted) }},
+
+	TypeGuestMigrationRequested:   {"guest.migration_requested", func() Payload { return new(GuestMigrationRequested) }},
+	TypeGuestMigrationTargetReady: {"guest.migration_target_ready", func() Payload { return new(GuestMigrationTargetReady) }},
+	TypeGuestMigrationProgress:    {"guest.migration_progress", func() Payload { return new(GuestMigrationProgress) }},
+	TypeGuestMigrationSwitched:    {"guest.migration_switched", func() Payload { return new(GuestMigrationSwitched) }},
+	TypeGuestMigrated:             {"guest.migrated", func() Payload { return new(GuestMigrated) }},
+	TypeGuestMigrationAborted:     {"guest.migration_aborted", func() Payload { return new(GuestMigrationAborted) }},
 }
 
 // NewPayload returns an empty payload of type t, to decode into.

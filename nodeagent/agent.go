@@ -104,7 +104,10 @@ type Agent struct {
 	// restarts remembers each guest's restarts on this node, and
 	// restartTimer pokes the loop when a restart's delay passed
 	// (restart.go); touched by the same goroutine.
-	restarts     map[string]*restartLog
+	restarts map[string]*restartLog
+	// migrations are the migrations this agent takes part in, by guest
+	// (migrate.go); touched only by the Run goroutine.
+	migrations   map[string]*migrationRun
 	restartTimer *time.Timer
 }
 
@@ -431,6 +434,7 @@ func (a *Agent) pass(ctx context.Context, full bool) bool {
 			cleaned = append(cleaned, removed)
 		}
 	}
+	a.migrate(ctx, d)
 	if wake > 0 {
 		a.wakeAt(wake)
 	}

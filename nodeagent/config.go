@@ -66,6 +66,15 @@ type Config struct {
 	// StopTimeout is how long a graceful stop may take before the guest
 	// is killed.
 	StopTimeout time.Duration
+	// MigrationHost is the address a target QEMU listens on for a live
+	// migration, reachable from the other agents; 127.0.0.1 when empty.
+	// MigrationSwitchTimeout bounds how long a source whose transfer
+	// completed waits for the target to switch over before it aborts
+	// (30s when 0); MigrationMaxBandwidth caps the transfer in bytes per
+	// second (QEMU's default when 0). See migrate.go.
+	MigrationHost          string
+	MigrationSwitchTimeout time.Duration
+	MigrationMaxBandwidth  int64
 	// BalloonTimeout is how long a guest may take to come within
 	// tolerance of a new balloon target (virsh setmem) before the agent
 	// reports guest.balloon_noncompliant. The balloon is sampled on the

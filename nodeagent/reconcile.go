@@ -164,11 +164,22 @@ func Reconcile(desired Desired, observed []Observed) []Action {
 	var out []Action
 	for _, name := range slices.Sorted(maps.Keys(names)) {
 		d, o := want[name], held[name]
+		if m := migrationOf(d); m != nil && m.Role == MigrationSource && m.Phase == MigrationSwitched {
+			d = nil // the target runs the guest now: this copy goes
+		}
 		if o != nil && (d == nil || o.Generation != d.Generation) {
 			out = append(out, Action{Op: OpDestroy, Guest: name, Kind: o.Kind, Generation: o.Generation})
 			o = nil
 		}
 		if d == nil {
+			continue
+		}
+		if m := d.Migration; m != nil && m.Role == MigrationTarget && m.Phase != MigrationSwitched {
+			// An incoming instance: the migration runs it (migrate.go)
+			// until the switch; only a fence is lifted here.
+			if o != nil && o.Frozen && !d.Paused {
+				out = append(out, Action{Op: OpThaw, Guest: name, Kind: o.Kind, Generation: o.Generation})
+			}
 			continue
 		}
 		if o != nil {

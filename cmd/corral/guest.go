@@ -30,6 +30,7 @@ func (a *app) guestCommand() *cobra.Command {
 		a.guestHistoryCommand(),
 		a.guestLogsCommand(),
 		a.guestConsoleCommand(),
+		a.guestMigrateCommand(),
 	)
 	return a.clientFlags(cmd)
 }

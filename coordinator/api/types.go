@@ -104,6 +104,11 @@ type Guest struct {
 
 	// Restarts are its restarts and reschedules (restart.go).
 	Restarts RestartStatus `json:"restarts,omitzero"`
+
+	// Migration is its migration in progress, LastMigration the last
+	// one that ended (migration.go).
+	Migration     *Migration `json:"migration,omitempty"`
+	LastMigration *Migration `json:"last_migration,omitempty"`
 }
 
 // Knob returns the value of a knob in force, in canonical form: the
@@ -392,6 +397,8 @@ type DesiredGuest struct {
 	// Restart is the generation's current run (RestartStatus.Run): the
 	// agent names it in the run's reports.
 	Restart int `json:"restart,omitempty"`
+	// Migration is the node's part in the guest's migration, if any.
+	Migration *DesiredMigration `json:"migration,omitempty"`
 }
 
 // NodeUpdate is what the leader publishes on a node's subject for every

@@ -39,6 +39,8 @@ var agentReportable = map[events.Type]bool{
 	events.TypeNodeCleanup: true, events.TypeGuestTuningFailed: true,
 	events.TypeGuestBalloon: true, events.TypeGuestBalloonNoncompliant: true,
 	events.TypeGuestRestarting: true, events.TypeGuestRestartsExhausted: true,
+	events.TypeGuestMigrationTargetReady: true, events.TypeGuestMigrationProgress: true, events.TypeGuestMigrationSwitched: true,
+	events.TypeGuestMigrated: true, events.TypeGuestMigrationAborted: true,
 }
 
 // AgentReport is a batch of reports from one node's agent. Each item is
@@ -64,7 +66,7 @@ func (c *AgentReport) Decide(s *State, now time.Time, actor string) ([]events.Ev
 	out := make([]events.Event, 0, len(c.Items))
 	for i, it := range c.Items {
 		if !agentReportable[it.Type] {
-			return nil, &events.FieldError{Field: fmt.Sprintf("items[%d].type", i), Value: it.Type.String(), Want: "an agent reports guest.started, guest.exited, node.usage, guest.limit_hit, guest.tuning_applied, guest.tuning_failed, guest.drift, guest.balloon, guest.balloon_noncompliant, guest.restarting, guest.restarts_exhausted or node.cleanup"}
+			return nil, &events.FieldError{Field: fmt.Sprintf("items[%d].type", i), Value: it.Type.String(), Want: "an agent reports guest.started, guest.exited, node.usage, guest.limit_hit, guest.tuning_applied, guest.tuning_failed, guest.drift, guest.balloon, guest.balloon_noncompliant, guest.restarting, guest.restarts_exhausted, guest.migration_target_ready, guest.migration_progress, guest.migration_switched, guest.migrated, guest.migration_aborted or node.cleanup"}
 		}
 		p, _ := events.NewPayload(it.Type)
 		if err := events.DecodeStrict(it.Payload, p); err != nil {
@@ -106,6 +108,16 @@ func payloadNode(p events.Payload) (node string, about bool) {
 	case *events.GuestRestarting:
 		return x.Node, true
 	case *events.GuestRestartsExhausted:
+		return x.Node, true
+	case *events.GuestMigrationTargetReady:
+		return x.Node, true
+	case *events.GuestMigrationProgress:
+		return x.Node, true
+	case *events.GuestMigrationSwitched:
+		return x.Node, true
+	case *events.GuestMigrated:
+		return x.Node, true
+	case *events.GuestMigrationAborted:
 		return x.Node, true
 	}
 	return "", false

@@ -353,6 +353,10 @@ type Placement struct {
 func (c *PlaceGuests) Decide(s *State, now time.Time, actor string) ([]events.Event, error) {
 	out := make([]events.Event, 0, len(c.Placements))
 	for _, p := range c.Placements {
+		if e, ok := s.drainMigration(p, now, actor); ok {
+			out = append(out, e) // a drain moves a running QEMU guest live
+			continue
+		}
 		e := subject(events.New(now, actor, &events.GuestPlaced{Node: p.Node, CPUs: p.CPUs}), p.Guest, p.Node)
 		if g := s.Guests[p.Guest]; g != nil {
 			e.Reason = g.Restarts.Rescheduled

@@ -197,6 +197,12 @@ func parseDecideCommand(t *testing.T, pos, s string) (Command, string, time.Time
 		cmd = new(SetSchedulerConfig)
 	case "AgentReport":
 		cmd = new(AgentReport)
+	case "MigrateGuest":
+		cmd = new(MigrateGuest)
+	case "AbortMigration":
+		cmd = new(AbortMigration)
+	case "EndMigrations":
+		cmd = new(EndMigrations)
 	case "PlaceGuests":
 		cmd = new(PlaceGuests)
 	case "RegisterServer":
@@ -443,6 +449,15 @@ func stateLines(st *State) []string {
 				l += fmt.Sprintf(" stuck=%q", r.Stuck)
 			}
 		}
+		if m := g.Migration; m != nil {
+			l += fmt.Sprintf(" migration=%d:%s->%s:%s", m.ID, m.From, m.To, m.Phase)
+		}
+		if m := g.LastMigration; m != nil {
+			l += fmt.Sprintf(" last_migration=%d:%s->%s:%s", m.ID, m.From, m.To, m.Phase)
+			if m.Reason != "" {
+				l += fmt.Sprintf("(%s)", m.Reason)
+			}
+		}
 		for _, k := range slices.Sorted(maps.Keys(g.TuningFailed)) {
 			f := g.TuningFailed[k]
 			l += fmt.Sprintf(" failed:%s=%s(gen %d: %s)", k, f.Value, f.Generation, f.Error)
@@ -606,6 +621,10 @@ func scheduleLines(t *testing.T, pos string, st *State) ([]string, []events.Even
 	var evs []events.Event
 	if len(cmd.Placements) > 0 {
 		out, evs = decideLines(t, pos, st, cmd, PlacementActor, decideNow)
+	}
+	if len(w.Stalled) > 0 { // as the leader ends them
+		o, e := decideLines(t, pos, st, &EndMigrations{Guests: w.Stalled}, PlacementActor, decideNow)
+		out, evs = append(out, o...), append(evs, e...)
 	}
 	for _, f := range plan.Failures {
 		out = append(out, "pending "+strings.ReplaceAll(f.String(), "\n  ", "; "))

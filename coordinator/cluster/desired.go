@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/coordinator/api"
@@ -81,6 +82,36 @@ func DesiredGuest(g *Guest) api.DesiredGuest {
 	return d
 }
 
+// desiredOn returns g as node id must run it: its own node runs the
+// guest, and during a migration each end learns its part. The other end
+// holds the instance of its own generation: the target's (the
+// migration's) before the switch, the source's after it.
+// The target of an offline migration holds a reservation only: ok is
+// false, it runs nothing of g yet.
+func (s *State) desiredOn(g *Guest, id string) (d api.DesiredGuest, ok bool) {
+	d = DesiredGuest(g)
+	m := g.Migration
+	if m == nil {
+		return d, true
+	}
+	dm := &api.DesiredMigration{ID: m.ID, Role: api.MigrationSource, Phase: m.Phase, Address: m.Address, SourceGeneration: m.FromGeneration}
+	if id == m.To {
+		dm.Role, dm.Address = api.MigrationTarget, ""
+	}
+	d.Migration = dm
+	switch {
+	case m.Offline && id == m.From:
+		d.Desired = DesiredStopped // stopped cleanly, then started on the target
+	case m.Offline:
+		return api.DesiredGuest{}, false
+	case id != g.Node && id == m.To:
+		d.Generation, d.Status, d.Resources.CpusetCPUs = m.ID, StatusPlaced, m.CPUs
+	case id != g.Node:
+		d.Generation, d.Status, d.Resources.CpusetCPUs = m.FromGeneration, StatusRunning, m.CPUs
+	}
+	return d, true
+}
+
 // Desired returns node id's desired state: every guest placed on it.
 func (s *State) Desired(id string) (*api.Desired, error) {
 	n, err := s.node(id)
@@ -90,8 +121,15 @@ func (s *State) Desired(id string) (*api.Desired, error) {
 	c := *n
 	d := &api.Desired{Index: s.Index, Node: &c, Guests: []api.DesiredGuest{}, Partitions: s.desiredPartitions()}
 	for _, name := range s.GuestsOn(id) {
-		d.Guests = append(d.Guests, DesiredGuest(s.Guests[name]))
+		dg, _ := s.desiredOn(s.Guests[name], id)
+		d.Guests = append(d.Guests, dg)
 	}
+	for _, g := range s.migratingOn(id) {
+		if dg, ok := s.desiredOn(g, id); ok {
+			d.Guests = append(d.Guests, dg)
+		}
+	}
+	slices.SortFunc(d.Guests, func(a, b api.DesiredGuest) int { return strings.Compare(a.Name, b.Name) })
 	return d, nil
 }
 
@@ -117,18 +155,18 @@ type Route struct {
 // route records that the event at idx concerns the nodes the guest was on
 // before and is on after it, and the event's own node, and returns the
 // routes when want is set.
-func (s *State) route(idx uint64, e *events.Event, before string, want bool) []Route {
-	after := ""
+func (s *State) route(idx uint64, e *events.Event, before, beforeOther string, want bool) []Route {
+	after, afterOther := "", ""
 	var g *Guest
 	if e.Guest != "" {
 		if g = s.Guests[e.Guest]; g != nil {
-			after = g.Node
+			after, afterOther = g.Node, s.otherNode(g)
 		}
 	}
 	var out []Route
-	seen := [3]string{}
-	for i, n := range [3]string{e.Node, before, after} {
-		if n == "" || n == seen[0] || n == seen[1] {
+	seen := [5]string{}
+	for i, n := range [5]string{e.Node, before, after, beforeOther, afterOther} {
+		if n == "" || slices.Contains(seen[:i], n) {
 			continue
 		}
 		seen[i] = n
@@ -145,10 +183,11 @@ func (s *State) route(idx uint64, e *events.Event, before string, want bool) []R
 		}
 		r := Route{Node: n, Prev: prev}
 		switch {
-		case g != nil && after == n:
-			dg := DesiredGuest(g)
-			r.Guest = &dg
-		case e.Guest != "" && before == n:
+		case g != nil && (after == n || afterOther == n):
+			if dg, ok := s.desiredOn(g, n); ok {
+				r.Guest = &dg
+			}
+		case e.Guest != "" && (before == n || beforeOther == n):
 			r.Removed = e.Guest
 		}
 		out = append(out, r)

@@ -91,6 +91,9 @@ func (s *State) schedNode(n *Node, skip map[string]bool) scheduler.Node {
 			sn.Allocations = append(sn.Allocations, allocation(g, s.Scheduler.BalloonMemory))
 		}
 	}
+	for _, g := range s.migratingOn(n.ID) {
+		sn.Allocations = append(sn.Allocations, migrationAllocation(g, s.Scheduler.BalloonMemory))
+	}
 	return sn
 }
 
@@ -173,6 +176,9 @@ type Work struct {
 	Moving map[string]bool
 	// Drained lists draining nodes with no guests left.
 	Drained []string
+	// Stalled lists the guests whose migration waits on a node that is
+	// down (EndMigrations ends them).
+	Stalled []string
 }
 
 // Work collects one pass's work as of now: pending guests, every guest on a
@@ -186,6 +192,23 @@ func (s *State) Work(now time.Time) Work {
 			continue
 		}
 		on := s.GuestsOn(id)
+		for _, g := range s.migratingOn(id) {
+			if n.Status == NodeStatusDown {
+				w.Stalled = append(w.Stalled, g.Name)
+			}
+		}
+		migrating := 0
+		if n.Status != NodeStatusDown {
+			// Those migrating away are moving already: in flight, not
+			// to be placed again.
+			on = slices.DeleteFunc(on, func(name string) bool {
+				if s.Guests[name].Migration != nil {
+					migrating++
+					return true
+				}
+				return false
+			})
+		}
 		switch {
 		case n.Status == NodeStatusDown:
 			for _, name := range on {
@@ -194,7 +217,9 @@ func (s *State) Work(now time.Time) Work {
 			}
 		case n.Eligibility == events.Draining && n.Drain != nil:
 			if len(on) == 0 {
-				w.Drained = append(w.Drained, id)
+				if migrating == 0 {
+					w.Drained = append(w.Drained, id)
+				}
 				continue
 			}
 			budget := len(on)
@@ -205,7 +230,7 @@ func (s *State) Work(now time.Time) Work {
 						inflight++
 					}
 				}
-				budget = max(0, n.Drain.MaxParallel-inflight)
+				budget = max(0, n.Drain.MaxParallel-inflight-migrating)
 			}
 			for _, name := range on[:min(budget, len(on))] {
 				w.Guests = append(w.Guests, s.Guests[name])

@@ -70,6 +70,9 @@ type State struct {
 	// kept up to date by Apply.
 	pending map[string]bool
 	byNode  map[string]map[string]bool
+	// migrating names the guests with a migration in progress
+	// (migration.go).
+	migrating map[string]bool
 	// sched caches each node as the scheduler sees it, rebuilt by Apply
 	// for the nodes an event touches, so a scheduling pass copies it
 	// instead of converting the whole cluster under the lock.
@@ -156,9 +159,13 @@ func (s *State) SchedVersion() uint64 { return s.schedVersion }
 func (s *State) reindex() {
 	s.pending = map[string]bool{}
 	s.byNode = map[string]map[string]bool{}
+	s.migrating = map[string]bool{}
 	for name, g := range s.Guests {
 		if wantsPlacement(g) {
 			s.pending[name] = true
+		}
+		if g.Migration != nil {
+			s.migrating[name] = true
 		}
 		s.setNode(name, "", g.Node)
 	}
@@ -251,7 +258,9 @@ func NewState() *State {
 		pending:  map[string]bool{},
 		byNode:   map[string]map[string]bool{},
 		sched:    map[string]*scheduler.Node{},
-		unavail:  map[string]bool{},
+
+		migrating: map[string]bool{},
+		unavail:   map[string]bool{},
 	}
 }
 
@@ -273,14 +282,14 @@ func (s *State) ApplyRouted(e events.Event) (events.Event, []Route, error) {
 func (s *State) applyRouted(e events.Event, want bool) (events.Event, []Route, error) {
 	idx := s.Index + 1
 	e.Index = idx
-	before := ""
+	before, beforeOther := "", ""
 	if g := s.Guests[e.Guest]; g != nil && e.Guest != "" {
-		before = g.Node
+		before, beforeOther = g.Node, s.otherNode(g)
 	}
 	if err := s.apply(idx, &e); err != nil {
 		return events.Event{}, nil, err
 	}
-	routes := s.route(idx, &e, before, want)
+	routes := s.route(idx, &e, before, beforeOther, want)
 	routes = append(routes, s.routePartition(idx, &e, want)...)
 	if s.changesPlacementMemory(&e) {
 		s.schedVersion++
@@ -289,7 +298,8 @@ func (s *State) applyRouted(e events.Event, want bool) (events.Event, []Route, e
 	case events.TypeNodeRegistered, events.TypeNodeUp, events.TypeNodeDown, events.TypeNodeEligibility,
 		events.TypeGuestDefined, events.TypeGuestPlaced, events.TypeGuestUndefined, events.TypeGuestStarted,
 		events.TypeSchedulerConfig, events.TypeGuestExited, events.TypeGuestStartRequested, events.TypeGuestStopRequested,
-		events.TypeGuestRestarting, events.TypeGuestRestartsExhausted:
+		events.TypeGuestRestarting, events.TypeGuestRestartsExhausted,
+		events.TypeGuestMigrationRequested, events.TypeGuestMigrationSwitched, events.TypeGuestMigrated, events.TypeGuestMigrationAborted:
 		// started: a drain's move completed; exited, stop and start: a
 		// guest released or took capacity.
 		s.schedVersion++
@@ -383,14 +393,28 @@ func (s *State) apply(idx uint64, e *events.Event) error {
 		if _, err := s.guest(e.Guest); err != nil {
 			return err
 		}
-		on := s.Guests[e.Guest].Node
+		on, other := s.Guests[e.Guest].Node, s.otherNode(s.Guests[e.Guest])
 		s.setNode(e.Guest, on, "")
 		delete(s.Guests, e.Guest)
+		s.setMigrating(e.Guest, false)
 		s.refreshNode(on)
+		s.refreshNode(other)
 		s.setPending(e.Guest, false)
 		return nil
 	case *events.GuestTuned:
 		return s.applyGuestTuned(idx, e, p)
+	case *events.GuestMigrationRequested:
+		return s.applyMigrationRequested(idx, e, p)
+	case *events.GuestMigrationTargetReady:
+		return s.applyMigrationTargetReady(idx, e, p)
+	case *events.GuestMigrationProgress:
+		return s.applyMigrationProgress(e, p)
+	case *events.GuestMigrationSwitched:
+		return s.applyMigrationSwitched(idx, e, p)
+	case *events.GuestMigrated:
+		return s.applyMigrated(idx, e, p)
+	case *events.GuestMigrationAborted:
+		return s.applyMigrationAborted(idx, e, p)
 	case *events.ACLTokenCreated, *events.ACLTokenDeleted, *events.ACLPolicySet, *events.ACLPolicyDeleted,
 		*events.NodeJoinTokenCreated, *events.NodeEnrolled:
 		return s.applyACL(idx, e)
@@ -486,6 +510,10 @@ func (s *State) Allocated(id string) (memory int64, vcpus int) {
 		memory += s.placementMemory(g)
 		vcpus += g.VCPUs
 	}
+	for _, g := range s.migratingOn(id) {
+		memory += s.placementMemory(g)
+		vcpus += g.VCPUs
+	}
 	return memory, vcpus
 }
 
@@ -529,12 +557,23 @@ func (s *State) applyGuestPlaced(idx uint64, e *events.Event, p *events.GuestPla
 	if err := s.checkPlacement(g, p); err != nil {
 		return err
 	}
+	if m := g.Migration; m != nil {
+		// Placed again (its node was lost): the migration ends with it.
+		c := *m
+		s.endMigration(idx, g, &c, api.MigrationAborted, "the guest was placed on node "+p.Node)
+	}
+	s.placeOn(idx, g, p.Node, p.CPUs)
+	return nil
+}
+
+// placeOn places g on node at generation idx, as a new instance.
+func (s *State) placeOn(idx uint64, g *Guest, node, cpus string) {
 	from := g.Node
-	s.setNode(g.Name, from, p.Node)
+	s.setNode(g.Name, from, node)
 	g.MovedFrom = from
-	g.Node = p.Node
+	g.Node = node
 	g.LastNode = ""
-	g.CPUs = p.CPUs
+	g.CPUs = cpus
 	g.Applied = nil
 	g.TuningFailed = nil
 	g.Balloon, g.BalloonNoncompliant = nil, nil
@@ -547,8 +586,7 @@ func (s *State) applyGuestPlaced(idx uint64, e *events.Event, p *events.GuestPla
 	g.PID = 0
 	g.ModifyIndex = idx
 	s.refreshNode(from)
-	s.refreshNode(p.Node)
-	return nil
+	s.refreshNode(node)
 }
 
 func (s *State) applyDesired(idx uint64, e *events.Event, desired string) error {
@@ -648,6 +686,7 @@ func (s *State) applyGuestExited(idx uint64, e *events.Event, p *events.GuestExi
 	g.LastExit = &c
 	g.ModifyIndex = idx
 	s.refreshNode(g.Node) // an ended guest holds no capacity
+	s.endedWithMigration(idx, g)
 	return nil
 }
 
@@ -851,6 +890,8 @@ func (s *State) Clone() *State {
 		}
 		x.Tuning = maps.Clone(v.Tuning)
 		x.LiveTuning = maps.Clone(v.LiveTuning)
+		// x.Migration and x.LastMigration are shared: Apply replaces
+		// them, never changes them in place.
 		c.Guests[k] = &x
 	}
 	if c.Requests == nil {

@@ -159,7 +159,11 @@ func (d *QEMU) Args(spec *Spec) []string {
 		args = append(args, "-drive", "file="+optEscape(spec.Disk)+",if=virtio,format="+format)
 	}
 	args = append(args, diskArgs(spec)...)
-	return append(args, netdevArgs(spec.Network, tapFD)...)
+	args = append(args, netdevArgs(spec.Network, tapFD)...)
+	if spec.Incoming != "" {
+		args = append(args, "-S", "-incoming", spec.Incoming)
+	}
+	return args
 }
 
 // optEscape doubles commas, QEMU's escape inside an option list.
@@ -270,7 +274,7 @@ func (d *QEMU) launch(ctx context.Context, spec *Spec, logf *os.File) (*launched
 	conf.Close()
 	q := NewQMP(sock)
 	status, err := q.Status(ctx)
-	if err == nil && status != "running" {
+	if err == nil && status != "running" && !(spec.Incoming != "" && status == "inmigrate") {
 		err = fmt.Errorf("QEMU reports the VM %q, not running", status)
 	}
 	if err == nil {

@@ -57,6 +57,10 @@ type Spec struct {
 	// suffix). A qemu guest needs a Kernel or a Disk. Append defaults to
 	// [DefaultAppend].
 	Kernel, Initrd, Append, Disk string
+	// Incoming starts a qemu guest as the target of a live migration:
+	// QEMU waits, paused, for the stream on this URI ("tcp:HOST:PORT")
+	// and stays paused once it has it, until [QMP.Cont] (migrate.go).
+	Incoming string
 	// Disks are attached with virtio-blk after Disk, each over an overlay
 	// of its own in StateDir (see [OverlayPath]); their base images are
 	// never written.
