@@ -358,7 +358,6 @@ type guard struct {
 func (g *guard) wrap(h http.HandlerFunc) http.HandlerFunc {
 	s := g.s
 	return func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, s.limits.MaxBodyBytes)
 		c, err := s.authenticate(r, g.acc.kind == needToken)
 		if err != nil && c != nil && c.via == "" && c.id.Role != pki.RoleServer {
 			// Failed attempts (unknown tokens) count against the
@@ -567,7 +566,15 @@ func (s *Server) handle(mux *http.ServeMux, pattern string, a access, h http.Han
 	}
 	kind := map[accessKind]string{needCap: "token", needServer: "server", needNodeSelf: "node", needEnroll: "enroll", needCert: "cert", needPeer: "peer", needToken: "browser", needNothing: "public"}[a.kind]
 	s.routeList = append(s.routeList, Route{Method: method, Path: path, Access: a.String(), Capability: a.cap, Kind: kind})
-	mux.HandleFunc(pattern, s.metrics.instrument(pattern, g.wrap(h)))
+	// The body limit wraps the server's own ResponseWriter: past it,
+	// http.MaxBytesReader tells the server to close the connection, which
+	// it cannot through the metrics' wrapper.
+	limit := s.limits.MaxBodyBytes
+	inner := s.metrics.instrument(pattern, g.wrap(h))
+	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		inner(w, r)
+	})
 }
 
 // nodeInBody stands for the node a request names in its body, which the
