@@ -213,15 +213,10 @@ func (d *Driver) PlaceThreads(g Guest, vcpus map[int]int) error {
 	if len(hs) == 0 {
 		return nil // no CPU controller: nothing to place threads for
 	}
-	for _, i := range hs {
-		if err := d.makeThreadGroups(i, g, children); err != nil {
-			return fmt.Errorf("corral: place threads of %s: %w", g, err)
-		}
-	}
+	// Every vCPU thread is checked before the first group is made.
 	for _, i := range hs {
 		dir := d.l.guestDir(i, g)
-		file := threadsFile(d.l.hs[i].Version)
-		present, err := groupThreads(dir, file, true)
+		present, err := groupThreads(dir, threadsFile(d.l.hs[i].Version), true)
 		if err != nil {
 			return fmt.Errorf("corral: place threads of %s: %w", g, err)
 		}
@@ -230,6 +225,15 @@ func (d *Driver) PlaceThreads(g Guest, vcpus map[int]int) error {
 				return fmt.Errorf("corral: place threads of %s: thread %d of vCPU %d is not in %s; refusing to move it", g, tid, n, dir)
 			}
 		}
+	}
+	for _, i := range hs {
+		if err := d.makeThreadGroups(i, g, children); err != nil {
+			return fmt.Errorf("corral: place threads of %s: %w", g, err)
+		}
+	}
+	for _, i := range hs {
+		dir := d.l.guestDir(i, g)
+		file := threadsFile(d.l.hs[i].Version)
 		for round := 0; ; round++ {
 			left, err := groupThreads(dir, file, false)
 			if err != nil {
