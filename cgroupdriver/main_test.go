@@ -55,6 +55,8 @@ func runHelper(mode string, args []string) int {
 		return openDevices(os.O_RDWR, args)
 	case "hammer":
 		return hammerDevices(args)
+	case "threads":
+		return lockedThreads(args)
 	}
 	fmt.Fprintln(os.Stderr, "unknown helper", mode)
 	return 2

@@ -109,9 +109,8 @@ func (r Resources) numaKnobText(out map[string]string) {
 }
 
 // numaErrors checks the mode and the pins: they need the cpuset
-// controller and per-thread groups (cgroup v1's cpu controller, see
-// [ErrThreadsUnsupported]), and name CPUs of the partition and of the
-// guest's own cpuset.
+// controller and per-thread groups (see [ErrThreadsUnsupported]), and
+// name CPUs of the partition and of the guest's own cpuset.
 func numaErrors(l *layout, h *HostInfo, r *Resources, checkSet func(field, value, allowed, what string), add func(*FieldError)) {
 	if r.NUMAMode != "" && !numaBinds(r.NUMAMode) && r.NUMAMode != NUMAPreferred && r.NUMAMode != NUMAInterleave {
 		add(fieldErr("numa_mode", r.NUMAMode, "must be strict, preferred, interleave or restrictive"))
@@ -126,9 +125,9 @@ func numaErrors(l *layout, h *HostInfo, r *Resources, checkSet func(field, value
 	if len(pins) == 0 {
 		return
 	}
-	if i, v := l.at(cCPU); i < 0 || v != 1 {
+	if !l.threadGroups() {
 		for _, f := range slices.Sorted(maps.Keys(pins)) {
-			e := fieldErr(f, pins[f], "this host keeps a QEMU guest in one group (per-vCPU and emulator groups are made where the cpu controller is on cgroup v1): pin the whole guest with its cpuset instead")
+			e := fieldErr(f, pins[f], "this host keeps a QEMU guest in one group (per-vCPU and emulator groups are made where the cpu controller is, on cgroup v1 or v2, and on any cgroup v2): pin the whole guest with its cpuset instead")
 			e.cause = ErrThreadsUnsupported
 			add(e)
 		}
@@ -164,7 +163,8 @@ func (p *planner) numa(r *Resources, h *HostInfo) {
 	children := p.threadChildren()
 	if r.CpusetMems != "" && numaBinds(r.NUMAMode) {
 		set, _ := parseCPUSet(r.CpusetMems)
-		if len(children) > 0 && h.Mems != "" {
+		// On v2 the children's empty cpuset.mems follows the guest's.
+		if len(children) > 0 && h.Mems != "" && p.version(cCPUSet) == 1 {
 			p.add(cCPUSet, "numa_nodeset", "cpuset.mems", h.Mems)
 			for _, c := range children {
 				p.addIn(cCPUSet, c, "numa_nodeset", "cpuset.mems", set.String())
@@ -187,10 +187,9 @@ func (p *planner) numa(r *Resources, h *HostInfo) {
 }
 
 // threadChildren lists a QEMU guest's per-thread groups in the cpuset
-// hierarchy, when cpuset is on cgroup v1 (on v2 they are threaded groups,
-// which take no cpuset of their own here).
+// hierarchy (on v2 threaded groups, which take a cpuset.cpus of their own).
 func (p *planner) threadChildren() []string {
-	if !p.threaded || p.version(cCPUSet) != 1 {
+	if !p.threaded || p.version(cCPUSet) == 0 {
 		return nil
 	}
 	var out []string

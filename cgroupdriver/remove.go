@@ -218,10 +218,12 @@ func (d *Driver) killAll(ctx context.Context, dirOf func(int) string) error {
 // signalTree sends sig to every process in dir and its descendants.
 func signalTree(dir string, sig syscall.Signal) error {
 	procs, err := readFile(dir + "/cgroup.procs")
-	if err != nil {
-		if isErrno(err, unix.ENOENT) {
-			return nil
-		}
+	switch {
+	case isErrno(err, unix.EOPNOTSUPP):
+		procs = "" // a v2 threaded group: its processes are its parent's
+	case isErrno(err, unix.ENOENT):
+		return nil
+	case err != nil:
 		return err
 	}
 	for _, f := range strings.Fields(procs) {

@@ -17,6 +17,17 @@ import (
 // placed, the guest's own group holds none; vcpu_* is written to each vcpuN,
 // emulator_* to emulator and global_* to the guest's group, which caps them
 // all. Every other controller keeps the whole process in the guest's group.
+//
+// On cgroup v2 the children are threaded groups, as libvirt and systemd
+// make them: the guest's group stays the domain that memory, io, pids and
+// the device program account to (the kernel shows it as "domain
+// threaded", and its cgroup.procs lists the process), the children take
+// the threaded controllers cpu and cpuset, enabled in the guest's
+// cgroup.subtree_control, and threads move through cgroup.threads. A
+// threaded group's cgroup.procs cannot be read (EOPNOTSUPP): the process
+// is listed by the guest's group only. Without the cpu controller the
+// children still count each vCPU's time in cpu.stat, which v2 keeps in
+// every group.
 
 // EmulatorGroup is the child group of a QEMU guest that holds its threads
 // other than the vCPUs.
@@ -89,11 +100,20 @@ func schedinfoErrors(l *layout, r *Resources) error {
 	return errors.Join(errs...)
 }
 
+// ErrThreadsUnsupported says this host has no hierarchy in which corral
+// makes per-vCPU groups: the cpu controller is on neither cgroup v1 nor v2,
+// and there is no cgroup2 to count vCPU time in. The guest keeps one group.
+var ErrThreadsUnsupported = errors.New("corral: no per-vCPU groups on this host: the cpu controller is not mounted on cgroup v1 and there is no cgroup v2 hierarchy; the guest keeps one group")
+
+// threadGroups reports whether [Driver.PlaceThreads] makes per-thread
+// groups on this layout: where the cpu controller is (v1 or v2), or on v2
+// without it, where cpu.stat still counts each vCPU's time.
+func (l *layout) threadGroups() bool {
+	return l.route[cCPU] >= 0 || (l.v2 >= 0 && l.route[cCPUAcct] == l.v2)
+}
+
 // threadHierarchies lists, once each, the hierarchies that carry cpu,
 // cpuacct or cpuset: those in which a QEMU guest's threads are placed.
-// ErrThreadsUnsupported says this host's cpu controller is not where
-// corral makes per-vCPU groups (cgroup v1): the guest keeps one group.
-var ErrThreadsUnsupported = errors.New("corral: per-vCPU groups are made on cgroup v1 only; the guest keeps one group and vcpu_* limits all of it")
 
 func (l *layout) threadHierarchies() []int {
 	var out []int
@@ -106,12 +126,17 @@ func (l *layout) threadHierarchies() []int {
 }
 
 // placedGroups returns the vCPU numbers whose groups exist under a QEMU
-// guest's cpu group, sorted, and whether its emulator group exists. Both
-// are empty before [Driver.PlaceThreads] and for other kinds.
+// guest's cpu group (or, without cpu, its first thread hierarchy's),
+// sorted, and whether its emulator group exists. Both are empty before
+// [Driver.PlaceThreads] and for other kinds.
 func placedGroups(l *layout, g Guest) (vcpus []int, emulator bool) {
-	i := l.route[cCPU]
-	if g.Kind != KindQEMU || i < 0 {
+	hs := l.threadHierarchies()
+	if g.Kind != KindQEMU || len(hs) == 0 || !l.threadGroups() {
 		return nil, false
+	}
+	i := hs[0]
+	if c := l.route[cCPU]; c >= 0 {
+		i = c
 	}
 	subs, err := subdirs(l.guestDir(i, g))
 	if err != nil {
@@ -162,9 +187,7 @@ func (d *Driver) PlaceThreads(g Guest, vcpus map[int]int) error {
 	if len(vcpus) == 0 {
 		return fmt.Errorf("corral: place threads of %s: no vCPU threads given; ask QMP query-cpus-fast", g)
 	}
-	if i := d.l.route[cCPU]; i < 0 || d.l.hs[i].Version != 1 {
-		// The threaded-group path of cgroup v2 is not made yet: the guest
-		// keeps one group, and vcpu_* limits the whole of it.
+	if !d.l.threadGroups() {
 		return ErrThreadsUnsupported
 	}
 	nums := make([]int, 0, len(vcpus))
@@ -190,15 +213,10 @@ func (d *Driver) PlaceThreads(g Guest, vcpus map[int]int) error {
 	if len(hs) == 0 {
 		return nil // no CPU controller: nothing to place threads for
 	}
-	for _, i := range hs {
-		if err := d.makeThreadGroups(i, g, children); err != nil {
-			return fmt.Errorf("corral: place threads of %s: %w", g, err)
-		}
-	}
+	// Every vCPU thread is checked before the first group is made.
 	for _, i := range hs {
 		dir := d.l.guestDir(i, g)
-		file := threadsFile(d.l.hs[i].Version)
-		present, err := groupThreads(dir, file, true)
+		present, err := groupThreads(dir, threadsFile(d.l.hs[i].Version), true)
 		if err != nil {
 			return fmt.Errorf("corral: place threads of %s: %w", g, err)
 		}
@@ -207,6 +225,15 @@ func (d *Driver) PlaceThreads(g Guest, vcpus map[int]int) error {
 				return fmt.Errorf("corral: place threads of %s: thread %d of vCPU %d is not in %s; refusing to move it", g, tid, n, dir)
 			}
 		}
+	}
+	for _, i := range hs {
+		if err := d.makeThreadGroups(i, g, children); err != nil {
+			return fmt.Errorf("corral: place threads of %s: %w", g, err)
+		}
+	}
+	for _, i := range hs {
+		dir := d.l.guestDir(i, g)
+		file := threadsFile(d.l.hs[i].Version)
 		for round := 0; ; round++ {
 			left, err := groupThreads(dir, file, false)
 			if err != nil {
@@ -323,9 +350,13 @@ func groupThreads(dir, file string, deep bool) (map[int]bool, error) {
 
 // guestProcs lists the processes in dir and the groups below it: once a
 // QEMU guest's threads are placed, its own group in the cpu hierarchies
-// holds none of them.
+// of v1 holds none of them. On v2 the guest's group lists them all, and
+// its threaded children refuse the read (EOPNOTSUPP): they add nothing.
 func guestProcs(dir string) ([]int, error) {
 	s, err := readFile(dir + "/cgroup.procs")
+	if isErrno(err, unix.EOPNOTSUPP) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}

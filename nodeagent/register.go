@@ -87,8 +87,8 @@ func (a *Agent) Registration() events.NodeRegistered {
 		info := h.Host()
 		reg.CPUSet, reg.NUMANodes = info.CPUs, info.Mems
 	}
-	if h, ok := rep.Controller("cpu"); ok && h.Version == 1 {
-		reg.VCPUGroups = true // see cgroupdriver.ErrThreadsUnsupported
+	if _, ok := rep.Controller("cpu"); ok {
+		reg.VCPUGroups = true // v1 child groups or v2 threaded ones; see cgroupdriver.ErrThreadsUnsupported
 	}
 	return reg
 }

@@ -50,7 +50,7 @@ func checkNUMA(s *State, g *Guest, name, v string, live bool, set map[string]str
 		}
 		if n != nil && !n.VCPUGroups {
 			return &events.FieldError{Field: name, Value: v,
-				Want: fmt.Sprintf("node %s keeps a QEMU guest in one group (per-vCPU and emulator groups are made where the cpu controller is on cgroup v1; this node's is not, or its agent is older): pin the whole guest with guest create --cpuset", n.ID)}
+				Want: fmt.Sprintf("node %s keeps a QEMU guest in one group (per-vCPU and emulator groups are made where the agent finds the cpu controller, on cgroup v1 or v2; this node has none, or its agent is older): pin the whole guest with guest create --cpuset", n.ID)}
 		}
 		lists := map[string]string{name: v}
 		if name == "vcpupin" {
