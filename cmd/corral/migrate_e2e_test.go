@@ -372,3 +372,110 @@ func TestGuestMigrateLive(t *testing.T) {
 		t.Errorf("the base image was written (%v)", err)
 	}
 }
+
+// TestGuestMigrateOffline moves a process guest with corral guest
+// migrate --offline --to a2: a1 stops it cleanly (its TERM trap runs),
+// a2 starts it, and one copy runs.
+func TestGuestMigrateOffline(t *testing.T) {
+	c := startMigrationCluster(t, []string{"job"})
+	c.startAgent("a1")
+	waitNodes(t, c.env, 1)
+	tag := "corral-migrate-offline-" + strconv.Itoa(os.Getpid())
+	stopped := filepath.Join(c.dir, "stopped")
+	script := "trap 'echo clean >> " + stopped + "; exit 0' TERM; while :; do sleep 0.1; done; : " + tag
+	c.ok("guest", "create", "job", "--driver", "process", "--memory", "32MiB", "--", "/bin/sh", "-c", script)
+	before := waitView(t, c.env, "job", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
+	if before.Node != "a1" {
+		t.Fatalf("job placed on %s, want a1", before.Node)
+	}
+	c.startAgent("a2")
+	waitNodes(t, c.env, 2)
+
+	start := time.Now()
+	r := runCorral(t, c.env, "guest", "migrate", "job", "--offline", "--to", "a2", "--wait", "1m")
+	t.Logf("corral guest migrate job --offline --to a2 (%v):\n%s%s", time.Since(start).Round(time.Millisecond), r.stdout, r.stderr)
+	if r.code != 0 {
+		t.Fatalf("guest migrate --offline: exit %d", r.code)
+	}
+	after := waitView(t, c.env, "job", func(g *api.GuestView) bool {
+		return g.Node == "a2" && g.Status == api.StatusRunning && g.PID > 0 && g.PID != before.PID
+	})
+	if lm := after.LastMigration; lm == nil || lm.Phase != api.MigrationDone || !lm.Offline || lm.From != "a1" || lm.To != "a2" {
+		t.Errorf("last migration %+v, want an offline one done from a1 to a2", after.LastMigration)
+	}
+	if b, _ := os.ReadFile(stopped); string(b) != "clean\n" {
+		t.Errorf("the guest's TERM trap wrote %q, want one clean stop", b)
+	}
+	job := cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: "job"}
+	waitFor(t, "a1's group to empty", func() bool { return len(c.procsIn("a1", job)) == 0 },
+		func() string { return "a1 still has " + strings.Join(c.procsIn("a1", job), " ") })
+	if p := c.procsIn("a2", job); len(p) == 0 || p[0] != strconv.Itoa(after.PID) {
+		t.Errorf("a2's group holds %v, want the guest, pid %d", p, after.PID)
+	}
+	if out, _ := exec.Command("pgrep", "-f", tag).Output(); len(strings.Fields(string(out))) != 1 {
+		t.Errorf("copies of the guest on the host: pids %q, want one", out)
+	}
+	types := historyTypes(t, c.env, "job")
+	if !inOrder(types, []string{"guest.migration_requested", "guest.exited", "guest.started"}) {
+		t.Errorf("guest history %v: want the request, the stop and a start", types)
+	}
+}
+
+// TestGuestMigrateTargetKilled kills a2, the target of a live migration
+// capped at 1 MiB/s, with SIGKILL once the transfer is under way, and
+// restarts it: the migration is aborted with the reason, the guest runs
+// on on a1 in the same QEMU (the only one), and nothing of it is left on
+// a2.
+func TestGuestMigrateTargetKilled(t *testing.T) {
+	a := drivertest.VM(t)
+	c := startMigrationCluster(t, []string{"vm"}, "--migration-bandwidth", "1")
+	c.startAgent("a1")
+	waitNodes(t, c.env, 1)
+	c.ok("operator", "scheduler", "set-config", "--cpu-overcommit", "8")
+	c.ok("guest", "create", "vm", "--driver", "qemu", "--memory", "128MiB", "--kernel", a.Kernel, "--initrd", a.Initramfs)
+	before := waitView(t, c.env, "vm", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
+	c.startAgent("a2")
+	waitNodes(t, c.env, 2)
+
+	c.ok("guest", "migrate", "vm", "--to", "a2", "--detach")
+	sending := waitView(t, c.env, "vm", func(g *api.GuestView) bool {
+		return g.Migration != nil && g.Migration.Progress != nil && g.Migration.Progress.TransferredBytes > 0
+	})
+	t.Logf("killing a2 with %s of %s sent", formatBytes(sending.Migration.Progress.TransferredBytes), formatBytes(sending.Migration.Progress.TotalBytes))
+	vm := cgroupdriver.Guest{Kind: cgroupdriver.KindQEMU, ID: "vm"}
+	if len(c.procsIn("a2", vm)) != 1 {
+		t.Fatalf("a2 runs no incoming QEMU: %v", c.procsIn("a2", vm))
+	}
+	d := c.agents["a2"].d
+	_ = d.cmd.Process.Kill()
+	<-d.done
+	c.startAgent("a2")
+
+	after := waitView(t, c.env, "vm", func(g *api.GuestView) bool { return g.Migration == nil && g.LastMigration != nil })
+	lm := after.LastMigration
+	t.Logf("migration ended: %s: %s", lm.Phase, lm.Reason)
+	if lm.Phase != api.MigrationAborted || lm.Reason == "" {
+		t.Errorf("last migration %+v, want aborted with a reason", lm)
+	}
+	if after.Node != "a1" || after.PID != before.PID {
+		t.Errorf("guest on %s pid %d after the abort, want a1 pid %d", after.Node, after.PID, before.PID)
+	}
+	waitFor(t, "a2's incoming QEMU to be gone", func() bool { return len(c.procsIn("a2", vm)) == 0 },
+		func() string { return "a2 still has " + strings.Join(c.procsIn("a2", vm), " ") })
+	if _, err := os.Stat(c.guestDir("a2", "vm")); !os.IsNotExist(err) {
+		t.Errorf("a2 kept the guest's state directory (%v)", err)
+	}
+	if out, _ := exec.Command("pgrep", "-f", "guest=vm").Output(); len(strings.Fields(string(out))) != 1 {
+		t.Errorf("QEMUs named guest=vm on the host: %q, want one", out)
+	}
+	// The source runs on, not paused by the cancelled transfer.
+	waitView(t, c.env, "vm", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.Node == "a1" })
+	con := openConsole(t, c.env, "vm")
+	if got := con.run("the guest to answer after the abort", "echo $((20+22))"); got != "42" {
+		t.Errorf("the guest answered %q after the abort, want 42", got)
+	}
+	con.detach()
+	if types := historyTypes(t, c.env, "vm"); !inOrder(types, []string{"guest.migration_requested", "guest.migration_target_ready", "guest.migration_aborted"}) {
+		t.Errorf("guest history %v: want requested, target ready, aborted", types)
+	}
+}
