@@ -1,6 +1,9 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -14,6 +17,7 @@ import (
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/cgroupdriver/cgrouptest"
 	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/nodeagent/driver"
 	"github.com/corral-dev/corral/nodeagent/driver/drivertest"
 )
 
@@ -274,15 +278,38 @@ func TestGuestMigrateLive(t *testing.T) {
 	if err := os.WriteFile(base, img, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// One bridge per agent (two agents' IPAMs on one bridge would hand
+	// out the same addresses), over the same range: the guest's network
+	// is one L2 segment on every node, as a real cluster's would be.
+	var rb [3]byte
+	_, _ = rand.Read(rb[:])
+	bridges := map[string]string{"a1": "cmg1" + hex.EncodeToString(rb[:]), "a2": "cmg2" + hex.EncodeToString(rb[:])}
+	cidr := fmt.Sprintf("10.%d.%d.0/24", 200+rb[0]%50, rb[1])
+	for _, br := range bridges {
+		t.Cleanup(func() {
+			if _, err := os.Stat("/sys/class/net/" + br); err == nil {
+				if out, err := exec.Command("ip", "link", "del", br).CombinedOutput(); err != nil {
+					t.Errorf("removing the bridge %s: %v: %s", br, err, out)
+				}
+			}
+		})
+	}
 	c := startMigrationCluster(t, []string{"vm"})
+	for id, br := range bridges {
+		c.agents[id].args = append(c.agents[id].args, "--bridge", br, "--bridge-cidr", cidr)
+	}
 	c.startAgent("a1")
 	waitNodes(t, c.env, 1)
 	c.ok("operator", "scheduler", "set-config", "--cpu-overcommit", "8")
 	c.ok("guest", "create", "vm", "--driver", "qemu", "--memory", "128MiB", "--kernel", a.Kernel, "--initrd", a.Initramfs,
-		"--disk", base+",format=raw,cache=writeback")
+		"--disk", base+",format=raw,cache=writeback", "--network", "bridge")
 	before := waitView(t, c.env, "vm", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
-	if before.Node != "a1" {
-		t.Fatalf("vm placed on %s, want a1", before.Node)
+	if before.Node != "a1" || len(before.Addresses) != 1 {
+		t.Fatalf("vm placed on %s with addresses %v, want a1 and one address", before.Node, before.Addresses)
+	}
+	tap1, tap2 := driver.HostInterface(bridges["a1"], "vm"), driver.HostInterface(bridges["a2"], "vm")
+	if m, err := os.Readlink("/sys/class/net/" + tap1 + "/master"); err != nil || filepath.Base(m) != bridges["a1"] {
+		t.Fatalf("vm's tap %s is not on a1's bridge %s: %q %v", tap1, bridges["a1"], m, err)
 	}
 	c.startAgent("a2")
 	waitNodes(t, c.env, 2)
@@ -331,6 +358,18 @@ func TestGuestMigrateLive(t *testing.T) {
 	if out, _ := exec.Command("pgrep", "-f", "guest=vm").Output(); len(strings.Fields(string(out))) != 1 {
 		t.Errorf("QEMUs named guest=vm on the host: %q, want one", out)
 	}
+
+	// Its NIC moved with it: QEMU on a2 holds a tap on a2's bridge, a1's
+	// is gone, and the guest keeps its address and MAC.
+	if m, err := os.Readlink("/sys/class/net/" + tap2 + "/master"); err != nil || filepath.Base(m) != bridges["a2"] {
+		t.Errorf("after the migration vm's tap %s is not on a2's bridge %s: %q %v", tap2, bridges["a2"], m, err)
+	}
+	waitFor(t, "a1's tap to be gone", func() bool { _, err := os.Stat("/sys/class/net/" + tap1); return os.IsNotExist(err) },
+		func() string { return tap1 + " is still there" })
+	if strings.Join(after.Addresses, ",") != strings.Join(before.Addresses, ",") || after.MAC != before.MAC {
+		t.Errorf("network after the migration %v %s, want %v %s", after.Addresses, after.MAC, before.Addresses, before.MAC)
+	}
+	t.Logf("network: address %v, MAC %s; tap %s on %s, then %s on %s", after.Addresses, after.MAC, tap1, bridges["a1"], tap2, bridges["a2"])
 
 	con = openConsole(t, c.env, "vm")
 	if got := con.run("the marker read back", "cat /tmp/marker"); got != marker {
