@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -63,10 +64,18 @@ type migrationRun struct {
 	abortReported bool
 	cancel        context.CancelFunc
 
-	mu        sync.Mutex // guards the fields the watcher goroutines set
-	received  bool       // target: QEMU holds the whole guest
-	completed time.Time  // source: the transfer completed
-	failed    string     // source: why the transfer failed
+	// sendDone is closed when the source's send goroutine returned.
+	sendDone chan struct{}
+
+	mu         sync.Mutex // guards the fields the watcher goroutines set
+	received   bool       // target: QEMU holds the whole guest
+	receivedAt time.Time  // target: when the watcher saw it
+	completed  time.Time  // source: the transfer completed
+	failed     string     // source: why the transfer failed
+	// final is the source's last progress (completed, with QEMU's
+	// downtime); finalReported once the log took it.
+	final         *events.GuestMigrationProgress
+	finalReported bool
 }
 
 func (r *migrationRun) set(f func()) {
@@ -204,7 +213,15 @@ func (a *Agent) migrateTarget(ctx context.Context, dg *DesiredGuest, run *migrat
 		run.resumed = true
 		g.startReported = true
 		a.persist(g)
-		a.log.Info("migrated guest runs here", "guest", dg.Name, "generation", g.gen)
+		var at time.Time
+		run.set(func() { at = run.receivedAt })
+		// From the whole guest received to running here: the switch's
+		// commit, which QEMU's downtime does not count.
+		var pausedMs int64
+		if !at.IsZero() {
+			pausedMs = time.Since(at).Milliseconds()
+		}
+		a.log.Info("migrated guest runs here", "guest", dg.Name, "generation", g.gen, "paused_here_ms", pausedMs)
 		return
 	}
 	if held && !run.here {
@@ -260,9 +277,23 @@ func (a *Agent) startIncoming(ctx context.Context, dg *DesiredGuest, run *migrat
 	g := &guest{name: dg.Name, kind: cgroupdriver.Kind(dg.Definition.Driver), partition: dg.Definition.Partition, gen: dg.Generation, phase: PhaseRunning,
 		applied: dg.Resources.Knobs(), policy: dg.Definition.Restart}
 	a.guests[g.name] = g
+	if err := os.MkdirAll(a.guestDir(dg.Name), 0o700); err != nil {
+		delete(a.guests, g.name)
+		a.abortMigration(ctx, dg.Name, run, "the target cannot make the guest's state directory: "+err.Error())
+		return
+	}
 	spec := driver.SpecFor(dg.Name, &dg.Definition, a.guestDir(dg.Name))
 	spec.Resources = dg.Resources
 	spec.Incoming = "tcp:" + run.address
+	// The same devices as the source's, or QEMU refuses the stream: a
+	// guest on the bridge gets its interface here too.
+	nw, err := a.networkFor(ctx, dg.Name, &dg.Definition)
+	if err != nil {
+		delete(a.guests, g.name)
+		a.abortMigration(ctx, dg.Name, run, "the target has no network for the guest: "+err.Error())
+		return
+	}
+	spec.Network, g.net = nw, nw
 	a.persist(g)
 	inst, err := a.deps.Drivers.Start(ctx, spec)
 	if err != nil {
@@ -288,7 +319,7 @@ func (a *Agent) startIncoming(ctx context.Context, dg *DesiredGuest, run *migrat
 			case <-t.C:
 			}
 			if st, err := q.Status(wctx); err == nil && st != "inmigrate" {
-				run.set(func() { run.received = true })
+				run.set(func() { run.received, run.receivedAt = true, time.Now() })
 				a.poke()
 				return
 			}
@@ -305,7 +336,23 @@ func (a *Agent) migrateSource(ctx context.Context, dg *DesiredGuest, run *migrat
 		if held || run.migratedReported {
 			return // Reconcile destroys the copy first
 		}
-		_, err := a.report(ctx, []Report{{Guest: dg.Name, Payload: &events.GuestMigrated{Node: a.cfg.NodeID, Generation: m.SourceGeneration, Migration: m.ID}}})
+		items := []Report{{Guest: dg.Name, Payload: &events.GuestMigrated{Node: a.cfg.NodeID, Generation: m.SourceGeneration, Migration: m.ID}}}
+		if run.sending {
+			// The transfer's last report goes first: it carries the
+			// downtime, and the log takes none after guest.migrated.
+			run.cancel()
+			<-run.sendDone
+			var final *events.GuestMigrationProgress
+			run.set(func() {
+				if !run.finalReported {
+					final = run.final
+				}
+			})
+			if final != nil {
+				items = append([]Report{{Guest: dg.Name, Payload: final}}, items...)
+			}
+		}
+		_, err := a.report(ctx, items)
 		if err == nil || errors.Is(err, ErrRefused) {
 			run.migratedReported = true
 			a.log.Info("migrated away; this node's copy is gone", "guest", dg.Name, "migration", m.ID)
@@ -346,7 +393,7 @@ func (a *Agent) migrateSource(ctx context.Context, dg *DesiredGuest, run *migrat
 	if m.Phase != api.MigrationTargetReady || run.sending {
 		return
 	}
-	run.sending = true
+	run.sending, run.sendDone = true, make(chan struct{})
 	disks := len(dg.Definition.Disks) > 0
 	sctx, cancel := context.WithCancel(ctx)
 	run.cancel = cancel
@@ -357,6 +404,7 @@ func (a *Agent) migrateSource(ctx context.Context, dg *DesiredGuest, run *migrat
 // send runs the transfer and follows it; it runs on a goroutine of its
 // own and reports progress itself.
 func (a *Agent) send(ctx context.Context, name string, gen uint64, q *driver.QMP, id uint64, address string, disks bool, run *migrationRun) {
+	defer close(run.sendDone)
 	fail := func(why string) {
 		run.set(func() { run.failed = why })
 		a.poke()
@@ -366,16 +414,21 @@ func (a *Agent) send(ctx context.Context, name string, gen uint64, q *driver.QMP
 		return
 	}
 	a.log.Info("migration sending", "guest", name, "migration", id, "to", address, "disks", disks)
-	progress := func(info driver.MigrationInfo) {
+	progress := func(info driver.MigrationInfo) bool {
 		p := &events.GuestMigrationProgress{Node: a.cfg.NodeID, Generation: gen, Migration: id, Status: info.Status,
 			TransferredBytes: info.RAM.Transferred, RemainingBytes: info.RAM.Remaining, TotalBytes: info.RAM.Total,
 			ElapsedMs: info.TotalTime, DowntimeMs: info.Downtime}
 		if info.Disk != nil {
 			p.DiskRemaining = info.Disk.Remaining
 		}
-		if _, err := a.report(ctx, []Report{{Guest: name, Payload: p}}); err != nil && !errors.Is(err, ErrRefused) {
+		if info.Status == events.MigrationCompleted {
+			run.set(func() { run.final = p })
+		}
+		_, err := a.report(ctx, []Report{{Guest: name, Payload: p}})
+		if err != nil && !errors.Is(err, ErrRefused) {
 			a.log.Debug("reporting migration progress", "guest", name, "err", err)
 		}
+		return err == nil
 	}
 	var last time.Time
 	t := time.NewTicker(100 * time.Millisecond)
@@ -392,9 +445,9 @@ func (a *Agent) send(ctx context.Context, name string, gen uint64, q *driver.QMP
 		}
 		switch info.Status {
 		case events.MigrationCompleted:
-			progress(info)
+			reported := progress(info)
 			a.log.Info("migration transfer completed", "guest", name, "migration", id, "downtime_ms", info.Downtime, "total_ms", info.TotalTime)
-			run.set(func() { run.completed = time.Now() })
+			run.set(func() { run.completed, run.finalReported = time.Now(), reported })
 			a.poke()
 			return
 		case "failed", "cancelled":

@@ -43,6 +43,7 @@ type agentOptions struct {
 	shape         []string
 	netClsMount   string
 	network       networkOptions
+	migration     migrationOptions
 	metricsAddr   string
 }
 
@@ -66,6 +67,7 @@ func (o *agentOptions) flags(cmd *cobra.Command, stateDirDefault string) {
 	f.StringVar(&o.accel, "qemu-accel", "auto", "qemu accelerator: kvm, tcg or auto (auto proves KVM runs a guest before using it)")
 	f.StringVar(&o.netClsMount, "net-cls-mount", "", "where to mount the net_cls cgroup controller if the host has it unmounted (net_cls_classid, shaping on cgroup v1); empty mounts nothing")
 	o.network.flags(cmd)
+	o.migration.flags(cmd)
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", "host:port to serve the agent's Prometheus metrics on, at /metrics, in plain HTTP (they carry no secrets; bind loopback or a scrape network); port 0 picks one; empty serves none")
 	f.StringArrayVar(&o.shape, "shape-interface", nil, "interface whose guests' traffic domiftune shapes (its root qdisc becomes the agent's HTB); repeat for more")
 }
@@ -127,6 +129,9 @@ func (a *app) startAgent(ctx context.Context, o agentOptions, addrs, natsURL str
 	}
 	cfg.Labels = labels
 	if cfg.Network, err = o.network.config(); err != nil {
+		return nil, nil, err
+	}
+	if err := o.migration.apply(&cfg); err != nil {
 		return nil, nil, err
 	}
 	if err := cfg.Validate(); err != nil {

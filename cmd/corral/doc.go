@@ -18,7 +18,8 @@
 // the environment, then corral dev's data directory); daemon.go what the
 // server commands share; devcluster.go corral dev --servers N;
 // configfile.go the daemons' --config files, which mirror their flags;
-// secflags.go the servers' TLS and limit flags; enroll.go an agent's
+// secflags.go the servers' TLS and limit flags;
+// migrate_flags.go corral agent's live-migration flags; enroll.go an agent's
 // certificate from a join token; guest_import.go corral guest import,
 // whose mapping of a libvirt domain is the pure package
 // cmd/corral/domainxml; devauth.go corral

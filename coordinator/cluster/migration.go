@@ -279,7 +279,10 @@ func (s *State) applyMigrationProgress(e *events.Event, p *events.GuestMigration
 	if err := p.Validate(); err != nil {
 		return err
 	}
-	if p.Generation != m.FromGeneration || m.Phase != api.MigrationTargetReady {
+	// The source's last report (completed, with QEMU's downtime) may
+	// come after the target's switch: the two ends race to the log.
+	late := m.Phase == api.MigrationSwitched && p.Status == events.MigrationCompleted
+	if p.Generation != m.FromGeneration || (m.Phase != api.MigrationTargetReady && !late) {
 		return fmt.Errorf("%w: progress of migration %d of guest %q generation %d, but it is %s from generation %d", api.ErrConflict, m.ID, g.Name, p.Generation, m.Phase, m.FromGeneration)
 	}
 	c := *p
