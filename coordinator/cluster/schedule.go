@@ -28,6 +28,11 @@ func (s *State) SchedulerConfig() scheduler.Config {
 	return cfg
 }
 
+// BridgeLabel is set ("yes"), in the scheduler's view only, on a node
+// whose agent runs a guest bridge (corral agent --bridge); a guest created
+// with --network bridge is constrained to such nodes.
+const BridgeLabel = "corral/bridge"
+
 // schedGuest converts a guest's definition into what the scheduler reads.
 func schedGuest(d *events.GuestDefined) (scheduler.Guest, error) {
 	cons, err := scheduler.ParseConstraints(d.Constraints)
@@ -39,6 +44,10 @@ func schedGuest(d *events.GuestDefined) (scheduler.Guest, error) {
 		if cpus, err = scheduler.ParseCPUSet(d.CPUSet); err != nil {
 			return scheduler.Guest{}, fmt.Errorf("%w: %s", events.ErrInvalid, strings.TrimPrefix(err.Error(), "corral: "))
 		}
+	}
+	if d.Network == events.NetworkBridge {
+		// A guest on the bridge goes only where an agent runs one.
+		cons = append(cons, scheduler.Constraint{Key: BridgeLabel, Op: scheduler.OpEqual, Value: "yes"})
 	}
 	g := scheduler.Guest{
 		Name: d.Name, Driver: d.Driver, MemoryBytes: uint64(d.MemoryBytes), VCPUs: d.VCPUs,
@@ -73,6 +82,9 @@ func (s *State) schedNode(n *Node, skip map[string]bool) scheduler.Node {
 		sn.Labels = map[string]string{}
 	}
 	sn.Labels[NodeLabel] = n.ID // for avoid (restart.go)
+	if n.Bridge != "" {
+		sn.Labels[BridgeLabel] = "yes"
+	}
 	if n.Status != NodeStatusUp {
 		sn.Status = scheduler.NodeDown
 	}
