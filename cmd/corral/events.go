@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/corral-dev/corral/coordinator/api"
@@ -15,6 +16,7 @@ import (
 
 func (a *app) eventsCommand() *cobra.Command {
 	var q api.EventQuery
+	var usage bool
 	cmd := &cobra.Command{
 		Use:   "events",
 		Short: "Print events from the log, optionally following new ones",
@@ -25,7 +27,11 @@ encoding the API streams, with at least index, type, time and actor.
 With --follow it keeps printing new events until interrupted, failing over to
 the next --addr when a server goes away, with no event skipped or repeated.
 Asking for events that retention already dropped is an error that names the
-first retained index.`,
+first retained index.
+
+The table leaves out node.usage, which every node reports each usage
+interval: --usage shows it (its DETAILS sum the node's guests), as does
+--type naming it; -o json always carries every event.`,
 		Example: `  corral events
   corral events --since 120 --follow -o json
   corral events --type guest.tuned,guest.exited --guest web
@@ -40,6 +46,7 @@ first retained index.`,
 				return err
 			}
 			out := a.eventWriter(q.Follow, true)
+			out.hideUsage = !usage && !slices.ContainsFunc(q.Types, func(t string) bool { return strings.TrimSpace(t) == events.TypeNodeUsage.String() })
 			err = c.Events(cmd.Context(), q, out.write)
 			var ae *api.APIError
 			if err != nil && out.n == 0 && !cmd.Flags().Changed("since") && errors.As(err, &ae) && ae.Code == api.CodeGone && ae.FirstIndex > 0 {
@@ -60,6 +67,7 @@ first retained index.`,
 	f.StringSliceVar(&q.Types, "type", nil, "only events of these types, comma-separated: "+typeList())
 	f.StringVar(&q.Guest, "guest", "", "only events about this guest")
 	f.StringVar(&q.Node, "node", "", "only events about this node")
+	f.BoolVar(&usage, "usage", false, "show node.usage in the table too (-o json always has it)")
 	return a.clientFlags(cmd)
 }
 
@@ -108,6 +116,8 @@ type eventWriter struct {
 	json    bool
 	stream  bool
 	subject bool // print the SUBJECT column
+	// hideUsage leaves node.usage out of the table (not of -o json).
+	hideUsage bool
 	tab     *table
 	header  bool
 	n       int
@@ -137,6 +147,9 @@ var streamWidths = []int{7, 25, 21, 20, 22}
 
 func (ew *eventWriter) write(e events.Event) error {
 	ew.n++
+	if ew.hideUsage && !ew.json && e.Type == events.TypeNodeUsage {
+		return nil
+	}
 	if ew.json {
 		b, err := events.Marshal(e)
 		if err != nil {
