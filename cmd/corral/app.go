@@ -291,6 +291,7 @@ func (a *app) client() (*api.Client, error) {
 	}
 	c.Actor = "cli:" + a.userName()
 	c.Token = tok
+	c.FailFast = true // no server listening on any --addr: say so at once
 	return c, nil
 }
 

@@ -470,3 +470,24 @@ func TestServerNeedsTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestNoServerFailsAtOnce: when every --addr refuses the connection (no
+// server listens there), a read and a write fail at once with what to do,
+// rather than after the retry time meant for leader elections.
+func TestNoServerFailsAtOnce(t *testing.T) {
+	p := newTestPKI(t)
+	p.token = "unused"
+	env := envFunc(append(p.clientEnv(), "CORRAL_ADDR=https://127.0.0.1:1,https://127.0.0.1:2"))
+	for _, args := range [][]string{{"guest", "list"}, {"guest", "create", "x", "--driver", "process", "--memory", "16MiB", "--", "/bin/true"}} {
+		var out, errb bytes.Buffer
+		began := time.Now()
+		code := run(args, &out, &errb, env)
+		took := time.Since(began)
+		if code != 1 || !strings.Contains(errb.String(), "connection refused") || !strings.Contains(errb.String(), "--addr") {
+			t.Errorf("%q with no server: exit %d, stderr %q; want exit 1 naming the refusal and --addr", args, code, errb.String())
+		}
+		if took > time.Second {
+			t.Errorf("%q with no server took %v; want a failure at once", args, took)
+		}
+	}
+}

@@ -118,9 +118,9 @@ type eventWriter struct {
 	subject bool // print the SUBJECT column
 	// hideUsage leaves node.usage out of the table (not of -o json).
 	hideUsage bool
-	tab     *table
-	header  bool
-	n       int
+	tab       *table
+	header    bool
+	n         int
 }
 
 func (a *app) eventWriter(follow, subject bool) *eventWriter {

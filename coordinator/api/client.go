@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/corral-dev/corral/events"
@@ -39,6 +40,11 @@ type Client struct {
 	// its own state at once, instead of reflecting every write
 	// acknowledged before them (?stale=1).
 	Stale bool
+	// FailFast makes a request fail at once, without waiting out Retry,
+	// when every address refused the connection: no server listens
+	// there, which more tries will not change (the CLI; agents keep
+	// trying).
+	FailFast bool
 }
 
 // NewClient returns a client for a comma-separated list of addresses
@@ -140,13 +146,21 @@ func (c *Client) doHeaders(ctx context.Context, method, path, reqID string, head
 	}
 	deadline := time.Now().Add(c.Retry)
 	backoff := 50 * time.Millisecond
+	refused := 0 // addresses of this round that refused the connection
 	for attempt := 0; ; attempt++ {
 		addr := c.addrs[attempt%len(c.addrs)]
 		err := c.once(ctx, method, addr+path, reqID, headers, body, out)
 		if err == nil || !retryable(err) || time.Now().After(deadline) || ctx.Err() != nil {
 			return err
 		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			refused++
+		}
 		if attempt%len(c.addrs) == len(c.addrs)-1 {
+			if c.FailFast && refused == len(c.addrs) {
+				return err
+			}
+			refused = 0
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
