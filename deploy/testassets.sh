@@ -58,6 +58,12 @@ command -v flock >/dev/null || need_pkgs+=(util-linux)
 [ "$WHAT" = rootfs ] || command -v nft >/dev/null || need_pkgs+=(nftables)
 # The unit files in deploy/ are checked with systemd-analyze verify.
 [ "$WHAT" = rootfs ] || command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
+# The web page is tested in headless Chromium, which trusts the test's CA
+# through an NSS database (certutil).
+[ "$WHAT" = rootfs ] || command -v chromium >/dev/null || need_pkgs+=(chromium)
+[ "$WHAT" = rootfs ] || command -v certutil >/dev/null || need_pkgs+=(libnss3-tools)
+# Links and bridges of the network tests, shaping (tc).
+[ "$WHAT" = rootfs ] || command -v ip >/dev/null || need_pkgs+=(iproute2)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	log "installing ${need_pkgs[*]}"
 	export DEBIAN_FRONTEND=noninteractive
