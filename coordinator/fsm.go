@@ -237,14 +237,12 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		// Checkpoint per entry, not per batch, so that checkpoints stay
 		// about checkpointEvery apart however raft batches, and never
 		// closer than the state has records, so that encoding them costs
-		// O(1) per event. When the last one is still being written, this
-		// one is skipped.
+		// O(1) per event. When the last one is still being written, the
+		// next entry tries again, so that `state --at` never replays much
+		// more than the interval.
 		every := max(f.checkpointEvery, uint64(len(f.state.Guests)+len(f.state.Nodes)))
-		if idx := f.state.Index; idx-f.lastCheckpoint >= every && f.checkpoints != nil && f.fault.Load() == nil {
-			select {
-			case f.checkpoints <- f.state.Clone():
-			default:
-			}
+		if idx := f.state.Index; idx-f.lastCheckpoint >= every && f.checkpoints != nil && f.fault.Load() == nil && len(f.checkpoints) == 0 {
+			f.checkpoints <- f.state.Clone()
 			f.lastCheckpoint = idx
 		}
 	}

@@ -542,7 +542,7 @@ func (s *Server) streamFrom(w http.ResponseWriter, r *http.Request, since uint64
 		defer done()
 	}
 	cursor := since
-	recs, err := s.store.Read(cursor, 1024)
+	recs, through, err := s.readFiltered(cursor, f)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -565,6 +565,7 @@ func (s *Server) streamFrom(w http.ResponseWriter, r *http.Request, since uint64
 		if flusher != nil {
 			flusher.Flush()
 		}
+		cursor = max(cursor, through)
 		if len(recs) == 0 {
 			if !follow {
 				return
@@ -577,7 +578,7 @@ func (s *Server) streamFrom(w http.ResponseWriter, r *http.Request, since uint64
 				return
 			}
 		}
-		recs, err = s.store.Read(cursor, 1024)
+		recs, through, err = s.readFiltered(cursor, f)
 		if err != nil {
 			// Retention overtook a slow follower: say so in-band and stop.
 			b, _ := json.Marshal(map[string]any{"error": api.ErrorOf(err)})
@@ -585,6 +586,24 @@ func (s *Server) streamFrom(w http.ResponseWriter, r *http.Request, since uint64
 			return
 		}
 	}
+}
+
+// readFiltered reads the next records after cursor for a stream with
+// filter f: through the subject index when f names a guest or a node, so
+// that one guest's history costs its own events, not the log's. through
+// is how far the read looked (see Store.ReadSubject).
+func (s *Server) readFiltered(cursor uint64, f eventFilter) (recs []Record, through uint64, err error) {
+	switch {
+	case f.guest != "":
+		return s.store.ReadSubject(SubjectGuest, f.guest, cursor, 1024)
+	case f.node != "":
+		return s.store.ReadSubject(SubjectNode, f.node, cursor, 1024)
+	}
+	recs, err = s.store.Read(cursor, 1024)
+	if len(recs) > 0 {
+		through = recs[len(recs)-1].Index
+	}
+	return recs, through, err
 }
 
 func (s *Server) guestHistory(w http.ResponseWriter, r *http.Request) {

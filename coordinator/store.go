@@ -26,8 +26,10 @@ type StoreConfig struct {
 	CheckpointEvery uint64
 }
 
-// DefaultStoreConfig keeps everything and checkpoints every 10,000 events.
-func DefaultStoreConfig() StoreConfig { return StoreConfig{CheckpointEvery: 10000} }
+// DefaultStoreConfig keeps everything and checkpoints every 1,000 events
+// (or every guests+nodes events in a larger state), so that `state --at`
+// replays about that many events at most.
+func DefaultStoreConfig() StoreConfig { return StoreConfig{CheckpointEvery: 1000} }
 
 // Validate checks the configuration.
 func (c StoreConfig) Validate() error {
@@ -71,6 +73,9 @@ type Store struct {
 	damage *StoreDamage
 	// disk, when set (Server does), names a full disk in write errors.
 	disk *diskGuard
+	// reindexed is how many events OpenStore had to add to the subject
+	// indexes (storeindex.go): all of them for a store that had none.
+	reindexed int
 
 	mu     sync.Mutex
 	first  uint64 // first retained index; last+1 when empty
@@ -135,6 +140,9 @@ func OpenStore(path string, cfg StoreConfig) (*Store, error) {
 		}
 		return nil
 	})
+	if err == nil {
+		s.reindexed, err = s.reindex()
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("corral: open event store %s: %w", path, err)
@@ -181,8 +189,15 @@ func (s *Store) Append(recs []Record) error {
 			if err := b.Put(u64(r.Index), r.Data); err != nil {
 				return err
 			}
+			if err := indexPut(tx, r.Index, r.Data); err != nil {
+				return err
+			}
 		}
-		return tx.Bucket(bucketMeta).Put(keyLast, u64(recs[len(recs)-1].Index))
+		m := tx.Bucket(bucketMeta)
+		if err := m.Put(keyIndexed, u64(recs[len(recs)-1].Index)); err != nil {
+			return err
+		}
+		return m.Put(keyLast, u64(recs[len(recs)-1].Index))
 	})
 	if err != nil {
 		return fmt.Errorf("corral: event store append: %w", s.disk.failed(err))
@@ -220,6 +235,9 @@ func (s *Store) Prepend(recs []Record) error {
 			if err := b.Put(u64(r.Index), r.Data); err != nil {
 				return err
 			}
+			if err := indexPut(tx, r.Index, r.Data); err != nil {
+				return err
+			}
 		}
 		return tx.Bucket(bucketMeta).Put(keyFirst, u64(recs[0].Index))
 	})
@@ -248,7 +266,7 @@ func (s *Store) PutCheckpoint(cp Record) error {
 // state past what the store holds (a new server, or a lost disk).
 func (s *Store) Reset(at uint64, state []byte) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketEvents, bucketCheckpoints} {
+		for _, b := range [][]byte{bucketEvents, bucketCheckpoints, bucketByGuest, bucketByNode} {
 			if err := tx.DeleteBucket(b); err != nil {
 				return err
 			}
@@ -261,6 +279,9 @@ func (s *Store) Reset(at uint64, state []byte) error {
 		}
 		m := tx.Bucket(bucketMeta)
 		if err := m.Put(keyFirst, u64(at+1)); err != nil {
+			return err
+		}
+		if err := m.Put(keyIndexed, u64(at)); err != nil {
 			return err
 		}
 		return m.Put(keyLast, u64(at))
@@ -378,11 +399,14 @@ func (s *Store) Trim(now time.Time) (int, error) {
 	n := 0
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		// Collect keys first: deleting under a moving cursor skips keys.
-		n, err = deleteBelow(tx.Bucket(bucketEvents), upTo+1)
+		// The subject indexes lose the same events.
+		n, err = deleteBelow(tx.Bucket(bucketEvents), upTo+1, func(k, v []byte) error {
+			return indexDelete(tx, binary.BigEndian.Uint64(k), v)
+		})
 		if err != nil {
 			return err
 		}
-		if _, err := deleteBelow(tx.Bucket(bucketCheckpoints), upTo); err != nil {
+		if _, err := deleteBelow(tx.Bucket(bucketCheckpoints), upTo, nil); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketMeta).Put(keyFirst, u64(upTo+1))
@@ -408,11 +432,17 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
-// deleteBelow removes every key below limit from b.
-func deleteBelow(b *bolt.Bucket, limit uint64) (int, error) {
+// deleteBelow removes every key below limit from b, calling each, when not
+// nil, with every pair before it is removed.
+func deleteBelow(b *bolt.Bucket, limit uint64, each func(k, v []byte) error) (int, error) {
 	var keys [][]byte
 	c := b.Cursor()
-	for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) < limit; k, _ = c.Next() {
+	for k, v := c.First(); k != nil && binary.BigEndian.Uint64(k) < limit; k, v = c.Next() {
+		if each != nil {
+			if err := each(k, v); err != nil {
+				return 0, err
+			}
+		}
 		keys = append(keys, append([]byte(nil), k...))
 	}
 	for _, k := range keys {

@@ -395,6 +395,10 @@ func checkStoreFile(path string) error {
 			}
 			lastKey = idx
 			count++
+		case string(bucketByGuest), string(bucketByNode):
+			if len(k) < 10 || k[len(k)-9] != 0 || len(v) != 0 {
+				return errors.New("index entry is not a name, a 0 byte and an index")
+			}
 		case string(bucketCheckpoints):
 			if len(k) != 8 || !json.Valid(v) {
 				return errors.New("checkpoint is not an index and a JSON state")
