@@ -70,7 +70,7 @@ func TestQEMUGuest(t *testing.T) {
 	if err := q.SetBalloon(ctx, 96<<20); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the balloon at 96 MiB", 20*time.Second, func() bool {
+	waitFor(t, "the balloon at 96 MiB", bootTimeout, func() bool { // the guest gives the pages back at TCG speed
 		got, err := q.Balloon(ctx)
 		return err == nil && got == 96<<20
 	})
