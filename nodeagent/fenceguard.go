@@ -260,6 +260,7 @@ func (a *Agent) liftFence() bool {
 	if len(up) == 0 {
 		return true
 	}
+	held := 0 // populated guest groups the fence held
 	for _, d := range up {
 		groups, err := guestGroups(d)
 		if err != nil {
@@ -270,6 +271,7 @@ func (a *Agent) liftFence() bool {
 			if !populated(c) {
 				continue
 			}
+			held++
 			if err := setFreeze(c, true); err != nil {
 				a.log.Error("lifting the fence: freezing a guest on its own first", "group", c.Path, "err", err)
 				return false
@@ -288,7 +290,13 @@ func (a *Agent) liftFence() bool {
 			return false
 		}
 	}
-	a.log.Warn("the fencer had frozen the guests: each stays frozen until a pass on a fresh list thaws what the log still assigns here")
+	if held == 0 {
+		// A first start: the fencer froze the empty kind directories
+		// before the first lease was written. Nothing was held.
+		a.log.Debug("lifted the fencer's freeze of the kind directories; no guest was in them", "dirs", len(up))
+	} else {
+		a.log.Warn("the fencer had frozen the guests: each stays frozen until a pass on a fresh list thaws what the log still assigns here", "guests", held)
+	}
 	a.relist()
 	return true
 }

@@ -150,6 +150,7 @@ func printGuest(a *app, gv *api.GuestView) error {
 			t.row(kv[0], kv[1])
 		}
 	}
+	printDisks(t, g)
 	if len(g.Labels) > 0 {
 		t.row("Labels:", formatMap(g.Labels))
 	}

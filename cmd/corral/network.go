@@ -44,6 +44,8 @@ func printNetwork(t *table, g *api.Guest) {
 	switch {
 	case g.Network != events.NetworkBridge && g.Driver == events.DriverProcess:
 		t.row("Network:", "the host's")
+	case g.Network != events.NetworkBridge && g.Driver == events.DriverQEMU:
+		t.row("Network:", "none (no NIC)")
 	case g.Network != events.NetworkBridge:
 		t.row("Network:", "none (lo only)")
 	case len(g.Addresses) == 0:

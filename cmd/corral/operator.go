@@ -63,7 +63,7 @@ its node is then refused. node show's ALLOCATED counts the same way.`,
 			if a.json() {
 				return writeJSON(a.stdout, got)
 			}
-			return printParams(a.stdout, [][2]string{
+			return printAligned(a.stdout, [][2]string{
 				{"algorithm", got.Algorithm},
 				{"cpu_overcommit", formatRatio(got.CPUOvercommit)},
 				{"memory_overcommit", formatRatio(got.MemoryOvercommit)},
