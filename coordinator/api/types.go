@@ -73,6 +73,10 @@ type Guest struct {
 	// placed again (started after its node's capacity went to others):
 	// its placement prefers that node.
 	LastNode string `json:"last_node,omitempty"`
+	// StartAfterStop is set when a start was asked while a stop was still
+	// on its way to the node (the guest was running, asked to stop): the
+	// stop's exit then starts the guest again on its node.
+	StartAfterStop bool `json:"start_after_stop,omitempty"`
 	// HoldsCapacity is set in views of a guest that counts against its
 	// node's capacity (it runs, is asked to, or keeps a reservation).
 	HoldsCapacity bool `json:"holds_capacity,omitempty"`

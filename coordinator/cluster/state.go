@@ -595,6 +595,9 @@ func (s *State) applyDesired(idx uint64, e *events.Event, desired string) error 
 		return err
 	}
 	released := g.Node != "" && !holdsCapacity(g)
+	// A start asked while the guest still runs on its way to a stop: the
+	// stop's exit must not leave it ended (applyGuestExited).
+	g.StartAfterStop = desired == DesiredRunning && g.Desired == DesiredStopped && g.Status == StatusRunning
 	g.Desired = desired
 	if desired == DesiredRunning {
 		g.Restarts.Stuck = "" // started again by hand
@@ -685,6 +688,18 @@ func (s *State) applyGuestExited(idx uint64, e *events.Event, p *events.GuestExi
 	c := *p
 	g.LastExit = &c
 	g.ModifyIndex = idx
+	if g.StartAfterStop && g.Desired == DesiredRunning {
+		// The exit of a stop that a start overtook: run it again, as a
+		// start of the ended guest would, on its node if it still fits.
+		g.StartAfterStop = false
+		if s.checkPlacement(g, &events.GuestPlaced{Node: g.Node, CPUs: g.CPUs}) == nil {
+			g.Status = StatusPlaced
+		} else {
+			s.unplace(g)
+			s.setPending(g.Name, wantsPlacement(g))
+		}
+	}
+	g.StartAfterStop = false
 	s.refreshNode(g.Node) // an ended guest holds no capacity
 	s.endedWithMigration(idx, g)
 	return nil
