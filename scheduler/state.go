@@ -19,8 +19,12 @@ type working struct {
 	hot   []hotNode
 	cold  []coldNode
 
-	classes  []int32                 // class -> a representative node index
-	feasible map[string][]ReasonCode // Guest.feasibilityKey -> nodeAccepts per class
+	classes  []int32               // class -> a representative node index
+	feasible map[string]classCodes // Guest.feasibilityKey -> nodeAccepts per class
+	// classPos lists each class's positions; byStatus counts, by reason,
+	// the nodes not up and eligible. failure counts whole classes with them.
+	classPos [][]int32
+	byStatus [len(reasonNames)]int
 
 	// Anti-affinity. Only labels whose key some guest spreads by are
 	// tracked: labels counts guests carrying key=value on a node, claims
@@ -42,7 +46,18 @@ type working struct {
 	// any pending guest. skips[k*len(cpuT)+j][pos] == pos while pos is open
 	// at that level; a closed position points further on, and the entry at
 	// len(hot) is the end sentinel.
+	//
+	// skips alone decide where spread's cursor lands (see pick), so they
+	// keep the rule they have always had. The scan itself uses sharedSkips
+	// and pinSkips at shared level 0, which also close a node on the rule
+	// of the guest's own kind: a shared guest needs cpuT[0] shared vCPUs, a
+	// pinned one minPin free CPUs and a shared pool that still holds the
+	// shared vCPUs on the node once they are taken. Without them a node
+	// full of shared vCPUs stays open for shared guests (it still has CPUs
+	// to pin) and bin-pack would cross every such node for each guest.
 	skips        [][]int32
+	sharedSkips  [][]int32 // per memory level
+	pinSkips     [][]int32 // per memory level
 	memT, cpuT   []int64
 	minPin       int64
 	sharedLevels bool
@@ -74,6 +89,12 @@ type coldNode struct {
 	taken     []uint64
 }
 
+// classCodes is nodeAccepts for every class, for one feasibility key.
+type classCodes struct {
+	codes    []ReasonCode
+	accepted bool // some code is ReasonNone
+}
+
 type pairAt struct{ pair, pos int32 }
 
 // demand is one guest's requirements, resolved against the working state.
@@ -84,6 +105,7 @@ type demand struct {
 	pin        int64 // exclusive CPUs
 	cpuset     CPUSet
 	class      []ReasonCode // nodeAccepts per node class
+	accepted   bool         // some class accepts the guest
 	spreadPair int32        // pair of (SpreadBy, its value), -1 when not spreading
 	labelPairs []int32      // pairs of the guest's labels under tracked keys
 }
@@ -100,7 +122,7 @@ func newWorking(nodes []Node, pending []Guest, cfg Config, seed uint64) *working
 		hot:      make([]hotNode, n),
 		cold:     make([]coldNode, n),
 		planned:  make([][]int32, n),
-		feasible: make(map[string][]ReasonCode),
+		feasible: make(map[string]classCodes),
 	}
 	for i := range pending {
 		w.addSpreadKey(pending[i].SpreadBy)
@@ -136,6 +158,12 @@ func newWorking(nodes []Node, pending []Guest, cfg Config, seed uint64) *working
 				w.classes = append(w.classes, idx)
 			}
 			h.class = int64(id)
+			if int(id) == len(w.classPos) {
+				w.classPos = append(w.classPos, nil)
+			}
+			w.classPos[id] = append(w.classPos[id], int32(pos))
+		} else {
+			w.byStatus[statusReason(node)]++
 		}
 		w.closeIfFull(pos)
 	}
@@ -230,15 +258,16 @@ func (w *working) demandOf(g *Guest, d *demand) {
 		d.vcpus = int64(g.VCPUs)
 	}
 	key := g.feasibilityKey()
-	codes, cached := w.feasible[key]
+	cc, cached := w.feasible[key]
 	if !cached {
-		codes = make([]ReasonCode, len(w.classes))
+		cc.codes = make([]ReasonCode, len(w.classes))
 		for c, idx := range w.classes {
-			codes[c] = nodeAccepts(&w.nodes[idx], g)
+			cc.codes[c] = nodeAccepts(&w.nodes[idx], g)
+			cc.accepted = cc.accepted || cc.codes[c] == ReasonNone
 		}
-		w.feasible[key] = codes
+		w.feasible[key] = cc
 	}
-	d.class = codes
+	d.class, d.accepted = cc.codes, cc.accepted
 	if len(w.spreadKeys) == 0 {
 		return
 	}
