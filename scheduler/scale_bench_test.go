@@ -23,7 +23,7 @@ type scaleInput struct {
 	guests []scheduler.Guest
 }
 
-func newScaleInput(b *testing.B, guests int) scaleInput {
+func newScaleInput(b testing.TB, guests int) scaleInput {
 	r := rand.New(rand.NewPCG(7, uint64(guests)))
 	nodes := benchClusterN(r, guests/scaleGuestsPerNode)
 	return scaleInput{snap: st.Snapshot(b, nodes...), guests: benchGuestListN(r, guests)}

@@ -103,24 +103,44 @@ func (w *working) pick(d *demand) (best int, bestScore float64, ranked int) {
 		start = w.cursor
 	}
 	l := w.level(d)
-	scan := w.skips[l]
-	if k, j := l/len(w.cpuT), l%len(w.cpuT); j == 0 && d.pin > 0 {
-		scan = w.pinSkips[k]
+	s := l
+	if k, j := l/len(w.cpuT), l%len(w.cpuT); plainScan {
+	} else if j == 0 && d.pin > 0 {
+		s = len(w.skips) + len(w.memT) + k
 	} else if j == 0 {
-		scan = w.sharedSkips[k]
+		s = len(w.skips) + k
+	}
+	scan := w.allSkips[s]
+	// The scan walks indices into list, the positions that may take the
+	// guest: every position, or the key's few (see keyIndex).
+	m, s0, list, skip := n, start, []int32(nil), scan
+	if d.few != nil {
+		list, skip = d.few.pos, d.few.skip(s)
+		m = len(list)
+		s0, _ = slices.BinarySearch(list, int32(start))
+	}
+	next := func(i int) int {
+		if list == nil {
+			return open(skip, i)
+		}
+		return d.few.openIn(skip, scan, i)
 	}
 	best, last := -1, -1
-	pos, wrapped := open(scan, start), false
-	for d.accepted && ranked < limit {
-		if pos >= n {
+	i, wrapped := next(s0), false
+	for (d.accepted || plainScan) && ranked < limit {
+		if i >= m {
 			if wrapped || start == 0 {
 				break
 			}
-			pos, wrapped = open(scan, 0), true
+			i, wrapped = next(0), true
 			continue
 		}
-		if wrapped && pos >= start {
+		if wrapped && i >= s0 {
 			break
+		}
+		pos := i
+		if list != nil {
+			pos = int(list[i])
 		}
 		if w.fits(pos, d) {
 			ranked++
@@ -129,21 +149,23 @@ func (w *working) pick(d *demand) (best int, bestScore float64, ranked int) {
 				best, bestScore = pos, s
 			}
 		}
-		pos = open(scan, pos+1)
+		i = next(i + 1)
 	}
 	// The cursor lands where a scan over the level's skips would have
 	// stopped: after the last ranked node when the limit was reached,
 	// otherwise back at the start (the end, for a scan from 0). scan
 	// closes more nodes than skips, never a feasible one, so the nodes
 	// ranked are the same either way.
-	skip := w.skips[l]
-	switch {
+	var pos int
+	switch levelSkip := w.skips[l]; {
+	case plainScan:
+		pos = i // where the scan over the level's skips stopped
 	case ranked == limit:
-		pos = open(skip, last+1)
+		pos = open(levelSkip, last+1)
 	case start == 0:
 		pos = n
 	default:
-		pos = open(skip, start)
+		pos = open(levelSkip, start)
 	}
 	if pos >= n {
 		pos = 0
@@ -202,6 +224,7 @@ func (w *working) levels(pending []Guest) {
 	n := len(w.hot)
 	levels := len(w.memT) * len(w.cpuT)
 	all := make([][]int32, levels+2*len(w.memT))
+	w.allSkips = all
 	w.skips, w.sharedSkips, w.pinSkips = all[:levels], all[levels:levels+len(w.memT)], all[levels+len(w.memT):]
 	ids := make([]int32, len(all)*(n+1))
 	for l := range all {

@@ -55,6 +55,7 @@ type working struct {
 	// shared vCPUs on the node once they are taken. Without them a node
 	// full of shared vCPUs stays open for shared guests (it still has CPUs
 	// to pin) and bin-pack would cross every such node for each guest.
+	allSkips     [][]int32 // skips, then sharedSkips, then pinSkips
 	skips        [][]int32
 	sharedSkips  [][]int32 // per memory level
 	pinSkips     [][]int32 // per memory level
@@ -92,8 +93,32 @@ type coldNode struct {
 // classCodes is nodeAccepts for every class, for one feasibility key.
 type classCodes struct {
 	codes    []ReasonCode
-	accepted bool // some code is ReasonNone
+	accepted bool      // some code is ReasonNone
+	few      *keyIndex // set when few nodes accept the key
 }
+
+// keyIndex is the positions whose class accepts one feasibility key, for
+// a key that few nodes accept (a rack constraint, say): a guest with it
+// scans only those, so its cost does not grow with the nodes that can
+// never take it. skips[s] is a skip list over the indices of pos for the
+// scan list w.allSkips[s], made when first used and closed lazily: an
+// entry closes when the scan meets a node closed in w.allSkips[s], which
+// stays closed for the rest of the plan.
+type keyIndex struct {
+	pos   []int32 // ascending
+	skips [][]int32
+}
+
+// plainScan turns off what only makes the scan faster (sharedSkips,
+// pinSkips, keyIndex), so that a test can check that plans do not change.
+var plainScan bool
+
+// fewNodes is when a key gets a keyIndex: at most one node in
+// fewNodesRatio accepts it, and the cluster has more than minKeyIndexNodes.
+const (
+	fewNodesRatio    = 4
+	minKeyIndexNodes = 64
+)
 
 type pairAt struct{ pair, pos int32 }
 
@@ -106,6 +131,7 @@ type demand struct {
 	cpuset     CPUSet
 	class      []ReasonCode // nodeAccepts per node class
 	accepted   bool         // some class accepts the guest
+	few        *keyIndex    // the nodes that accept the guest, when few do
 	spreadPair int32        // pair of (SpreadBy, its value), -1 when not spreading
 	labelPairs []int32      // pairs of the guest's labels under tracked keys
 }
@@ -261,13 +287,20 @@ func (w *working) demandOf(g *Guest, d *demand) {
 	cc, cached := w.feasible[key]
 	if !cached {
 		cc.codes = make([]ReasonCode, len(w.classes))
+		accepting := 0
 		for c, idx := range w.classes {
 			cc.codes[c] = nodeAccepts(&w.nodes[idx], g)
-			cc.accepted = cc.accepted || cc.codes[c] == ReasonNone
+			if cc.codes[c] == ReasonNone {
+				cc.accepted = true
+				accepting += len(w.classPos[c])
+			}
+		}
+		if n := len(w.hot); !plainScan && cc.accepted && n > minKeyIndexNodes && accepting*fewNodesRatio <= n {
+			cc.few = w.keyIndex(cc.codes, accepting)
 		}
 		w.feasible[key] = cc
 	}
-	d.class, d.accepted = cc.codes, cc.accepted
+	d.class, d.accepted, d.few = cc.codes, cc.accepted, cc.few
 	if len(w.spreadKeys) == 0 {
 		return
 	}
@@ -278,6 +311,42 @@ func (w *working) demandOf(g *Guest, d *demand) {
 	}
 	if v, ok := g.Labels[g.SpreadBy]; ok && g.SpreadBy != "" {
 		d.spreadPair = w.pair(g.SpreadBy, v)
+	}
+}
+
+// keyIndex lists the positions of the classes that codes accepts.
+func (w *working) keyIndex(codes []ReasonCode, accepting int) *keyIndex {
+	k := &keyIndex{pos: make([]int32, 0, accepting), skips: make([][]int32, len(w.allSkips))}
+	for c, code := range codes {
+		if code == ReasonNone {
+			k.pos = append(k.pos, w.classPos[c]...)
+		}
+	}
+	slices.Sort(k.pos)
+	return k
+}
+
+// skip returns the key's skip list for scan list s, making it on first use.
+func (k *keyIndex) skip(s int) []int32 {
+	if k.skips[s] == nil {
+		k.skips[s] = make([]int32, len(k.pos)+1)
+		for i := range k.skips[s] {
+			k.skips[s][i] = int32(i)
+		}
+	}
+	return k.skips[s]
+}
+
+// openIn returns the first index at or after i in the key's list whose
+// position is open in scan, closing in skip the ones it finds closed there.
+func (k *keyIndex) openIn(skip, scan []int32, i int) int {
+	for {
+		r := open(skip, i)
+		if r == len(k.pos) || scan[k.pos[r]] == k.pos[r] {
+			return r
+		}
+		skip[r] = int32(r + 1)
+		i = r + 1
 	}
 }
 
