@@ -23,6 +23,11 @@ import (
 // guest stopped, so it keeps moving on. A guest becomes a Failure only after
 // every node was checked: a guest that fits anywhere is always placed.
 //
+// The cost of one placement does not grow with the cluster: nodes full for
+// a guest's kind and size are skipped in one step, a guest that few nodes
+// accept (a rack constraint, say) scans only those, and a guest that no
+// node class accepts is explained per class, not per node.
+//
 // The error is non-nil only for a nil snapshot or an invalid cfg. A guest
 // that is itself invalid, pending twice, or already allocated becomes a
 // Failure with Err set, and the other guests are still scheduled.
