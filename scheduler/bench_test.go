@@ -20,8 +20,11 @@ const (
 // 64 GiB, a third 32 / 128 GiB, the rest 64 / 256 GiB; 1 CPU and 2 GiB
 // reserved), with mixed drivers and labels rack (25 racks), zone (3) and
 // ssd (30%).
-func benchCluster(r *rand.Rand) []scheduler.Node {
-	nodes := make([]scheduler.Node, benchNodes)
+func benchCluster(r *rand.Rand) []scheduler.Node { return benchClusterN(r, benchNodes) }
+
+// benchClusterN is benchCluster with n nodes.
+func benchClusterN(r *rand.Rand, n int) []scheduler.Node {
+	nodes := make([]scheduler.Node, n)
 	for i := range nodes {
 		cpus, mem := 16, 64*st.GiB
 		switch x := r.IntN(100); {
@@ -52,11 +55,14 @@ func benchCluster(r *rand.Rand) []scheduler.Node {
 // benchGuestList makes benchGuests guests: 512 MiB to 8 GiB, 1 to 4 vCPUs,
 // a third with one or two constraints, 5% spread by app (1,000 apps), 2%
 // asking for 2 pinned CPUs.
-func benchGuestList(r *rand.Rand) []scheduler.Guest {
+func benchGuestList(r *rand.Rand) []scheduler.Guest { return benchGuestListN(r, benchGuests) }
+
+// benchGuestListN is benchGuestList with n guests.
+func benchGuestListN(r *rand.Rand, n int) []scheduler.Guest {
 	mems := []uint64{512 * st.MiB, 512 * st.MiB, 512 * st.MiB, st.GiB, st.GiB, st.GiB, 2 * st.GiB, 2 * st.GiB, 4 * st.GiB, 8 * st.GiB}
 	vcpus := []int{1, 1, 2, 2, 4}
 	drivers := []string{"process", "process", "process", "process", "process", "qemu", "qemu", "qemu", "lxc", "lxc"}
-	gs := make([]scheduler.Guest, benchGuests)
+	gs := make([]scheduler.Guest, n)
 	for i := range gs {
 		b := st.Guest(fmt.Sprintf("guest-%06d", i)).
 			Memory(mems[r.IntN(len(mems))]).

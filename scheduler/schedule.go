@@ -23,6 +23,11 @@ import (
 // guest stopped, so it keeps moving on. A guest becomes a Failure only after
 // every node was checked: a guest that fits anywhere is always placed.
 //
+// The cost of one placement does not grow with the cluster: nodes full for
+// a guest's kind and size are skipped in one step, a guest that few nodes
+// accept (a rack constraint, say) scans only those, and a guest that no
+// node class accepts is explained per class, not per node.
+//
 // The error is non-nil only for a nil snapshot or an invalid cfg. A guest
 // that is itself invalid, pending twice, or already allocated becomes a
 // Failure with Err set, and the other guests are still scheduled.
@@ -102,27 +107,70 @@ func (w *working) pick(d *demand) (best int, bestScore float64, ranked int) {
 	if w.cfg.Algorithm == Spread {
 		start = w.cursor
 	}
-	skip := w.skips[w.level(d)]
-	best = -1
-	pos, wrapped := open(skip, start), false
-	for ranked < limit {
-		if pos >= n {
+	l := w.level(d)
+	s := l
+	if k, j := l/len(w.cpuT), l%len(w.cpuT); plainScan {
+	} else if j == 0 && d.pin > 0 {
+		s = len(w.skips) + len(w.memT) + k
+	} else if j == 0 {
+		s = len(w.skips) + k
+	}
+	scan := w.allSkips[s]
+	// The scan walks indices into list, the positions that may take the
+	// guest: every position, or the key's few (see keyIndex).
+	m, s0, list, skip := n, start, []int32(nil), scan
+	if d.few != nil {
+		list, skip = d.few.pos, d.few.skip(s)
+		m = len(list)
+		s0, _ = slices.BinarySearch(list, int32(start))
+	}
+	next := func(i int) int {
+		if list == nil {
+			return open(skip, i)
+		}
+		return d.few.openIn(skip, scan, i)
+	}
+	best, last := -1, -1
+	i, wrapped := next(s0), false
+	for (d.accepted || plainScan) && ranked < limit {
+		if i >= m {
 			if wrapped || start == 0 {
 				break
 			}
-			pos, wrapped = open(skip, 0), true
+			i, wrapped = next(0), true
 			continue
 		}
-		if wrapped && pos >= start {
+		if wrapped && i >= s0 {
 			break
+		}
+		pos := i
+		if list != nil {
+			pos = int(list[i])
 		}
 		if w.fits(pos, d) {
 			ranked++
+			last = pos
 			if s := w.score(pos, d); best < 0 || s > bestScore {
 				best, bestScore = pos, s
 			}
 		}
-		pos = open(skip, pos+1)
+		i = next(i + 1)
+	}
+	// The cursor lands where a scan over the level's skips would have
+	// stopped: after the last ranked node when the limit was reached,
+	// otherwise back at the start (the end, for a scan from 0). scan
+	// closes more nodes than skips, never a feasible one, so the nodes
+	// ranked are the same either way.
+	var pos int
+	switch levelSkip := w.skips[l]; {
+	case plainScan:
+		pos = i // where the scan over the level's skips stopped
+	case ranked == limit:
+		pos = open(levelSkip, last+1)
+	case start == 0:
+		pos = n
+	default:
+		pos = open(levelSkip, start)
 	}
 	if pos >= n {
 		pos = 0
@@ -179,12 +227,15 @@ func (w *working) levels(pending []Guest) {
 		w.cpuT = append(w.cpuT, t)
 	}
 	n := len(w.hot)
-	w.skips = make([][]int32, len(w.memT)*len(w.cpuT))
-	all := make([]int32, len(w.skips)*(n+1))
-	for l := range w.skips {
-		w.skips[l], all = all[:n+1:n+1], all[n+1:]
-		for i := range w.skips[l] {
-			w.skips[l][i] = int32(i)
+	levels := len(w.memT) * len(w.cpuT)
+	all := make([][]int32, levels+2*len(w.memT))
+	w.allSkips = all
+	w.skips, w.sharedSkips, w.pinSkips = all[:levels], all[levels:levels+len(w.memT)], all[levels+len(w.memT):]
+	ids := make([]int32, len(all)*(n+1))
+	for l := range all {
+		all[l], ids = ids[:n+1:n+1], ids[n+1:]
+		for i := range all[l] {
+			all[l][i] = int32(i)
 		}
 	}
 }
@@ -235,10 +286,24 @@ func (w *working) closeIfFull(pos int) {
 			} else {
 				full = full || h.sharedFree < ct
 			}
-			if skip := w.skips[k*len(w.cpuT)+j]; full && skip[pos] == int32(pos) {
-				skip[pos] = int32(pos + 1)
+			if full {
+				closePos(w.skips[k*len(w.cpuT)+j], pos)
 			}
 		}
+		gone := h.class < 0 || h.memFree < mt
+		if gone || h.sharedFree < w.cpuT[0] {
+			closePos(w.sharedSkips[k], pos)
+		}
+		if c := &w.cold[pos]; gone || h.freePin < w.minPin || c.shared > overcommitted(c.alloc-c.pinned-w.minPin, w.cfg.CPUOvercommit) {
+			closePos(w.pinSkips[k], pos)
+		}
+	}
+}
+
+// closePos closes pos in skip, if it is open.
+func closePos(skip []int32, pos int) {
+	if skip[pos] == int32(pos) {
+		skip[pos] = int32(pos + 1)
 	}
 }
 
@@ -268,16 +333,9 @@ func (w *working) score(pos int, d *demand) float64 {
 func (w *working) explain(pos int, d *demand, detail bool) NodeReason {
 	c, h := &w.cold[pos], &w.hot[pos]
 	n, g := c.node, d.g
-	r := NodeReason{Node: n.ID}
+	r := NodeReason{Node: n.ID, Code: statusReason(n)}
 	switch {
-	case n.Status == NodeDown:
-		r.Code = ReasonDown
-	case n.Status != NodeUp:
-		r.Code = ReasonStatusUnknown
-	case n.Eligibility == Draining:
-		r.Code = ReasonDraining
-	case n.Eligibility != Eligible:
-		r.Code = ReasonIneligible
+	case r.Code != ReasonNone:
 	case d.class[h.class] == ReasonDriver:
 		r.Code, r.Subject = ReasonDriver, g.Driver
 	case d.class[h.class] == ReasonConstraint:
@@ -325,20 +383,32 @@ func (w *working) explain(pos int, d *demand, detail bool) NodeReason {
 	return r
 }
 
-// failure explains every node, in ID order, for a guest no node took.
+// failure explains every node for a guest no node took: the first
+// MaxReasons nodes in ID order one by one, and for the counts whole classes
+// at once where the class refuses the guest, so that a guest no class
+// accepts costs the same on any number of nodes.
 func (w *working) failure(d *demand) Failure {
 	f := Failure{Guest: d.g.Name, Nodes: len(w.nodes)}
-	var counts [len(reasonNames)]int
-	for idx := range w.nodes {
-		listed := w.cfg.MaxReasons == 0 || len(f.Reasons) < w.cfg.MaxReasons
-		r := w.explain(int(w.posOf[idx]), d, listed)
-		if r.Code == ReasonNone {
-			panic("scheduler: node " + r.Node + " fits guest " + d.g.Name + " but was not picked; fits and explain disagree")
+	counts := w.byStatus
+	for class, code := range d.class {
+		if code != ReasonNone {
+			counts[code] += len(w.classPos[class])
+			continue
 		}
-		counts[r.Code]++
-		if listed {
-			f.Reasons = append(f.Reasons, r)
+		for _, pos := range w.classPos[class] {
+			r := w.explain(int(pos), d, false)
+			if r.Code == ReasonNone {
+				panic("scheduler: node " + r.Node + " fits guest " + d.g.Name + " but was not picked; fits and explain disagree")
+			}
+			counts[r.Code]++
 		}
+	}
+	listed := len(w.nodes)
+	if w.cfg.MaxReasons > 0 {
+		listed = min(listed, w.cfg.MaxReasons)
+	}
+	for idx := range listed {
+		f.Reasons = append(f.Reasons, w.explain(int(w.posOf[idx]), d, true))
 	}
 	for code, n := range counts {
 		if n > 0 {
@@ -347,6 +417,22 @@ func (w *working) failure(d *demand) Failure {
 	}
 	slices.SortStableFunc(f.Counts, func(a, b ReasonCount) int { return cmp.Compare(b.Nodes, a.Nodes) })
 	return f
+}
+
+// statusReason is why a node takes no guest whatever it asks, by its
+// status and eligibility; ReasonNone when it is up and eligible.
+func statusReason(n *Node) ReasonCode {
+	switch {
+	case n.Status == NodeDown:
+		return ReasonDown
+	case n.Status != NodeUp:
+		return ReasonStatusUnknown
+	case n.Eligibility == Draining:
+		return ReasonDraining
+	case n.Eligibility != Eligible:
+		return ReasonIneligible
+	}
+	return ReasonNone
 }
 
 // holders calls fn for every guest at pos that reasons may have to name:

@@ -19,8 +19,12 @@ type working struct {
 	hot   []hotNode
 	cold  []coldNode
 
-	classes  []int32                 // class -> a representative node index
-	feasible map[string][]ReasonCode // Guest.feasibilityKey -> nodeAccepts per class
+	classes  []int32               // class -> a representative node index
+	feasible map[string]classCodes // Guest.feasibilityKey -> nodeAccepts per class
+	// classPos lists each class's positions; byStatus counts, by reason,
+	// the nodes not up and eligible. failure counts whole classes with them.
+	classPos [][]int32
+	byStatus [len(reasonNames)]int
 
 	// Anti-affinity. Only labels whose key some guest spreads by are
 	// tracked: labels counts guests carrying key=value on a node, claims
@@ -42,7 +46,19 @@ type working struct {
 	// any pending guest. skips[k*len(cpuT)+j][pos] == pos while pos is open
 	// at that level; a closed position points further on, and the entry at
 	// len(hot) is the end sentinel.
+	//
+	// skips alone decide where spread's cursor lands (see pick), so they
+	// keep the rule they have always had. The scan itself uses sharedSkips
+	// and pinSkips at shared level 0, which also close a node on the rule
+	// of the guest's own kind: a shared guest needs cpuT[0] shared vCPUs, a
+	// pinned one minPin free CPUs and a shared pool that still holds the
+	// shared vCPUs on the node once they are taken. Without them a node
+	// full of shared vCPUs stays open for shared guests (it still has CPUs
+	// to pin) and bin-pack would cross every such node for each guest.
+	allSkips     [][]int32 // skips, then sharedSkips, then pinSkips
 	skips        [][]int32
+	sharedSkips  [][]int32 // per memory level
+	pinSkips     [][]int32 // per memory level
 	memT, cpuT   []int64
 	minPin       int64
 	sharedLevels bool
@@ -74,6 +90,36 @@ type coldNode struct {
 	taken     []uint64
 }
 
+// classCodes is nodeAccepts for every class, for one feasibility key.
+type classCodes struct {
+	codes    []ReasonCode
+	accepted bool      // some code is ReasonNone
+	few      *keyIndex // set when few nodes accept the key
+}
+
+// keyIndex is the positions whose class accepts one feasibility key, for
+// a key that few nodes accept (a rack constraint, say): a guest with it
+// scans only those, so its cost does not grow with the nodes that can
+// never take it. skips[s] is a skip list over the indices of pos for the
+// scan list w.allSkips[s], made when first used and closed lazily: an
+// entry closes when the scan meets a node closed in w.allSkips[s], which
+// stays closed for the rest of the plan.
+type keyIndex struct {
+	pos   []int32 // ascending
+	skips [][]int32
+}
+
+// plainScan turns off what only makes the scan faster (sharedSkips,
+// pinSkips, keyIndex), so that a test can check that plans do not change.
+var plainScan bool
+
+// fewNodes is when a key gets a keyIndex: at most one node in
+// fewNodesRatio accepts it, and the cluster has more than minKeyIndexNodes.
+const (
+	fewNodesRatio    = 4
+	minKeyIndexNodes = 64
+)
+
 type pairAt struct{ pair, pos int32 }
 
 // demand is one guest's requirements, resolved against the working state.
@@ -84,6 +130,8 @@ type demand struct {
 	pin        int64 // exclusive CPUs
 	cpuset     CPUSet
 	class      []ReasonCode // nodeAccepts per node class
+	accepted   bool         // some class accepts the guest
+	few        *keyIndex    // the nodes that accept the guest, when few do
 	spreadPair int32        // pair of (SpreadBy, its value), -1 when not spreading
 	labelPairs []int32      // pairs of the guest's labels under tracked keys
 }
@@ -100,7 +148,7 @@ func newWorking(nodes []Node, pending []Guest, cfg Config, seed uint64) *working
 		hot:      make([]hotNode, n),
 		cold:     make([]coldNode, n),
 		planned:  make([][]int32, n),
-		feasible: make(map[string][]ReasonCode),
+		feasible: make(map[string]classCodes),
 	}
 	for i := range pending {
 		w.addSpreadKey(pending[i].SpreadBy)
@@ -136,6 +184,12 @@ func newWorking(nodes []Node, pending []Guest, cfg Config, seed uint64) *working
 				w.classes = append(w.classes, idx)
 			}
 			h.class = int64(id)
+			if int(id) == len(w.classPos) {
+				w.classPos = append(w.classPos, nil)
+			}
+			w.classPos[id] = append(w.classPos[id], int32(pos))
+		} else {
+			w.byStatus[statusReason(node)]++
 		}
 		w.closeIfFull(pos)
 	}
@@ -230,15 +284,23 @@ func (w *working) demandOf(g *Guest, d *demand) {
 		d.vcpus = int64(g.VCPUs)
 	}
 	key := g.feasibilityKey()
-	codes, cached := w.feasible[key]
+	cc, cached := w.feasible[key]
 	if !cached {
-		codes = make([]ReasonCode, len(w.classes))
+		cc.codes = make([]ReasonCode, len(w.classes))
+		accepting := 0
 		for c, idx := range w.classes {
-			codes[c] = nodeAccepts(&w.nodes[idx], g)
+			cc.codes[c] = nodeAccepts(&w.nodes[idx], g)
+			if cc.codes[c] == ReasonNone {
+				cc.accepted = true
+				accepting += len(w.classPos[c])
+			}
 		}
-		w.feasible[key] = codes
+		if n := len(w.hot); !plainScan && cc.accepted && n > minKeyIndexNodes && accepting*fewNodesRatio <= n {
+			cc.few = w.keyIndex(cc.codes, accepting)
+		}
+		w.feasible[key] = cc
 	}
-	d.class = codes
+	d.class, d.accepted, d.few = cc.codes, cc.accepted, cc.few
 	if len(w.spreadKeys) == 0 {
 		return
 	}
@@ -249,6 +311,42 @@ func (w *working) demandOf(g *Guest, d *demand) {
 	}
 	if v, ok := g.Labels[g.SpreadBy]; ok && g.SpreadBy != "" {
 		d.spreadPair = w.pair(g.SpreadBy, v)
+	}
+}
+
+// keyIndex lists the positions of the classes that codes accepts.
+func (w *working) keyIndex(codes []ReasonCode, accepting int) *keyIndex {
+	k := &keyIndex{pos: make([]int32, 0, accepting), skips: make([][]int32, len(w.allSkips))}
+	for c, code := range codes {
+		if code == ReasonNone {
+			k.pos = append(k.pos, w.classPos[c]...)
+		}
+	}
+	slices.Sort(k.pos)
+	return k
+}
+
+// skip returns the key's skip list for scan list s, making it on first use.
+func (k *keyIndex) skip(s int) []int32 {
+	if k.skips[s] == nil {
+		k.skips[s] = make([]int32, len(k.pos)+1)
+		for i := range k.skips[s] {
+			k.skips[s][i] = int32(i)
+		}
+	}
+	return k.skips[s]
+}
+
+// openIn returns the first index at or after i in the key's list whose
+// position is open in scan, closing in skip the ones it finds closed there.
+func (k *keyIndex) openIn(skip, scan []int32, i int) int {
+	for {
+		r := open(skip, i)
+		if r == len(k.pos) || scan[k.pos[r]] == k.pos[r] {
+			return r
+		}
+		skip[r] = int32(r + 1)
+		i = r + 1
 	}
 }
 
