@@ -239,7 +239,7 @@ func startBareRaft(b *testing.B, n int) *raft.Raft {
 		c := raft.DefaultConfig()
 		c.LocalID = servers[i].ID
 		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = rcfg.HeartbeatTimeout, rcfg.ElectionTimeout, rcfg.LeaderLease
-		c.MaxAppendEntries, c.BatchApplyCh = rcfg.MaxAppendEntries, true
+		c.MaxAppendEntries, c.BatchApplyCh, c.CommitTimeout = rcfg.MaxAppendEntries, true, rcfg.CommitTimeout
 		c.SnapshotThreshold, c.TrailingLogs = rcfg.SnapshotThreshold, rcfg.TrailingLogs
 		c.Logger = hclog.NewNullLogger()
 		d := filepath.Join(dir, fmt.Sprint(i))

@@ -38,8 +38,8 @@ type RaftConfig struct {
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
 	// CommitTimeout is how long a follower may go without hearing of the
-	// latest commit when no new entry is sent: a read or forwarded write
-	// on a follower waits for it.
+	// latest commit when no new entry is sent: a consistent read on a
+	// follower just after a write waits for it (README: raft's timers).
 	CommitTimeout time.Duration
 	// MaxRPCsInFlight is raft's replication pipelining: 1 (the default)
 	// sends one batch to a follower at a time. hashicorp/raft's pipeline
