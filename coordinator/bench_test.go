@@ -222,6 +222,12 @@ func (noopSnap) Release()                          {}
 // startBareRaft starts n raft servers with corral's raft settings and log
 // store and a no-op FSM, and returns the leader.
 func startBareRaft(b *testing.B, n int) *raft.Raft {
+	leader, _ := startBareRafts(b, n)
+	return leader
+}
+
+// startBareRafts is startBareRaft returning every server as well.
+func startBareRafts(b *testing.B, n int) (*raft.Raft, []*raft.Raft) {
 	dir := b.TempDir()
 	rcfg := DefaultRaftConfig()
 	var rafts []*raft.Raft
@@ -272,7 +278,7 @@ func startBareRaft(b *testing.B, n int) *raft.Raft {
 		}
 		return false
 	})
-	return leader
+	return leader, rafts
 }
 
 // BenchmarkAPITLS is the cost of security at the API: guest creates
