@@ -23,7 +23,9 @@ import (
 // until its own state has it. A server that cannot get there in time, or
 // is still replaying its log, answers 503 catching_up with the indexes,
 // never a partial state. A stale read (?stale=1) is served from the local
-// state at once and says how far behind it may be.
+// state at once and says how far behind it may be; one that names the
+// client's last index (X-Corral-Min-Index) first waits until the local
+// state has it, so the client still reads its own writes.
 
 // readWait bounds how long a read waits for this server to catch up.
 const readWait = 5 * time.Second
