@@ -264,12 +264,13 @@ func (s *Server) lookupToken(ctx context.Context, secret string) (*cluster.Token
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: server %s cannot check the ACL token yet: %v", api.ErrUnavailable, s.cfg.ID, err)
 	}
-	if s.AppliedIndex() >= idx {
-		return nil, nil, unknown // nothing newer to wait for
+	if s.AppliedIndex() < idx {
+		if err := s.WaitIndex(ctx, idx); err != nil {
+			return nil, nil, fmt.Errorf("%w: server %s is catching up to index %d and cannot check the ACL token yet; retry", api.ErrUnavailable, s.cfg.ID, idx)
+		}
 	}
-	if err := s.WaitIndex(ctx, idx); err != nil {
-		return nil, nil, fmt.Errorf("%w: server %s is catching up to index %d and cannot check the ACL token yet; retry", api.ErrUnavailable, s.cfg.ID, idx)
-	}
+	// Looked up again even when nothing was waited for: the token may
+	// have been applied since the first look.
 	if t, pols, ok := find(); ok {
 		return t, pols, nil
 	}

@@ -222,6 +222,12 @@ func (noopSnap) Release()                          {}
 // startBareRaft starts n raft servers with corral's raft settings and log
 // store and a no-op FSM, and returns the leader.
 func startBareRaft(b *testing.B, n int) *raft.Raft {
+	leader, _ := startBareRafts(b, n)
+	return leader
+}
+
+// startBareRafts is startBareRaft returning every server as well.
+func startBareRafts(b *testing.B, n int) (*raft.Raft, []*raft.Raft) {
 	dir := b.TempDir()
 	rcfg := DefaultRaftConfig()
 	var rafts []*raft.Raft
@@ -239,7 +245,7 @@ func startBareRaft(b *testing.B, n int) *raft.Raft {
 		c := raft.DefaultConfig()
 		c.LocalID = servers[i].ID
 		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = rcfg.HeartbeatTimeout, rcfg.ElectionTimeout, rcfg.LeaderLease
-		c.MaxAppendEntries, c.BatchApplyCh = rcfg.MaxAppendEntries, true
+		c.MaxAppendEntries, c.BatchApplyCh, c.CommitTimeout = rcfg.MaxAppendEntries, true, rcfg.CommitTimeout
 		c.SnapshotThreshold, c.TrailingLogs = rcfg.SnapshotThreshold, rcfg.TrailingLogs
 		c.Logger = hclog.NewNullLogger()
 		d := filepath.Join(dir, fmt.Sprint(i))
@@ -272,7 +278,7 @@ func startBareRaft(b *testing.B, n int) *raft.Raft {
 		}
 		return false
 	})
-	return leader
+	return leader, rafts
 }
 
 // BenchmarkAPITLS is the cost of security at the API: guest creates

@@ -216,9 +216,13 @@ func (s *Server) writeWith(w http.ResponseWriter, r *http.Request, parse func([]
 	writeJSON(w, http.StatusOK, res)
 }
 
-// forward sends a write to the leader and, once the leader answers, waits
-// until this server has applied the result, so a client reading from here
-// next sees its own write.
+// forward sends a write to the leader and answers what the leader
+// answered, as soon as it has: the write is committed then, and a client
+// reading from here next still sees it, since a default read waits for
+// the leader's read index and a stale one for the client's X-Corral-Min-Index.
+// ACL writes alone wait until this server has applied them, so the next
+// request authenticated here is checked against the tokens and policies
+// just written.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 	if r.Header.Get(headerForwarded) != "" {
 		writeError(w, fmt.Errorf("%w: this server is not the leader either; retry", api.ErrUnavailable))
@@ -267,7 +271,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 		return
 	}
 	var res api.WriteResult
-	if resp.StatusCode == http.StatusOK && json.Unmarshal(out, &res) == nil && res.Index > 0 {
+	if resp.StatusCode == http.StatusOK && strings.HasPrefix(r.URL.Path, "/v1/acl/") && json.Unmarshal(out, &res) == nil && res.Index > 0 {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		s.WaitIndex(ctx, res.Index)
 		cancel()

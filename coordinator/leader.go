@@ -404,6 +404,18 @@ func (s *Server) publishLoop(ctx context.Context) {
 		if mark != nil {
 			mark.save(s, &observed, false)
 		}
+		if !lead {
+			// A follower publishes nothing: it follows its store's end
+			// without reading the events back.
+			if _, last := s.store.Bounds(); last > cursor {
+				cursor = last
+				continue
+			}
+			if err := s.waitPublishable(ctx, cursor, wake); err != nil && (ctx.Err() != nil || !s.waitHealed(ctx)) {
+				return
+			}
+			continue
+		}
 		recs, err := s.store.Read(cursor, 1024)
 		var gone *api.GoneError
 		if errors.As(err, &gone) {

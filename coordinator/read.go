@@ -23,7 +23,9 @@ import (
 // until its own state has it. A server that cannot get there in time, or
 // is still replaying its log, answers 503 catching_up with the indexes,
 // never a partial state. A stale read (?stale=1) is served from the local
-// state at once and says how far behind it may be.
+// state at once and says how far behind it may be; one that names the
+// client's last index (X-Corral-Min-Index) first waits until the local
+// state has it, so the client still reads its own writes.
 
 // readWait bounds how long a read waits for this server to catch up.
 const readWait = 5 * time.Second
@@ -69,6 +71,9 @@ func (s *Server) readBarrier(w http.ResponseWriter, r *http.Request) bool {
 	switch stale {
 	case "", "0", "false":
 	case "1", "true":
+		if !s.waitMinIndex(w, r) {
+			return false
+		}
 		w.Header().Set(headerLastContact, strconv.FormatInt(s.lastContact().Milliseconds(), 10))
 		_, id := s.raft.LeaderWithID()
 		w.Header().Set(headerKnownLeader, strconv.FormatBool(id != ""))
@@ -95,6 +100,36 @@ func (s *Server) readBarrier(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	w.Header().Set(api.HeaderIndex, strconv.FormatUint(s.AppliedIndex(), 10))
+	return true
+}
+
+// waitMinIndex holds a stale read until this server has applied the
+// index the client asks for in X-Corral-Min-Index (its own last write),
+// bounded by readWait. It answers the error itself and returns false
+// when the index is bad or not reached in time.
+func (s *Server) waitMinIndex(w http.ResponseWriter, r *http.Request) bool {
+	v := r.Header.Get(api.HeaderMinIndex)
+	if v == "" {
+		return true
+	}
+	want, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		writeError(w, badRequest(api.HeaderMinIndex, v, "give the log index of the client's last write or read, a decimal number, or leave it out"))
+		return false
+	}
+	if s.AppliedIndex() >= want {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), readWait)
+	defer cancel()
+	if err := s.WaitIndex(ctx, want); err != nil {
+		if s.storeBroken() == nil {
+			err = &api.APIError{Code: api.CodeCatchingUp, Index: s.AppliedIndex(), Want: want,
+				Message: fmt.Sprintf("server %s holds the log up to index %d, before the client's last write or read at %d; retry, maybe on another server", s.cfg.ID, s.AppliedIndex(), want)}
+		}
+		writeError(w, err)
+		return false
+	}
 	return true
 }
 

@@ -108,3 +108,64 @@ func TestNoEmptyReadAfterRestart(t *testing.T) {
 	})
 	t.Logf("%d answers before and with the first full read", answered)
 }
+
+// TestReadYourForwardedWrite: a write sent to a follower is answered once
+// the leader has committed it, and the same client's very next read on
+// that follower holds it, every time: a default read through the leader's
+// read index, a stale one through the index the client sends
+// (X-Corral-Min-Index).
+func TestReadYourForwardedWrite(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	li, _ := c.waitLeader()
+	c.waitConverged()
+	f := c.servers[(li+1)%3]
+	consistent, _ := api.NewClient(f.HTTPAddr())
+	stale, _ := api.NewClient(f.HTTPAddr())
+	stale.Stale = true
+	ctx := context.Background()
+	for i := range 100 {
+		for _, cl := range []*api.Client{consistent, stale} {
+			name := fmt.Sprintf("g%d-%t", i, cl.Stale)
+			res, err := cl.CreateGuest(ctx, api.CreateGuest{Name: name, Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true})
+			if err != nil || res.Index == 0 {
+				t.Fatalf("create %s through follower %s: %+v, %v", name, f.ID(), res, err)
+			}
+			g, err := cl.Guest(ctx, name)
+			if err != nil || g.Name != name {
+				t.Fatalf("write %d (stale=%t): follower %s read %v, %v", i, cl.Stale, f.ID(), g, err)
+			}
+		}
+	}
+}
+
+// TestStaleReadMinIndex: a stale read waits for the index it asks for,
+// and a bad one is refused before anything is read.
+func TestStaleReadMinIndex(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	li, leader := c.waitLeader()
+	c.waitConverged()
+	f := c.servers[(li+1)%3]
+	cl, _ := api.NewClient(leader.HTTPAddr())
+	res, err := cl.CreateGuest(context.Background(), api.CreateGuest{Name: "g", Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(min string) *http.Response {
+		req, _ := http.NewRequest("GET", "http://"+f.HTTPAddr()+"/v1/guests/g?stale=1", nil)
+		req.Header.Set(api.HeaderMinIndex, min)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	resp := get(strconv.FormatUint(res.Index, 10))
+	idx, _ := strconv.ParseUint(resp.Header.Get(api.HeaderIndex), 10, 64)
+	if resp.StatusCode != http.StatusOK || idx < res.Index {
+		t.Fatalf("stale read asking for index %d: %s, reflects %d", res.Index, resp.Status, idx)
+	}
+	if resp := get("soon"); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("stale read with %s: soon: %s, want 400", api.HeaderMinIndex, resp.Status)
+	}
+}

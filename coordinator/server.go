@@ -38,8 +38,8 @@ type RaftConfig struct {
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
 	// CommitTimeout is how long a follower may go without hearing of the
-	// latest commit when no new entry is sent: a read or forwarded write
-	// on a follower waits for it.
+	// latest commit when no new entry is sent: a consistent read on a
+	// follower just after a write waits for it (README: raft's timers).
 	CommitTimeout time.Duration
 	// MaxRPCsInFlight is raft's replication pipelining: 1 (the default)
 	// sends one batch to a follower at a time. hashicorp/raft's pipeline
@@ -280,15 +280,17 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	s.metrics = newMetrics()
 	s.limiter = newLimiter(s.limits)
 	if s.client == nil {
-		s.client = &http.Client{Timeout: 30 * time.Second}
+		// Servers reach each other (forwarded writes, read indexes,
+		// joins) keeping up to 256 connections to each: the default
+		// pool's 2 per host (100 in all) would make a follower forwarding
+		// many clients' writes dial anew for most of them.
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 0, 256
 		if cfg.TLS != nil {
-			// Servers reach each other (forwarded writes, read indexes,
-			// joins) with their own certificate, verifying the peer's.
-			tr := http.DefaultTransport.(*http.Transport).Clone()
+			// With their own certificate, verifying the peer's.
 			tr.TLSClientConfig = cfg.TLS.DialConfig()
-			tr.MaxIdleConnsPerHost = 256
-			s.client.Transport = tr
 		}
+		s.client = &http.Client{Timeout: 30 * time.Second, Transport: tr}
 	}
 	if s.clock == nil {
 		s.clock = wallClock{}

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,13 +39,17 @@ type Client struct {
 	Retry time.Duration
 	// Stale makes reads be served by the first server that answers, from
 	// its own state at once, instead of reflecting every write
-	// acknowledged before them (?stale=1).
+	// acknowledged before them (?stale=1). A stale read still reflects
+	// the client's own writes and never goes back before what an earlier
+	// answer reflected: it sends the highest index seen (X-Corral-Min-Index).
 	Stale bool
 	// FailFast makes a request fail at once, without waiting out Retry,
 	// when every address refused the connection: no server listens
 	// there, which more tries will not change (the CLI; agents keep
 	// trying).
 	FailFast bool
+
+	seen atomic.Uint64 // highest log index an answer reflected
 }
 
 // NewClient returns a client for a comma-separated list of addresses
@@ -143,6 +148,13 @@ func (c *Client) doHeaders(ctx context.Context, method, path, reqID string, head
 	}
 	if c.Stale && method == "GET" {
 		path = withQuery(path, "stale=1")
+		if n := c.seen.Load(); n > 0 {
+			h := map[string]string{HeaderMinIndex: strconv.FormatUint(n, 10)}
+			for k, v := range headers {
+				h[k] = v
+			}
+			headers = h
+		}
 	}
 	deadline := time.Now().Add(c.Retry)
 	backoff := 50 * time.Millisecond
@@ -198,10 +210,29 @@ func (c *Client) once(ctx context.Context, method, u, reqID string, headers map[
 	if resp.StatusCode != http.StatusOK {
 		return decodeAPIError(resp.StatusCode, b)
 	}
+	if n, err := strconv.ParseUint(resp.Header.Get(HeaderIndex), 10, 64); err == nil {
+		c.saw(n)
+	}
 	if out == nil {
 		return nil
 	}
-	return json.Unmarshal(b, out)
+	if err := json.Unmarshal(b, out); err != nil {
+		return err
+	}
+	if w, ok := out.(*WriteResult); ok {
+		c.saw(w.Index)
+	}
+	return nil
+}
+
+// saw raises the highest index the client has seen to n.
+func (c *Client) saw(n uint64) {
+	for {
+		old := c.seen.Load()
+		if n <= old || c.seen.CompareAndSwap(old, n) {
+			return
+		}
+	}
 }
 
 // setAuth puts the client's token and actor label on a request.

@@ -20,6 +20,10 @@ const (
 	HeaderNodeSecret = "X-Corral-Node-Secret"
 	// HeaderIndex on a response is the log index the answer reflects.
 	HeaderIndex = "X-Corral-Index"
+	// HeaderMinIndex on a stale read is the least index the answer may
+	// reflect: the client's last write or read, so a stale read through
+	// any server still sees the client's own writes.
+	HeaderMinIndex = "X-Corral-Min-Index"
 	// HeaderLogOffset says at which byte of the guest's log file the
 	// answer of GET /v1/guests/{name}/logs starts.
 	HeaderLogOffset = "X-Corral-Log-Offset"
