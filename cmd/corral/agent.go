@@ -45,6 +45,7 @@ type agentOptions struct {
 	network       networkOptions
 	migration     migrationOptions
 	metricsAddr   string
+	metricsToken  string // --metrics-token-file
 }
 
 // defaultNetClsMount is where corral agent mounts net_cls by default.
@@ -68,6 +69,7 @@ func (o *agentOptions) flags(cmd *cobra.Command, stateDirDefault string) {
 	f.StringVar(&o.netClsMount, "net-cls-mount", "", "where to mount the net_cls cgroup controller if the host has it unmounted (net_cls_classid, shaping on cgroup v1); empty mounts nothing")
 	o.network.flags(cmd)
 	o.migration.flags(cmd)
+	f.StringVar(&o.metricsToken, "metrics-token-file", "", "with --metrics-addr: require scrapers to send the bearer token in this file (Authorization: Bearer …, Prometheus's bearer_token_file); empty requires none")
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", "host:port to serve the agent's Prometheus metrics on, at /metrics, in plain HTTP (they carry no secrets; bind loopback or a scrape network); port 0 picks one; empty serves none")
 	f.StringArrayVar(&o.shape, "shape-interface", nil, "interface whose guests' traffic domiftune shapes (its root qdisc becomes the agent's HTB); repeat for more")
 }
@@ -188,7 +190,14 @@ func (a *app) startAgent(ctx context.Context, o agentOptions, addrs, natsURL str
 	}
 	run := &agentRun{agent: ag, bus: bus}
 	if o.metricsAddr != "" {
-		if run.metrics, err = serveMetrics(o.metricsAddr, ag.MetricsHandler(), log); err != nil {
+		h := ag.MetricsHandler()
+		if o.metricsToken != "" {
+			if h, err = requireBearer(o.metricsToken, h); err != nil {
+				bus.Close()
+				return nil, nil, err
+			}
+		}
+		if run.metrics, err = serveMetrics(o.metricsAddr, h, log); err != nil {
 			bus.Close()
 			return nil, nil, err
 		}

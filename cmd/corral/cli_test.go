@@ -491,3 +491,35 @@ func TestNoServerFailsAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentMetricsBearer: with --metrics-token-file the agent's metrics
+// answer only a scraper sending that bearer token.
+func TestAgentMetricsBearer(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := requireBearer(file, http.NotFoundHandler()); err == nil || !strings.Contains(err.Error(), "at least 16") {
+		t.Errorf("a 5-character token: %v, want it refused", err)
+	}
+	secret := strings.Repeat("s3cr3t", 4)
+	if err := os.WriteFile(file, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("metrics")) })
+	h, err := requireBearer(file, ok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for auth, want := range map[string]int{"": 401, "Bearer wrong": 401, "Bearer " + secret: 200, secret: 401} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/metrics", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		h.ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Errorf("Authorization %q: %d, want %d", auth, rec.Code, want)
+		}
+	}
+}

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -42,6 +45,29 @@ func serveMetrics(addr string, h http.Handler, log *slog.Logger) (*metricsServer
 }
 
 func (m *metricsServer) addr() string { return m.ln.Addr().String() }
+
+// requireBearer wraps h so that it answers only a request carrying the
+// token in file as "Authorization: Bearer TOKEN"; others get 401. The
+// file is read once, at start.
+func requireBearer(file string, h http.Handler) (http.Handler, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("corral: --metrics-token-file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if len(tok) < 16 {
+		return nil, fmt.Errorf("corral: --metrics-token-file %s holds %d characters: give a secret of at least 16 (e.g. openssl rand -hex 32 > %s)", file, len(tok), file)
+	}
+	want := []byte("Bearer " + tok)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="corral agent metrics"`)
+			http.Error(w, "corral: the agent's metrics need its bearer token (corral agent --metrics-token-file)", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}), nil
+}
 
 func (m *metricsServer) close() {
 	if m == nil {
