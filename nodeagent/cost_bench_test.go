@@ -218,7 +218,7 @@ func (h *benchHost) bareStats(b *testing.B) float64 {
 				b.Fatal(err)
 			}
 		}
-		per = append(per, float64((cpuOf(rusage(b)) - cpuOf(r0)).Microseconds())/float64(len(guests)))
+		per = append(per, float64((cpuOf(rusage(b))-cpuOf(r0)).Microseconds())/float64(len(guests)))
 	}
 	slices.Sort(per)
 	return per[1]
