@@ -31,13 +31,15 @@ type counterFiles struct {
 	n    int
 }
 
-// newCounterFiles keeps at most half of the process's descriptor limit
-// open, so guests' pidfds, logs and sockets always find room.
+// newCounterFiles keeps at most three quarters of the process's
+// descriptor limit open (Go raises the soft limit to the hard one, 524288
+// under systemd), so the agent's own descriptors, a pidfd and a log per
+// guest, always find room.
 func newCounterFiles() *counterFiles {
 	limit := 1024
 	var rl unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err == nil && rl.Cur > 0 {
-		limit = int(min(rl.Cur/2, 1<<20))
+		limit = int(min(rl.Cur/4*3, 1<<20))
 	}
 	return &counterFiles{limit: limit, dirs: map[string]map[string]int{}}
 }

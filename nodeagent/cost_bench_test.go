@@ -2,8 +2,10 @@ package nodeagent
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"syscall"
 	"testing"
@@ -15,6 +17,8 @@ import (
 	"github.com/corral-dev/corral/nodeagent/driver"
 	"github.com/corral-dev/corral/nodeagent/driver/drivertest"
 )
+
+var idleProfile = flag.String("agentidle.profile", "", "write a CPU profile of BenchmarkAgentIdle's measuring windows (the last one run) to this file")
 
 // BenchmarkAgentIdle measures what an agent costs at rest: N process
 // guests (real `sleep` processes in real groups of a test partition) run
@@ -39,6 +43,9 @@ import (
 // counted with the agent's; encoding for the real API is not.
 //
 //	go test ./nodeagent -run '^$' -bench AgentIdle -benchtime 1x -v -timeout 30m
+//
+// -agentidle.profile FILE writes a CPU profile of the window (profiling
+// adds its own wake-ups: do not read wakeups/s from such a run).
 func BenchmarkAgentIdle(b *testing.B) {
 	for _, n := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("guests=%d", n), func(b *testing.B) {
@@ -181,11 +188,24 @@ func (h *benchHost) measureIdle(b *testing.B, n int, iv time.Duration) {
 	// Settle: the first pass after adoption, and one whole interval.
 	next()
 	next()
+	if *idleProfile != "" {
+		f, err := os.Create(*idleProfile)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+	}
 	r0, t0 := rusage(b), time.Now()
 	for range reports {
 		next()
 	}
 	r1, window := rusage(b), time.Since(t0)
+	if *idleProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	h.closeAgent()
 
 	cpu := cpuOf(r1) - cpuOf(r0)
