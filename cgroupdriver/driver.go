@@ -55,6 +55,8 @@ type Driver struct {
 	rep  Report
 	host HostInfo
 	l    *layout
+	// files keeps Stats' counter files open (counterfiles.go).
+	files *counterFiles
 }
 
 // New detects (or takes) the layout, resolves the partition in every
@@ -85,7 +87,7 @@ func New(cfg Config) (*Driver, error) {
 	} else if host, err = probeHost(l); err != nil {
 		return nil, err
 	}
-	return &Driver{cfg: cfg, rep: rep, host: host, l: l}, nil
+	return &Driver{cfg: cfg, rep: rep, host: host, l: l, files: newCounterFiles()}, nil
 }
 
 // Report returns the layout the driver works on.

@@ -56,8 +56,10 @@ func readFile(path string) (string, error) {
 
 // readUint reads a file holding one unsigned number ("max" reads as
 // maxUint).
-func readUint(path string) (uint64, error) {
-	s, err := readFile(path)
+func readUint(path string) (uint64, error) { return readUintWith(readFile, path) }
+
+func readUintWith(rd reader, path string) (uint64, error) {
+	s, err := rd(path)
 	if err != nil {
 		return 0, err
 	}

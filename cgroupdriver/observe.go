@@ -29,12 +29,12 @@ func (d *Driver) Observe(g Guest, r Resources) ([]Observation, error) {
 	if err != nil {
 		return nil, err
 	}
-	return observeWrites(ws, d.host.PageSize, g.String())
+	return observeWrites(ws, d.host.PageSize, g.String(), d.files.read) // the guest's own descriptors, as Stats
 }
 
-// observeWrites reads back the files a plan writes; what names the group
-// in errors.
-func observeWrites(ws []Write, page int64, what string) ([]Observation, error) {
+// observeWrites reads back the files a plan writes with rd; what names the
+// group in errors.
+func observeWrites(ws []Write, page int64, what string, rd reader) ([]Observation, error) {
 	if page <= 0 {
 		page = 4096
 	}
@@ -68,7 +68,7 @@ func observeWrites(ws []Write, page int64, what string) ([]Observation, error) {
 	}
 	for i := range out {
 		o := &out[i]
-		if err := observe(o, page); err != nil {
+		if err := observe(o, page, rd); err != nil {
 			return nil, fmt.Errorf("corral: observe %s of %s: %w", o.Knob, what, err)
 		}
 	}
@@ -87,7 +87,7 @@ func perDevice(file string) bool {
 }
 
 // observe reads o's file and decides whether it drifted from o.Want.
-func observe(o *Observation, page int64) error {
+func observe(o *Observation, page int64, rd reader) error {
 	if o.File == DeviceProgramFile {
 		got, drift, err := observeDeviceProgram(o.Dir, o.Want)
 		o.Got, o.Drift = got, drift
@@ -99,7 +99,7 @@ func observe(o *Observation, page int64) error {
 		o.Got = o.Want
 		return nil
 	}
-	got, err := readFile(o.Dir + "/" + o.File)
+	got, err := rd(o.Dir + "/" + o.File)
 	if err != nil {
 		return err
 	}

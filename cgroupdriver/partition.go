@@ -174,7 +174,7 @@ func (d *Driver) ObservePartition(name string, r Resources) ([]Observation, erro
 	if err != nil {
 		return nil, err
 	}
-	return observeWrites(ws, d.host.PageSize, "partition "+name)
+	return observeWrites(ws, d.host.PageSize, "partition "+name, readFile)
 }
 
 // Partitions lists the partitions whose group exists in any hierarchy,

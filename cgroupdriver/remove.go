@@ -64,6 +64,7 @@ func safeComponent(s string) bool {
 func (d *Driver) removeDirs(ctx context.Context, name string, dirOf func(int) string) error {
 	var busy []int
 	for i := range d.l.hs {
+		d.files.forget(dirOf(i))
 		err := removeTree(dirOf(i))
 		switch {
 		case err == nil:

@@ -64,7 +64,9 @@ type IOStats struct {
 	WriteOps   uint64 `json:"write_ops"`
 }
 
-// Stats reads the guest's counters. It costs about ten small file reads.
+// Stats reads the guest's counters. It costs about ten small file reads,
+// one pread each on descriptors the driver keeps open between calls
+// (counterfiles.go).
 func (d *Driver) Stats(g Guest) (Stats, error) {
 	if err := g.Validate(); err != nil {
 		return Stats{}, err
@@ -75,12 +77,12 @@ func (d *Driver) Stats(g Guest) (Stats, error) {
 	)
 	wrap := func(e error) (Stats, error) { return Stats{}, fmt.Errorf("corral: stats of %s: %w", g, e) }
 	if i, v := d.l.at(cCPUAcct); i >= 0 {
-		if st.CPU, err = readCPU(d.l.guestDir(i, g), v); err != nil {
+		if st.CPU, err = readCPU(d.files.read, d.l.guestDir(i, g), v); err != nil {
 			return wrap(err)
 		}
 	}
 	if i, v := d.l.at(cMemory); i >= 0 {
-		if st.Memory, err = readMemory(d.l.guestDir(i, g), v, d.host.SwapAccounting); err != nil {
+		if st.Memory, err = readMemory(d.files.read, d.l.guestDir(i, g), v, d.host.SwapAccounting); err != nil {
 			return wrap(err)
 		}
 		if v == 1 {
@@ -90,22 +92,22 @@ func (d *Driver) Stats(g Guest) (Stats, error) {
 		}
 	}
 	if i, _ := d.l.at(cPids); i >= 0 {
-		if st.Pids.Current, err = readUint(d.l.guestDir(i, g) + "/pids.current"); err != nil {
+		if st.Pids.Current, err = readUintWith(d.files.read, d.l.guestDir(i, g)+"/pids.current"); err != nil {
 			return wrap(err)
 		}
 	}
 	if i, v := d.l.at(cBlkio); i >= 0 {
-		if st.IO, err = readIO(d.l.guestDir(i, g), v); err != nil {
+		if st.IO, err = readIO(d.files.read, d.l.guestDir(i, g), v); err != nil {
 			return wrap(err)
 		}
 	}
 	return st, nil
 }
 
-func readCPU(dir string, version int) (CPUStats, error) {
+func readCPU(rd reader, dir string, version int) (CPUStats, error) {
 	var c CPUStats
 	if version == 2 {
-		err := readKeyed(dir+"/cpu.stat", func(k string, v uint64) {
+		err := readKeyedWith(rd, dir+"/cpu.stat", func(k string, v uint64) {
 			switch k {
 			case "usage_usec":
 				c.TotalNs = v * 1000
@@ -119,7 +121,7 @@ func readCPU(dir string, version int) (CPUStats, error) {
 	}
 	// cpuacct.usage_all has user and system time per CPU in one read:
 	// "cpu user system" then one line per CPU.
-	s, err := readFile(dir + "/cpuacct.usage_all")
+	s, err := rd(dir + "/cpuacct.usage_all")
 	if err == nil {
 		for i, line := range strings.Split(s, "\n") {
 			f := strings.Fields(line)
@@ -140,17 +142,17 @@ func readCPU(dir string, version int) (CPUStats, error) {
 	}
 	// Older kernels: total and per CPU in ns, user and system in USER_HZ
 	// ticks, which Linux fixes at 100 per second in this file.
-	if c.TotalNs, err = readUint(dir + "/cpuacct.usage"); err != nil {
+	if c.TotalNs, err = readUintWith(rd, dir+"/cpuacct.usage"); err != nil {
 		return c, err
 	}
-	if s, err = readFile(dir + "/cpuacct.usage_percpu"); err != nil {
+	if s, err = rd(dir + "/cpuacct.usage_percpu"); err != nil {
 		return c, err
 	}
 	for _, f := range strings.Fields(s) {
 		v, _ := strconv.ParseUint(f, 10, 64)
 		c.PerCPUNs = append(c.PerCPUNs, v)
 	}
-	err = readKeyed(dir+"/cpuacct.stat", func(k string, v uint64) {
+	err = readKeyedWith(rd, dir+"/cpuacct.stat", func(k string, v uint64) {
 		switch k {
 		case "user":
 			c.UserNs = v * 1e7
@@ -161,18 +163,18 @@ func readCPU(dir string, version int) (CPUStats, error) {
 	return c, err
 }
 
-func readMemory(dir string, version int, swap bool) (MemoryStats, error) {
+func readMemory(rd reader, dir string, version int, swap bool) (MemoryStats, error) {
 	var m MemoryStats
 	var err error
 	if version == 2 {
-		if m.Usage, err = readUint(dir + "/memory.current"); err != nil {
+		if m.Usage, err = readUintWith(rd, dir+"/memory.current"); err != nil {
 			return m, err
 		}
 		// memory.peak appeared in Linux 5.19.
-		if m.Peak, err = readUint(dir + "/memory.peak"); err != nil && !isErrno(err, unix.ENOENT) {
+		if m.Peak, err = readUintWith(rd, dir+"/memory.peak"); err != nil && !isErrno(err, unix.ENOENT) {
 			return m, err
 		}
-		err = readKeyed(dir+"/memory.events", func(k string, v uint64) {
+		err = readKeyedWith(rd, dir+"/memory.events", func(k string, v uint64) {
 			switch k {
 			case "low":
 				m.Events.Low = v
@@ -188,21 +190,21 @@ func readMemory(dir string, version int, swap bool) (MemoryStats, error) {
 		})
 		return m, err
 	}
-	if m.Usage, err = readUint(dir + "/memory.usage_in_bytes"); err != nil {
+	if m.Usage, err = readUintWith(rd, dir+"/memory.usage_in_bytes"); err != nil {
 		return m, err
 	}
-	if m.Peak, err = readUint(dir + "/memory.max_usage_in_bytes"); err != nil {
+	if m.Peak, err = readUintWith(rd, dir+"/memory.max_usage_in_bytes"); err != nil {
 		return m, err
 	}
-	if m.Failcnt, err = readUint(dir + "/memory.failcnt"); err != nil {
+	if m.Failcnt, err = readUintWith(rd, dir+"/memory.failcnt"); err != nil {
 		return m, err
 	}
 	if swap {
-		if m.SwapFailcnt, err = readUint(dir + "/memory.memsw.failcnt"); err != nil {
+		if m.SwapFailcnt, err = readUintWith(rd, dir+"/memory.memsw.failcnt"); err != nil {
 			return m, err
 		}
 	}
-	err = readKeyed(dir+"/memory.oom_control", func(k string, v uint64) {
+	err = readKeyedWith(rd, dir+"/memory.oom_control", func(k string, v uint64) {
 		if k == "oom_kill" {
 			m.Events.OOMKill = v
 		}
@@ -210,10 +212,10 @@ func readMemory(dir string, version int, swap bool) (MemoryStats, error) {
 	return m, err
 }
 
-func readIO(dir string, version int) (IOStats, error) {
+func readIO(rd reader, dir string, version int) (IOStats, error) {
 	var io IOStats
 	if version == 2 {
-		s, err := readFile(dir + "/io.stat")
+		s, err := rd(dir + "/io.stat")
 		if err != nil {
 			return io, err
 		}
@@ -239,7 +241,7 @@ func readIO(dir string, version int) (IOStats, error) {
 	}
 	// "254:0 Read 4096" ... "Total 8192"
 	sum := func(file string, r, w *uint64) error {
-		s, err := readFile(dir + "/" + file)
+		s, err := rd(dir + "/" + file)
 		if err != nil {
 			return err
 		}
@@ -265,9 +267,16 @@ func readIO(dir string, version int) (IOStats, error) {
 	return io, err
 }
 
+// reader returns a cgroup file's content as readFile does.
+type reader func(path string) (string, error)
+
 // readKeyed parses a flat keyed file ("key value" per line).
 func readKeyed(path string, f func(key string, v uint64)) error {
-	s, err := readFile(path)
+	return readKeyedWith(readFile, path, f)
+}
+
+func readKeyedWith(rd reader, path string, f func(key string, v uint64)) error {
+	s, err := rd(path)
 	if err != nil {
 		return err
 	}

@@ -516,10 +516,24 @@ func (a *Agent) update(u api.NodeUpdate) {
 		a.dmu.Unlock()
 		return // a duplicate or a late one
 	default:
+		moot := !changesDesired(u) && next.NodeDown == a.desired.NodeDown
 		a.desired = next
+		if moot {
+			// The node's own usage report coming back, say: the index
+			// moves on, nothing to reconcile.
+			a.dmu.Unlock()
+			return
+		}
 	}
 	a.dmu.Unlock()
 	a.poke()
+}
+
+// changesDesired reports whether u carries a guest or a partition the
+// node must run or remove; an update without either changes nothing a
+// pass would act on, unless it turns the node down or up.
+func changesDesired(u api.NodeUpdate) bool {
+	return u.Guest != nil || u.Removed != "" || u.Partition != nil || u.PartitionRemoved != ""
 }
 
 // maxBuffered bounds the updates kept while a list is due.

@@ -126,8 +126,9 @@ func woke(a *Agent) bool {
 }
 
 // TestAgentUpdate: duplicates and late updates are dropped without a
-// pass; an update in order is folded and asks for a pass; a gap asks for
-// a list, and what arrives until the list is in waits for it.
+// pass; an update in order is folded and asks for a pass when it changes
+// what the node runs; a gap asks for a list, and what arrives until the
+// list is in waits for it.
 func TestAgentUpdate(t *testing.T) {
 	a := bareAgent(nil)
 	a.desired, a.listed = Desired{Index: 10, Guests: []DesiredGuest{dg("web", 5, DesiredRunning, StatusPlaced)}}, true
@@ -142,7 +143,10 @@ func TestAgentUpdate(t *testing.T) {
 		{"duplicate", upd(10, 9, ptr(dg("web", 5, DesiredStopped, StatusPlaced))), false, "@10 web/5/running/placed", true, 0},
 		{"late", gone(4, 2, "web"), false, "@10 web/5/running/placed", true, 0},
 		{"in order", upd(12, 10, ptr(dg("web", 5, DesiredRunning, StatusRunning))), true, "@12 web/5/running/running", true, 0},
-		{"after other nodes' events", upd(15, 12, nil), true, "@15 web/5/running/running", true, 0},
+		// No guest, no partition, no change of node.down: the node's own
+		// usage report coming back, folded without a pass.
+		{"nothing to reconcile", upd(14, 12, nil), false, "@14 web/5/running/running", true, 0},
+		{"node down", api.NodeUpdate{Index: 15, Prev: 14, Event: []byte(`{"type":"node.down"}`)}, true, "@15 web/5/running/running", true, 0},
 		{"gap", upd(20, 18, ptr(dg("db", 18, DesiredRunning, StatusPlaced))), true, "@15 web/5/running/running", false, 1},
 		{"while a list is due", upd(21, 20, ptr(dg("db", 18, DesiredRunning, StatusRunning))), false, "@15 web/5/running/running", false, 2},
 	} {

@@ -22,10 +22,15 @@ type base struct {
 	kind cgroupdriver.Kind
 	cfg  Config
 	log  *slog.Logger
+	caps *logCaps // shared by the drivers of a Set
 }
 
 func newBase(kind cgroupdriver.Kind, cfg Config) base {
-	return base{kind: kind, cfg: cfg, log: cfg.logger().With("driver", string(kind))}
+	caps := cfg.caps
+	if caps == nil {
+		caps = newLogCaps(cfg.LogCheckInterval)
+	}
+	return base{kind: kind, cfg: cfg, log: cfg.logger().With("driver", string(kind)), caps: caps}
 }
 
 // Kind is the kind of guest the driver runs.

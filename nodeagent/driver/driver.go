@@ -38,11 +38,16 @@ type Config struct {
 	Cgroups *cgroupdriver.Driver
 	// Logger receives what the drivers do; nil discards.
 	Logger *slog.Logger
-	// LogCheckInterval is how often a running guest's log is checked
-	// against its cap.
+	// LogCheckInterval is how often the running guests' logs are checked
+	// against their caps: one check of every log, from one goroutine for
+	// all the drivers of a [Set].
 	LogCheckInterval time.Duration
 	// QEMU configures the qemu driver.
 	QEMU QEMUConfig
+
+	// caps is the log check New shares between its drivers; a driver
+	// built on its own has its own.
+	caps *logCaps
 }
 
 // DefaultConfig returns the configuration the agent uses unless told
@@ -89,6 +94,7 @@ func New(cfg Config) (*Set, error) {
 		unavailable: map[cgroupdriver.Kind]error{},
 		versions:    map[string]string{},
 	}
+	cfg.caps = newLogCaps(cfg.LogCheckInterval)
 	kernel := kernelRelease()
 	s.drivers[cgroupdriver.KindProcess] = NewProcess(cfg)
 	s.versions[string(cgroupdriver.KindProcess)] = kernel

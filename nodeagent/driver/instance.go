@@ -29,8 +29,8 @@ type Instance struct {
 	// pidf is the pidfd of the main process, registered with the runtime
 	// poller; nil when the guest had already ended when adopted. The
 	// watch closes it (under mu) once it has reaped or let go.
-	pidf     *os.File
-	interval time.Duration
+	pidf *os.File
+	caps *logCaps
 
 	done       chan struct{} // closed once status is set
 	release    chan struct{} // closed by Release
@@ -44,7 +44,7 @@ type Instance struct {
 func newInstance(b *base, rec *record, recPath string, adopted bool) *Instance {
 	return &Instance{
 		cg: b.cfg.Cgroups, log: b.log.With("guest", rec.Guest.String()), guest: rec.Guest,
-		rec: *rec, recPath: recPath, adopted: adopted, interval: b.cfg.LogCheckInterval,
+		rec: *rec, recPath: recPath, adopted: adopted, caps: b.caps,
 		done: make(chan struct{}), release: make(chan struct{}),
 	}
 }
@@ -325,6 +325,7 @@ func (i *Instance) Release() {
 	i.released = true
 	close(i.release)
 	i.mu.Unlock()
+	i.caps.remove(i)
 	if i.pidf != nil {
 		// Wakes the watch, which closes the pidfd.
 		_ = i.pidf.SetReadDeadline(time.Now())

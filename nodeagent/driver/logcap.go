@@ -13,8 +13,9 @@ import (
 // with O_APPEND: no pipe runs through the agent, so a guest keeps running,
 // and never blocks or gets SIGPIPE, while its agent is down or restarting.
 //
-// The cap is enforced from outside: every Config.LogCheckInterval the
-// instance looks at the file's size, and when it is over the cap it drops
+// The cap is enforced from outside: every Config.LogCheckInterval one loop
+// for the host (logcaps.go) looks at each file's size, and when one is over
+// its cap it drops
 // the oldest part so that about half the cap, the newest output, remains.
 // Where the file system supports it (ext4, xfs) the head is cut with
 // fallocate(FALLOC_FL_COLLAPSE_RANGE), in whole blocks, atomically with

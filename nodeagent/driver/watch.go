@@ -12,18 +12,19 @@ import (
 	"github.com/corral-dev/corral/cgroupdriver"
 )
 
-// watch runs the instance's goroutines: one waits for the main process to
-// end, one keeps the log under its cap. pidfd is a non-blocking pidfd of
-// the main process, or -1 when it has already ended.
+// watch starts watching the instance: a goroutine waits for the main
+// process to end, and the host's log check (logcaps.go) keeps the log under
+// its cap. pidfd is a non-blocking pidfd of the main process, or -1 when it
+// has already ended.
 func (i *Instance) watch(pidfd int) {
 	if pidfd < 0 {
 		i.finish(ExitStatus{Code: -1, Err: ErrExitUnknown})
 		return
 	}
 	i.pidf = os.NewFile(uintptr(pidfd), "pidfd")
-	i.wg.Add(2)
+	i.wg.Add(1)
 	go i.waitExit()
-	go i.capLog()
+	i.caps.add(i)
 }
 
 // waitExit blocks in the runtime's poller until the pidfd turns readable
@@ -98,6 +99,9 @@ func (i *Instance) finish(s ExitStatus) {
 		// other process groups) go with it.
 		i.sweepGroup()
 	}
+	if i.caps.remove(i) {
+		i.trim() // what the guest wrote since the last check
+	}
 	rec := i.rec
 	rec.Exit = exitRecordOf(s)
 	if err := writeRecord(i.recPath, &rec); err != nil {
@@ -128,25 +132,6 @@ func (i *Instance) sweepGroup() {
 	}
 	if frozen {
 		_ = i.cg.Thaw(ctx, i.guest)
-	}
-}
-
-// capLog trims the log every interval while the guest runs, and once more
-// when it has ended.
-func (i *Instance) capLog() {
-	defer i.wg.Done()
-	t := time.NewTicker(i.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-i.release:
-			return
-		case <-i.done:
-			i.trim()
-			return
-		case <-t.C:
-			i.trim()
-		}
 	}
 }
 
