@@ -43,12 +43,15 @@ type Config struct {
 	LogCheckInterval time.Duration
 	// QEMU configures the qemu driver.
 	QEMU QEMUConfig
+	// SpareInit keeps one container init started ahead of need, so that
+	// an lxc start skips this binary's start-up (lxcspare.go).
+	SpareInit bool
 }
 
 // DefaultConfig returns the configuration the agent uses unless told
 // otherwise; Cgroups must still be set.
 func DefaultConfig() Config {
-	return Config{LogCheckInterval: time.Second, QEMU: DefaultQEMUConfig()}
+	return Config{LogCheckInterval: time.Second, QEMU: DefaultQEMUConfig(), SpareInit: true}
 }
 
 // Validate reports a configuration [New] would refuse.
