@@ -27,7 +27,16 @@ type shimRequest struct {
 	Procs []string `json:"procs"`  // cgroup.procs files to join, in order
 	Path  string   `json:"path"`   // the program to exec
 	ErrFD int      `json:"err_fd"` // pipe to report failure on; closed by exec
+	// Continue: the program is this binary itself, so the shim does not
+	// exec it again but returns from RunShimIfRequested once it joined,
+	// and main goes on to the role the command asked for (one start of
+	// the runtime instead of two).
+	Continue bool `json:"continue,omitempty"`
 }
+
+// selfExe is the path that names the running binary: a command with it as
+// its Path re-executes the caller.
+const selfExe = "/proc/self/exe"
 
 // Start starts cmd so that its first instruction already runs inside every
 // group of g, which must have been created. No part of the command ever
@@ -39,7 +48,13 @@ type shimRequest struct {
 //     role of a shim: [RunShimIfRequested] writes its pid to cgroup.procs of
 //     every hierarchy (the freezer last) and then execs cmd's program with
 //     cmd's arguments and environment. Start returns once the exec happened,
-//     or the shim's error wrapped in [ErrShim].
+//     or the shim's error wrapped in [ErrShim]. When cmd's program is this
+//     binary itself (Path "/proc/self/exe", as for a container init), the
+//     shim does not exec it a second time: RunShimIfRequested returns
+//     once the shim joined, with the shim's variable gone from the
+//     environment, and main goes on exactly as the re-executed binary
+//     would have. Start returns once that process closed its descriptors
+//     on exec, or exited.
 //
 // The caller keeps full control of cmd (Stdin/Stdout, Dir, ExtraFiles,
 // SysProcAttr namespaces) and waits for it with cmd.Wait as usual. Start
@@ -111,7 +126,7 @@ func (d *Driver) startCloneInto(cmd *exec.Cmd, g Guest) error {
 }
 
 func (d *Driver) startShim(cmd *exec.Cmd, g Guest) error {
-	req := shimRequest{Path: cmd.Path, ErrFD: 3 + len(cmd.ExtraFiles)}
+	req := shimRequest{Path: cmd.Path, ErrFD: 3 + len(cmd.ExtraFiles), Continue: cmd.Path == selfExe}
 	freezer := d.l.route[cFreezer]
 	for i := range d.l.hs {
 		if i != freezer {
@@ -135,7 +150,7 @@ func (d *Driver) startShim(cmd *exec.Cmd, g Guest) error {
 	if len(cmd.Args) == 0 {
 		cmd.Args = []string{cmd.Path}
 	}
-	cmd.Path = "/proc/self/exe"
+	cmd.Path = selfExe
 	cmd.Env = append(slices.Clip(cmd.Environ()), shimEnv+"="+string(enc))
 	cmd.ExtraFiles = append(slices.Clip(cmd.ExtraFiles), pw)
 	err = cmd.Start()
@@ -163,7 +178,9 @@ func (d *Driver) startShim(cmd *exec.Cmd, g Guest) error {
 // that starts guests through [Driver.Start] (and of TestMain in tests that
 // do). In an ordinary run it returns at once. In a process started as the
 // cgroup v1 entry shim it joins the guest's groups and execs the guest's
-// program, and never returns; likewise in one started through
+// program, and never returns (unless that program is this binary: then it
+// returns once joined, and main goes on to the role asked for); likewise
+// in one started through
 // [WithMemPolicy]. Package init functions run before it, which is
 // one more reason for them to have no side effects.
 func RunShimIfRequested() {
@@ -192,6 +209,19 @@ func RunShimIfRequested() {
 		if err := writeFile(p, pid); err != nil {
 			fail(fmt.Errorf("join %s: %w", p, err))
 		}
+	}
+	if req.Continue {
+		// This process is already the program asked for: what follows
+		// in main is what the exec would have run. Closing the error
+		// pipe tells Start it joined, as the exec would have.
+		if err := syscall.Unsetenv(shimEnv); err != nil {
+			fail(err)
+		}
+		if req.ErrFD >= 3 {
+			_ = syscall.Close(req.ErrFD)
+		}
+		runMemPolicyShimIfRequested()
+		return
 	}
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
 		return len(kv) > len(shimEnv) && kv[:len(shimEnv)+1] == shimEnv+"="

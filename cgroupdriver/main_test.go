@@ -57,6 +57,8 @@ func runHelper(mode string, args []string) int {
 		return hammerDevices(args)
 	case "threads":
 		return lockedThreads(args)
+	case "self":
+		return reportSelf()
 	}
 	fmt.Fprintln(os.Stderr, "unknown helper", mode)
 	return 2

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/corral-dev/corral/coordinator/cluster"
 
@@ -40,6 +41,8 @@ type createOptions struct {
 	restart     restartFlags
 	userns      bool
 	idmap       []string
+	wait        bool
+	waitTimeout time.Duration
 }
 
 func (a *app) guestCreateCommand() *cobra.Command {
@@ -96,7 +99,18 @@ allows one more, and corral devicetune changes the list later.`,
 			if req.NoStart {
 				what = "guest " + req.Name + " defined, not started"
 			}
-			return a.printWrite(res, what)
+			if err := a.printWrite(res, what); err != nil || !o.wait || req.NoStart {
+				return err
+			}
+			e, err := waitStarted(cmd.Context(), c, req.Name, res.Index, o.waitTimeout)
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return writeJSON(a.stdout, e)
+			}
+			_, err = fmt.Fprintf(a.stdout, "guest %s started on %s (index %d)\n", req.Name, e.Node, e.Index)
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -124,6 +138,8 @@ allows one more, and corral devicetune changes the list later.`,
 	f.StringArrayVar(&o.disks, "disk", nil, "attach a disk image on the node with virtio-blk (qemu): IMAGE[,format=raw|qcow2][,cache=none|writeback|writethrough|directsync|unsafe][,size=SIZE]; the guest writes to an overlay of its own; repeat for more")
 	f.StringVar(&o.network, "network", "none", "lxc, qemu: bridge gives the guest an interface on its node's bridge (corral agent --bridge) with an address from the node's range; none leaves it only lo")
 	f.StringVar(&o.partition, "partition", "", "create the guest in this cluster partition (corral partition list); fixed for the guest's life")
+	f.BoolVar(&o.wait, "wait", false, "wait until the guest has started (or failed to) on its node, following the event stream")
+	f.DurationVar(&o.waitTimeout, "wait-timeout", defaultWaitTimeout, "with --wait: give up after this long")
 	o.restart.register(cmd)
 	cmd.MarkFlagRequired("driver")
 	cmd.MarkFlagRequired("memory")

@@ -19,6 +19,11 @@
 // and offers stop (graceful, then forced), kill, suspend and resume, and for
 // QEMU a [QMP] client.
 //
+// The lxc driver keeps one spare container init waiting once it has
+// started a container (lxcspare.go): a process of this binary in the
+// container's namespaces, in the caller's groups until it is handed a
+// guest; it exits when its driver lets go of it or its process ends.
+//
 // Guests outlive the agent process by design: no parent-death signal, a new
 // session per guest, output written by the guest straight into its log
 // file (no pipe through the agent that would block or SIGPIPE it), QMP on a

@@ -44,6 +44,9 @@ type Config struct {
 	LogCheckInterval time.Duration
 	// QEMU configures the qemu driver.
 	QEMU QEMUConfig
+	// SpareInit keeps one container init started ahead of need, so that
+	// an lxc start skips this binary's start-up (lxcspare.go).
+	SpareInit bool
 
 	// caps is the log check New shares between its drivers; a driver
 	// built on its own has its own.
@@ -53,7 +56,7 @@ type Config struct {
 // DefaultConfig returns the configuration the agent uses unless told
 // otherwise; Cgroups must still be set.
 func DefaultConfig() Config {
-	return Config{LogCheckInterval: time.Second, QEMU: DefaultQEMUConfig()}
+	return Config{LogCheckInterval: time.Second, QEMU: DefaultQEMUConfig(), SpareInit: true}
 }
 
 // Validate reports a configuration [New] would refuse.

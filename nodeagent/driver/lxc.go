@@ -37,11 +37,14 @@ import (
 // container's first instruction already runs inside them. The whole setup
 // lives in the container's mount namespace: nothing needs unmounting when
 // it ends.
-type LXC struct{ base }
+type LXC struct {
+	base
+	spares spares // lxcspare.go
+}
 
 // NewLXC returns the lxc driver; cfg must be valid.
 func NewLXC(cfg Config) *LXC {
-	return &LXC{newBase(cgroupdriver.KindLXC, cfg)}
+	return &LXC{base: newBase(cgroupdriver.KindLXC, cfg)}
 }
 
 // initEnv marks this binary, re-executed, as a container init; its value
@@ -165,7 +168,14 @@ func (d *LXC) Start(ctx context.Context, spec Spec) (*Instance, error) {
 	})
 }
 
+// lxcCloneFlags are the namespaces a container init is cloned with; the
+// cgroup namespace it makes itself, once inside its groups.
+const lxcCloneFlags = syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET
+
 func (d *LXC) launch(ctx context.Context, spec *Spec, logf *os.File, req *initRequest) (*launched, error) {
+	if l, ok, err := d.launchSpare(ctx, spec, logf, req); ok {
+		return l, err
+	}
 	g := spec.Guest
 	enc, err := json.Marshal(req)
 	if err != nil {
@@ -197,7 +207,7 @@ func (d *LXC) launch(ctx context.Context, spec *Spec, logf *os.File, req *initRe
 		Stderr:     logf,
 		ExtraFiles: files,
 		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET,
+			Cloneflags: lxcCloneFlags,
 			Setsid:     true,
 		},
 	}
@@ -231,8 +241,14 @@ func (d *LXC) launch(ctx context.Context, spec *Spec, logf *os.File, req *initRe
 		}
 		netW.Close()
 	}
-	// The init closes its end when it execs the command (close-on-exec)
-	// and writes why when it cannot.
+	return d.awaitInit(ctx, spec, cmd, pr, netErr)
+}
+
+// awaitInit waits for the init's error pipe pr: it closes when the init
+// execs the command (close-on-exec) and has why when it cannot. netErr is
+// what giving the container its eth0 came to.
+func (d *LXC) awaitInit(ctx context.Context, spec *Spec, cmd *exec.Cmd, pr *os.File, netErr error) (*launched, error) {
+	g := spec.Guest
 	if dl, ok := ctx.Deadline(); ok {
 		_ = pr.SetReadDeadline(dl)
 	} else {

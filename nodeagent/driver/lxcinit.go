@@ -48,7 +48,11 @@ func RunInitIfRequested() {
 		fmt.Fprintf(f, "%s: container init: %v", class, err)
 		os.Exit(initExitCode)
 	}
-	if err := json.Unmarshal([]byte(v), &req); err != nil {
+	if v == spareEnv {
+		if err := receiveSpareRequest(&req); err != nil {
+			fail(initErrStart, fmt.Errorf("spare init: %w", err))
+		}
+	} else if err := json.Unmarshal([]byte(v), &req); err != nil {
 		fail(initErrStart, fmt.Errorf("bad %s: %w", initEnv, err))
 	}
 	if req.ErrFD >= 3 {
