@@ -4,6 +4,7 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -203,6 +204,12 @@ func loadDeviceProgram(prog []bpfInsn) (int, error) {
 	}
 	copy(attr.ProgName[:], "corral_devices")
 	fd, err := bpf(unix.BPF_PROG_LOAD, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
+	// The verifier gives up with EAGAIN when a signal arrives while it
+	// works, and Go's runtime sends them (preemption): try again, as
+	// cilium/ebpf does.
+	for try := 0; errors.Is(err, unix.EAGAIN) && try < 10; try++ {
+		fd, err = bpf(unix.BPF_PROG_LOAD, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
+	}
 	if err != nil {
 		// Load again with the verifier's log to say why.
 		log := make([]byte, 64<<10)
