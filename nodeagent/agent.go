@@ -409,6 +409,7 @@ func (a *Agent) pass(ctx context.Context, full bool) bool {
 	var cleaned []string
 	var wake time.Duration // the shortest restart delay still to pass
 	now := time.Now()
+	a.captureFinals(ctx, d)
 	for _, act := range Reconcile(d, obs) {
 		if ctx.Err() != nil {
 			return false

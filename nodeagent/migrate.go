@@ -103,6 +103,37 @@ func qmpOf(g *guest) *driver.QMP {
 	return q.QMP()
 }
 
+// captureFinals runs before Reconcile's actions, which destroy a source's
+// copy once the log has the switch: the switch may come before the
+// transfer's follower saw QEMU complete (it looks every 100 ms), so QEMU
+// is asked now, while it is there, for the figures the last report
+// carries (the downtime).
+func (a *Agent) captureFinals(ctx context.Context, d Desired) {
+	for i := range d.Guests {
+		dg := &d.Guests[i]
+		m, run := dg.Migration, a.migrations[dg.Name]
+		if m == nil || run == nil || m.Role != MigrationSource || m.Phase != MigrationSwitched || run.id != m.ID || !run.sending {
+			continue
+		}
+		var final *events.GuestMigrationProgress
+		run.set(func() { final = run.final })
+		g := a.guests[dg.Name]
+		if final != nil || g == nil || g.gen != m.SourceGeneration {
+			continue
+		}
+		if q := qmpOf(g); q != nil {
+			if info, err := q.QueryMigrate(ctx); err == nil && info.Status == events.MigrationCompleted {
+				p := a.migrationProgress(m.SourceGeneration, m.ID, info)
+				run.set(func() {
+					if run.final == nil {
+						run.final = p
+					}
+				})
+			}
+		}
+	}
+}
+
 // migrate takes each migration's next step; it runs on the Run goroutine
 // after Reconcile's actions.
 func (a *Agent) migrate(ctx context.Context, d Desired) {
@@ -401,6 +432,17 @@ func (a *Agent) migrateSource(ctx context.Context, dg *DesiredGuest, run *migrat
 	go a.send(sctx, name, gen, q, m.ID, m.Address, disks, run)
 }
 
+// migrationProgress is the report of a transfer's state as QEMU gives it.
+func (a *Agent) migrationProgress(gen, id uint64, info driver.MigrationInfo) *events.GuestMigrationProgress {
+	p := &events.GuestMigrationProgress{Node: a.cfg.NodeID, Generation: gen, Migration: id, Status: info.Status,
+		TransferredBytes: info.RAM.Transferred, RemainingBytes: info.RAM.Remaining, TotalBytes: info.RAM.Total,
+		ElapsedMs: info.TotalTime, DowntimeMs: info.Downtime}
+	if info.Disk != nil {
+		p.DiskRemaining = info.Disk.Remaining
+	}
+	return p
+}
+
 // send runs the transfer and follows it; it runs on a goroutine of its
 // own and reports progress itself.
 func (a *Agent) send(ctx context.Context, name string, gen uint64, q *driver.QMP, id uint64, address string, disks bool, run *migrationRun) {
@@ -415,12 +457,7 @@ func (a *Agent) send(ctx context.Context, name string, gen uint64, q *driver.QMP
 	}
 	a.log.Info("migration sending", "guest", name, "migration", id, "to", address, "disks", disks)
 	progress := func(info driver.MigrationInfo) bool {
-		p := &events.GuestMigrationProgress{Node: a.cfg.NodeID, Generation: gen, Migration: id, Status: info.Status,
-			TransferredBytes: info.RAM.Transferred, RemainingBytes: info.RAM.Remaining, TotalBytes: info.RAM.Total,
-			ElapsedMs: info.TotalTime, DowntimeMs: info.Downtime}
-		if info.Disk != nil {
-			p.DiskRemaining = info.Disk.Remaining
-		}
+		p := a.migrationProgress(gen, id, info)
 		if info.Status == events.MigrationCompleted {
 			run.set(func() { run.final = p })
 		}
