@@ -191,19 +191,24 @@ func (s *State) migratingOn(id string) []*Guest {
 	return out
 }
 
-// migration checks that a report is about g's migration in progress,
-// from the node at the end that sends it.
-func migration(g *Guest, id uint64, node, end string) (*Migration, error) {
+// migration returns the guest of a report and a copy of its migration in
+// progress, checking that the report is about that migration and comes
+// from the node at the end endOf names.
+func (s *State) migration(e *events.Event, id uint64, node string, endOf func(*Guest) string) (*Guest, *Migration, error) {
+	g, err := s.guest(e.Guest)
+	if err != nil {
+		return nil, nil, err
+	}
 	m := g.Migration
 	if m == nil || m.ID != id {
-		return nil, fmt.Errorf("%w: report about migration %d of guest %q, which is not migrating by it", api.ErrConflict, id, g.Name)
+		return nil, nil, fmt.Errorf("%w: report about migration %d of guest %q, which is not migrating by it", api.ErrConflict, id, g.Name)
 	}
-	if node != end {
-		return nil, fmt.Errorf("%w: node %q reported about migration %d of guest %q, whose end that report is about is node %q",
+	if end := endOf(g); node != end {
+		return nil, nil, fmt.Errorf("%w: node %q reported about migration %d of guest %q, whose end that report is about is node %q",
 			api.ErrPermission, node, id, g.Name, end)
 	}
 	c := *m // replaced, never changed in place: clones share it
-	return &c, nil
+	return g, &c, nil
 }
 
 func (s *State) applyMigrationRequested(idx uint64, e *events.Event, p *events.GuestMigrationRequested) error {
@@ -248,11 +253,7 @@ func (s *State) applyMigrationRequested(idx uint64, e *events.Event, p *events.G
 }
 
 func (s *State) applyMigrationTargetReady(idx uint64, e *events.Event, p *events.GuestMigrationTargetReady) error {
-	g, err := s.guest(e.Guest)
-	if err != nil {
-		return err
-	}
-	m, err := migration(g, p.Generation, p.Node, migrationTo(g))
+	g, m, err := s.migration(e, p.Generation, p.Node, migrationTo)
 	if err != nil {
 		return err
 	}
@@ -268,11 +269,7 @@ func (s *State) applyMigrationTargetReady(idx uint64, e *events.Event, p *events
 }
 
 func (s *State) applyMigrationProgress(e *events.Event, p *events.GuestMigrationProgress) error {
-	g, err := s.guest(e.Guest)
-	if err != nil {
-		return err
-	}
-	m, err := migration(g, p.Migration, p.Node, migrationFrom(g))
+	g, m, err := s.migration(e, p.Migration, p.Node, migrationFrom)
 	if err != nil {
 		return err
 	}
@@ -292,11 +289,7 @@ func (s *State) applyMigrationProgress(e *events.Event, p *events.GuestMigration
 }
 
 func (s *State) applyMigrationSwitched(idx uint64, e *events.Event, p *events.GuestMigrationSwitched) error {
-	g, err := s.guest(e.Guest)
-	if err != nil {
-		return err
-	}
-	m, err := migration(g, p.Generation, p.Node, migrationTo(g))
+	g, m, err := s.migration(e, p.Generation, p.Node, migrationTo)
 	if err != nil {
 		return err
 	}
@@ -320,15 +313,12 @@ func (s *State) applyMigrationSwitched(idx uint64, e *events.Event, p *events.Gu
 }
 
 func (s *State) applyMigrated(idx uint64, e *events.Event, p *events.GuestMigrated) error {
-	g, err := s.guest(e.Guest)
-	if err != nil {
-		return err
-	}
-	end := migrationFrom(g)
-	if p.Node == "" {
-		end = "" // the leader, for a lost source
-	}
-	m, err := migration(g, p.Migration, p.Node, end)
+	g, m, err := s.migration(e, p.Migration, p.Node, func(g *Guest) string {
+		if p.Node == "" {
+			return "" // the leader, for a lost source
+		}
+		return migrationFrom(g)
+	})
 	if err != nil {
 		return err
 	}
