@@ -6,11 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/corral-dev/corral/cgroupdriver"
-	"github.com/corral-dev/corral/cgroupdriver/cgrouptest"
 	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/events"
 	"github.com/corral-dev/corral/nodeagent/driver/drivertest"
@@ -23,18 +21,9 @@ import (
 // event, and destroy removes the container's private layer with the
 // guest.
 func TestGuestCreateCapabilities(t *testing.T) {
-	rep := cgrouptest.RequireHost(t)
-	part := cgrouptest.NewPartition(t, rep)
-	ccfg := cgroupdriver.DefaultConfig()
-	ccfg.Partition, ccfg.Report = part, &rep
-	cg, err := cgroupdriver.New(ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rootfs := drivertest.Rootfs(t)
-	dir := t.TempDir()
-	p := startDevWith(t, dir, "--cgroup-partition", part)
-	t.Cleanup(func() { p.stop(syscall.SIGTERM, waitTimeout) })
+	p, cg := startAgentDev(t, []string{"ct"})
+	dir := p.dataDir
 
 	for _, tc := range []struct{ args []string }{
 		{[]string{"guest", "create", "bad", "--driver", "lxc", "--memory", "64MiB", "--rootfs", rootfs, "--cap-add", "CAP_FLY"}},

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/corral-dev/corral/cgroupdriver"
-	"github.com/corral-dev/corral/cgroupdriver/cgrouptest"
 	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/nodeagent/driver/drivertest"
 )
@@ -21,18 +20,9 @@ import (
 // root or one for a process guest is refused before any event, and
 // destroy removes the layer the container's root owned.
 func TestGuestCreateUserNS(t *testing.T) {
-	rep := cgrouptest.RequireHost(t)
-	part := cgrouptest.NewPartition(t, rep)
-	ccfg := cgroupdriver.DefaultConfig()
-	ccfg.Partition, ccfg.Report = part, &rep
-	cg, err := cgroupdriver.New(ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rootfs := drivertest.Rootfs(t)
-	dir := t.TempDir()
-	p := startDevWith(t, dir, "--cgroup-partition", part)
-	t.Cleanup(func() { p.stop(syscall.SIGTERM, waitTimeout) })
+	p, cg := startAgentDev(t, []string{"ctu"})
+	dir := p.dataDir
 
 	for _, args := range [][]string{
 		{"guest", "create", "bad", "--driver", "lxc", "--memory", "64MiB", "--rootfs", rootfs, "--idmap", "0:0:65536"},
