@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -70,13 +71,24 @@ func (d *daemon) signal(sig syscall.Signal) {
 
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// The kernel may give the same free port to two listens in a row
+	// once the first is closed: never hand out one twice in this test
+	// binary, or two daemons of a test get the same port.
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if _, taken := portsGiven.LoadOrStore(port, true); !taken {
+			return strconv.Itoa(port)
+		}
 	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }
+
+// portsGiven holds the ports freePort handed out.
+var portsGiven sync.Map
 
 // TestServerAndTwoAgents runs a server and two agents as separate
 // processes, a1 enrolled with a one-time join token and a2 with a
