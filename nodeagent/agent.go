@@ -405,7 +405,7 @@ func (a *Agent) pass(ctx context.Context, full bool) bool {
 	}
 	a.syncPartitions(d, full)
 	a.followPolicies(d)
-	obs := a.observe(d)
+	obs := a.observe(d, full)
 	var cleaned []string
 	var wake time.Duration // the shortest restart delay still to pass
 	now := time.Now()
