@@ -123,7 +123,8 @@ func devicesFor(acl *cgroupdriver.DeviceACL) (nodes []devNode, pts bool) {
 }
 
 // Start starts the container and returns once its command has been
-// exec'd as PID 1, inside its groups and namespaces.
+// exec'd as PID 1, inside its groups and namespaces. It uses the waiting
+// spare init, if any, and never starts the next one: [LXC.Prepare] does.
 func (d *LXC) Start(ctx context.Context, spec Spec) (*Instance, error) {
 	if err := spec.validate(); err != nil {
 		return nil, err
@@ -172,8 +173,6 @@ func (d *LXC) Start(ctx context.Context, spec Spec) (*Instance, error) {
 		if !c.created {
 			d.putBack(c.s) // refused before its groups were made
 		}
-		// The next spare once this start is done, not in its way.
-		d.fillSpare()
 		return inst, err
 	}
 	return d.start(ctx, spec, res, nil, func(ctx context.Context, spec *Spec, logf *os.File) (*launched, error) {

@@ -21,8 +21,11 @@ import (
 // re-executed with the container's namespaces, past the Go runtime's start
 // and every package's init (tens of milliseconds for the agent's binary,
 // most of a container start), waiting for a request. [LXC.Start] hands
-// the next container to it instead of starting an init then, and starts
-// the next spare once that start is done.
+// the next container to it instead of starting an init then. The next
+// spare is started by [LXC.Prepare], which the agent calls once its pass
+// (the start and its report) is over: a spare's start-up takes a core for
+// tens of milliseconds, which on a small host would slow the very start
+// and report it is meant to speed up.
 //
 // A spare runs nothing of any guest's until it is told which: it sits in
 // groups of its own ([cgroupdriver.Driver.StartSpare]), joined before it
@@ -64,13 +67,14 @@ type spares struct {
 	mu      sync.Mutex
 	next    *spare
 	filling bool
+	wanted  bool // a container was started: spares are worth their keep
 }
 
 // takeSpare returns the waiting spare, if any.
 func (d *LXC) takeSpare() *spare {
 	d.spares.mu.Lock()
 	s := d.spares.next
-	d.spares.next = nil
+	d.spares.next, d.spares.wanted = nil, true
 	d.spares.mu.Unlock()
 	if s != nil && !processAlive(s.cmd) {
 		d.discard(s)
@@ -92,12 +96,13 @@ func (d *LXC) putBack(s *spare) {
 	}
 }
 
-// fillSpare starts a spare in the background unless one waits or is
-// being started.
-func (d *LXC) fillSpare() {
+// Prepare starts a spare init in the background, with Config.SpareInit,
+// once a container has been started and unless one waits or is being
+// started. It never blocks; the agent calls it when its work is done.
+func (d *LXC) Prepare() {
 	d.spares.mu.Lock()
 	defer d.spares.mu.Unlock()
-	if !d.cfg.SpareInit || d.spares.next != nil || d.spares.filling {
+	if !d.cfg.SpareInit || !d.spares.wanted || d.spares.next != nil || d.spares.filling {
 		return
 	}
 	d.spares.filling = true
@@ -205,7 +210,6 @@ func (d *LXC) claimFor(spec *Spec, res cgroupdriver.Resources, req *initRequest)
 	}
 	s := d.takeSpare()
 	if s == nil {
-		d.fillSpare()
 		return nil
 	}
 	return &spareClaim{d: d, s: s, req: req}
