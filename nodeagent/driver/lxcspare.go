@@ -157,17 +157,21 @@ func (d *LXC) startSpare() (*spare, error) {
 	return &spare{cmd: cmd, sock: mine, groups: groups}, nil
 }
 
-// discard kills and reaps a spare that will not be used (a no-op for one
-// already reaped), and removes what is left of its groups.
+// discard kills a spare that will not be used (a no-op for one already
+// reaped); it is reaped and what is left of its groups removed in the
+// background: a spare frozen with its kind directory (by the fencer) dies
+// only once thawed, and a start must not wait for that.
 func (d *LXC) discard(s *spare) {
 	s.sock.Close() // a spare still reading exits on EOF
 	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := d.cfg.Cgroups.RemoveSpare(ctx, s.groups); err != nil {
-		d.log.Warn("removing a spare init's groups", "err", err)
-	}
+	go func() {
+		_ = s.cmd.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := d.cfg.Cgroups.RemoveSpare(ctx, s.groups); err != nil {
+			d.log.Warn("removing a spare init's groups", "err", err)
+		}
+	}()
 }
 
 // processAlive reports whether the spare has not exited, without reaping
@@ -234,6 +238,11 @@ func (c *spareClaim) create(g cgroupdriver.Guest) (func(), error) {
 	c.created = true
 	cg := c.d.cfg.Cgroups
 	join, err := cg.ClaimSpare(c.s.groups, g)
+	if errors.Is(err, cgroupdriver.ErrFrozen) {
+		// The spare is as it was, and serves once the groups are thawed.
+		c.d.putBack(c.s)
+		return nil, err
+	}
 	if err != nil {
 		c.d.discard(c.s)
 		if !errors.Is(err, cgroupdriver.ErrSpareUnusable) {
