@@ -21,15 +21,9 @@ func (d *Driver) Attach(pid int, g Guest) error {
 	if err := d.checkThawed(g); err != nil {
 		return err
 	}
-	freezer := d.l.route[cFreezer]
 	var procs []string
-	for i := range d.l.hs {
-		if i != freezer {
-			procs = append(procs, d.l.guestDir(i, g)+"/cgroup.procs")
-		}
-	}
-	if freezer >= 0 {
-		procs = append(procs, d.l.guestDir(freezer, g)+"/cgroup.procs")
+	for _, i := range d.joinOrder() {
+		procs = append(procs, d.l.guestDir(i, g)+"/cgroup.procs")
 	}
 	for _, p := range procs {
 		if err := writeFile(p, strconv.Itoa(pid)); err != nil {
@@ -37,4 +31,21 @@ func (d *Driver) Attach(pid int, g Guest) error {
 		}
 	}
 	return nil
+}
+
+// joinOrder lists the hierarchies in the order a process joins them: the
+// freezer last, so that a process frozen on the way is in every other
+// group already.
+func (d *Driver) joinOrder() []int {
+	freezer := d.l.route[cFreezer]
+	out := make([]int, 0, len(d.l.hs))
+	for i := range d.l.hs {
+		if i != freezer {
+			out = append(out, i)
+		}
+	}
+	if freezer >= 0 {
+		out = append(out, freezer)
+	}
+	return out
 }

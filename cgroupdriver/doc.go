@@ -47,7 +47,10 @@
 // Processes enter a guest's groups before they run a single instruction of
 // their own ([Driver.Start]): on cgroup v2 by cloning into the cgroup, on v1
 // through a re-exec shim. Every binary that starts guests must call
-// [RunShimIfRequested] first thing in main.
+// [RunShimIfRequested] first thing in main. A process started ahead of its
+// guest waits in spare groups ([Driver.StartSpare]) that become the
+// guest's when it is known ([Driver.ClaimSpare]): renamed on v1, where
+// moving a process costs an RCU grace period.
 //
 // Dependency rule: this package imports nothing of corral's. The agent and
 // its drivers build on it, and the wire API carries its [Resources] as a

@@ -57,6 +57,8 @@ type Driver struct {
 	l    *layout
 	// files keeps Stats' counter files open (counterfiles.go).
 	files *counterFiles
+	// spares are the spares' groups this Driver holds (spare.go).
+	spares spareSet
 }
 
 // New detects (or takes) the layout, resolves the partition in every

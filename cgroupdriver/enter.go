@@ -75,21 +75,27 @@ func (d *Driver) Start(cmd *exec.Cmd, g Guest) error {
 	if err := d.checkThawed(g); err != nil {
 		return err
 	}
+	dirOf := func(i int) string { return d.l.guestDir(i, g) }
 	if len(d.l.hs) == 1 && d.l.v2 == 0 {
-		return d.startCloneInto(cmd, g)
+		return d.startCloneInto(cmd, g.String(), dirOf)
 	}
-	return d.startShim(cmd, g)
+	return d.startShim(cmd, g.String(), dirOf)
 }
 
 // checkThawed refuses a start into a group that is frozen: on v1 the
 // group's freezer.state says FROZEN or FREEZING when any ancestor is
 // frozen; on v2 cgroup.events says "frozen 1".
 func (d *Driver) checkThawed(g Guest) error {
+	return d.checkThawedIn(g.String(), func(i int) string { return d.l.guestDir(i, g) })
+}
+
+// checkThawedIn is checkThawed for the groups dirOf names, name in errors.
+func (d *Driver) checkThawedIn(g string, dirOf func(int) string) error {
 	i, v := d.l.at(cFreezer)
 	if i < 0 {
 		return nil
 	}
-	dir := d.l.guestDir(i, g)
+	dir := dirOf(i)
 	if v == 1 {
 		if st, err := readFile(dir + "/freezer.state"); err == nil && st != "THAWED" {
 			return fmt.Errorf("%w: %s: %s/freezer.state is %s; not starting it until it is thawed", ErrFrozen, g, dir, st)
@@ -106,8 +112,10 @@ func (d *Driver) checkThawed(g Guest) error {
 // guest's groups: a group frozen in that instant would stop it forever.
 const shimTimeout = 30 * time.Second
 
-func (d *Driver) startCloneInto(cmd *exec.Cmd, g Guest) error {
-	dir := d.l.guestDir(0, g)
+// startCloneInto and startShim start cmd in the groups dirOf names (by
+// hierarchy index); g names them in errors.
+func (d *Driver) startCloneInto(cmd *exec.Cmd, g string, dirOf func(int) string) error {
+	dir := dirOf(0)
 	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("corral: start in %s: open %s: %w", g, dir, err)
@@ -125,16 +133,10 @@ func (d *Driver) startCloneInto(cmd *exec.Cmd, g Guest) error {
 	return nil
 }
 
-func (d *Driver) startShim(cmd *exec.Cmd, g Guest) error {
+func (d *Driver) startShim(cmd *exec.Cmd, g string, dirOf func(int) string) error {
 	req := shimRequest{Path: cmd.Path, ErrFD: 3 + len(cmd.ExtraFiles), Continue: cmd.Path == selfExe}
-	freezer := d.l.route[cFreezer]
-	for i := range d.l.hs {
-		if i != freezer {
-			req.Procs = append(req.Procs, d.l.guestDir(i, g)+"/cgroup.procs")
-		}
-	}
-	if freezer >= 0 {
-		req.Procs = append(req.Procs, d.l.guestDir(freezer, g)+"/cgroup.procs")
+	for _, i := range d.joinOrder() {
+		req.Procs = append(req.Procs, dirOf(i)+"/cgroup.procs")
 	}
 	enc, err := json.Marshal(req)
 	if err != nil {

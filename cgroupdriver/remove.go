@@ -136,8 +136,8 @@ func removeTree(dir string) error {
 // Orphans lists the groups under the corral root, in any hierarchy, that
 // known does not name: guests of a known kind that are not in known (with
 // their ID), and stray directories directly under the root (with an empty
-// ID). The agent's own group and the partitions' directory are never
-// listed; guests inside partitions are not scanned here. The result is
+// ID). The agent's own group, the partitions' directory and the spares
+// this Driver holds ([Driver.StartSpare]) are never listed; guests inside partitions are not scanned here. The result is
 // sorted.
 func (d *Driver) Orphans(known []Guest) ([]Guest, error) {
 	want := make(map[Guest]bool, len(known))
@@ -166,6 +166,9 @@ func (d *Driver) Orphans(known []Guest) ([]Guest, error) {
 				return nil, fmt.Errorf("corral: orphans: %w", err)
 			}
 			for _, id := range ids {
+				if d.spares.held(k, id) {
+					continue
+				}
 				if g := (Guest{Kind: k, ID: id}); !want[g] {
 					found[g] = true
 				}

@@ -405,7 +405,7 @@ func (a *Agent) pass(ctx context.Context, full bool) bool {
 	}
 	a.syncPartitions(d, full)
 	a.followPolicies(d)
-	obs := a.observe(d)
+	obs := a.observe(d, full)
 	var cleaned []string
 	var wake time.Duration // the shortest restart delay still to pass
 	now := time.Now()
@@ -447,6 +447,11 @@ func (a *Agent) pass(ctx context.Context, full bool) bool {
 	}
 	a.shape(ctx, d, full)
 	a.setNames(d)
+	if p, ok := a.deps.Drivers.(preparer); ok {
+		// Once the pass's starts are reported: the drivers' work ahead
+		// of the next start (an lxc spare init) takes a core for a while.
+		p.Prepare()
+	}
 	a.metrics.passes.Inc()
 	return true
 }

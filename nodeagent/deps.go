@@ -99,6 +99,13 @@ func (h HostDrivers) Adopt(ctx context.Context, spec driver.Spec) (Instance, err
 
 func (h HostDrivers) Versions() map[string]string { return h.Set.Versions() }
 
+// Prepare lets the drivers ready their next start ([driver.Set.Prepare]).
+func (h HostDrivers) Prepare() { h.Set.Prepare() }
+
+// preparer is [Drivers] that ready their next start in the background
+// when asked; the agent asks once a pass is done.
+type preparer interface{ Prepare() }
+
 var (
 	_ Cgroups  = (*cgroupdriver.Driver)(nil)
 	_ Reserver = (*cgroupdriver.Driver)(nil)

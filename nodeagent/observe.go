@@ -87,10 +87,16 @@ func (a *Agent) adopt(ctx context.Context) {
 	}
 }
 
-// observe describes what the agent holds and what it finds on the host
-// that it does not hold, for Reconcile.
-func (a *Agent) observe(d Desired) []Observed {
+// observe describes what the agent holds and, on a full pass (the first
+// and every resync), what it finds on the host that it does not hold, for
+// Reconcile. The scan for strays reads every hierarchy's corral tree
+// (about a millisecond); a pass woken by an update, such as a guest to
+// start, does not wait for it.
+func (a *Agent) observe(d Desired, full bool) []Observed {
 	out := a.observeHeld()
+	if !full {
+		return out
+	}
 	known := make([]cgroupdriver.Guest, 0, len(a.guests)+len(d.Guests))
 	named := map[string]bool{}
 	for _, g := range a.guests {

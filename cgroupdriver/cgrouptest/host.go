@@ -49,6 +49,14 @@ func NewPartition(t testing.TB, rep cgroupdriver.Report) string {
 	}
 	p := "/corraltest-" + hex.EncodeToString(b[:])
 	t.Cleanup(func() {
+		// Thaw in every hierarchy first: a task frozen in the freezer's
+		// (a fencer froze the kind directories, say) cannot die of the
+		// SIGKILL sent while another hierarchy's tree is removed.
+		for _, h := range rep.Hierarchies {
+			if dir, err := h.Dir(p); err == nil {
+				thawTree(dir)
+			}
+		}
 		for _, h := range rep.Hierarchies {
 			dir, err := h.Dir(p)
 			if err != nil {

@@ -72,6 +72,16 @@ func startLibvirtLXC(b testing.TB) (*libvirtLXC, string) {
 if mountpoint -q /sys/fs/cgroup/unified; then umount /sys/fs/cgroup/unified; fi
 mount -t tmpfs tmpfs /run
 for d in /etc/libvirt /var/lib/libvirt /var/log /var/cache; do mkdir -p "$d" 2>/dev/null || true; mount -t tmpfs tmpfs "$d"; done
+# Without libvirt-daemon-system the host has no libvirt-qemu user or group,
+# and a QEMU driver that cannot find them fails the daemon's start: this
+# namespace gets its own passwd and group files that name them.
+if ! getent passwd libvirt-qemu >/dev/null || ! getent group libvirt-qemu >/dev/null; then
+	mkdir /run/corralbench-etc
+	{ cat /etc/passwd; echo 'libvirt-qemu:x:64055:64055::/nonexistent:/usr/sbin/nologin'; } > /run/corralbench-etc/passwd
+	{ cat /etc/group; echo 'libvirt-qemu:x:64055:'; } > /run/corralbench-etc/group
+	mount --bind /run/corralbench-etc/passwd /etc/passwd
+	mount --bind /run/corralbench-etc/group /etc/group
+fi
 exec /usr/sbin/libvirtd --config "$1"
 `
 	log, err := os.Create(filepath.Join(l.dir, "libvirtd.log"))

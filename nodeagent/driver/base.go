@@ -51,9 +51,15 @@ type launched struct {
 // its output. On error it has killed and reaped whatever it started.
 type launchFunc func(ctx context.Context, spec *Spec, logf *os.File) (*launched, error)
 
-// start is the sequence of every Start: check, create and fill the groups,
-// launch, record, watch. Any failure undoes all of it.
-func (b *base) start(ctx context.Context, spec Spec, res cgroupdriver.Resources, launch launchFunc) (*Instance, error) {
+// createFunc makes a guest's groups in place of [cgroupdriver.Driver.Create]
+// (from a spare, say). abandon, when not nil, is called when the start
+// fails after it returned, before the groups are removed.
+type createFunc func(g cgroupdriver.Guest) (abandon func(), err error)
+
+// start is the sequence of every Start: check, create (with create, when
+// not nil) and fill the groups, launch, record, watch. Any failure undoes
+// all of it.
+func (b *base) start(ctx context.Context, spec Spec, res cgroupdriver.Resources, create createFunc, launch launchFunc) (*Instance, error) {
 	if err := spec.validate(); err != nil {
 		return nil, err
 	}
@@ -71,10 +77,17 @@ func (b *base) start(ctx context.Context, spec Spec, res cgroupdriver.Resources,
 	if err := refuseRunning(&spec); err != nil {
 		return nil, err
 	}
-	if err := cg.Create(g); err != nil {
+	if create == nil {
+		create = func(g cgroupdriver.Guest) (func(), error) { return nil, cg.Create(g) }
+	}
+	abandon, err := create(g)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrStart, g, err)
 	}
 	undo := func(err error) (*Instance, error) {
+		if abandon != nil {
+			abandon()
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		if rerr := cg.Remove(rctx, g); rerr != nil {

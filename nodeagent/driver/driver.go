@@ -44,8 +44,10 @@ type Config struct {
 	LogCheckInterval time.Duration
 	// QEMU configures the qemu driver.
 	QEMU QEMUConfig
-	// SpareInit keeps one container init started ahead of need, so that
-	// an lxc start skips this binary's start-up (lxcspare.go).
+	// SpareInit keeps one container init started ahead of need, once an
+	// lxc guest that could use one was started, so that an lxc start
+	// skips this binary's start-up (lxcspare.go); [Set.Prepare] starts
+	// it.
 	SpareInit bool
 
 	// caps is the log check New shares between its drivers; a driver
@@ -142,6 +144,20 @@ func (s *Set) Adopt(ctx context.Context, spec Spec) (*Instance, error) {
 		return nil, err
 	}
 	return d.Adopt(ctx, spec)
+}
+
+// preparer is a driver that readies its next start ahead of need.
+type preparer interface{ Prepare() }
+
+// Prepare lets each driver ready its next start in the background (the
+// lxc driver's spare init, see [LXC.Prepare]). It never blocks; the agent
+// calls it once a pass is done, so the work stays out of the starts' way.
+func (s *Set) Prepare() {
+	for _, d := range s.drivers {
+		if p, ok := d.(preparer); ok {
+			p.Prepare()
+		}
+	}
 }
 
 // Versions maps each available driver to its version, as the node

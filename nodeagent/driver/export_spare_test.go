@@ -9,3 +9,9 @@ func SparePID(d *LXC) int {
 	}
 	return d.spares.next.cmd.Process.Pid
 }
+
+// SpareInit reports whether d is an lxc driver that keeps spare inits.
+func SpareInit(d Driver) bool {
+	l, ok := d.(*LXC)
+	return ok && l.cfg.SpareInit
+}

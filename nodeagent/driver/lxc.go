@@ -72,10 +72,12 @@ type initRequest struct {
 	UserNS             bool   `json:"userns,omitempty"`
 	CtlFD              int    `json:"ctl_fd,omitempty"`
 	Upper, Work, Lower string `json:",omitempty"`
-	// NetFD, when set, is a pipe the init reads one byte from before it
+	// GoFD, when set, is a pipe the init reads one byte from once it has
+	// set the container up, before it makes its cgroup namespace and
 	// execs the command: the driver's go-ahead once the container's eth0
-	// is in place (EOF means it could not be made).
-	NetFD int `json:"net_fd,omitempty"`
+	// is in place and the init is in every group of the container's (EOF
+	// means one could not be made).
+	GoFD int `json:"go_fd,omitempty"`
 }
 
 // devNode is a device node the container's /dev gets, bind-mounted from
@@ -121,7 +123,8 @@ func devicesFor(acl *cgroupdriver.DeviceACL) (nodes []devNode, pts bool) {
 }
 
 // Start starts the container and returns once its command has been
-// exec'd as PID 1, inside its groups and namespaces.
+// exec'd as PID 1, inside its groups and namespaces. It uses the waiting
+// spare init, if any, and never starts the next one: [LXC.Prepare] does.
 func (d *LXC) Start(ctx context.Context, spec Spec) (*Instance, error) {
 	if err := spec.validate(); err != nil {
 		return nil, err
@@ -161,9 +164,18 @@ func (d *LXC) Start(ctx context.Context, spec Spec) (*Instance, error) {
 		Env: spec.guestEnv("container=corral"), Devices: nodes, PTS: pts, ErrFD: 3,
 	}
 	if spec.Network != nil {
-		req.NetFD = 4
+		req.GoFD = 4
 	}
-	return d.start(ctx, spec, res, func(ctx context.Context, spec *Spec, logf *os.File) (*launched, error) {
+	if c := d.claimFor(&spec, res, &req); c != nil {
+		inst, err := d.start(ctx, spec, res, c.create, func(ctx context.Context, spec *Spec, logf *os.File) (*launched, error) {
+			return d.launchSpare(ctx, spec, logf, c)
+		})
+		if !c.created {
+			d.putBack(c.s) // refused before its groups were made
+		}
+		return inst, err
+	}
+	return d.start(ctx, spec, res, nil, func(ctx context.Context, spec *Spec, logf *os.File) (*launched, error) {
 		return d.launch(ctx, spec, logf, &req)
 	})
 }
@@ -172,10 +184,9 @@ func (d *LXC) Start(ctx context.Context, spec Spec) (*Instance, error) {
 // cgroup namespace it makes itself, once inside its groups.
 const lxcCloneFlags = syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET
 
+// launch starts a container init of its own for the container, through
+// the entry shim on cgroup v1.
 func (d *LXC) launch(ctx context.Context, spec *Spec, logf *os.File, req *initRequest) (*launched, error) {
-	if l, ok, err := d.launchSpare(ctx, spec, logf, req); ok {
-		return l, err
-	}
 	g := spec.Guest
 	enc, err := json.Marshal(req)
 	if err != nil {
@@ -196,7 +207,7 @@ func (d *LXC) launch(ctx context.Context, spec *Spec, logf *os.File, req *initRe
 		}
 		defer netR.Close()
 		defer w.Close()
-		files, netW = append(files, netR), w // fd 4 = NetFD
+		files, netW = append(files, netR), w // fd 4 = GoFD
 	}
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
@@ -239,15 +250,18 @@ func (d *LXC) launch(ctx context.Context, spec *Spec, logf *os.File, req *initRe
 		if netErr = attachVeth(ctx, spec.Network, cmd.Process.Pid); netErr == nil {
 			_, netErr = netW.Write([]byte{1})
 		}
+		if netErr != nil {
+			netErr = fmt.Errorf("giving the container its eth0: %w", netErr)
+		}
 		netW.Close()
 	}
 	return d.awaitInit(ctx, spec, cmd, pr, netErr)
 }
 
 // awaitInit waits for the init's error pipe pr: it closes when the init
-// execs the command (close-on-exec) and has why when it cannot. netErr is
-// what giving the container its eth0 came to.
-func (d *LXC) awaitInit(ctx context.Context, spec *Spec, cmd *exec.Cmd, pr *os.File, netErr error) (*launched, error) {
+// execs the command (close-on-exec) and has why when it cannot. goErr is
+// why the driver gave the init no go-ahead, if it did not.
+func (d *LXC) awaitInit(ctx context.Context, spec *Spec, cmd *exec.Cmd, pr *os.File, goErr error) (*launched, error) {
 	g := spec.Guest
 	if dl, ok := ctx.Deadline(); ok {
 		_ = pr.SetReadDeadline(dl)
@@ -255,7 +269,7 @@ func (d *LXC) awaitInit(ctx context.Context, spec *Spec, cmd *exec.Cmd, pr *os.F
 		_ = pr.SetReadDeadline(time.Now().Add(30 * time.Second))
 	}
 	msg, rerr := io.ReadAll(pr)
-	if len(msg) == 0 && rerr == nil && netErr == nil {
+	if len(msg) == 0 && rerr == nil && goErr == nil {
 		l := &launched{cmd: cmd}
 		if spec.Network != nil {
 			l.hostIf = spec.Network.HostIf
@@ -267,8 +281,8 @@ func (d *LXC) awaitInit(ctx context.Context, spec *Spec, cmd *exec.Cmd, pr *os.F
 	if rerr != nil {
 		return nil, fmt.Errorf("%w: %s: waiting for the container init: %w", ErrStart, g, rerr)
 	}
-	if netErr != nil && (len(msg) == 0 || strings.Contains(string(msg), errNoNetwork)) {
-		return nil, fmt.Errorf("%w: %s: giving the container its eth0: %w", ErrStart, g, netErr)
+	if goErr != nil && (len(msg) == 0 || strings.Contains(string(msg), errNoGoAhead)) {
+		return nil, fmt.Errorf("%w: %s: %w", ErrStart, g, goErr)
 	}
 	class, text, _ := strings.Cut(string(msg), ":")
 	if class == initErrSpec {

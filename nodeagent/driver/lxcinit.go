@@ -20,8 +20,8 @@ const (
 	initErrStart = "start"
 )
 
-// errNoNetwork is what the init says when the driver gave no go-ahead.
-const errNoNetwork = "the container's network was not made"
+// errNoGoAhead is what the init says when the driver gave no go-ahead.
+const errNoGoAhead = "the driver gave no go-ahead (the container's network or groups were not made)"
 
 // RunInitIfRequested must be called first thing in main, right after
 // [cgroupdriver.RunShimIfRequested], in every binary that starts lxc
@@ -64,14 +64,22 @@ func RunInitIfRequested() {
 	if err := setupContainer(&req); err != nil {
 		fail(initErrStart, err)
 	}
-	if req.NetFD >= 3 {
-		// The driver writes one byte once eth0 is in place.
-		f := os.NewFile(uintptr(req.NetFD), "corral-init-net")
+	if req.GoFD >= 3 {
+		// The driver writes one byte once eth0 is in place and this
+		// process is in every group of the container's.
+		f := os.NewFile(uintptr(req.GoFD), "corral-init-go")
 		var b [1]byte
 		if n, err := f.Read(b[:]); n != 1 {
-			fail(initErrStart, fmt.Errorf("%s: %v", errNoNetwork, err))
+			fail(initErrStart, fmt.Errorf("%s: %v", errNoGoAhead, err))
 		}
 		f.Close()
+	}
+	if !req.UserNS {
+		// The container's own groups, which the entry shim, the clone or
+		// the spare's claim put this process in, become its cgroup root.
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			fail(initErrStart, fmt.Errorf("unshare the cgroup namespace: %w", err))
+		}
 	}
 	path, err := lookPathIn(req.Argv[0], req.Env)
 	if err != nil {
@@ -109,11 +117,6 @@ func setupContainer(req *initRequest) error {
 		}
 		root = r
 	} else {
-		// The container's own groups, which the entry shim (or the
-		// clone) put this process in, become its cgroup root.
-		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
-			return step("unshare the cgroup namespace", err)
-		}
 		// Nothing mounted from here on propagates back to the host.
 		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 			return step("make / private", err)

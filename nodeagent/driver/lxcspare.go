@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -20,18 +21,28 @@ import (
 // re-executed with the container's namespaces, past the Go runtime's start
 // and every package's init (tens of milliseconds for the agent's binary,
 // most of a container start), waiting for a request. [LXC.Start] hands
-// the next container to it instead of starting an init then, and starts
-// the next spare in the background.
+// the next container to it instead of starting an init then. The next
+// spare is started by [LXC.Prepare], which the agent calls once its pass
+// (the start and its report) is over: a spare's start-up takes a core for
+// tens of milliseconds, which on a small host would slow the very start
+// and report it is meant to speed up.
 //
 // A spare runs nothing of any guest's until it is told which: it sits in
-// the agent's own groups reading its socket. The driver moves it into the
-// guest's groups ([cgroupdriver.Driver.Attach]) before it sends the
-// request, so the container's setup and command run inside them as with
-// the entry shim. It gets the guest's log as its output through the
-// socket. A spare whose agent is gone reads EOF and exits.
+// groups of its own ([cgroupdriver.Driver.StartSpare]), joined before it
+// ran main, reading its socket. The driver makes those groups the guest's
+// ([cgroupdriver.Driver.ClaimSpare]: renamed on cgroup v1, so the spare
+// never moves there) and writes the guest's resources before it sends
+// the request, so the container's setup and command run inside them as
+// with the entry shim. Where a v2 hierarchy without controllers remains to
+// be joined (a hybrid host's), the move there overlaps the container's
+// setup, and the init waits for the driver's go-ahead before it makes its
+// cgroup namespace and execs the command. It gets the guest's log as its
+// output through the socket. A spare whose agent is gone reads EOF and
+// exits; its groups are orphans then.
 //
 // Spares serve the plain case: no user namespace, no network interface,
-// no launch memory policy; those start an init as before.
+// no launch memory policy, no cluster partition, a memory limit of at
+// least spareMinMemory; those start an init as before.
 
 // spareEnv is initEnv's value in a spare: the request comes on spareFD.
 const spareEnv = "spare"
@@ -39,10 +50,16 @@ const spareEnv = "spare"
 // spareFD is the spare's end of its socket with the driver.
 const spareFD = 3
 
+// spareMinMemory is the smallest memory limit of a guest started in a
+// spare: the spare's runtime is charged to its groups before the limit is
+// written, and a limit below what it uses would fail the start.
+const spareMinMemory = 32 << 20
+
 // spare is one waiting init.
 type spare struct {
-	cmd  *exec.Cmd
-	sock *os.File // the driver's end
+	cmd    *exec.Cmd
+	sock   *os.File // the driver's end
+	groups *cgroupdriver.Spare
 }
 
 // spares holds at most one waiting init per driver.
@@ -50,31 +67,47 @@ type spares struct {
 	mu      sync.Mutex
 	next    *spare
 	filling bool
+	wanted  bool // a container was started: spares are worth their keep
 }
 
-// take returns the waiting spare, if any, and starts the next one.
+// takeSpare returns the waiting spare, if any.
 func (d *LXC) takeSpare() *spare {
 	d.spares.mu.Lock()
-	defer d.spares.mu.Unlock()
 	s := d.spares.next
-	d.spares.next = nil
+	d.spares.next, d.spares.wanted = nil, true
+	d.spares.mu.Unlock()
 	if s != nil && !processAlive(s.cmd) {
-		s.discard()
+		d.discard(s)
 		s = nil
 	}
-	d.fillSpareLocked()
 	return s
 }
 
-// fillSpareLocked starts a spare in the background unless one waits or is
-// being started.
-func (d *LXC) fillSpareLocked() {
-	if !d.cfg.SpareInit || d.spares.next != nil || d.spares.filling {
+// putBack returns a spare that was taken but not used to wait for the
+// next start, or discards it when another waits already.
+func (d *LXC) putBack(s *spare) {
+	d.spares.mu.Lock()
+	if d.spares.next == nil {
+		d.spares.next, s = s, nil
+	}
+	d.spares.mu.Unlock()
+	if s != nil {
+		d.discard(s)
+	}
+}
+
+// Prepare starts a spare init in the background, with Config.SpareInit,
+// once a container has been started and unless one waits or is being
+// started. It never blocks; the agent calls it when its work is done.
+func (d *LXC) Prepare() {
+	d.spares.mu.Lock()
+	defer d.spares.mu.Unlock()
+	if !d.cfg.SpareInit || !d.spares.wanted || d.spares.next != nil || d.spares.filling {
 		return
 	}
 	d.spares.filling = true
 	go func() {
-		s, err := startSpare()
+		s, err := d.startSpare()
 		d.spares.mu.Lock()
 		defer d.spares.mu.Unlock()
 		d.spares.filling = false
@@ -86,18 +119,19 @@ func (d *LXC) fillSpareLocked() {
 	}()
 }
 
-// CloseSpares ends the waiting spare init, if any.
+// CloseSpares ends the waiting spare init, if any, and removes its
+// groups.
 func (d *LXC) CloseSpares() {
 	d.spares.mu.Lock()
 	s := d.spares.next
 	d.spares.next = nil
 	d.spares.mu.Unlock()
 	if s != nil {
-		s.discard()
+		d.discard(s)
 	}
 }
 
-func startSpare() (*spare, error) {
+func (d *LXC) startSpare() (*spare, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
@@ -115,18 +149,29 @@ func startSpare() (*spare, error) {
 			Setsid:     true,
 		},
 	}
-	if err := cmd.Start(); err != nil {
+	groups, err := d.cfg.Cgroups.StartSpare(cmd, cgroupdriver.KindLXC)
+	if err != nil {
 		mine.Close()
 		return nil, err
 	}
-	return &spare{cmd: cmd, sock: mine}, nil
+	return &spare{cmd: cmd, sock: mine, groups: groups}, nil
 }
 
-// discard kills and reaps a spare that will not be used.
-func (s *spare) discard() {
+// discard kills a spare that will not be used (a no-op for one already
+// reaped); it is reaped and what is left of its groups removed in the
+// background: a spare frozen with its kind directory (by the fencer) dies
+// only once thawed, and a start must not wait for that.
+func (d *LXC) discard(s *spare) {
 	s.sock.Close() // a spare still reading exits on EOF
 	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
+	go func() {
+		_ = s.cmd.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := d.cfg.Cgroups.RemoveSpare(ctx, s.groups); err != nil {
+			d.log.Warn("removing a spare init's groups", "err", err)
+		}
+	}()
 }
 
 // processAlive reports whether the spare has not exited, without reaping
@@ -137,22 +182,99 @@ func processAlive(cmd *exec.Cmd) bool {
 	return e == 0 && si.Pid == 0
 }
 
-// hand moves the spare into the guest's groups and gives it the request
-// enc, the guest's log as its output and errW (its ErrFD). On error the
-// spare is killed and reaped.
-func (d *LXC) hand(s *spare, spec *Spec, logf, errW *os.File, enc []byte) error {
-	if err := d.cfg.Cgroups.Attach(s.cmd.Process.Pid, spec.Guest); err != nil {
-		s.discard()
-		return err
+// spareClaim is one start in a spare.
+type spareClaim struct {
+	d   *LXC
+	s   *spare
+	req *initRequest
+	// created: the start got as far as the groups; fresh: the spare's
+	// groups could not be the guest's, the container gets an init of its
+	// own.
+	created, fresh bool
+	// joined delivers what the move into the v2 group came to, when one
+	// is under way; joinErr reads it once.
+	joined   chan error
+	joinOnce sync.Once
+	joinRes  error
+}
+
+// claimFor takes the waiting spare for the container when it can run in
+// one; nil when it cannot or none waits (then one is started for the
+// next).
+func (d *LXC) claimFor(spec *Spec, res cgroupdriver.Resources, req *initRequest) *spareClaim {
+	if spec.Network != nil || len(spec.IDMap) > 0 || spec.Guest.Partition != "" || d.cfg.Cgroups.MemPolicyFor(res) != (cgroupdriver.MemPolicy{}) {
+		return nil
 	}
-	rights := unix.UnixRights(int(logf.Fd()), int(errW.Fd()))
-	err := unix.Sendmsg(int(s.sock.Fd()), enc, rights, nil, 0)
-	s.sock.Close()
+	if res.MemoryHardLimit == nil || *res.MemoryHardLimit < spareMinMemory ||
+		(res.MemorySwapHardLimit != nil && *res.MemorySwapHardLimit < spareMinMemory) {
+		return nil
+	}
+	if enc, err := json.Marshal(spareRequest(req, true)); err != nil || len(enc) > maxSpareRequest {
+		return nil
+	}
+	s := d.takeSpare()
+	if s == nil {
+		return nil
+	}
+	return &spareClaim{d: d, s: s, req: req}
+}
+
+// spareRequest is req as a spare gets it: the error pipe and, with
+// goAhead, the go-ahead pipe come with it (the spare takes them where
+// they arrive).
+func spareRequest(req *initRequest, goAhead bool) *initRequest {
+	r := *req
+	r.ErrFD, r.GoFD = 3, 0
+	if goAhead {
+		r.GoFD = 3
+	}
+	return &r
+}
+
+// create makes the spare's groups the guest's and starts the move into
+// the v2 group if one is left. When the groups cannot be the guest's the
+// start goes on without the spare.
+func (c *spareClaim) create(g cgroupdriver.Guest) (func(), error) {
+	c.created = true
+	cg := c.d.cfg.Cgroups
+	join, err := cg.ClaimSpare(c.s.groups, g)
+	if errors.Is(err, cgroupdriver.ErrFrozen) {
+		// The spare is as it was, and serves once the groups are thawed.
+		c.d.putBack(c.s)
+		return nil, err
+	}
 	if err != nil {
-		s.discard()
-		return fmt.Errorf("hand the container to a spare init: %w", err)
+		c.d.discard(c.s)
+		if !errors.Is(err, cgroupdriver.ErrSpareUnusable) {
+			return nil, err
+		}
+		c.d.log.Info("a spare init's groups cannot be the guest's; starting an init of its own", "guest", g.String(), "err", err)
+		c.fresh = true
+		return nil, cg.Create(g)
 	}
-	return nil
+	if join != nil {
+		c.joined = make(chan error, 1)
+		go func() { c.joined <- join() }()
+	}
+	return c.abandon, nil
+}
+
+// joinErr waits for the move into the v2 group, if one is under way.
+func (c *spareClaim) joinErr() error {
+	c.joinOnce.Do(func() {
+		if c.joined != nil {
+			c.joinRes = <-c.joined
+		}
+	})
+	return c.joinRes
+}
+
+// abandon ends the spare of a start that failed: once the move is over,
+// the spare is killed and reaped (a no-op when its launch did that) and
+// what is left of its groups removed.
+func (c *spareClaim) abandon() {
+	_ = c.joinErr()
+	c.d.discard(c.s)
 }
 
 // maxSpareRequest bounds the request a spare is handed, one datagram on
@@ -161,11 +283,12 @@ func (d *LXC) hand(s *spare, spec *Spec, logf, errW *os.File, enc []byte) error 
 const maxSpareRequest = 64 << 10
 
 // receiveSpareRequest is the spare's side: wait for the request, make the
-// log its output and the error pipe its ErrFD. EOF (the agent is gone)
+// log its output, the error pipe its ErrFD and the go-ahead pipe, if
+// any, its GoFD. EOF (the agent is gone)
 // exits quietly.
 func receiveSpareRequest(req *initRequest) error {
 	buf := make([]byte, maxSpareRequest+1)
-	oob := make([]byte, unix.CmsgSpace(2*4))
+	oob := make([]byte, unix.CmsgSpace(3*4))
 	n, oobn, _, _, err := unix.Recvmsg(spareFD, buf, oob, unix.MSG_CMSG_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("read the request: %w", err)
@@ -179,14 +302,18 @@ func receiveSpareRequest(req *initRequest) error {
 		return fmt.Errorf("read the request's descriptors: %v", err)
 	}
 	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) != 2 {
+	if err != nil || len(fds) < 2 {
 		return fmt.Errorf("read the request's descriptors: %v (%d)", err, len(fds))
 	}
 	if err := json.Unmarshal(buf[:n], req); err != nil {
 		return fmt.Errorf("bad request: %w", err)
 	}
-	// The log becomes stdout and stderr; the error pipe goes where the
-	// request says (close-on-exec, as in an init started directly).
+	if want := 2 + b2i(req.GoFD >= 3); len(fds) != want {
+		return fmt.Errorf("read the request's descriptors: %d, want %d", len(fds), want)
+	}
+	// The log becomes stdout and stderr; the error pipe and the go-ahead
+	// are where they arrived (close-on-exec, as in an init started
+	// directly): the request's numbers only say which are there.
 	for _, to := range []int{1, 2} {
 		if err := unix.Dup3(fds[0], to, 0); err != nil {
 			return fmt.Errorf("dup the log: %w", err)
@@ -196,40 +323,64 @@ func receiveSpareRequest(req *initRequest) error {
 	if req.ErrFD < 3 {
 		return errors.New("bad request: no error descriptor")
 	}
-	if err := unix.Dup3(fds[1], req.ErrFD, unix.O_CLOEXEC); err != nil {
-		return fmt.Errorf("dup the error pipe: %w", err)
+	req.ErrFD = fds[1]
+	if req.GoFD >= 3 {
+		req.GoFD = fds[2]
 	}
-	unix.Close(fds[1])
 	return nil
 }
 
-// launchSpare runs the container in a spare when one waits and the guest
-// needs nothing a spare cannot give; ok is false when it did not try.
-func (d *LXC) launchSpare(ctx context.Context, spec *Spec, logf *os.File, req *initRequest) (l *launched, ok bool, err error) {
-	if spec.Network != nil || len(spec.IDMap) > 0 || d.cfg.Cgroups.MemPolicyFor(spec.Resources) != (cgroupdriver.MemPolicy{}) {
-		return nil, false, nil
+func b2i(b bool) int {
+	if b {
+		return 1
 	}
-	r := *req
-	r.ErrFD = 4 // any descriptor the spare does not use
-	enc, err := json.Marshal(&r)
-	if err != nil || len(enc) > maxSpareRequest {
-		return nil, false, nil
+	return 0
+}
+
+// launchSpare hands the container to the claimed spare: the request, the
+// guest's log as its output, the error pipe and, while the move into the
+// v2 group is under way, the go-ahead pipe, written once it is over.
+func (d *LXC) launchSpare(ctx context.Context, spec *Spec, logf *os.File, c *spareClaim) (*launched, error) {
+	if c.fresh {
+		return d.launch(ctx, spec, logf, c.req)
 	}
-	s := d.takeSpare()
-	if s == nil {
-		return nil, false, nil
+	g, s := spec.Guest, c.s
+	enc, err := json.Marshal(spareRequest(c.req, c.joined != nil))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrStart, g, err)
 	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
-		s.discard()
-		return nil, true, fmt.Errorf("%w: %s: %w", ErrStart, spec.Guest, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrStart, g, err)
 	}
 	defer pr.Close()
-	err = d.hand(s, spec, logf, pw, enc)
+	fds := []int{int(logf.Fd()), int(pw.Fd())}
+	var goW *os.File
+	if c.joined != nil {
+		goR, w, err := os.Pipe()
+		if err != nil {
+			pw.Close()
+			return nil, fmt.Errorf("%w: %s: %w", ErrStart, g, err)
+		}
+		defer goR.Close()
+		goW = w
+		fds = append(fds, int(goR.Fd()))
+	}
+	err = unix.Sendmsg(int(s.sock.Fd()), enc, unix.UnixRights(fds...), nil, 0)
+	s.sock.Close()
 	pw.Close()
 	if err != nil {
-		return nil, true, fmt.Errorf("%w: %s: %w", ErrStart, spec.Guest, err)
+		if goW != nil {
+			goW.Close()
+		}
+		return nil, fmt.Errorf("%w: %s: hand the container to a spare init: %w", ErrStart, g, err)
 	}
-	l, err = d.awaitInit(ctx, spec, s.cmd, pr, nil)
-	return l, true, err
+	var goErr error
+	if goW != nil {
+		if goErr = c.joinErr(); goErr == nil {
+			_, goErr = goW.Write([]byte{1})
+		}
+		goW.Close()
+	}
+	return d.awaitInit(ctx, spec, s.cmd, pr, goErr)
 }

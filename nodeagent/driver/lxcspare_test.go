@@ -11,8 +11,8 @@ import (
 	"github.com/corral-dev/corral/nodeagent/driver/drivertest"
 )
 
-// TestLXCSpareInit: once a container has started, a spare init waits for
-// the next; the next container is that process, in its own groups from
+// TestLXCSpareInit: once a container has started, Prepare has a spare
+// init wait for the next; the next container is that process, in its own groups from
 // its first instruction of the guest's, with the same setup, output and
 // errors as an init started for it. A spare let go of exits.
 func TestLXCSpareInit(t *testing.T) {
@@ -22,6 +22,7 @@ func TestLXCSpareInit(t *testing.T) {
 	t.Cleanup(d.CloseSpares)
 	waitSpare := func() int {
 		t.Helper()
+		d.Prepare() // as the agent does after each pass
 		var pid int
 		waitFor(t, "a spare init", 10*time.Second, func() bool { pid = driver.SparePID(d); return pid != 0 })
 		return pid
@@ -31,10 +32,14 @@ func TestLXCSpareInit(t *testing.T) {
 		s.Rootfs, s.MemoryBytes, s.Command = rootfs, 64<<20, argv
 		return s
 	}
+	d.Prepare()
 	if pid := driver.SparePID(d); pid != 0 {
 		t.Fatalf("a spare (pid %d) before any container was started", pid)
 	}
 	start(t, d, ct("first", "/bin/sleep", "1000"))
+	if pid := driver.SparePID(d); pid != 0 {
+		t.Fatalf("a spare (pid %d) before Prepare", pid)
+	}
 
 	pid := waitSpare()
 	s := ct("spare", "/bin/sh", "-c", `echo "pid=$$ host=$(hostname) cg=$(grep memory /proc/self/cgroup)"; exec sleep 1000`)

@@ -44,7 +44,7 @@ func (d *Process) Start(ctx context.Context, spec Spec) (*Instance, error) {
 		// and logs are opened by the agent, outside the group.
 		res.Devices = &cgroupdriver.DeviceACL{}
 	}
-	return d.start(ctx, spec, res, func(ctx context.Context, spec *Spec, logf *os.File) (*launched, error) {
+	return d.start(ctx, spec, res, nil, func(ctx context.Context, spec *Spec, logf *os.File) (*launched, error) {
 		cmd := &exec.Cmd{
 			Path:        path,
 			Args:        spec.Command,

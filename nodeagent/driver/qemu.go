@@ -221,7 +221,7 @@ func (d *QEMU) Start(ctx context.Context, spec Spec) (*Instance, error) {
 		// (none today) would need /dev/net/tun as an extra device.
 		res.Devices = &cgroupdriver.DeviceACL{}
 	}
-	return d.start(ctx, spec, res, d.launch)
+	return d.start(ctx, spec, res, nil, d.launch)
 }
 
 func (d *QEMU) launch(ctx context.Context, spec *Spec, logf *os.File) (*launched, error) {
