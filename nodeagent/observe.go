@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/nodeagent/driver"
@@ -87,10 +88,15 @@ func (a *Agent) adopt(ctx context.Context) {
 	}
 }
 
-// observe describes what the agent holds and what it finds on the host
-// that it does not hold, for Reconcile.
-func (a *Agent) observe(d Desired) []Observed {
+// observe describes what the agent holds and, with scan, what it finds on
+// the host that it does not hold, for Reconcile.
+func (a *Agent) observe(d Desired, scan bool) []Observed {
 	out := a.observeHeld()
+	if !scan {
+		return out
+	}
+	a.scanned = time.Now()
+	a.scans.Add(1)
 	known := make([]cgroupdriver.Guest, 0, len(a.guests)+len(d.Guests))
 	named := map[string]bool{}
 	for _, g := range a.guests {
