@@ -21,9 +21,9 @@ func (a *Agent) reportUsage(ctx context.Context) {
 	// Drift is written back only where the agent may act on guests (the
 	// run loop's rule); the counters are read regardless.
 	fix := a.fence == nil || a.fence.mayAct()
-	usage := &events.NodeUsage{IntervalMs: a.cfg.UsageInterval.Milliseconds()}
+	usage := &events.NodeUsage{IntervalMs: a.cfg.UsageInterval.Milliseconds(), Guests: make([]events.GuestUsage, 0, len(a.guests))}
 	var hits, drift []Report
-	samples := map[string]guestSample{}
+	samples := make(map[string]guestSample, len(a.guests))
 	defer func() { a.metrics.guests.replace(samples) }()
 	for _, name := range slices.Sorted(maps.Keys(a.guests)) {
 		g := a.guests[name]
@@ -63,8 +63,11 @@ func (a *Agent) reportUsage(ctx context.Context) {
 		}
 	}
 	usage.Partitions = a.partitionReports()
-	if len(usage.Guests) == 0 && len(usage.Partitions) == 0 {
-		return
+	if len(usage.Guests) == 0 {
+		if len(usage.Partitions) == 0 {
+			return
+		}
+		usage.Guests = nil // encoded as before: null, not []
 	}
 	items := append(append([]Report{{Payload: usage}}, hits...), drift...)
 	if _, err := a.report(ctx, items); err != nil {
