@@ -73,6 +73,7 @@ type Agent struct {
 	wake      chan struct{} // a pass is due; buffered, never blocks a sender
 	fenced    atomic.Bool   // set by the heartbeat, read by the loop
 	lists     atomic.Uint64 // how often the desired state was listed
+	scans     atomic.Uint64 // how often a pass searched for orphans
 
 	// The node's desired state as the agent knows it (list, then watch):
 	// listed once, then folded forward by the node's updates. Until a
@@ -109,6 +110,9 @@ type Agent struct {
 	// (migrate.go); touched only by the Run goroutine.
 	migrations   map[string]*migrationRun
 	restartTimer *time.Timer
+	// scanned is when a pass last searched the host for orphans; touched
+	// by the same goroutine.
+	scanned time.Time
 }
 
 // guest is one run of a guest the agent holds.
@@ -322,7 +326,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		return a.exitErr(ctx)
 	}
 	a.poke()
-	full := true
+	// full: the pass is a resync, or the first; scan: the last pass acted
+	// (what it did may leave a group behind), or it is the first. A pass
+	// woken by an update does not scan before it acts, so that a start
+	// does not wait for the scan (about a millisecond); the pass after it
+	// does.
+	full, scan := true, true
 	for {
 		select {
 		case <-ctx.Done():
@@ -346,9 +355,15 @@ func (a *Agent) Run(ctx context.Context) error {
 				continue // the heartbeat pokes once the lease is renewed
 			}
 		}
-		if a.pass(ctx, full) {
-			full = false
-			a.readyOnce.Do(func() { close(a.ready) })
+		scan = scan || time.Since(a.scanned) >= a.cfg.OrphanInterval
+		if ok, acted := a.pass(ctx, full, scan); ok {
+			// What a pass did may leave a group behind (a removal
+			// that failed half-way): the next pass looks.
+			full, scan = false, acted
+			a.readyOnce.Do(func() {
+				a.checkDrift(ctx) // what changed while no agent ran
+				close(a.ready)
+			})
 		}
 	}
 }
@@ -396,23 +411,25 @@ func (a *Agent) poke() {
 }
 
 // pass makes the host match the desired state, listing it first when it
-// is due (start, reconnect, gap); full adds the drift check. It reports
-// whether the desired state was known.
-func (a *Agent) pass(ctx context.Context, full bool) bool {
+// is due (start, reconnect, gap). full (a resync) reads the partitions'
+// limits back and re-applies the shaping; scan searches the host for
+// orphans and deleted partitions. It reports whether the desired state
+// was known, and whether the pass took any action.
+func (a *Agent) pass(ctx context.Context, full, scan bool) (ok, acted bool) {
 	d, ok := a.current(ctx)
 	if !ok {
-		return false
+		return false, false
 	}
-	a.syncPartitions(d, full)
+	a.syncPartitions(d, full, scan)
 	a.followPolicies(d)
-	obs := a.observe(d, full)
+	obs := a.observe(d, scan)
 	var cleaned []string
 	var wake time.Duration // the shortest restart delay still to pass
 	now := time.Now()
 	a.captureFinals(ctx, d)
 	for _, act := range Reconcile(d, obs) {
 		if ctx.Err() != nil {
-			return false
+			return false, acted
 		}
 		if act.Op == OpStart {
 			if w := a.restartWait(act, now); w > 0 {
@@ -431,6 +448,7 @@ func (a *Agent) pass(ctx context.Context, full bool) bool {
 			continue // the renewal pokes once the lease had run out; else the next resync
 		}
 		a.metrics.actions.WithLabelValues(string(act.Op)).Inc()
+		acted = true
 		if removed := a.do(ctx, d, act); removed != "" {
 			cleaned = append(cleaned, removed)
 		}
@@ -442,9 +460,6 @@ func (a *Agent) pass(ctx context.Context, full bool) bool {
 	if len(cleaned) > 0 {
 		a.reportCleanup(ctx, cleaned)
 	}
-	if full {
-		a.checkDrift(ctx)
-	}
 	a.shape(ctx, d, full)
 	a.setNames(d)
 	if p, ok := a.deps.Drivers.(preparer); ok {
@@ -453,7 +468,7 @@ func (a *Agent) pass(ctx context.Context, full bool) bool {
 		p.Prepare()
 	}
 	a.metrics.passes.Inc()
-	return true
+	return true, acted
 }
 
 // current returns the desired state, listing it when no list is in or a

@@ -458,3 +458,82 @@ func TestAgentLimitHit(t *testing.T) {
 	}
 	h.cleanup(t)
 }
+
+// TestAgentDriftHealedByUsage: drift is checked in the usage pass, not by
+// the resync: with the resync an hour away, a knob changed by hand is put
+// back and reported within a usage interval or two.
+func TestAgentDriftHealedByUsage(t *testing.T) {
+	h := newHost(t)
+	if h.cg.Report().Mode == cgroupdriver.ModeV2 {
+		t.Skip("cpu.shares is v1's file")
+	}
+	cfg := h.config()
+	cfg.ResyncInterval = time.Hour
+	h.startWith(t, cfg)
+	h.coord.place(sleeper("web"))
+	st := waitReport[*events.GuestStarted](t, h.coord, "web", nil)
+	waitReport[*events.GuestTuningApplied](t, h.coord, "web", func(p *events.GuestTuningApplied) bool { return p.Knob == "cpu_shares" })
+	var file string
+	for _, d := range st.Cgroups {
+		if _, err := os.Stat(filepath.Join(d, "cpu.shares")); err == nil {
+			file = filepath.Join(d, "cpu.shares")
+		}
+	}
+	if err := os.WriteFile(file, []byte("700"), 0); err != nil {
+		t.Fatal(err)
+	}
+	dr := waitReport[*events.GuestDrift](t, h.coord, "web", nil)
+	if dr.Knob != "cpu_shares" || dr.Found != "700" || dr.Expected != "1024" || !dr.Corrected {
+		t.Errorf("drift %+v", dr)
+	}
+	waitFor(t, "cpu.shares back at 1024", 5*time.Second, func() bool { return groupFile(t, st.Cgroups, "cpu.shares") == "1024" })
+	h.cleanup(t)
+}
+
+// TestAgentOrphanScan: a resync at rest does not search the host for
+// orphans; a change does (here a guest placed), and so does a host at
+// rest once OrphanInterval has passed since the last search.
+func TestAgentOrphanScan(t *testing.T) {
+	t.Run("on a change", func(t *testing.T) {
+		h := newHost(t)
+		cfg := h.config()
+		cfg.ResyncInterval, cfg.OrphanInterval = 20*time.Millisecond, time.Hour
+		a := h.startWith(t, cfg)
+		stray := cgroupdriver.Guest{Kind: cgroupdriver.KindLXC, ID: "late-stray"}
+		if err := h.cg.Create(stray); err != nil {
+			t.Fatal(err)
+		}
+		passes := func() float64 {
+			v, _ := sample(scrapeAgent(t, a), "corral_agent_reconcile_passes_total")
+			return v
+		}
+		scans, before := a.scans.Load(), passes()
+		waitFor(t, "five resyncs", 15*time.Second, func() bool { return passes() >= before+5 })
+		if n := a.scans.Load(); n != scans {
+			t.Errorf("%d orphan searches in five resyncs at rest, want none", n-scans)
+		}
+		if dirs, err := h.cg.Paths(stray); err != nil {
+			t.Fatal(err)
+		} else if _, err := os.Stat(dirs[0]); err != nil {
+			t.Errorf("the stray went at rest: %v", err)
+		}
+		h.coord.place(sleeper("web"))
+		h.waitGone(t, stray)
+		h.cleanup(t)
+	})
+	t.Run("at rest", func(t *testing.T) {
+		h := newHost(t)
+		cfg := h.config()
+		cfg.ResyncInterval, cfg.OrphanInterval = 20*time.Millisecond, 200*time.Millisecond
+		h.startWith(t, cfg)
+		stray := cgroupdriver.Guest{Kind: cgroupdriver.KindLXC, ID: "rest-stray"}
+		if err := h.cg.Create(stray); err != nil {
+			t.Fatal(err)
+		}
+		h.waitGone(t, stray)
+		c := waitReport[*events.NodeCleanup](t, h.coord, "", nil)
+		if !slices.Contains(c.Removed, "cgroup lxc/rest-stray") {
+			t.Errorf("cleanup %+v", c)
+		}
+	})
+}

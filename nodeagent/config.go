@@ -58,11 +58,20 @@ type Config struct {
 	// node-down timeout, which the coordinator checks at registration.
 	FenceTimeout time.Duration
 	// UsageInterval is how often one usage report covering every guest
-	// is sent.
+	// is sent. The same pass over the guests reads back the knobs the
+	// agent applied to each, and writes back and reports as drift what
+	// was changed behind its back: drift is healed within one interval.
 	UsageInterval time.Duration
 	// ResyncInterval is how often the agent reconciles without being
-	// notified, checks for drift and removes orphans.
+	// notified (healing what a lost update or a failed action left
+	// undone), reads its partitions' limits back and re-applies its
+	// traffic shaping.
 	ResyncInterval time.Duration
+	// OrphanInterval is how often, at most, a host at rest is searched
+	// for groups and state directories the log does not name (invariant
+	// 7). The search also runs at start and in every pass that follows
+	// one that acted, which is when the agent could have left one behind.
+	OrphanInterval time.Duration
 	// StopTimeout is how long a graceful stop may take before the guest
 	// is killed.
 	StopTimeout time.Duration
@@ -118,6 +127,7 @@ func DefaultConfig() Config {
 		FenceTimeout:      10 * time.Second,
 		UsageInterval:     10 * time.Second,
 		ResyncInterval:    5 * time.Second,
+		OrphanInterval:    time.Minute,
 		StopTimeout:       10 * time.Second,
 		BalloonTimeout:    30 * time.Second,
 		Fencer:            FencerConfig{Poll: MaxFencerPoll},
@@ -154,6 +164,7 @@ func (c Config) Validate() error {
 		{"fence timeout", c.FenceTimeout},
 		{"usage interval", c.UsageInterval},
 		{"resync interval", c.ResyncInterval},
+		{"orphan interval", c.OrphanInterval},
 		{"stop timeout", c.StopTimeout},
 		{"balloon timeout", c.BalloonTimeout},
 	} {

@@ -37,7 +37,11 @@ var idleProfile = flag.String("agentidle.profile", "", "write a CPU profile of B
 //   - core-%: the share of one core the agent took;
 //   - bare-us/guest: the reference, measured in the same run: reading one
 //     guest's counters with cgroupdriver.Stats and nothing else, the floor
-//     of one usage pass; and x-bare, the ratio of the two.
+//     of one usage pass; and x-bare, the ratio of the two;
+//   - floor-us/guest/interval and floor-wakeups/s: the second reference,
+//     the same process over a window as long with the agent closed (the
+//     Go runtime and nats-server's once-a-second sampler, which every
+//     corral binary carries); us/guest/interval includes it.
 //
 // The coordinator is in-process, so its share (recording the reports) is
 // counted with the agent's; encoding for the real API is not.
@@ -212,13 +216,30 @@ func (h *benchHost) measureIdle(b *testing.B, n int, iv time.Duration) {
 	switches := (r1.Nvcsw + r1.Nivcsw) - (r0.Nvcsw + r0.Nivcsw)
 	per := float64(cpu.Microseconds()) / float64(n) / float64(reports)
 	bare := h.bareStats(b)
+	floor, floorSwitches := idleFloor(b, window)
+	floorPer := float64(floor.Microseconds()) / float64(n) / float64(reports)
 	b.ReportMetric(per, "us/guest/interval")
 	b.ReportMetric(float64(switches)/window.Seconds(), "wakeups/s")
 	b.ReportMetric(100*cpu.Seconds()/window.Seconds(), "core-%")
 	b.ReportMetric(bare, "bare-us/guest")
 	b.ReportMetric(per/bare, "x-bare")
-	b.Logf("%d guests, interval %v: %d usage reports over %v, agent CPU %v (%.1f µs per guest per interval; bare Stats %.1f µs per guest), %d context switches (%.0f/s)",
-		n, iv, reports, window.Round(time.Millisecond), cpu, per, bare, switches, float64(switches)/window.Seconds())
+	b.ReportMetric(floorPer, "floor-us/guest/interval")
+	b.ReportMetric(float64(floorSwitches)/window.Seconds(), "floor-wakeups/s")
+	b.Logf("%d guests, interval %v: %d usage reports over %v, agent CPU %v (%.1f µs per guest per interval, %.1f× bare Stats of %.1f µs per guest; the process without the agent: %.1f µs, so %.1f µs net), %d context switches (%.0f/s; %.0f/s without the agent)",
+		n, iv, reports, window.Round(time.Millisecond), cpu, per, per/bare, bare, floorPer, per-floorPer, switches, float64(switches)/window.Seconds(), float64(floorSwitches)/window.Seconds())
+}
+
+// idleFloor is the second reference: the CPU and context switches of this
+// process over a window as long, with no agent running and the guests
+// left alone. It is what any process of the corral binary pays at rest:
+// the Go runtime, and the once-a-second /proc/self/stat sampler that
+// nats-server's pse package starts from its init (every corral binary
+// links the embedded server).
+func idleFloor(b *testing.B, window time.Duration) (time.Duration, int64) {
+	r0 := rusage(b)
+	<-time.After(window) // measuring what happens while nothing is asked of the process
+	r1 := rusage(b)
+	return cpuOf(r1) - cpuOf(r0), (r1.Nvcsw + r1.Nivcsw) - (r0.Nvcsw + r0.Nivcsw)
 }
 
 // bareStats is the reference: the CPU one cgroupdriver.Stats of a guest

@@ -8,10 +8,15 @@
 // desired state at start, on every (re)subscription and whenever an update
 // is missing (a gap in the updates' previous indexes, or a heartbeat that
 // names a node index no update brought), and folds every other update in
-// with the pure [Fold]. Each change, and every [Config.ResyncInterval] (which
-// also checks for drift), makes a pass: the pure [Reconcile] compares the
-// desired state with what runs on the host and a thin actuator performs
-// the resulting [Action] values. Actions are keyed by guest and generation
+// with the pure [Fold]. Each change, and every [Config.ResyncInterval], makes
+// a pass: the pure [Reconcile] compares the desired state with what runs on
+// the host and a thin actuator performs the resulting [Action] values. A
+// pass following one that acted also searches the host for orphans, as the
+// first does (a pass brought by an update does not, so that a start does
+// not wait for the search); at rest that search runs every
+// [Config.OrphanInterval]. Drift is checked in the usage pass, every
+// [Config.UsageInterval], from one pass over the guests that reads their
+// counters and their managed knobs. Actions are keyed by guest and generation
 // (invariant 5), so a duplicate or late update changes nothing.
 //
 // It owns, on its host, everything below its state directory (a secret,

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/nodeagent/driver"
@@ -87,16 +88,16 @@ func (a *Agent) adopt(ctx context.Context) {
 	}
 }
 
-// observe describes what the agent holds and, on a full pass (the first
-// and every resync), what it finds on the host that it does not hold, for
-// Reconcile. The scan for strays reads every hierarchy's corral tree
-// (about a millisecond); a pass woken by an update, such as a guest to
-// start, does not wait for it.
-func (a *Agent) observe(d Desired, full bool) []Observed {
+// observe describes what the agent holds and, with scan, what it finds on
+// the host that it does not hold, for Reconcile. The scan reads every
+// hierarchy's corral tree (about a millisecond).
+func (a *Agent) observe(d Desired, scan bool) []Observed {
 	out := a.observeHeld()
-	if !full {
+	if !scan {
 		return out
 	}
+	a.scanned = time.Now()
+	a.scans.Add(1)
 	known := make([]cgroupdriver.Guest, 0, len(a.guests)+len(d.Guests))
 	named := map[string]bool{}
 	for _, g := range a.guests {

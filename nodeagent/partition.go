@@ -32,10 +32,11 @@ type partState struct {
 // guests are looked at, so a guest starts beneath its partition's limits:
 // a partition new or changed since the agent applied it is applied, with
 // full its limits are read back and drift written again, and a partition
-// the log no longer has is removed once empty. A partition whose limits
+// the log no longer has is removed once empty (found on the host only
+// with scan; one the agent applied, on every pass). A partition whose limits
 // the host refuses is logged and reported in the node's usage, not
 // retried until its limits change; it stops nothing else.
-func (a *Agent) syncPartitions(d Desired, full bool) {
+func (a *Agent) syncPartitions(d Desired, full, scan bool) {
 	pt, ok := a.deps.Cgroups.(Partitioner)
 	if !ok {
 		if len(d.Partitions) > 0 && !a.partsUnsupported {
@@ -71,9 +72,12 @@ func (a *Agent) syncPartitions(d Desired, full bool) {
 			}
 		}
 	}
-	present, err := pt.Partitions()
-	if err != nil {
-		a.log.Warn("listing the host's partitions", "err", err)
+	var present []string
+	if scan {
+		var err error
+		if present, err = pt.Partitions(); err != nil {
+			a.log.Warn("listing the host's partitions", "err", err)
+		}
 	}
 	for name := range a.parts {
 		if !slices.Contains(present, name) {

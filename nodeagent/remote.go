@@ -1,6 +1,7 @@
 package nodeagent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -96,18 +97,14 @@ func Fold(d Desired, u api.NodeUpdate) (Desired, bool) {
 	if u.Prev > d.Index {
 		return d, false
 	}
-	out := Desired{Index: u.Index, Guests: make([]DesiredGuest, 0, len(d.Guests)+1), NodeDown: d.NodeDown, Partitions: foldPartition(d.Partitions, u)}
-	var head struct {
-		Type events.Type `json:"type"`
+	out := Desired{Index: u.Index, NodeDown: d.NodeDown, Partitions: foldPartition(d.Partitions, u)}
+	switch eventType(u.Event) {
+	case events.TypeNodeDown:
+		out.NodeDown = true
+	case events.TypeNodeUp, events.TypeNodeRegistered:
+		out.NodeDown = false
 	}
-	if len(u.Event) > 0 && json.Unmarshal(u.Event, &head) == nil {
-		switch head.Type {
-		case events.TypeNodeDown:
-			out.NodeDown = true
-		case events.TypeNodeUp, events.TypeNodeRegistered:
-			out.NodeDown = false
-		}
-	}
+	out.Guests = make([]DesiredGuest, 0, len(d.Guests)+1)
 	name := u.Removed
 	if u.Guest != nil {
 		name = u.Guest.Name
@@ -127,6 +124,38 @@ func Fold(d Desired, u api.NodeUpdate) (Desired, bool) {
 		out.Guests = append(out.Guests, *u.Guest)
 	}
 	return out, true
+}
+
+// eventType is the type of the encoded event raw, 0 when it has none. It
+// reads the envelope only as far as its type, which the encoding puts
+// before the payload: the node's usage event, which comes back every
+// interval, names every guest.
+func eventType(raw []byte) events.Type {
+	if len(raw) == 0 {
+		return 0
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return 0
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return 0
+		}
+		if key == "type" {
+			var t events.Type
+			if dec.Decode(&t) != nil {
+				return 0
+			}
+			return t
+		}
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return 0
+		}
+	}
+	return 0
 }
 
 // foldPartition returns ps with the update's partition replaced, added or

@@ -63,7 +63,7 @@ func (o *agentOptions) flags(cmd *cobra.Command, stateDirDefault string) {
 	f.BoolVar(&o.fencer, "fencer", true, "run a fencer process that freezes the guests when the agent itself dies or stalls; without it a dead agent's guests keep running while the cluster starts them elsewhere")
 	f.DurationVar(&o.fencePoll, "fence-poll", def.Fencer.Poll, fmt.Sprintf("how often the fencer checks the agent's lease (at most %v)", nodeagent.MaxFencerPoll))
 	f.DurationVar(&o.heartbeat, "heartbeat-interval", def.HeartbeatInterval, "how often the agent tells the coordinator it is alive")
-	f.DurationVar(&o.usage, "usage-interval", def.UsageInterval, "how often one usage event for all guests is sent")
+	f.DurationVar(&o.usage, "usage-interval", def.UsageInterval, "how often one usage event for all guests is sent; the same pass checks their knobs for drift")
 	f.DurationVar(&o.balloon, "balloon-timeout", def.BalloonTimeout, "report guest.balloon_noncompliant when a guest has not come within tolerance of its setmem target this long")
 	f.StringVar(&o.accel, "qemu-accel", "auto", "qemu accelerator: kvm, tcg or auto (auto proves KVM runs a guest before using it)")
 	f.StringVar(&o.netClsMount, "net-cls-mount", "", "where to mount the net_cls cgroup controller if the host has it unmounted (net_cls_classid, shaping on cgroup v1); empty mounts nothing")

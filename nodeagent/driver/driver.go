@@ -38,9 +38,10 @@ type Config struct {
 	Cgroups *cgroupdriver.Driver
 	// Logger receives what the drivers do; nil discards.
 	Logger *slog.Logger
-	// LogCheckInterval is how often the running guests' logs are checked
-	// against their caps: one check of every log, from one goroutine for
-	// all the drivers of a [Set].
+	// LogCheckInterval is how often, at most, a running guest's log that
+	// grew is checked against its cap, from one goroutine for all the
+	// drivers of a [Set]; a log that does not grow is not checked (inotify),
+	// and one inotify cannot watch is checked every interval.
 	LogCheckInterval time.Duration
 	// QEMU configures the qemu driver.
 	QEMU QEMUConfig

@@ -1,7 +1,7 @@
 package driver
 
-// CheckLogsNow runs one check of the set's logs, as its loop does every
-// LogCheckInterval, and returns how many logs it watches, whether its loop
+// CheckLogsNow checks every log of the set at once, as its loop does on an
+// overflow of its inotify queue, and returns how many logs it watches, whether its loop
 // runs, and whether every driver of the set shares that one check.
 func (s *Set) CheckLogsNow() (watched int, looping, shared bool) {
 	caps := s.drivers["process"].(*Process).caps
@@ -16,8 +16,22 @@ func (s *Set) CheckLogsNow() (watched int, looping, shared bool) {
 			shared = shared && d.caps == caps
 		}
 	}
-	caps.check()
+	caps.check(true)
 	caps.mu.Lock()
 	defer caps.mu.Unlock()
 	return len(caps.logs), caps.stop != nil, shared
+}
+
+// LogStats returns how often the set's log check looked at inst's log's
+// size (an fstat) since it was added, and whether the log is watched by
+// inotify rather than polled.
+func (s *Set) LogStats(inst *Instance) (stats int, watched bool) {
+	caps := s.drivers["process"].(*Process).caps
+	caps.mu.Lock()
+	defer caps.mu.Unlock()
+	l := caps.logs[inst]
+	if l == nil {
+		return 0, false
+	}
+	return l.stats, l.wd >= 0
 }

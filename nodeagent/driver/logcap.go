@@ -13,10 +13,10 @@ import (
 // with O_APPEND: no pipe runs through the agent, so a guest keeps running,
 // and never blocks or gets SIGPIPE, while its agent is down or restarting.
 //
-// The cap is enforced from outside: every Config.LogCheckInterval one loop
-// for the host (logcaps.go) looks at each file's size, and when one is over
-// its cap it drops
-// the oldest part so that about half the cap, the newest output, remains.
+// The cap is enforced from outside: one loop for the host (logcaps.go)
+// looks at a file's size when inotify says it grew, at most once per
+// Config.LogCheckInterval, and when one is over its cap it drops the
+// oldest part so that about half the cap, the newest output, remains.
 // Where the file system supports it (ext4, xfs) the head is cut with
 // fallocate(FALLOC_FL_COLLAPSE_RANGE), in whole blocks, atomically with
 // respect to the guest's appends, so nothing the guest writes meanwhile is
@@ -24,7 +24,7 @@ import (
 // truncated; output written during that copy can be lost, and the file
 // then begins with a line saying that output was dropped. Between two
 // checks a guest may write past the cap: the file is bounded by the cap
-// plus what the guest writes in one interval.
+// plus what the guest writes in about one interval.
 
 // dropMarker starts a log whose head was cut by copying.
 const dropMarker = "[corral: earlier output dropped to keep the log under its size cap]\n"

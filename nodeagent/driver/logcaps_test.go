@@ -88,3 +88,58 @@ func TestLogCapsOneLoop(t *testing.T) {
 		t.Errorf("no guest left: %d logs watched, loop running %v", n, looping)
 	}
 }
+
+// TestLogCapsWakeOnGrowth: the loop checks a log because it grew, not on
+// a timer: a guest that writes past its cap is trimmed without a check by
+// hand, within about one interval, while the log of a guest that writes
+// nothing is never looked at again after the check that added it.
+func TestLogCapsWakeOnGrowth(t *testing.T) {
+	cfg := drivertest.Config(t)
+	cfg.LogCheckInterval = 20 * time.Millisecond
+	set, err := driver.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const capBytes = 8 << 10
+	start := func(name string, command ...string) *driver.Instance {
+		t.Helper()
+		s := spec(t, cgroupdriver.KindProcess, name)
+		s.Command, s.LogMaxBytes = command, capBytes
+		inst, err := set.Start(testCtx(t), s)
+		if err != nil {
+			t.Fatalf("Start %s: %v", s.Guest, err)
+		}
+		t.Cleanup(func() { destroy(t, inst) })
+		return inst
+	}
+	quiet := start("grow-quiet", "sleep", "1000")
+	// Writes four times its cap, says so, then sleeps.
+	chatty := start("grow-chatty", "sh", "-c", "for i in $(seq 64); do printf '%0512d\\n' 0; done; echo written; exec sleep 1000")
+	if _, watched := set.LogStats(quiet); !watched {
+		t.Skip("inotify cannot watch the logs here: they are polled")
+	}
+	waitFor(t, "the chatty guest's log trimmed under its cap", 10*time.Second, func() bool {
+		fi, err := os.Stat(chatty.LogPath())
+		return err == nil && fi.Size() <= capBytes && strings.Contains(readFile(t, chatty.LogPath()), "written")
+	})
+	// Grow it once more, by hand, and wait for that trim too: by then the
+	// loop has gone round several times.
+	f, err := os.OpenFile(chatty.LogPath(), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(strings.Repeat("x", 2*capBytes) + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	waitFor(t, "the log trimmed again", 10*time.Second, func() bool {
+		fi, err := os.Stat(chatty.LogPath())
+		return err == nil && fi.Size() <= capBytes
+	})
+	if n, _ := set.LogStats(quiet); n != 1 {
+		t.Errorf("the quiet guest's log was looked at %d times, want 1 (when it was added)", n)
+	}
+	if n, _ := set.LogStats(chatty); n < 2 {
+		t.Errorf("the chatty guest's log was looked at %d times, want at least 2", n)
+	}
+}
