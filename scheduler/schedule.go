@@ -83,10 +83,12 @@ func guestError(snap *Snapshot, g *Guest, seen map[string]struct{}) error {
 	if err := snap.ValidateGuest(g); err != nil {
 		return err
 	}
-	if _, dup := seen[g.Name]; dup {
+	// One probe of a set that may hold a million names: the set grows
+	// unless the name is already in it.
+	n := len(seen)
+	if seen[g.Name] = struct{}{}; len(seen) == n {
 		return fmt.Errorf("%w: guest %q appears more than once in the pending list; it is scheduled once", ErrDuplicateGuest, g.Name)
 	}
-	seen[g.Name] = struct{}{}
 	if node, ok := snap.NodeOf(g.Name); ok {
 		return fmt.Errorf("%w: guest %q is already allocated on node %q; a guest is placed again only after its allocation is removed", ErrAlreadyPlaced, g.Name, node)
 	}

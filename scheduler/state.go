@@ -27,12 +27,14 @@ type working struct {
 	byStatus [len(reasonNames)]int
 
 	// Anti-affinity. Only labels whose key some guest spreads by are
-	// tracked: labels counts guests carrying key=value on a node, claims
-	// counts guests spreading by key with that value on a node.
+	// tracked: spreadAt[pos] counts, per pair key=value, the guests at pos
+	// carrying it and the guests at pos spreading by key with that value.
+	// Most nodes hold no pair and a few hold one or two, so a short list per
+	// position, read in scan order, beats a map keyed by (pair, position),
+	// whose every lookup misses the cache once the cluster is large.
 	spreadKeys map[string]bool
 	pairs      map[string]int32
-	labels     map[pairAt]int32
-	claims     map[pairAt]int32
+	spreadAt   [][]pairCount
 
 	// planned lists, per position, the plan placements that reasons may
 	// have to name (pinned or anti-affinity-relevant); indices into plan.
@@ -120,7 +122,12 @@ const (
 	minKeyIndexNodes = 64
 )
 
-type pairAt struct{ pair, pos int32 }
+// pairCount is one pair's anti-affinity counts at a position.
+type pairCount struct {
+	pair   int32
+	labels int32 // guests carrying the pair
+	claims int32 // guests spreading by the pair's key with its value
+}
 
 // demand is one guest's requirements, resolved against the working state.
 type demand struct {
@@ -247,8 +254,7 @@ func (w *working) addSpreadKey(k string) {
 	if w.spreadKeys == nil {
 		w.spreadKeys = make(map[string]bool)
 		w.pairs = make(map[string]int32)
-		w.labels = make(map[pairAt]int32)
-		w.claims = make(map[pairAt]int32)
+		w.spreadAt = make([][]pairCount, len(w.hot))
 	}
 	w.spreadKeys[k] = true
 }
@@ -268,12 +274,24 @@ func (w *working) pair(k, v string) int32 {
 func (w *working) countLabels(pos int32, labels map[string]string, spreadBy string, delta int32) {
 	for k, v := range labels {
 		if w.spreadKeys[k] {
-			w.labels[pairAt{w.pair(k, v), pos}] += delta
+			w.pairAt(pos, w.pair(k, v)).labels += delta
 		}
 	}
 	if v, ok := labels[spreadBy]; ok && spreadBy != "" {
-		w.claims[pairAt{w.pair(spreadBy, v), pos}] += delta
+		w.pairAt(pos, w.pair(spreadBy, v)).claims += delta
 	}
+}
+
+// pairAt returns pair's counts at pos, adding them when missing.
+func (w *working) pairAt(pos, pair int32) *pairCount {
+	at := w.spreadAt[pos]
+	for i := range at {
+		if at[i].pair == pair {
+			return &at[i]
+		}
+	}
+	w.spreadAt[pos] = append(at, pairCount{pair: pair})
+	return &w.spreadAt[pos][len(at)]
 }
 
 // demandOf fills d for g, reusing d's slices.
@@ -410,11 +428,11 @@ func (w *working) pinCheck(pos int, d *demand) (ReasonCode, int) {
 }
 
 func (w *working) spreadConflict(pos int32, d *demand) bool {
-	if d.spreadPair >= 0 && w.labels[pairAt{d.spreadPair, pos}] > 0 {
-		return true
-	}
-	for _, p := range d.labelPairs {
-		if w.claims[pairAt{p, pos}] > 0 {
+	for _, c := range w.spreadAt[pos] {
+		if c.pair == d.spreadPair && c.labels > 0 {
+			return true
+		}
+		if c.claims > 0 && slices.Contains(d.labelPairs, c.pair) {
 			return true
 		}
 	}
