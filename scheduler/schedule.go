@@ -67,7 +67,7 @@ func Schedule(snap *Snapshot, pending []Guest, cfg Config, now time.Time, seed u
 		cpus := w.commit(pos, &d, len(plan.Placements))
 		plan.Placements = append(plan.Placements, Placement{
 			Guest:  *g,
-			Node:   w.cold[pos].node.ID,
+			Node:   w.cold[pos].id,
 			CPUs:   cpus,
 			Score:  score,
 			Ranked: ranked,
@@ -296,7 +296,7 @@ func (w *working) closeIfFull(pos int) {
 		if gone || h.sharedFree < w.cpuT[0] {
 			closePos(w.sharedSkips[k], pos)
 		}
-		if c := &w.cold[pos]; gone || h.freePin < w.minPin || c.shared > overcommitted(c.alloc-c.pinned-w.minPin, w.cfg.CPUOvercommit) {
+		if c := &w.cold[pos]; gone || h.freePin < w.minPin || c.shared > overcommitted(h.alloc-c.pinned-w.minPin, w.cfg.CPUOvercommit) {
 			closePos(w.pinSkips[k], pos)
 		}
 	}
@@ -315,10 +315,10 @@ func closePos(skip []int32, pos int) {
 // normalised by 18. Pinned CPUs count fully, shared vCPUs by their share of
 // the overcommitted capacity.
 func (w *working) score(pos int, d *demand) float64 {
-	c := &w.cold[pos]
-	mem := float64(c.memUsed+d.mem) / float64(c.memCap)
-	shared := float64(c.shared+d.vcpus) / w.cfg.CPUOvercommit
-	cpu := (float64(c.pinned+d.pin) + shared) / float64(c.alloc)
+	h := &w.hot[pos]
+	mem := float64(h.memCap-h.memFree+d.mem) / float64(h.memCap)
+	shared := float64(h.sharedCap-h.sharedFree+d.vcpus) / w.cfg.CPUOvercommit
+	cpu := (float64(h.alloc-h.freePin+d.pin) + shared) / float64(h.alloc)
 	total := math.Exp((1-min(cpu, 1))*math.Ln10) + math.Exp((1-min(mem, 1))*math.Ln10)
 	if w.cfg.Algorithm == Spread {
 		return (total - 2) / 18
@@ -370,7 +370,7 @@ func (w *working) explain(pos int, d *demand, detail bool) NodeReason {
 		case ReasonPinnedCPUs:
 			r.Need, r.Free = d.pin, h.freePin
 		case ReasonSharedCPUs:
-			r.Need, r.Free = c.shared, overcommitted(c.alloc-c.pinned-d.pin, w.cfg.CPUOvercommit)
+			r.Need, r.Free = c.shared, overcommitted(h.alloc-c.pinned-d.pin, w.cfg.CPUOvercommit)
 		}
 	}
 	if r.Code != ReasonNone {

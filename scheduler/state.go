@@ -73,23 +73,27 @@ const (
 	maxCPULevels = 4
 )
 
-// hotNode is what the feasibility scan reads for every node; keep it small.
+// hotNode is what the scan reads for every node it visits, feasibility and
+// score alike (score derives the use from capacity minus free), so that a
+// visit reads one record; keep it small.
 type hotNode struct {
 	memFree    int64 // memory capacity minus use; negative when over-committed
+	memCap     int64
 	sharedFree int64 // shared vCPU capacity minus use
+	sharedCap  int64 // overcommitted(alloc - pinned)
 	freePin    int64 // allocatable CPUs not pinned
+	alloc      int64 // len(CPUs) - ReservedCPUs
 	class      int64 // feasibility class, -1 when not up and eligible
 }
 
+// coldNode is what only the chosen node, reasons and pinning read.
 type coldNode struct {
-	node      *Node
-	memCap    int64
-	memUsed   int64
-	alloc     int64 // len(CPUs) - ReservedCPUs
-	pinned    int64 // pinned CPUs outside the reserve
-	shared    int64 // vCPUs of unpinned guests
-	sharedCap int64 // overcommitted(alloc - pinned)
-	taken     []uint64
+	node    *Node
+	id      string // node.ID, kept here so a placement does not chase node
+	memUsed int64
+	pinned  int64 // pinned CPUs outside the reserve
+	shared  int64 // vCPUs of unpinned guests
+	taken   []uint64
 }
 
 // classCodes is nodeAccepts for every class, for one feasibility key.
@@ -206,8 +210,9 @@ func newWorking(nodes []Node, pending []Guest, cfg Config, seed uint64) *working
 // account sums the node's existing allocations into its position.
 func (w *working) account(pos int32, node *Node) {
 	c, h := &w.cold[pos], &w.hot[pos]
-	c.memCap = overcommitted(int64(node.MemoryBytes-node.ReservedMemoryBytes), w.cfg.MemoryOvercommit)
-	c.alloc = int64(len(node.CPUs) - node.ReservedCPUs)
+	c.id = node.ID
+	h.memCap = overcommitted(int64(node.MemoryBytes-node.ReservedMemoryBytes), w.cfg.MemoryOvercommit)
+	h.alloc = int64(len(node.CPUs) - node.ReservedCPUs)
 	for i := range node.Allocations {
 		a := &node.Allocations[i]
 		c.memUsed += int64(a.MemoryBytes)
@@ -226,10 +231,10 @@ func (w *working) account(pos int32, node *Node) {
 			w.countLabels(pos, a.Labels, a.SpreadBy, 1)
 		}
 	}
-	c.sharedCap = overcommitted(c.alloc-c.pinned, w.cfg.CPUOvercommit)
-	h.memFree = c.memCap - c.memUsed
-	h.sharedFree = c.sharedCap - c.shared
-	h.freePin = c.alloc - c.pinned
+	h.sharedCap = overcommitted(h.alloc-c.pinned, w.cfg.CPUOvercommit)
+	h.memFree = h.memCap - c.memUsed
+	h.sharedFree = h.sharedCap - c.shared
+	h.freePin = h.alloc - c.pinned
 }
 
 func writeClassKey(b *strings.Builder, n *Node) {
@@ -421,7 +426,7 @@ func (w *working) pinCheck(pos int, d *demand) (ReasonCode, int) {
 	if d.pin > h.freePin {
 		return ReasonPinnedCPUs, 0
 	}
-	if c.shared > overcommitted(c.alloc-c.pinned-d.pin, w.cfg.CPUOvercommit) {
+	if c.shared > overcommitted(h.alloc-c.pinned-d.pin, w.cfg.CPUOvercommit) {
 		return ReasonSharedCPUs, 0
 	}
 	return ReasonNone, 0
@@ -463,9 +468,9 @@ func (w *working) commit(pos int, d *demand, placement int) CPUSet {
 			}
 		}
 		c.pinned += d.pin
-		c.sharedCap = overcommitted(c.alloc-c.pinned, w.cfg.CPUOvercommit)
+		h.sharedCap = overcommitted(h.alloc-c.pinned, w.cfg.CPUOvercommit)
 		h.freePin -= d.pin
-		h.sharedFree = c.sharedCap - c.shared
+		h.sharedFree = h.sharedCap - c.shared
 	} else {
 		c.shared += d.vcpus
 		h.sharedFree -= d.vcpus
