@@ -46,11 +46,11 @@ func Schedule(snap *Snapshot, pending []Guest, cfg Config, now time.Time, seed u
 	}
 	w := newWorking(snap.nodes, pending, cfg, seed)
 	w.plan = &plan
-	seen := make(map[string]struct{}, len(pending))
+	names := newPendingNames(pending)
 	var d demand
 	for i := range pending {
 		g := &pending[i]
-		if err := guestError(snap, g, seen); err != nil {
+		if err := guestError(snap, g, &names); err != nil {
 			plan.Failures = append(plan.Failures, Failure{Guest: g.Name, Err: err, Nodes: len(snap.nodes)})
 			plan.Summary.Invalid++
 			continue
@@ -79,14 +79,11 @@ func Schedule(snap *Snapshot, pending []Guest, cfg Config, now time.Time, seed u
 	return plan, nil
 }
 
-func guestError(snap *Snapshot, g *Guest, seen map[string]struct{}) error {
+func guestError(snap *Snapshot, g *Guest, names *pendingNames) error {
 	if err := snap.ValidateGuest(g); err != nil {
 		return err
 	}
-	// One probe of a set that may hold a million names: the set grows
-	// unless the name is already in it.
-	n := len(seen)
-	if seen[g.Name] = struct{}{}; len(seen) == n {
+	if names.duplicate(g.Name) {
 		return fmt.Errorf("%w: guest %q appears more than once in the pending list; it is scheduled once", ErrDuplicateGuest, g.Name)
 	}
 	if node, ok := snap.NodeOf(g.Name); ok {
