@@ -60,20 +60,22 @@ func nameHash(s string) uint64 {
 	return h
 }
 
-// sortHashes sorts hs in four passes of a least-significant-digit radix
-// sort over 16-bit digits (a comparison sort for short lists) and returns
-// the sorted slice, which is hs or a buffer of the same length.
+// sortHashes sorts hs in six passes of a least-significant-digit radix
+// sort over 11-bit digits (a count table that stays in the first-level
+// cache), or with a comparison sort for short lists, and returns the sorted
+// slice, which is hs or a buffer of the same length.
 func sortHashes(hs []uint64) []uint64 {
 	if len(hs) < 1<<12 {
 		slices.Sort(hs)
 		return hs
 	}
+	const bits = 11
 	tmp := make([]uint64, len(hs))
-	var count [1 << 16]int
-	for shift := uint(0); shift < 64; shift += 16 {
+	var count [1 << bits]int
+	for shift := uint(0); shift < 64; shift += bits {
 		clear(count[:])
 		for _, h := range hs {
-			count[h>>shift&0xffff]++
+			count[h>>shift&(1<<bits-1)]++
 		}
 		sum := 0
 		for d, c := range count {
@@ -81,7 +83,7 @@ func sortHashes(hs []uint64) []uint64 {
 			sum += c
 		}
 		for _, h := range hs {
-			d := h >> shift & 0xffff
+			d := h >> shift & (1<<bits - 1)
 			tmp[count[d]] = h
 			count[d]++
 		}
