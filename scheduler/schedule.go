@@ -127,7 +127,7 @@ func (w *working) pick(d *demand) (best int, bestScore float64, ranked int) {
 		if list == nil {
 			return open(skip, i)
 		}
-		return d.few.openIn(skip, scan, i)
+		return d.few.openIn(skip, w.hot, 1<<s, i)
 	}
 	best, last := -1, -1
 	i, wrapped := next(s0), false
@@ -277,6 +277,7 @@ func open(skip []int32, p int) int {
 // node stays infeasible for every guest that scans that level.
 func (w *working) closeIfFull(pos int) {
 	h := &w.hot[pos]
+	levels := len(w.skips)
 	for k, mt := range w.memT {
 		for j, ct := range w.cpuT {
 			full := h.class < 0 || h.memFree < mt
@@ -286,23 +287,24 @@ func (w *working) closeIfFull(pos int) {
 				full = full || h.sharedFree < ct
 			}
 			if full {
-				closePos(w.skips[k*len(w.cpuT)+j], pos)
+				w.closeAt(k*len(w.cpuT)+j, pos)
 			}
 		}
 		gone := h.class < 0 || h.memFree < mt
 		if gone || h.sharedFree < w.cpuT[0] {
-			closePos(w.sharedSkips[k], pos)
+			w.closeAt(levels+k, pos)
 		}
 		if c := &w.cold[pos]; gone || h.freePin < w.minPin || c.shared > overcommitted(h.alloc-c.pinned-w.minPin, w.cfg.CPUOvercommit) {
-			closePos(w.pinSkips[k], pos)
+			w.closeAt(levels+len(w.memT)+k, pos)
 		}
 	}
 }
 
-// closePos closes pos in skip, if it is open.
-func closePos(skip []int32, pos int) {
-	if skip[pos] == int32(pos) {
-		skip[pos] = int32(pos + 1)
+// closeAt closes pos in scan list allSkips[s], if it is open.
+func (w *working) closeAt(s, pos int) {
+	if h := &w.hot[pos]; h.closed&(1<<s) == 0 {
+		h.closed |= 1 << s
+		w.allSkips[s][pos] = int32(pos + 1)
 	}
 }
 

@@ -73,9 +73,15 @@ const (
 	maxCPULevels = 4
 )
 
+// Every scan list needs a bit of hotNode.closed: the levels, then a shared
+// and a pinned list per memory level. (A negative constant fails here.)
+const _ = uint(64 - maxMemLevels*maxCPULevels - 2*maxMemLevels)
+
 // hotNode is what the scan reads for every node it visits, feasibility and
 // score alike (score derives the use from capacity minus free), so that a
-// visit reads one record; keep it small.
+// visit reads one cache line: 64 bytes, and a slice of them large enough
+// to matter starts on a page, so no record straddles two lines. A guest
+// that few nodes accept visits nodes far apart, one line each.
 type hotNode struct {
 	memFree    int64 // memory capacity minus use; negative when over-committed
 	memCap     int64
@@ -83,7 +89,12 @@ type hotNode struct {
 	sharedCap  int64 // overcommitted(alloc - pinned)
 	freePin    int64 // allocatable CPUs not pinned
 	alloc      int64 // len(CPUs) - ReservedCPUs
-	class      int64 // feasibility class, -1 when not up and eligible
+	class      int32 // feasibility class, -1 when not up and eligible
+	pairs      int32 // len(spreadAt[pos]): anti-affinity pairs counted here
+	// closed has bit s set when the node is closed in allSkips[s], so that
+	// a key's scan (openIn) and closing (closeAt) read this line, which
+	// the visit reads anyway, instead of a skip list at a far position.
+	closed uint64
 }
 
 // coldNode is what only the chosen node, reasons and pinning read.
@@ -194,7 +205,7 @@ func newWorking(nodes []Node, pending []Guest, cfg Config, seed uint64) *working
 				classOf[key.String()] = id
 				w.classes = append(w.classes, idx)
 			}
-			h.class = int64(id)
+			h.class = id
 			if int(id) == len(w.classPos) {
 				w.classPos = append(w.classPos, nil)
 			}
@@ -296,6 +307,7 @@ func (w *working) pairAt(pos, pair int32) *pairCount {
 		}
 	}
 	w.spreadAt[pos] = append(at, pairCount{pair: pair})
+	w.hot[pos].pairs++
 	return &w.spreadAt[pos][len(at)]
 }
 
@@ -361,11 +373,12 @@ func (k *keyIndex) skip(s int) []int32 {
 }
 
 // openIn returns the first index at or after i in the key's list whose
-// position is open in scan, closing in skip the ones it finds closed there.
-func (k *keyIndex) openIn(skip, scan []int32, i int) int {
+// position is open in scan list s (bit is 1<<s), closing in skip the ones
+// it finds closed there.
+func (k *keyIndex) openIn(skip []int32, hot []hotNode, bit uint64, i int) int {
 	for {
 		r := open(skip, i)
-		if r == len(k.pos) || scan[k.pos[r]] == k.pos[r] {
+		if r == len(k.pos) || hot[k.pos[r]].closed&bit == 0 {
 			return r
 		}
 		skip[r] = int32(r + 1)
@@ -433,6 +446,9 @@ func (w *working) pinCheck(pos int, d *demand) (ReasonCode, int) {
 }
 
 func (w *working) spreadConflict(pos int32, d *demand) bool {
+	if w.hot[pos].pairs == 0 {
+		return false
+	}
 	for _, c := range w.spreadAt[pos] {
 		if c.pair == d.spreadPair && c.labels > 0 {
 			return true
