@@ -114,10 +114,10 @@ func (w *working) pick(d *demand) (best int, bestScore float64, ranked int) {
 	} else if j == 0 {
 		s = len(w.skips) + k
 	}
-	scan := w.allSkips[s]
 	// The scan walks indices into list, the positions that may take the
-	// guest: every position, or the key's few (see keyIndex).
-	m, s0, list, skip := n, start, []int32(nil), scan
+	// guest: every position (list nil, scan list s), or the key's few (see
+	// keyIndex, and skip, its list for s).
+	m, s0, list, skip := n, start, []int32(nil), []int32(nil)
 	if d.few != nil {
 		list, skip = d.few.pos, d.few.skip(s)
 		m = len(list)
@@ -125,7 +125,7 @@ func (w *working) pick(d *demand) (best int, bestScore float64, ranked int) {
 	}
 	next := func(i int) int {
 		if list == nil {
-			return open(skip, i)
+			return w.openAt(s, i)
 		}
 		return d.few.openIn(skip, w.hot, 1<<s, i)
 	}
@@ -161,15 +161,15 @@ func (w *working) pick(d *demand) (best int, bestScore float64, ranked int) {
 	// closes more nodes than skips, never a feasible one, so the nodes
 	// ranked are the same either way.
 	var pos int
-	switch levelSkip := w.skips[l]; {
+	switch {
 	case plainScan:
 		pos = i // where the scan over the level's skips stopped
 	case ranked == limit:
-		pos = open(levelSkip, last+1)
+		pos = w.openAt(l, last+1)
 	case start == 0:
 		pos = n
 	default:
-		pos = open(levelSkip, start)
+		pos = w.openAt(l, start)
 	}
 	if pos >= n {
 		pos = 0
@@ -251,6 +251,16 @@ func (w *working) level(d *demand) int {
 		j++
 	}
 	return k*len(w.cpuT) + j
+}
+
+// openAt is open(w.allSkips[s], p), answered from the node's own line when
+// p is open: the visit reads that line anyway, and the skip list is then
+// read only to cross closed nodes, not at every step.
+func (w *working) openAt(s, p int) int {
+	if p < len(w.hot) && w.hot[p].closed&(1<<s) == 0 {
+		return p
+	}
+	return open(w.allSkips[s], p)
 }
 
 // open returns the first open position at or after p in skip, or the end.

@@ -377,6 +377,9 @@ func (k *keyIndex) skip(s int) []int32 {
 // it finds closed there.
 func (k *keyIndex) openIn(skip []int32, hot []hotNode, bit uint64, i int) int {
 	for {
+		if i < len(k.pos) && hot[k.pos[i]].closed&bit == 0 {
+			return i // open in scan, so never closed in skip
+		}
 		r := open(skip, i)
 		if r == len(k.pos) || hot[k.pos[r]].closed&bit == 0 {
 			return r
