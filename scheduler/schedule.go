@@ -47,6 +47,7 @@ func Schedule(snap *Snapshot, pending []Guest, cfg Config, now time.Time, seed u
 	w := newWorking(snap.nodes, pending, cfg, seed)
 	w.plan = &plan
 	names := newPendingNames(pending)
+	at := make([]int32, 0, len(pending)) // position of each placement
 	var d demand
 	for i := range pending {
 		g := &pending[i]
@@ -67,11 +68,17 @@ func Schedule(snap *Snapshot, pending []Guest, cfg Config, now time.Time, seed u
 		cpus := w.commit(pos, &d, len(plan.Placements))
 		plan.Placements = append(plan.Placements, Placement{
 			Guest:  *g,
-			Node:   w.cold[pos].id,
 			CPUs:   cpus,
 			Score:  score,
 			Ranked: ranked,
 		})
+		at = append(at, int32(pos))
+	}
+	// The node IDs, filled in after the loop: one at a time, each would
+	// wait on a cache miss in a large cluster (the scan reads hot, not
+	// cold); in one loop of independent loads the misses overlap.
+	for i, pos := range at {
+		plan.Placements[i].Node = w.cold[pos].id
 	}
 	plan.Summary.Guests = len(pending)
 	plan.Summary.Placed = len(plan.Placements)
@@ -304,7 +311,7 @@ func (w *working) closeIfFull(pos int) {
 		if gone || h.sharedFree < w.cpuT[0] {
 			w.closeAt(levels+k, pos)
 		}
-		if c := &w.cold[pos]; gone || h.freePin < w.minPin || c.shared > overcommitted(h.alloc-c.pinned-w.minPin, w.cfg.CPUOvercommit) {
+		if gone || h.freePin < w.minPin || h.shared() > overcommitted(h.alloc-h.pinned()-w.minPin, w.cfg.CPUOvercommit) {
 			w.closeAt(levels+len(w.memT)+k, pos)
 		}
 	}
@@ -325,9 +332,9 @@ func (w *working) closeAt(s, pos int) {
 // the overcommitted capacity.
 func (w *working) score(pos int, d *demand) float64 {
 	h := &w.hot[pos]
-	mem := float64(h.memCap-h.memFree+d.mem) / float64(h.memCap)
-	shared := float64(h.sharedCap-h.sharedFree+d.vcpus) / w.cfg.CPUOvercommit
-	cpu := (float64(h.alloc-h.freePin+d.pin) + shared) / float64(h.alloc)
+	mem := float64(h.memUsed()+d.mem) / float64(h.memCap)
+	shared := float64(h.shared()+d.vcpus) / w.cfg.CPUOvercommit
+	cpu := (float64(h.pinned()+d.pin) + shared) / float64(h.alloc)
 	total := math.Exp((1-min(cpu, 1))*math.Ln10) + math.Exp((1-min(mem, 1))*math.Ln10)
 	if w.cfg.Algorithm == Spread {
 		return (total - 2) / 18
@@ -379,7 +386,7 @@ func (w *working) explain(pos int, d *demand, detail bool) NodeReason {
 		case ReasonPinnedCPUs:
 			r.Need, r.Free = d.pin, h.freePin
 		case ReasonSharedCPUs:
-			r.Need, r.Free = c.shared, overcommitted(h.alloc-c.pinned-d.pin, w.cfg.CPUOvercommit)
+			r.Need, r.Free = h.shared(), overcommitted(h.alloc-h.pinned()-d.pin, w.cfg.CPUOvercommit)
 		}
 	}
 	if r.Code != ReasonNone {

@@ -85,26 +85,35 @@ const _ = uint(64 - maxMemLevels*maxCPULevels - 2*maxMemLevels)
 type hotNode struct {
 	memFree    int64 // memory capacity minus use; negative when over-committed
 	memCap     int64
-	sharedFree int64 // shared vCPU capacity minus use
-	sharedCap  int64 // overcommitted(alloc - pinned)
-	freePin    int64 // allocatable CPUs not pinned
-	alloc      int64 // len(CPUs) - ReservedCPUs
-	class      int32 // feasibility class, -1 when not up and eligible
-	pairs      int32 // len(spreadAt[pos]): anti-affinity pairs counted here
+	sharedFree int64  // shared vCPU capacity minus use
+	sharedCap  int64  // overcommitted(alloc - pinned)
+	freePin    int64  // allocatable CPUs not pinned
+	alloc      int64  // len(CPUs) - ReservedCPUs
+	class      int32  // feasibility class, -1 when not up and eligible
+	pairBits   uint32 // pairBit of every anti-affinity pair counted here
 	// closed has bit s set when the node is closed in allSkips[s], so that
 	// a key's scan (openIn) and closing (closeAt) read this line, which
 	// the visit reads anyway, instead of a skip list at a far position.
 	closed uint64
 }
 
+// The use of a node is its capacity minus what is free, so that nothing
+// but the node's line is read or written to place a shared guest.
+
+// memUsed is the memory allocated on the node.
+func (h *hotNode) memUsed() int64 { return h.memCap - h.memFree }
+
+// shared is the vCPUs of the unpinned guests on the node.
+func (h *hotNode) shared() int64 { return h.sharedCap - h.sharedFree }
+
+// pinned is the CPUs outside the reserve that guests have pinned.
+func (h *hotNode) pinned() int64 { return h.alloc - h.freePin }
+
 // coldNode is what only the chosen node, reasons and pinning read.
 type coldNode struct {
-	node    *Node
-	id      string // node.ID, kept here so a placement does not chase node
-	memUsed int64
-	pinned  int64 // pinned CPUs outside the reserve
-	shared  int64 // vCPUs of unpinned guests
-	taken   []uint64
+	node  *Node
+	id    string // node.ID, kept here so a placement does not chase node
+	taken []uint64
 }
 
 // classCodes is nodeAccepts for every class, for one feasibility key.
@@ -156,7 +165,13 @@ type demand struct {
 	few        *keyIndex    // the nodes that accept the guest, when few do
 	spreadPair int32        // pair of (SpreadBy, its value), -1 when not spreading
 	labelPairs []int32      // pairs of the guest's labels under tracked keys
+	pairBits   uint32       // pairBit of spreadPair and labelPairs
 }
+
+// pairBit is pair's bit in a 32-bit filter: a node whose hotNode.pairBits
+// share no bit with a guest's counts none of its pairs, and the scan
+// answers that from the node's line without reading spreadAt.
+func pairBit(pair int32) uint32 { return 1 << (pair & 31) }
 
 func (d *demand) spreading() bool { return d.spreadPair >= 0 || len(d.labelPairs) > 0 }
 
@@ -224,17 +239,18 @@ func (w *working) account(pos int32, node *Node) {
 	c.id = node.ID
 	h.memCap = overcommitted(int64(node.MemoryBytes-node.ReservedMemoryBytes), w.cfg.MemoryOvercommit)
 	h.alloc = int64(len(node.CPUs) - node.ReservedCPUs)
+	var memUsed, shared, pinned int64
 	for i := range node.Allocations {
 		a := &node.Allocations[i]
-		c.memUsed += int64(a.MemoryBytes)
+		memUsed += int64(a.MemoryBytes)
 		if len(a.CPUs) == 0 {
-			c.shared += int64(a.VCPUs)
+			shared += int64(a.VCPUs)
 		}
 		for _, cpu := range a.CPUs {
 			if j, ok := slices.BinarySearch(node.CPUs, cpu); ok {
 				c.taken[j/64] |= 1 << (j % 64)
 				if j >= node.ReservedCPUs {
-					c.pinned++
+					pinned++
 				}
 			}
 		}
@@ -242,10 +258,10 @@ func (w *working) account(pos int32, node *Node) {
 			w.countLabels(pos, a.Labels, a.SpreadBy, 1)
 		}
 	}
-	h.sharedCap = overcommitted(h.alloc-c.pinned, w.cfg.CPUOvercommit)
-	h.memFree = h.memCap - c.memUsed
-	h.sharedFree = h.sharedCap - c.shared
-	h.freePin = h.alloc - c.pinned
+	h.sharedCap = overcommitted(h.alloc-pinned, w.cfg.CPUOvercommit)
+	h.memFree = h.memCap - memUsed
+	h.sharedFree = h.sharedCap - shared
+	h.freePin = h.alloc - pinned
 }
 
 func writeClassKey(b *strings.Builder, n *Node) {
@@ -307,7 +323,7 @@ func (w *working) pairAt(pos, pair int32) *pairCount {
 		}
 	}
 	w.spreadAt[pos] = append(at, pairCount{pair: pair})
-	w.hot[pos].pairs++
+	w.hot[pos].pairBits |= pairBit(pair)
 	return &w.spreadAt[pos][len(at)]
 }
 
@@ -341,11 +357,14 @@ func (w *working) demandOf(g *Guest, d *demand) {
 	}
 	for k, v := range g.Labels {
 		if w.spreadKeys[k] {
-			d.labelPairs = append(d.labelPairs, w.pair(k, v))
+			p := w.pair(k, v)
+			d.labelPairs = append(d.labelPairs, p)
+			d.pairBits |= pairBit(p)
 		}
 	}
 	if v, ok := g.Labels[g.SpreadBy]; ok && g.SpreadBy != "" {
 		d.spreadPair = w.pair(g.SpreadBy, v)
+		d.pairBits |= pairBit(d.spreadPair)
 	}
 }
 
@@ -442,14 +461,14 @@ func (w *working) pinCheck(pos int, d *demand) (ReasonCode, int) {
 	if d.pin > h.freePin {
 		return ReasonPinnedCPUs, 0
 	}
-	if c.shared > overcommitted(h.alloc-c.pinned-d.pin, w.cfg.CPUOvercommit) {
+	if h.shared() > overcommitted(h.alloc-h.pinned()-d.pin, w.cfg.CPUOvercommit) {
 		return ReasonSharedCPUs, 0
 	}
 	return ReasonNone, 0
 }
 
 func (w *working) spreadConflict(pos int32, d *demand) bool {
-	if w.hot[pos].pairs == 0 {
+	if w.hot[pos].pairBits&d.pairBits == 0 {
 		return false
 	}
 	for _, c := range w.spreadAt[pos] {
@@ -465,11 +484,11 @@ func (w *working) spreadConflict(pos int32, d *demand) bool {
 
 // commit places d at pos and returns the exclusive CPUs it took.
 func (w *working) commit(pos int, d *demand, placement int) CPUSet {
-	c, h := &w.cold[pos], &w.hot[pos]
-	c.memUsed += d.mem
+	h := &w.hot[pos]
 	h.memFree -= d.mem
 	var cpus CPUSet
 	if d.pin > 0 {
+		c := &w.cold[pos]
 		n := c.node
 		if len(d.cpuset) > 0 {
 			cpus = d.cpuset
@@ -486,12 +505,11 @@ func (w *working) commit(pos int, d *demand, placement int) CPUSet {
 				}
 			}
 		}
-		c.pinned += d.pin
-		h.sharedCap = overcommitted(h.alloc-c.pinned, w.cfg.CPUOvercommit)
+		shared := h.shared()
 		h.freePin -= d.pin
-		h.sharedFree = h.sharedCap - c.shared
+		h.sharedCap = overcommitted(h.alloc-h.pinned(), w.cfg.CPUOvercommit)
+		h.sharedFree = h.sharedCap - shared
 	} else {
-		c.shared += d.vcpus
 		h.sharedFree -= d.vcpus
 	}
 	if d.spreading() {
