@@ -137,7 +137,7 @@ func (w *working) pick(d *demand) (best int, bestScore float64, ranked int) {
 		if list == nil {
 			return w.openAt(s, i)
 		}
-		return d.few.openIn(skip, w.hot, 1<<s, i)
+		return d.few.openIn(skip, w.allSkips[s], i)
 	}
 	best, last := -1, -1
 	i, wrapped := next(s0), false

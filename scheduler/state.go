@@ -392,15 +392,14 @@ func (k *keyIndex) skip(s int) []int32 {
 }
 
 // openIn returns the first index at or after i in the key's list whose
-// position is open in scan list s (bit is 1<<s), closing in skip the ones
-// it finds closed there.
-func (k *keyIndex) openIn(skip []int32, hot []hotNode, bit uint64, i int) int {
+// position is open in scan, closing in skip the ones it finds closed there.
+// It reads scan, not the nodes' closed bits: most entries it crosses are
+// closed, and a scan list is a sixteenth the size of the nodes' lines, so
+// it is far likelier to be in cache.
+func (k *keyIndex) openIn(skip, scan []int32, i int) int {
 	for {
-		if i < len(k.pos) && hot[k.pos[i]].closed&bit == 0 {
-			return i // open in scan, so never closed in skip
-		}
 		r := open(skip, i)
-		if r == len(k.pos) || hot[k.pos[r]].closed&bit == 0 {
+		if r == len(k.pos) || scan[k.pos[r]] == k.pos[r] {
 			return r
 		}
 		skip[r] = int32(r + 1)
