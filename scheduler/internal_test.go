@@ -29,3 +29,29 @@ func TestHotNodeIsOneLine(t *testing.T) {
 		t.Errorf("hotNode is %d bytes; keep it one 64-byte cache line", n)
 	}
 }
+
+// TestStartIndex checks the galloping search against a binary search, for
+// lists evenly spread and not.
+func TestStartIndex(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 2000 {
+		n := 1 + r.IntN(500)
+		var list []int32
+		p := 1 + r.IntN(4) // how sparse the list is
+		skew := r.IntN(2) == 0
+		for i := range n {
+			if r.IntN(p) == 0 && (!skew || i < n/3 || r.IntN(8) == 0) {
+				list = append(list, int32(i))
+			}
+		}
+		if len(list) == 0 {
+			continue
+		}
+		for start := range n {
+			want, _ := slices.BinarySearch(list, int32(start))
+			if got := startIndex(list, start, n); got != want {
+				t.Fatalf("startIndex(%v, %d, %d) = %d, want %d", list, start, n, got, want)
+			}
+		}
+	}
+}

@@ -131,7 +131,9 @@ func (w *working) pick(d *demand) (best int, bestScore float64, ranked int) {
 	if d.few != nil {
 		list, skip = d.few.pos, d.few.skip(s)
 		m = len(list)
-		s0, _ = slices.BinarySearch(list, int32(start))
+		if start > 0 {
+			s0 = startIndex(list, start, n)
+		}
 	}
 	next := func(i int) int {
 		if list == nil {
@@ -186,6 +188,48 @@ func (w *working) pick(d *demand) (best int, bestScore float64, ranked int) {
 	}
 	w.cursor = pos
 	return best, bestScore, ranked
+}
+
+// startIndex returns the index of the first position at or after start in
+// list, which is ascending and holds positions below n. The positions of a
+// key's nodes are spread evenly by the seeded permutation, so the search
+// starts where start falls in proportion and gallops from there: a few
+// reads near the answer instead of a binary search's reads across the list.
+func startIndex(list []int32, start, n int) int {
+	m := len(list)
+	if m == 0 {
+		return 0
+	}
+	// The answer stays in [lo, hi], with list[lo-1] < start <= list[hi]
+	// (hi == m meaning none is).
+	lo, hi := 0, m
+	if g := min(int(int64(start)*int64(m)/int64(n)), m-1); list[g] < int32(start) {
+		lo = g + 1
+		for step := 1; ; step *= 2 {
+			if p := lo + step - 1; p >= m {
+				break
+			} else if list[p] >= int32(start) {
+				hi = p
+				break
+			} else {
+				lo = p + 1
+			}
+		}
+	} else {
+		hi = g
+		for step := 1; ; step *= 2 {
+			if p := hi - step; p < 0 {
+				break
+			} else if list[p] < int32(start) {
+				lo = p + 1
+				break
+			} else {
+				hi = p
+			}
+		}
+	}
+	i, _ := slices.BinarySearch(list[lo:hi], int32(start))
+	return lo + i
 }
 
 // preferred returns the position of node id when it is feasible for d,
