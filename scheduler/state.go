@@ -92,8 +92,8 @@ type hotNode struct {
 	class      int32  // feasibility class, -1 when not up and eligible
 	pairBits   uint32 // pairBit of every anti-affinity pair counted here
 	// closed has bit s set when the node is closed in allSkips[s], so that
-	// a key's scan (openIn) and closing (closeAt) read this line, which
-	// the visit reads anyway, instead of a skip list at a far position.
+	// the scan (openAt) and a closing (closeAt) read this line, which the
+	// visit reads anyway, and a skip list only to cross closed nodes.
 	closed uint64
 }
 
