@@ -2,10 +2,12 @@ package scheduler_test
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/corral-dev/corral/scheduler"
 	st "github.com/corral-dev/corral/scheduler/schedulertest"
@@ -299,5 +301,46 @@ func TestConcurrentReaders(t *testing.T) {
 		if p := <-done; p.Summary.Placed != 2 {
 			t.Errorf("placed %d of 2", p.Summary.Placed)
 		}
+	}
+}
+
+// TestDuplicatesInLongList checks the duplicate check on a list long enough
+// for the radix path: exactly the later copies of a valid guest fail with
+// ErrDuplicateGuest, and a copy after an invalid one is scheduled.
+func TestDuplicatesInLongList(t *testing.T) {
+	var nodes []scheduler.Node
+	for i := range 50 {
+		nodes = append(nodes, st.Node(fmt.Sprintf("n%d", i)).CPUs(64).Memory(1<<40).Build())
+	}
+	snap := st.Snapshot(t, nodes...)
+	const n = 10_000
+	var guests []scheduler.Guest
+	want := map[int]bool{} // index -> duplicate
+	for i := range n {
+		guests = append(guests, st.Guest(fmt.Sprintf("g%d", i)).Build())
+		if i%1000 == 0 {
+			guests = append(guests, st.Guest(fmt.Sprintf("g%d", i)).Build(), st.Guest(fmt.Sprintf("g%d", i)).Build())
+			want[len(guests)-2], want[len(guests)-1] = true, true
+		}
+	}
+	bad := st.Guest("late").Build()
+	bad.Driver = ""
+	guests = append(guests, bad, st.Guest("late").Build())
+	plan, err := scheduler.Schedule(snap, guests, scheduler.DefaultConfig(), time.Time{}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dups := 0
+	for _, f := range plan.Failures {
+		switch {
+		case errors.Is(f.Err, scheduler.ErrDuplicateGuest):
+			dups++
+		case f.Guest == "late" && errors.Is(f.Err, scheduler.ErrInvalidGuest):
+		default:
+			t.Errorf("unexpected failure %s: %v", f.Guest, f.Err)
+		}
+	}
+	if dups != len(want) || plan.Summary.Placed != n+1 {
+		t.Errorf("%d duplicates, %s; want %d duplicates and %d placed", dups, plan.Summary, len(want), n+1)
 	}
 }

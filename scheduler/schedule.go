@@ -26,7 +26,10 @@ import (
 // The cost of one placement does not grow with the cluster: nodes full for
 // a guest's kind and size are skipped in one step, a guest that few nodes
 // accept (a rack constraint, say) scans only those, and a guest that no
-// node class accepts is explained per class, not per node.
+// node class accepts is explained per class, not per node. Nor, as far as
+// memory allows, does it grow with the size of the state: a visit to a
+// node reads one cache line (hotNode) and touches no map, and nothing is
+// looked up per guest in a structure as large as the pending list.
 //
 // The error is non-nil only for a nil snapshot or an invalid cfg. A guest
 // that is itself invalid, pending twice, or already allocated becomes a
@@ -46,11 +49,12 @@ func Schedule(snap *Snapshot, pending []Guest, cfg Config, now time.Time, seed u
 	}
 	w := newWorking(snap.nodes, pending, cfg, seed)
 	w.plan = &plan
-	seen := make(map[string]struct{}, len(pending))
+	names := newPendingNames(pending)
+	at := make([]int32, 0, len(pending)) // position of each placement
 	var d demand
 	for i := range pending {
 		g := &pending[i]
-		if err := guestError(snap, g, seen); err != nil {
+		if err := guestError(snap, g, &names); err != nil {
 			plan.Failures = append(plan.Failures, Failure{Guest: g.Name, Err: err, Nodes: len(snap.nodes)})
 			plan.Summary.Invalid++
 			continue
@@ -67,11 +71,17 @@ func Schedule(snap *Snapshot, pending []Guest, cfg Config, now time.Time, seed u
 		cpus := w.commit(pos, &d, len(plan.Placements))
 		plan.Placements = append(plan.Placements, Placement{
 			Guest:  *g,
-			Node:   w.cold[pos].node.ID,
 			CPUs:   cpus,
 			Score:  score,
 			Ranked: ranked,
 		})
+		at = append(at, int32(pos))
+	}
+	// The node IDs, filled in after the loop: one at a time, each would
+	// wait on a cache miss in a large cluster (the scan reads hot, not
+	// cold); in one loop of independent loads the misses overlap.
+	for i, pos := range at {
+		plan.Placements[i].Node = w.cold[pos].id
 	}
 	plan.Summary.Guests = len(pending)
 	plan.Summary.Placed = len(plan.Placements)
@@ -79,14 +89,13 @@ func Schedule(snap *Snapshot, pending []Guest, cfg Config, now time.Time, seed u
 	return plan, nil
 }
 
-func guestError(snap *Snapshot, g *Guest, seen map[string]struct{}) error {
+func guestError(snap *Snapshot, g *Guest, names *pendingNames) error {
 	if err := snap.ValidateGuest(g); err != nil {
 		return err
 	}
-	if _, dup := seen[g.Name]; dup {
+	if names.duplicate(g.Name) {
 		return fmt.Errorf("%w: guest %q appears more than once in the pending list; it is scheduled once", ErrDuplicateGuest, g.Name)
 	}
-	seen[g.Name] = struct{}{}
 	if node, ok := snap.NodeOf(g.Name); ok {
 		return fmt.Errorf("%w: guest %q is already allocated on node %q; a guest is placed again only after its allocation is removed", ErrAlreadyPlaced, g.Name, node)
 	}
@@ -115,20 +124,22 @@ func (w *working) pick(d *demand) (best int, bestScore float64, ranked int) {
 	} else if j == 0 {
 		s = len(w.skips) + k
 	}
-	scan := w.allSkips[s]
 	// The scan walks indices into list, the positions that may take the
-	// guest: every position, or the key's few (see keyIndex).
-	m, s0, list, skip := n, start, []int32(nil), scan
+	// guest: every position (list nil, scan list s), or the key's few (see
+	// keyIndex, and skip, its list for s).
+	m, s0, list, skip := n, start, []int32(nil), []int32(nil)
 	if d.few != nil {
 		list, skip = d.few.pos, d.few.skip(s)
 		m = len(list)
-		s0, _ = slices.BinarySearch(list, int32(start))
+		if start > 0 {
+			s0 = startIndex(list, start, n)
+		}
 	}
 	next := func(i int) int {
 		if list == nil {
-			return open(skip, i)
+			return w.openAt(s, i)
 		}
-		return d.few.openIn(skip, scan, i)
+		return d.few.openIn(skip, w.allSkips[s], i)
 	}
 	best, last := -1, -1
 	i, wrapped := next(s0), false
@@ -162,21 +173,63 @@ func (w *working) pick(d *demand) (best int, bestScore float64, ranked int) {
 	// closes more nodes than skips, never a feasible one, so the nodes
 	// ranked are the same either way.
 	var pos int
-	switch levelSkip := w.skips[l]; {
+	switch {
 	case plainScan:
 		pos = i // where the scan over the level's skips stopped
 	case ranked == limit:
-		pos = open(levelSkip, last+1)
+		pos = w.openAt(l, last+1)
 	case start == 0:
 		pos = n
 	default:
-		pos = open(levelSkip, start)
+		pos = w.openAt(l, start)
 	}
 	if pos >= n {
 		pos = 0
 	}
 	w.cursor = pos
 	return best, bestScore, ranked
+}
+
+// startIndex returns the index of the first position at or after start in
+// list, which is ascending and holds positions below n. The positions of a
+// key's nodes are spread evenly by the seeded permutation, so the search
+// starts where start falls in proportion and gallops from there: a few
+// reads near the answer instead of a binary search's reads across the list.
+func startIndex(list []int32, start, n int) int {
+	m := len(list)
+	if m == 0 {
+		return 0
+	}
+	// The answer stays in [lo, hi], with list[lo-1] < start <= list[hi]
+	// (hi == m meaning none is).
+	lo, hi := 0, m
+	if g := min(int(int64(start)*int64(m)/int64(n)), m-1); list[g] < int32(start) {
+		lo = g + 1
+		for step := 1; ; step *= 2 {
+			if p := lo + step - 1; p >= m {
+				break
+			} else if list[p] >= int32(start) {
+				hi = p
+				break
+			} else {
+				lo = p + 1
+			}
+		}
+	} else {
+		hi = g
+		for step := 1; ; step *= 2 {
+			if p := hi - step; p < 0 {
+				break
+			} else if list[p] < int32(start) {
+				lo = p + 1
+				break
+			} else {
+				hi = p
+			}
+		}
+	}
+	i, _ := slices.BinarySearch(list[lo:hi], int32(start))
+	return lo + i
 }
 
 // preferred returns the position of node id when it is feasible for d,
@@ -254,6 +307,16 @@ func (w *working) level(d *demand) int {
 	return k*len(w.cpuT) + j
 }
 
+// openAt is open(w.allSkips[s], p), answered from the node's own line when
+// p is open: the visit reads that line anyway, and the skip list is then
+// read only to cross closed nodes, not at every step.
+func (w *working) openAt(s, p int) int {
+	if p < len(w.hot) && w.hot[p].closed&(1<<s) == 0 {
+		return p
+	}
+	return open(w.allSkips[s], p)
+}
+
 // open returns the first open position at or after p in skip, or the end.
 // skip is a union-find over closed positions with path compression, so long
 // runs of full nodes cost nearly nothing to cross.
@@ -278,6 +341,7 @@ func open(skip []int32, p int) int {
 // node stays infeasible for every guest that scans that level.
 func (w *working) closeIfFull(pos int) {
 	h := &w.hot[pos]
+	levels := len(w.skips)
 	for k, mt := range w.memT {
 		for j, ct := range w.cpuT {
 			full := h.class < 0 || h.memFree < mt
@@ -287,23 +351,24 @@ func (w *working) closeIfFull(pos int) {
 				full = full || h.sharedFree < ct
 			}
 			if full {
-				closePos(w.skips[k*len(w.cpuT)+j], pos)
+				w.closeAt(k*len(w.cpuT)+j, pos)
 			}
 		}
 		gone := h.class < 0 || h.memFree < mt
 		if gone || h.sharedFree < w.cpuT[0] {
-			closePos(w.sharedSkips[k], pos)
+			w.closeAt(levels+k, pos)
 		}
-		if c := &w.cold[pos]; gone || h.freePin < w.minPin || c.shared > overcommitted(c.alloc-c.pinned-w.minPin, w.cfg.CPUOvercommit) {
-			closePos(w.pinSkips[k], pos)
+		if gone || h.freePin < w.minPin || h.shared() > overcommitted(h.alloc-h.pinned()-w.minPin, w.cfg.CPUOvercommit) {
+			w.closeAt(levels+len(w.memT)+k, pos)
 		}
 	}
 }
 
-// closePos closes pos in skip, if it is open.
-func closePos(skip []int32, pos int) {
-	if skip[pos] == int32(pos) {
-		skip[pos] = int32(pos + 1)
+// closeAt closes pos in scan list allSkips[s], if it is open.
+func (w *working) closeAt(s, pos int) {
+	if h := &w.hot[pos]; h.closed&(1<<s) == 0 {
+		h.closed |= 1 << s
+		w.allSkips[s][pos] = int32(pos + 1)
 	}
 }
 
@@ -313,10 +378,10 @@ func closePos(skip []int32, pos int) {
 // normalised by 18. Pinned CPUs count fully, shared vCPUs by their share of
 // the overcommitted capacity.
 func (w *working) score(pos int, d *demand) float64 {
-	c := &w.cold[pos]
-	mem := float64(c.memUsed+d.mem) / float64(c.memCap)
-	shared := float64(c.shared+d.vcpus) / w.cfg.CPUOvercommit
-	cpu := (float64(c.pinned+d.pin) + shared) / float64(c.alloc)
+	h := &w.hot[pos]
+	mem := float64(h.memUsed()+d.mem) / float64(h.memCap)
+	shared := float64(h.shared()+d.vcpus) / w.cfg.CPUOvercommit
+	cpu := (float64(h.pinned()+d.pin) + shared) / float64(h.alloc)
 	total := math.Exp((1-min(cpu, 1))*math.Ln10) + math.Exp((1-min(mem, 1))*math.Ln10)
 	if w.cfg.Algorithm == Spread {
 		return (total - 2) / 18
@@ -368,7 +433,7 @@ func (w *working) explain(pos int, d *demand, detail bool) NodeReason {
 		case ReasonPinnedCPUs:
 			r.Need, r.Free = d.pin, h.freePin
 		case ReasonSharedCPUs:
-			r.Need, r.Free = c.shared, overcommitted(c.alloc-c.pinned-d.pin, w.cfg.CPUOvercommit)
+			r.Need, r.Free = h.shared(), overcommitted(h.alloc-h.pinned()-d.pin, w.cfg.CPUOvercommit)
 		}
 	}
 	if r.Code != ReasonNone {

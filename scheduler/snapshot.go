@@ -103,7 +103,7 @@ type Snapshot struct {
 	nodes  []Node
 	byID   map[string]int
 	guests map[string]int // guest name -> index of the node it is on
-	cpus   []uint64       // union of every node's CPU ids, as a bitset
+	cpus   []uint64       // union of every node's CPU ids, as a bitset as long as the largest needs
 }
 
 // NewSnapshot validates the nodes and indexes them. It takes ownership of
@@ -121,7 +121,6 @@ func NewSnapshot(nodes []Node) (*Snapshot, error) {
 		nodes:  nodes,
 		byID:   make(map[string]int, len(nodes)),
 		guests: make(map[string]int),
-		cpus:   make([]uint64, (MaxCPUID+1)/64),
 	}
 	for i := range nodes {
 		n := &nodes[i]
@@ -153,6 +152,9 @@ func (s *Snapshot) addNode(i int, n *Node) error {
 		return fmt.Errorf("ReservedMemoryBytes %d is more than MemoryBytes %d", n.ReservedMemoryBytes, n.MemoryBytes)
 	}
 	for _, c := range n.CPUs {
+		if c/64 >= len(s.cpus) {
+			s.cpus = append(s.cpus, make([]uint64, c/64+1-len(s.cpus))...)
+		}
 		s.cpus[c/64] |= 1 << (c % 64)
 	}
 	var pinnedBy map[int]string
@@ -217,7 +219,7 @@ func (s *Snapshot) ValidateGuest(g *Guest) error {
 		return err
 	}
 	for _, c := range g.CPUSet {
-		if s.cpus[c/64]&(1<<(c%64)) == 0 {
+		if c/64 >= len(s.cpus) || s.cpus[c/64]&(1<<(c%64)) == 0 {
 			return fmt.Errorf("%w: guest %q: CPUSet %s names cpu %d, which no node has; choose CPUs that exist (see corral node show)",
 				ErrInvalidGuest, g.Name, g.CPUSet, c)
 		}

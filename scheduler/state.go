@@ -27,12 +27,14 @@ type working struct {
 	byStatus [len(reasonNames)]int
 
 	// Anti-affinity. Only labels whose key some guest spreads by are
-	// tracked: labels counts guests carrying key=value on a node, claims
-	// counts guests spreading by key with that value on a node.
+	// tracked: spreadAt[pos] counts, per pair key=value, the guests at pos
+	// carrying it and the guests at pos spreading by key with that value.
+	// Most nodes hold no pair and a few hold one or two, so a short list per
+	// position, read in scan order, beats a map keyed by (pair, position),
+	// whose every lookup misses the cache once the cluster is large.
 	spreadKeys map[string]bool
 	pairs      map[string]int32
-	labels     map[pairAt]int32
-	claims     map[pairAt]int32
+	spreadAt   [][]pairCount
 
 	// planned lists, per position, the plan placements that reasons may
 	// have to name (pinned or anti-affinity-relevant); indices into plan.
@@ -71,23 +73,47 @@ const (
 	maxCPULevels = 4
 )
 
-// hotNode is what the feasibility scan reads for every node; keep it small.
+// Every scan list needs a bit of hotNode.closed: the levels, then a shared
+// and a pinned list per memory level. (A negative constant fails here.)
+const _ = uint(64 - maxMemLevels*maxCPULevels - 2*maxMemLevels)
+
+// hotNode is what the scan reads for every node it visits, feasibility and
+// score alike (score derives the use from capacity minus free), so that a
+// visit reads one cache line: 64 bytes, and a slice of them large enough
+// to matter starts on a page, so no record straddles two lines. A guest
+// that few nodes accept visits nodes far apart, one line each.
 type hotNode struct {
 	memFree    int64 // memory capacity minus use; negative when over-committed
-	sharedFree int64 // shared vCPU capacity minus use
-	freePin    int64 // allocatable CPUs not pinned
-	class      int64 // feasibility class, -1 when not up and eligible
+	memCap     int64
+	sharedFree int64  // shared vCPU capacity minus use
+	sharedCap  int64  // overcommitted(alloc - pinned)
+	freePin    int64  // allocatable CPUs not pinned
+	alloc      int64  // len(CPUs) - ReservedCPUs
+	class      int32  // feasibility class, -1 when not up and eligible
+	pairBits   uint32 // pairBit of every anti-affinity pair counted here
+	// closed has bit s set when the node is closed in allSkips[s], so that
+	// the scan (openAt) and a closing (closeAt) read this line, which the
+	// visit reads anyway, and a skip list only to cross closed nodes.
+	closed uint64
 }
 
+// The use of a node is its capacity minus what is free, so that nothing
+// but the node's line is read or written to place a shared guest.
+
+// memUsed is the memory allocated on the node.
+func (h *hotNode) memUsed() int64 { return h.memCap - h.memFree }
+
+// shared is the vCPUs of the unpinned guests on the node.
+func (h *hotNode) shared() int64 { return h.sharedCap - h.sharedFree }
+
+// pinned is the CPUs outside the reserve that guests have pinned.
+func (h *hotNode) pinned() int64 { return h.alloc - h.freePin }
+
+// coldNode is what only the chosen node, reasons and pinning read.
 type coldNode struct {
-	node      *Node
-	memCap    int64
-	memUsed   int64
-	alloc     int64 // len(CPUs) - ReservedCPUs
-	pinned    int64 // pinned CPUs outside the reserve
-	shared    int64 // vCPUs of unpinned guests
-	sharedCap int64 // overcommitted(alloc - pinned)
-	taken     []uint64
+	node  *Node
+	id    string // node.ID, kept here so a placement does not chase node
+	taken []uint64
 }
 
 // classCodes is nodeAccepts for every class, for one feasibility key.
@@ -120,7 +146,12 @@ const (
 	minKeyIndexNodes = 64
 )
 
-type pairAt struct{ pair, pos int32 }
+// pairCount is one pair's anti-affinity counts at a position.
+type pairCount struct {
+	pair   int32
+	labels int32 // guests carrying the pair
+	claims int32 // guests spreading by the pair's key with its value
+}
 
 // demand is one guest's requirements, resolved against the working state.
 type demand struct {
@@ -134,7 +165,13 @@ type demand struct {
 	few        *keyIndex    // the nodes that accept the guest, when few do
 	spreadPair int32        // pair of (SpreadBy, its value), -1 when not spreading
 	labelPairs []int32      // pairs of the guest's labels under tracked keys
+	pairBits   uint32       // pairBit of spreadPair and labelPairs
 }
+
+// pairBit is pair's bit in a 32-bit filter: a node whose hotNode.pairBits
+// share no bit with a guest's counts none of its pairs, and the scan
+// answers that from the node's line without reading spreadAt.
+func pairBit(pair int32) uint32 { return 1 << (pair & 31) }
 
 func (d *demand) spreading() bool { return d.spreadPair >= 0 || len(d.labelPairs) > 0 }
 
@@ -183,7 +220,7 @@ func newWorking(nodes []Node, pending []Guest, cfg Config, seed uint64) *working
 				classOf[key.String()] = id
 				w.classes = append(w.classes, idx)
 			}
-			h.class = int64(id)
+			h.class = id
 			if int(id) == len(w.classPos) {
 				w.classPos = append(w.classPos, nil)
 			}
@@ -199,19 +236,21 @@ func newWorking(nodes []Node, pending []Guest, cfg Config, seed uint64) *working
 // account sums the node's existing allocations into its position.
 func (w *working) account(pos int32, node *Node) {
 	c, h := &w.cold[pos], &w.hot[pos]
-	c.memCap = overcommitted(int64(node.MemoryBytes-node.ReservedMemoryBytes), w.cfg.MemoryOvercommit)
-	c.alloc = int64(len(node.CPUs) - node.ReservedCPUs)
+	c.id = node.ID
+	h.memCap = overcommitted(int64(node.MemoryBytes-node.ReservedMemoryBytes), w.cfg.MemoryOvercommit)
+	h.alloc = int64(len(node.CPUs) - node.ReservedCPUs)
+	var memUsed, shared, pinned int64
 	for i := range node.Allocations {
 		a := &node.Allocations[i]
-		c.memUsed += int64(a.MemoryBytes)
+		memUsed += int64(a.MemoryBytes)
 		if len(a.CPUs) == 0 {
-			c.shared += int64(a.VCPUs)
+			shared += int64(a.VCPUs)
 		}
 		for _, cpu := range a.CPUs {
 			if j, ok := slices.BinarySearch(node.CPUs, cpu); ok {
 				c.taken[j/64] |= 1 << (j % 64)
 				if j >= node.ReservedCPUs {
-					c.pinned++
+					pinned++
 				}
 			}
 		}
@@ -219,10 +258,10 @@ func (w *working) account(pos int32, node *Node) {
 			w.countLabels(pos, a.Labels, a.SpreadBy, 1)
 		}
 	}
-	c.sharedCap = overcommitted(c.alloc-c.pinned, w.cfg.CPUOvercommit)
-	h.memFree = c.memCap - c.memUsed
-	h.sharedFree = c.sharedCap - c.shared
-	h.freePin = c.alloc - c.pinned
+	h.sharedCap = overcommitted(h.alloc-pinned, w.cfg.CPUOvercommit)
+	h.memFree = h.memCap - memUsed
+	h.sharedFree = h.sharedCap - shared
+	h.freePin = h.alloc - pinned
 }
 
 func writeClassKey(b *strings.Builder, n *Node) {
@@ -247,8 +286,7 @@ func (w *working) addSpreadKey(k string) {
 	if w.spreadKeys == nil {
 		w.spreadKeys = make(map[string]bool)
 		w.pairs = make(map[string]int32)
-		w.labels = make(map[pairAt]int32)
-		w.claims = make(map[pairAt]int32)
+		w.spreadAt = make([][]pairCount, len(w.hot))
 	}
 	w.spreadKeys[k] = true
 }
@@ -268,12 +306,25 @@ func (w *working) pair(k, v string) int32 {
 func (w *working) countLabels(pos int32, labels map[string]string, spreadBy string, delta int32) {
 	for k, v := range labels {
 		if w.spreadKeys[k] {
-			w.labels[pairAt{w.pair(k, v), pos}] += delta
+			w.pairAt(pos, w.pair(k, v)).labels += delta
 		}
 	}
 	if v, ok := labels[spreadBy]; ok && spreadBy != "" {
-		w.claims[pairAt{w.pair(spreadBy, v), pos}] += delta
+		w.pairAt(pos, w.pair(spreadBy, v)).claims += delta
 	}
+}
+
+// pairAt returns pair's counts at pos, adding them when missing.
+func (w *working) pairAt(pos, pair int32) *pairCount {
+	at := w.spreadAt[pos]
+	for i := range at {
+		if at[i].pair == pair {
+			return &at[i]
+		}
+	}
+	w.spreadAt[pos] = append(at, pairCount{pair: pair})
+	w.hot[pos].pairBits |= pairBit(pair)
+	return &w.spreadAt[pos][len(at)]
 }
 
 // demandOf fills d for g, reusing d's slices.
@@ -306,11 +357,14 @@ func (w *working) demandOf(g *Guest, d *demand) {
 	}
 	for k, v := range g.Labels {
 		if w.spreadKeys[k] {
-			d.labelPairs = append(d.labelPairs, w.pair(k, v))
+			p := w.pair(k, v)
+			d.labelPairs = append(d.labelPairs, p)
+			d.pairBits |= pairBit(p)
 		}
 	}
 	if v, ok := g.Labels[g.SpreadBy]; ok && g.SpreadBy != "" {
 		d.spreadPair = w.pair(g.SpreadBy, v)
+		d.pairBits |= pairBit(d.spreadPair)
 	}
 }
 
@@ -339,6 +393,9 @@ func (k *keyIndex) skip(s int) []int32 {
 
 // openIn returns the first index at or after i in the key's list whose
 // position is open in scan, closing in skip the ones it finds closed there.
+// It reads scan, not the nodes' closed bits: most entries it crosses are
+// closed, and a scan list is a sixteenth the size of the nodes' lines, so
+// it is far likelier to be in cache.
 func (k *keyIndex) openIn(skip, scan []int32, i int) int {
 	for {
 		r := open(skip, i)
@@ -403,18 +460,21 @@ func (w *working) pinCheck(pos int, d *demand) (ReasonCode, int) {
 	if d.pin > h.freePin {
 		return ReasonPinnedCPUs, 0
 	}
-	if c.shared > overcommitted(c.alloc-c.pinned-d.pin, w.cfg.CPUOvercommit) {
+	if h.shared() > overcommitted(h.alloc-h.pinned()-d.pin, w.cfg.CPUOvercommit) {
 		return ReasonSharedCPUs, 0
 	}
 	return ReasonNone, 0
 }
 
 func (w *working) spreadConflict(pos int32, d *demand) bool {
-	if d.spreadPair >= 0 && w.labels[pairAt{d.spreadPair, pos}] > 0 {
-		return true
+	if w.hot[pos].pairBits&d.pairBits == 0 {
+		return false
 	}
-	for _, p := range d.labelPairs {
-		if w.claims[pairAt{p, pos}] > 0 {
+	for _, c := range w.spreadAt[pos] {
+		if c.pair == d.spreadPair && c.labels > 0 {
+			return true
+		}
+		if c.claims > 0 && slices.Contains(d.labelPairs, c.pair) {
 			return true
 		}
 	}
@@ -423,11 +483,11 @@ func (w *working) spreadConflict(pos int32, d *demand) bool {
 
 // commit places d at pos and returns the exclusive CPUs it took.
 func (w *working) commit(pos int, d *demand, placement int) CPUSet {
-	c, h := &w.cold[pos], &w.hot[pos]
-	c.memUsed += d.mem
+	h := &w.hot[pos]
 	h.memFree -= d.mem
 	var cpus CPUSet
 	if d.pin > 0 {
+		c := &w.cold[pos]
 		n := c.node
 		if len(d.cpuset) > 0 {
 			cpus = d.cpuset
@@ -444,12 +504,11 @@ func (w *working) commit(pos int, d *demand, placement int) CPUSet {
 				}
 			}
 		}
-		c.pinned += d.pin
-		c.sharedCap = overcommitted(c.alloc-c.pinned, w.cfg.CPUOvercommit)
+		shared := h.shared()
 		h.freePin -= d.pin
-		h.sharedFree = c.sharedCap - c.shared
+		h.sharedCap = overcommitted(h.alloc-h.pinned(), w.cfg.CPUOvercommit)
+		h.sharedFree = h.sharedCap - shared
 	} else {
-		c.shared += d.vcpus
 		h.sharedFree -= d.vcpus
 	}
 	if d.spreading() {

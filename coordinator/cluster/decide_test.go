@@ -384,6 +384,13 @@ func applyLines(t *testing.T, pos string, st *State, evs []events.Event) []strin
 			continue
 		}
 		out = append(out, fmt.Sprintf("index %d %s", c.Index, c.Type))
+		// Apply keeps the scheduler's view of each node as a rebuild makes
+		// it (addToNode adds a placement without one).
+		for id, n := range st.Nodes {
+			if sn := st.sched[id]; sn != nil && !reflect.DeepEqual(*sn, st.schedNode(n, nil)) {
+				t.Errorf("%s: after %s the scheduler's view of node %s differs from its rebuild", pos, c.Type, id)
+			}
+		}
 		// Apply keeps the ACL's indexes by secret as a rebuild makes them.
 		if rebuilt := st.ACL.clone(); rebuilt != nil {
 			rebuilt.reindex()

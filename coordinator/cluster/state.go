@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/events"
@@ -586,7 +587,45 @@ func (s *State) placeOn(idx uint64, g *Guest, node, cpus string) {
 	g.PID = 0
 	g.ModifyIndex = idx
 	s.refreshNode(from)
-	s.refreshNode(node)
+	if from == node {
+		s.refreshNode(node)
+	} else {
+		s.addToNode(node, g)
+	}
+}
+
+// addToNode adds a guest just placed on node to the scheduler's view of it,
+// with the result refreshNode would rebuild from every guest on the node:
+// the allocations stay sorted by guest, as GuestsOn lists them. A placement
+// then copies the node's allocations instead of looking each of its guests
+// up again, which in a large state misses the cache once per guest. With a
+// migration under way (whose allocations follow the guests') or anything
+// unusual, it rebuilds. A guest that holds no capacity (defined stopped)
+// changes nothing.
+func (s *State) addToNode(id string, g *Guest) {
+	c := s.sched[id]
+	switch {
+	case c == nil || len(s.migrating) > 0:
+		s.refreshNode(id)
+		return
+	case !holdsCapacity(g):
+		return // a rebuild would leave it out: the view is as it was
+	}
+	i, found := slices.BinarySearchFunc(c.Allocations, g.Name, func(a scheduler.Allocation, name string) int {
+		return strings.Compare(a.Guest, name)
+	})
+	if found {
+		s.refreshNode(id)
+		return
+	}
+	// Snapshots share the cached allocations, so they are copied, never
+	// changed in place.
+	sn := *c
+	sn.Allocations = make([]scheduler.Allocation, 0, len(c.Allocations)+1)
+	sn.Allocations = append(sn.Allocations, c.Allocations[:i]...)
+	sn.Allocations = append(sn.Allocations, allocation(g, s.Scheduler.BalloonMemory))
+	sn.Allocations = append(sn.Allocations, c.Allocations[i:]...)
+	s.sched[id] = &sn
 }
 
 func (s *State) applyDesired(idx uint64, e *events.Event, desired string) error {
