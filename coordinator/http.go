@@ -429,38 +429,42 @@ func (s *Server) StateAt(n uint64) (*cluster.State, error) {
 	if n > last {
 		return nil, badRequest("at", strconv.FormatUint(n, 10), fmt.Sprintf("the last committed event is %d", last))
 	}
-	st := cluster.NewState()
 	cp, ok, err := s.store.Checkpoint(n)
 	if err != nil {
 		return nil, err
 	}
+	var data []byte
 	if ok {
-		if st, err = cluster.DecodeState(cp.Data); err != nil {
-			return nil, fmt.Errorf("corral: decode checkpoint %d: %w", cp.Index, err)
-		}
+		data = cp.Data
 	}
-	if st.Index+1 < first {
+	r, err := cluster.NewReplay(data)
+	if err != nil {
+		return nil, fmt.Errorf("corral: decode checkpoint %d: %w", cp.Index, err)
+	}
+	if r.Index()+1 < first {
 		return nil, &api.GoneError{Asked: n, First: first - 1}
 	}
-	for st.Index < n {
-		recs, err := s.store.Read(st.Index, int(min(n-st.Index, 4096)))
+	for r.Index() < n {
+		recs, err := s.store.Read(r.Index(), int(min(n-r.Index(), 4096)))
 		if err != nil {
 			return nil, err
 		}
 		if len(recs) == 0 {
-			return nil, fmt.Errorf("corral: event store ends at %d before %d", st.Index, n)
+			return nil, fmt.Errorf("corral: event store ends at %d before %d", r.Index(), n)
 		}
 		for _, rec := range recs {
-			e, err := events.Unmarshal(rec.Data)
+			// The store holds committed events, which the leader
+			// validated: the lenient decoder, as the state machine uses.
+			e, err := events.Decode(rec.Data)
 			if err != nil {
 				return nil, err
 			}
-			if _, err := st.Apply(e); err != nil {
+			if err := r.Apply(e); err != nil {
 				return nil, fmt.Errorf("corral: replay event %d: %w", rec.Index, err)
 			}
 		}
 	}
-	return st, nil
+	return r.State(), nil
 }
 
 // eventFilter selects events by type, guest and node.
