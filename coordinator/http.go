@@ -121,9 +121,13 @@ func decodeOptional(body []byte, v any) error {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	b, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	// As json.Encoder with SetIndent("", "  ") writes it, faster.
+	out := appendIndented(make([]byte, 0, 2*len(b)+1), b, "  ")
+	w.Write(append(out, '\n'))
 }
 
 func writeError(w http.ResponseWriter, err error) {
