@@ -193,10 +193,12 @@ func (s *Server) showState(w http.ResponseWriter, r *http.Request) {
 var historyEvery = flag.Uint64("history.every", DefaultStoreConfig().CheckpointEvery, "BenchmarkHistory: the store's checkpoint interval")
 
 // BenchmarkHistory measures `guest history` of a guest with two events and
-// `state --at N` for N early, in the middle and late in the log, at 10k,
+// `state --at N` for N early, in the middle and late in the log and right
+// before the last checkpoint ("full": a whole interval to replay), at 10k,
 // 100k and 1M events, each beside its reference in the same run: `guest
-// show` and `state` now. history_scan_ms is the same history read the way
-// it was before the subject index (decoding every stored event).
+// show` and `state` now. at_*_replayed is how many events each N
+// replays; history_scan_ms is the same history read the way it was before
+// the subject index (decoding every stored event).
 func BenchmarkHistory(b *testing.B) {
 	for _, total := range []uint64{10_000, 100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("events=%d", total), func(b *testing.B) {
@@ -246,9 +248,14 @@ func BenchmarkHistory(b *testing.B) {
 				for _, at := range []struct {
 					name string
 					n    uint64
-				}{{"early", last / 10}, {"mid", last / 2}, {"late", last - 1}} {
+				}{{"early", last / 10}, {"mid", last / 2}, {"late", last - 1}, {"full", cp.Index - 1}} {
 					ms := medianMs(reps, func() { serve(b, s.getState, "/v1/state?at="+strconv.FormatUint(at.n, 10), nil) })
 					b.ReportMetric(ms, "at_"+at.name+"_ms")
+					if from, ok, err := h.store.Checkpoint(at.n); err != nil || !ok {
+						b.Fatalf("no checkpoint at or below %d: %v", at.n, err)
+					} else {
+						b.ReportMetric(float64(at.n-from.Index), "at_"+at.name+"_replayed")
+					}
 					worst = max(worst, ms)
 				}
 				b.ReportMetric(hist, "history_ms")

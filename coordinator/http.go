@@ -426,51 +426,6 @@ func (s *Server) getState(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, view)
 }
 
-// StateAt rebuilds the cluster's state as it was right after event index n,
-// from the newest checkpoint at or below n plus the events after it.
-func (s *Server) StateAt(n uint64) (*cluster.State, error) {
-	first, last := s.store.Bounds()
-	if n > last {
-		return nil, badRequest("at", strconv.FormatUint(n, 10), fmt.Sprintf("the last committed event is %d", last))
-	}
-	cp, ok, err := s.store.Checkpoint(n)
-	if err != nil {
-		return nil, err
-	}
-	var data []byte
-	if ok {
-		data = cp.Data
-	}
-	r, err := cluster.NewReplay(data)
-	if err != nil {
-		return nil, fmt.Errorf("corral: decode checkpoint %d: %w", cp.Index, err)
-	}
-	if r.Index()+1 < first {
-		return nil, &api.GoneError{Asked: n, First: first - 1}
-	}
-	for r.Index() < n {
-		recs, err := s.store.Read(r.Index(), int(min(n-r.Index(), 4096)))
-		if err != nil {
-			return nil, err
-		}
-		if len(recs) == 0 {
-			return nil, fmt.Errorf("corral: event store ends at %d before %d", r.Index(), n)
-		}
-		for _, rec := range recs {
-			// The store holds committed events, which the leader
-			// validated: the lenient decoder, as the state machine uses.
-			e, err := events.Decode(rec.Data)
-			if err != nil {
-				return nil, err
-			}
-			if err := r.Apply(e); err != nil {
-				return nil, fmt.Errorf("corral: replay event %d: %w", rec.Index, err)
-			}
-		}
-	}
-	return r.State(), nil
-}
-
 // eventFilter selects events by type, guest and node.
 type eventFilter struct {
 	types       map[events.Type]bool

@@ -72,6 +72,9 @@ func (g *Guest) defaultHardLimit(maxMem string) string {
 
 // knobBytes reads a canonical size knob; "" (unset) is 0.
 func knobBytes(v string) int64 {
+	if v == "" {
+		return 0 // without the error ParseInt would allocate
+	}
 	n, _ := strconv.ParseInt(v, 10, 64)
 	return n
 }
