@@ -98,13 +98,21 @@ func (s *State) schedNode(n *Node, skip map[string]bool) scheduler.Node {
 	for i := range sn.CPUs {
 		sn.CPUs[i] = i
 	}
-	for _, name := range s.GuestsOn(n.ID) {
+	on := s.GuestsOn(n.ID)
+	if len(on) > 0 {
+		// At most this many: growing by appends copies them over and over.
+		sn.Allocations = make([]scheduler.Allocation, 0, len(on))
+	}
+	for _, name := range on {
 		if g := s.Guests[name]; !skip[name] && holdsCapacity(g) {
 			sn.Allocations = append(sn.Allocations, allocation(g, s.Scheduler.BalloonMemory))
 		}
 	}
 	for _, g := range s.migratingOn(n.ID) {
 		sn.Allocations = append(sn.Allocations, migrationAllocation(g, s.Scheduler.BalloonMemory))
+	}
+	if len(sn.Allocations) == 0 {
+		sn.Allocations = nil // as before any guest held capacity here
 	}
 	return sn
 }

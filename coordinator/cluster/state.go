@@ -158,6 +158,13 @@ func (s *State) SchedVersion() uint64 { return s.schedVersion }
 
 // reindex rebuilds the derived indexes, after decoding or copying.
 func (s *State) reindex() {
+	s.reindexGuests()
+	s.reindexNodes()
+}
+
+// reindexGuests rebuilds the indexes of guests: pending, by node, migrating,
+// and the ACL's.
+func (s *State) reindexGuests() {
 	s.pending = map[string]bool{}
 	s.byNode = map[string]map[string]bool{}
 	s.migrating = map[string]bool{}
@@ -170,6 +177,13 @@ func (s *State) reindex() {
 		}
 		s.setNode(name, "", g.Node)
 	}
+	s.ACL.reindex()
+}
+
+// reindexNodes rebuilds the scheduler's views of the nodes: sched, unavail
+// and nodeIDs. It reads byNode and migrating, so it comes after
+// reindexGuests.
+func (s *State) reindexNodes() {
 	s.sched = map[string]*scheduler.Node{}
 	s.unavail = map[string]bool{}
 	s.nodeIDs = nil
@@ -178,7 +192,6 @@ func (s *State) reindex() {
 		s.nodeIDs = append(s.nodeIDs, id)
 	}
 	slices.Sort(s.nodeIDs)
-	s.ACL.reindex()
 }
 
 // refreshNode rebuilds the scheduler's view of one node.
