@@ -214,10 +214,11 @@ func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 // ahead of the store; Server.WaitIndex waits for the store.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
-	props := make([]decodedProposal, len(logs))
+	props := make([][]decodedProposal, len(logs))
+	batch := make([]bool, len(logs))
 	for i, l := range logs {
 		if l.Type == raft.LogCommand {
-			props[i] = decodeProposal(l.Data)
+			props[i], batch[i] = decodeEntry(l.Data)
 		}
 	}
 	var committed []committedEvent
@@ -226,24 +227,27 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		o, evs := f.applyProposal(props[i])
-		if f.onApply != nil && l.Index > f.replayTo.Load() {
-			for _, e := range evs {
-				f.onApply(e.typ)
-			}
+		var outs batchOutcome
+		if batch[i] {
+			outs = make(batchOutcome, 0, len(props[i]))
 		}
-		out[i] = o
-		committed = append(committed, evs...)
-		// Checkpoint per entry, not per batch, so that checkpoints stay
-		// about checkpointEvery apart however raft batches, and never
-		// closer than the state has records, so that encoding them costs
-		// O(1) per event. When the last one is still being written, the
-		// next entry tries again, so that `state --at` never replays much
-		// more than the interval.
-		every := max(f.checkpointEvery, uint64(len(f.state.Guests)+len(f.state.Nodes)))
-		if idx := f.state.Index; idx-f.lastCheckpoint >= every && f.checkpoints != nil && f.fault.Load() == nil && len(f.checkpoints) == 0 {
-			f.checkpoints <- f.state.Clone()
-			f.lastCheckpoint = idx
+		for _, p := range props[i] {
+			o, evs := f.applyProposal(p)
+			if f.onApply != nil && l.Index > f.replayTo.Load() {
+				for _, e := range evs {
+					f.onApply(e.typ)
+				}
+			}
+			if batch[i] {
+				outs = append(outs, o)
+			} else {
+				out[i] = o
+			}
+			committed = append(committed, evs...)
+			f.maybeCheckpoint()
+		}
+		if batch[i] {
+			out[i] = outs
 		}
 	}
 	f.mu.Unlock()
@@ -258,6 +262,21 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	f.storeLocked(recs)
 	f.storeMu.Unlock()
 	return out
+}
+
+// maybeCheckpoint hands a copy of the state to the checkpoint goroutine
+// when it is due. It runs per proposal, not per batch or entry, so that
+// checkpoints stay about checkpointEvery apart however raft and the
+// leader batch, and never closer than the state has records, so that
+// encoding them costs O(1) per event. When the last one is still being
+// written, the next proposal tries again, so that `state --at` never
+// replays much more than the interval. f.mu is held.
+func (f *fsm) maybeCheckpoint() {
+	every := max(f.checkpointEvery, uint64(len(f.state.Guests)+len(f.state.Nodes)))
+	if idx := f.state.Index; idx-f.lastCheckpoint >= every && f.checkpoints != nil && f.fault.Load() == nil && len(f.checkpoints) == 0 {
+		f.checkpoints <- f.state.Clone()
+		f.lastCheckpoint = idx
+	}
 }
 
 func (f *fsm) appendEvents(recs []Record) error {

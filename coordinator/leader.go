@@ -75,11 +75,10 @@ func (s *Server) Submit(ctx context.Context, reqID, actor string, cmd cluster.Co
 		return nil, err
 	}
 	proposed := time.Now()
-	f := s.raft.Apply(data, applyTimeout)
-	errc := make(chan error, 1)
-	go func() { errc <- f.Error() }()
+	var res proposalResult
 	select {
-	case err = <-errc:
+	case res = <-s.proposer.propose(data):
+		err = res.err
 	case <-ctx.Done():
 		// The command may still commit; a retry with the same request ID
 		// finds out.
@@ -92,7 +91,7 @@ func (s *Server) Submit(ctx context.Context, reqID, actor string, cmd cluster.Co
 		return nil, fmt.Errorf("%w: commit: %v", api.ErrUnavailable, err)
 	}
 	s.metrics.commit.Observe(time.Since(proposed).Seconds())
-	return f.Response().(*cluster.Outcome), nil
+	return res.outcome, nil
 }
 
 // leaderLoop runs the leader's duties while this server leads.
