@@ -147,16 +147,20 @@ const routeRing = 1 << 16
 
 type routedIndex struct {
 	index  uint64
+	typ    events.Type
 	routes []cluster.Route
 }
 
-// routesAt returns the routes of the event at idx, ok=false when the ring
-// no longer (or never) held them.
-func (f *fsm) routesAt(idx uint64) ([]cluster.Route, bool) {
+// routesAt returns the type and the routes of the event at idx, ok=false
+// when the ring no longer (or never) held them.
+func (f *fsm) routesAt(idx uint64) (events.Type, []cluster.Route, bool) {
 	f.routesMu.Lock()
 	defer f.routesMu.Unlock()
 	r := f.routes[idx%routeRing]
-	return r.routes, r.index == idx
+	if r.index != idx {
+		return 0, nil, false
+	}
+	return r.typ, r.routes, true
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -254,8 +258,8 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	recs := make([]Record, len(committed))
 	f.routesMu.Lock()
 	for i, c := range committed {
-		recs[i] = Record{Index: c.index, Data: withIndex(c.raw, c.index)}
-		f.routes[c.index%routeRing] = routedIndex{index: c.index, routes: c.routes}
+		recs[i] = Record{Index: c.index, Data: withIndex(c.raw, c.index), about: &c.about}
+		f.routes[c.index%routeRing] = routedIndex{index: c.index, typ: c.typ, routes: c.routes}
 	}
 	f.routesMu.Unlock()
 	f.storeMu.Lock()
@@ -388,6 +392,7 @@ type committedEvent struct {
 	typ    events.Type
 	index  uint64
 	raw    []byte
+	about  subject // the guest and node raw names
 	routes []cluster.Route
 }
 
@@ -459,6 +464,7 @@ func (f *fsm) applyProposal(p decodedProposal) (*cluster.Outcome, []committedEve
 	for i, e := range p.events {
 		err := p.errs[i]
 		var routes []cluster.Route
+		about := subject{Guest: e.Guest, Node: e.Node} // as decoded from raw, before Apply
 		if err == nil {
 			e, routes, err = f.state.ApplyRouted(e)
 		}
@@ -475,7 +481,7 @@ func (f *fsm) applyProposal(p decodedProposal) (*cluster.Outcome, []committedEve
 			break
 		}
 		o.Indexes = append(o.Indexes, e.Index)
-		committed = append(committed, committedEvent{typ: e.Type, index: e.Index, raw: p.raw[i], routes: routes})
+		committed = append(committed, committedEvent{typ: e.Type, index: e.Index, raw: p.raw[i], about: about, routes: routes})
 	}
 	f.state.Record(p.reqID, o)
 	return o, committed

@@ -571,17 +571,21 @@ func (s *Server) publishGap(from, to uint64, seen *atomic.Uint64) {
 }
 
 func (s *Server) publish(r Record) {
-	var e struct {
-		Type events.Type `json:"type"`
+	typ, routes, ok := s.fsm.routesAt(r.Index)
+	if !ok {
+		// Not applied since this server started: the type is in the record.
+		var e struct {
+			Type events.Type `json:"type"`
+		}
+		if err := json.Unmarshal(r.Data, &e); err != nil {
+			s.log.Error("publish: decode", "index", r.Index, "err", err)
+			return
+		}
+		typ = e.Type
 	}
-	if err := json.Unmarshal(r.Data, &e); err != nil {
-		s.log.Error("publish: decode", "index", r.Index, "err", err)
-		return
-	}
-	if err := s.bus.Publish(bus.EventSubject(e.Type), r.Index, 0, r.Data); err != nil {
+	if err := s.bus.Publish(bus.EventSubject(typ), r.Index, 0, r.Data); err != nil {
 		s.log.Warn("publish", "index", r.Index, "err", err)
 	}
-	routes, ok := s.fsm.routesAt(r.Index)
 	if !ok {
 		return
 	}

@@ -84,6 +84,17 @@ func TestBatchEntryAppliesEachProposal(t *testing.T) {
 	if len(recs) != 2 || recs[0].Index != 1 || recs[1].Index != 2 {
 		t.Fatalf("stored %v", recs)
 	}
+	// The subject indexes the state machine hands the store agree with
+	// what the records say.
+	for i, name := range []string{"a", "b"} {
+		got, _, err := f.store.ReadSubject(SubjectGuest, name, 0, 10)
+		if err != nil || len(got) != 1 || got[0].Index != uint64(i+1) {
+			t.Fatalf("guest %s's history: %v, %v", name, got, err)
+		}
+		if s, _ := subjectOf(got[0].Data); s.Guest != name {
+			t.Fatalf("record %d is about %+v", got[0].Index, s)
+		}
+	}
 }
 
 // TestBatchEntryEncoding pins the batch entry's bytes, so that logs

@@ -54,6 +54,10 @@ var (
 type Record struct {
 	Index uint64
 	Data  []byte
+	// about, when set, is who the event is about, as Data says: the
+	// state machine knows it, and storing the record then need not read
+	// Data again for the subject indexes.
+	about *subject
 }
 
 // Store keeps committed events by index on one server, independently of
@@ -189,7 +193,7 @@ func (s *Store) Append(recs []Record) error {
 			if err := b.Put(u64(r.Index), r.Data); err != nil {
 				return err
 			}
-			if err := indexPut(tx, r.Index, r.Data); err != nil {
+			if err := indexPut(tx, r); err != nil {
 				return err
 			}
 		}
@@ -235,7 +239,7 @@ func (s *Store) Prepend(recs []Record) error {
 			if err := b.Put(u64(r.Index), r.Data); err != nil {
 				return err
 			}
-			if err := indexPut(tx, r.Index, r.Data); err != nil {
+			if err := indexPut(tx, r); err != nil {
 				return err
 			}
 		}
