@@ -459,17 +459,25 @@ func (s *Server) publishLoop(ctx context.Context) {
 // waitPublishable blocks until the store holds an index past after or
 // this server's leadership changes (wake), or returns an error when ctx
 // ends or the store fails writes.
+//
+// It runs once per batch the store takes, on every server, so it waits
+// in one select instead of starting goroutines as waitStore does.
 func (s *Server) waitPublishable(ctx context.Context, after uint64, wake <-chan raft.Observation) error {
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-wake:
-			cancel()
-		case <-wctx.Done():
+	faulted := s.fsm.faulted()
+	for s.storeBroken() == nil {
+		last, appended := s.store.appended()
+		if last > after {
+			break
 		}
-	}()
-	s.waitStore(wctx, after) // what ended it is checked here
+		select {
+		case <-appended:
+			continue
+		case <-wake:
+		case <-faulted:
+		case <-ctx.Done():
+		}
+		break
+	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}

@@ -325,9 +325,7 @@ func (s *Store) Read(after uint64, max int) ([]Record, error) {
 // Wait blocks until an index greater than after is stored or ctx ends.
 func (s *Store) Wait(ctx context.Context, after uint64) error {
 	for {
-		s.mu.Lock()
-		last, ch := s.last, s.notify
-		s.mu.Unlock()
+		last, ch := s.appended()
 		if last > after {
 			return nil
 		}
@@ -337,6 +335,14 @@ func (s *Store) Wait(ctx context.Context, after uint64) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// appended returns the last stored index and a channel closed when a
+// later one is stored.
+func (s *Store) appended() (last uint64, next <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last, s.notify
 }
 
 // Checkpoint returns the newest checkpoint at or below index, or ok=false
