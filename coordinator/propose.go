@@ -91,11 +91,13 @@ type proposer struct {
 	queue    []*pendingProposal
 }
 
-// Group commit limits: two entries in flight keep raft's pipeline busy
-// (one being written while the other is replicated); an entry is kept
-// well below what raft sends in one append.
+// Group commit limits. One entry in flight: whatever arrives while it is
+// in raft goes as the next one. On 2 cores, with 16 and 256 clients, that
+// served as many creates as two or four entries in flight for less CPU
+// per create, and many more than no limit (an entry per create). An entry
+// is kept well below what raft sends in one append.
 const (
-	proposeInflight = 2
+	proposeInflight = 1
 	proposeBatch    = 512
 	proposeBytes    = 1 << 20
 )
