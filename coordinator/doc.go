@@ -1,6 +1,8 @@
 // Package coordinator is corral's server: one member of the replicated
 // control plane. It owns the raft adapter (fsm.go: proposals, applying
-// committed entries to the state, snapshots), the server's configuration,
+// committed entries to the state, snapshots), the leader's group commit
+// (propose.go: proposals that arrive together share one entry), the
+// server's configuration,
 // collaborators and life cycle (server.go), the per-server event store that
 // keeps committed events independently of raft's compaction (store.go),
 // submitting commands and the leader's loops that schedule, publish

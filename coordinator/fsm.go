@@ -147,16 +147,20 @@ const routeRing = 1 << 16
 
 type routedIndex struct {
 	index  uint64
+	typ    events.Type
 	routes []cluster.Route
 }
 
-// routesAt returns the routes of the event at idx, ok=false when the ring
-// no longer (or never) held them.
-func (f *fsm) routesAt(idx uint64) ([]cluster.Route, bool) {
+// routesAt returns the type and the routes of the event at idx, ok=false
+// when the ring no longer (or never) held them.
+func (f *fsm) routesAt(idx uint64) (events.Type, []cluster.Route, bool) {
 	f.routesMu.Lock()
 	defer f.routesMu.Unlock()
 	r := f.routes[idx%routeRing]
-	return r.routes, r.index == idx
+	if r.index != idx {
+		return 0, nil, false
+	}
+	return r.typ, r.routes, true
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -214,10 +218,11 @@ func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 // ahead of the store; Server.WaitIndex waits for the store.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
-	props := make([]decodedProposal, len(logs))
+	props := make([][]decodedProposal, len(logs))
+	batch := make([]bool, len(logs))
 	for i, l := range logs {
 		if l.Type == raft.LogCommand {
-			props[i] = decodeProposal(l.Data)
+			props[i], batch[i] = decodeEntry(l.Data)
 		}
 	}
 	var committed []committedEvent
@@ -226,38 +231,56 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		o, evs := f.applyProposal(props[i])
-		if f.onApply != nil && l.Index > f.replayTo.Load() {
-			for _, e := range evs {
-				f.onApply(e.typ)
-			}
+		var outs batchOutcome
+		if batch[i] {
+			outs = make(batchOutcome, 0, len(props[i]))
 		}
-		out[i] = o
-		committed = append(committed, evs...)
-		// Checkpoint per entry, not per batch, so that checkpoints stay
-		// about checkpointEvery apart however raft batches, and never
-		// closer than the state has records, so that encoding them costs
-		// O(1) per event. When the last one is still being written, the
-		// next entry tries again, so that `state --at` never replays much
-		// more than the interval.
-		every := max(f.checkpointEvery, uint64(len(f.state.Guests)+len(f.state.Nodes)))
-		if idx := f.state.Index; idx-f.lastCheckpoint >= every && f.checkpoints != nil && f.fault.Load() == nil && len(f.checkpoints) == 0 {
-			f.checkpoints <- f.state.Clone()
-			f.lastCheckpoint = idx
+		for _, p := range props[i] {
+			o, evs := f.applyProposal(p)
+			if f.onApply != nil && l.Index > f.replayTo.Load() {
+				for _, e := range evs {
+					f.onApply(e.typ)
+				}
+			}
+			if batch[i] {
+				outs = append(outs, o)
+			} else {
+				out[i] = o
+			}
+			committed = append(committed, evs...)
+			f.maybeCheckpoint()
+		}
+		if batch[i] {
+			out[i] = outs
 		}
 	}
 	f.mu.Unlock()
 	recs := make([]Record, len(committed))
 	f.routesMu.Lock()
 	for i, c := range committed {
-		recs[i] = Record{Index: c.index, Data: withIndex(c.raw, c.index)}
-		f.routes[c.index%routeRing] = routedIndex{index: c.index, routes: c.routes}
+		recs[i] = Record{Index: c.index, Data: withIndex(c.raw, c.index), about: &c.about}
+		f.routes[c.index%routeRing] = routedIndex{index: c.index, typ: c.typ, routes: c.routes}
 	}
 	f.routesMu.Unlock()
 	f.storeMu.Lock()
 	f.storeLocked(recs)
 	f.storeMu.Unlock()
 	return out
+}
+
+// maybeCheckpoint hands a copy of the state to the checkpoint goroutine
+// when it is due. It runs per proposal, not per batch or entry, so that
+// checkpoints stay about checkpointEvery apart however raft and the
+// leader batch, and never closer than the state has records, so that
+// encoding them costs O(1) per event. When the last one is still being
+// written, the next proposal tries again, so that `state --at` never
+// replays much more than the interval. f.mu is held.
+func (f *fsm) maybeCheckpoint() {
+	every := max(f.checkpointEvery, uint64(len(f.state.Guests)+len(f.state.Nodes)))
+	if idx := f.state.Index; idx-f.lastCheckpoint >= every && f.checkpoints != nil && f.fault.Load() == nil && len(f.checkpoints) == 0 {
+		f.checkpoints <- f.state.Clone()
+		f.lastCheckpoint = idx
+	}
 }
 
 func (f *fsm) appendEvents(recs []Record) error {
@@ -369,6 +392,7 @@ type committedEvent struct {
 	typ    events.Type
 	index  uint64
 	raw    []byte
+	about  subject // the guest and node raw names
 	routes []cluster.Route
 }
 
@@ -440,6 +464,7 @@ func (f *fsm) applyProposal(p decodedProposal) (*cluster.Outcome, []committedEve
 	for i, e := range p.events {
 		err := p.errs[i]
 		var routes []cluster.Route
+		about := subject{Guest: e.Guest, Node: e.Node} // as decoded from raw, before Apply
 		if err == nil {
 			e, routes, err = f.state.ApplyRouted(e)
 		}
@@ -456,7 +481,7 @@ func (f *fsm) applyProposal(p decodedProposal) (*cluster.Outcome, []committedEve
 			break
 		}
 		o.Indexes = append(o.Indexes, e.Index)
-		committed = append(committed, committedEvent{typ: e.Type, index: e.Index, raw: p.raw[i], routes: routes})
+		committed = append(committed, committedEvent{typ: e.Type, index: e.Index, raw: p.raw[i], about: about, routes: routes})
 	}
 	f.state.Record(p.reqID, o)
 	return o, committed

@@ -75,11 +75,10 @@ func (s *Server) Submit(ctx context.Context, reqID, actor string, cmd cluster.Co
 		return nil, err
 	}
 	proposed := time.Now()
-	f := s.raft.Apply(data, applyTimeout)
-	errc := make(chan error, 1)
-	go func() { errc <- f.Error() }()
+	var res proposalResult
 	select {
-	case err = <-errc:
+	case res = <-s.proposer.propose(data):
+		err = res.err
 	case <-ctx.Done():
 		// The command may still commit; a retry with the same request ID
 		// finds out.
@@ -92,7 +91,7 @@ func (s *Server) Submit(ctx context.Context, reqID, actor string, cmd cluster.Co
 		return nil, fmt.Errorf("%w: commit: %v", api.ErrUnavailable, err)
 	}
 	s.metrics.commit.Observe(time.Since(proposed).Seconds())
-	return f.Response().(*cluster.Outcome), nil
+	return res.outcome, nil
 }
 
 // leaderLoop runs the leader's duties while this server leads.
@@ -460,17 +459,25 @@ func (s *Server) publishLoop(ctx context.Context) {
 // waitPublishable blocks until the store holds an index past after or
 // this server's leadership changes (wake), or returns an error when ctx
 // ends or the store fails writes.
+//
+// It runs once per batch the store takes, on every server, so it waits
+// in one select instead of starting goroutines as waitStore does.
 func (s *Server) waitPublishable(ctx context.Context, after uint64, wake <-chan raft.Observation) error {
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-wake:
-			cancel()
-		case <-wctx.Done():
+	faulted := s.fsm.faulted()
+	for s.storeBroken() == nil {
+		last, appended := s.store.appended()
+		if last > after {
+			break
 		}
-	}()
-	s.waitStore(wctx, after) // what ended it is checked here
+		select {
+		case <-appended:
+			continue
+		case <-wake:
+		case <-faulted:
+		case <-ctx.Done():
+		}
+		break
+	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -572,17 +579,21 @@ func (s *Server) publishGap(from, to uint64, seen *atomic.Uint64) {
 }
 
 func (s *Server) publish(r Record) {
-	var e struct {
-		Type events.Type `json:"type"`
+	typ, routes, ok := s.fsm.routesAt(r.Index)
+	if !ok {
+		// Not applied since this server started: the type is in the record.
+		var e struct {
+			Type events.Type `json:"type"`
+		}
+		if err := json.Unmarshal(r.Data, &e); err != nil {
+			s.log.Error("publish: decode", "index", r.Index, "err", err)
+			return
+		}
+		typ = e.Type
 	}
-	if err := json.Unmarshal(r.Data, &e); err != nil {
-		s.log.Error("publish: decode", "index", r.Index, "err", err)
-		return
-	}
-	if err := s.bus.Publish(bus.EventSubject(e.Type), r.Index, 0, r.Data); err != nil {
+	if err := s.bus.Publish(bus.EventSubject(typ), r.Index, 0, r.Data); err != nil {
 		s.log.Warn("publish", "index", r.Index, "err", err)
 	}
-	routes, ok := s.fsm.routesAt(r.Index)
 	if !ok {
 		return
 	}

@@ -277,7 +277,7 @@ func TestPublishResumesNodeUpdates(t *testing.T) {
 	var want []uint64
 	_, to := leader.store.Bounds()
 	for idx := from + 1; idx <= to; idx++ {
-		if routes, ok := leader.fsm.routesAt(idx); ok && slices.ContainsFunc(routes, func(r cluster.Route) bool { return r.Node == "n1" }) {
+		if _, routes, ok := leader.fsm.routesAt(idx); ok && slices.ContainsFunc(routes, func(r cluster.Route) bool { return r.Node == "n1" }) {
 			want = append(want, idx)
 		}
 	}

@@ -160,6 +160,9 @@ func (sc *secureCluster) setup() {
 		// "retry"): registration is idempotent, so try the new leader.
 		WaitFor(t, 20*time.Second, "registering "+n, func() bool {
 			_, leader := sc.leader()
+			if leader == nil {
+				return false // an election is under way
+			}
 			a = call(t, hc, "POST", sc.url(leader, "/v1/nodes"), "", nodeBody(n))
 			return a.status != http.StatusServiceUnavailable
 		})

@@ -218,8 +218,11 @@ type Server struct {
 	raft  *raft.Raft
 	trans raft.Transport
 	fsm   *fsm
-	store *Store
-	clock Clock
+	// proposer commits what Submit proposes, coalescing what arrives
+	// together.
+	proposer *proposer
+	store    *Store
+	clock    Clock
 
 	closers []func() error // what New opened that Close must close, in order
 
@@ -459,6 +462,7 @@ func (s *Server) startRaft() error {
 	if s.raft, err = raft.NewRaft(rc, s.fsm, logs, stable, snaps, s.trans); err != nil {
 		return fmt.Errorf("corral: start raft: %w", err)
 	}
+	s.proposer = newProposer(s.raft.Apply)
 	if s.store.Damage() != nil {
 		// NewRaft restored the newest snapshot, if any: the store starts there.
 		if first, _ := s.store.Bounds(); first > 1 {

@@ -54,6 +54,10 @@ var (
 type Record struct {
 	Index uint64
 	Data  []byte
+	// about, when set, is who the event is about, as Data says: the
+	// state machine knows it, and storing the record then need not read
+	// Data again for the subject indexes.
+	about *subject
 }
 
 // Store keeps committed events by index on one server, independently of
@@ -189,7 +193,7 @@ func (s *Store) Append(recs []Record) error {
 			if err := b.Put(u64(r.Index), r.Data); err != nil {
 				return err
 			}
-			if err := indexPut(tx, r.Index, r.Data); err != nil {
+			if err := indexPut(tx, r); err != nil {
 				return err
 			}
 		}
@@ -235,7 +239,7 @@ func (s *Store) Prepend(recs []Record) error {
 			if err := b.Put(u64(r.Index), r.Data); err != nil {
 				return err
 			}
-			if err := indexPut(tx, r.Index, r.Data); err != nil {
+			if err := indexPut(tx, r); err != nil {
 				return err
 			}
 		}
@@ -321,9 +325,7 @@ func (s *Store) Read(after uint64, max int) ([]Record, error) {
 // Wait blocks until an index greater than after is stored or ctx ends.
 func (s *Store) Wait(ctx context.Context, after uint64) error {
 	for {
-		s.mu.Lock()
-		last, ch := s.last, s.notify
-		s.mu.Unlock()
+		last, ch := s.appended()
 		if last > after {
 			return nil
 		}
@@ -333,6 +335,14 @@ func (s *Store) Wait(ctx context.Context, after uint64) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// appended returns the last stored index and a channel closed when a
+// later one is stored.
+func (s *Store) appended() (last uint64, next <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last, s.notify
 }
 
 // Checkpoint returns the newest checkpoint at or below index, or ok=false

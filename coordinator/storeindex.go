@@ -64,6 +64,15 @@ func subjectOf(data []byte) (subject, error) {
 	return s, nil
 }
 
+// subject is who r is about: what the state machine said, or else what
+// its encoding says.
+func (r Record) subject() (subject, error) {
+	if r.about != nil {
+		return *r.about, nil
+	}
+	return subjectOf(r.Data)
+}
+
 func subjectKey(name string, index uint64) []byte {
 	k := make([]byte, 0, len(name)+9)
 	k = append(append(k, name...), 0)
@@ -73,8 +82,9 @@ func subjectKey(name string, index uint64) []byte {
 // indexPut adds the subject entries of the event at index. An event that
 // cannot be read is left out of the indexes: it is still in the events,
 // and one bad record must not stop the rest.
-func indexPut(tx *bolt.Tx, index uint64, data []byte) error {
-	s, err := subjectOf(data)
+func indexPut(tx *bolt.Tx, r Record) error {
+	index := r.Index
+	s, err := r.subject()
 	if err != nil {
 		return nil
 	}
@@ -158,7 +168,7 @@ func (s *Store) reindex() (int, error) {
 			done := 0
 			k, v := c.Seek(u64(from))
 			for ; k != nil && done < reindexBatch; k, v = c.Next() {
-				if err := indexPut(tx, binary.BigEndian.Uint64(k), v); err != nil {
+				if err := indexPut(tx, Record{Index: binary.BigEndian.Uint64(k), Data: v}); err != nil {
 					return err
 				}
 				done++
