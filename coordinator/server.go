@@ -395,7 +395,11 @@ func (s *Server) startRaft() error {
 	rc.ElectionTimeout = cfg.Raft.ElectionTimeout
 	rc.LeaderLeaseTimeout = cfg.Raft.LeaderLease
 	rc.MaxAppendEntries = cfg.Raft.MaxAppendEntries
-	rc.BatchApplyCh = true
+	// No BatchApplyCh: the leader's proposer already puts what arrives
+	// together into one entry, and raft does not answer the futures left
+	// in a buffered apply channel when it shuts down, which would hold the
+	// proposer's entry in flight for good.
+	rc.BatchApplyCh = false
 	rc.SnapshotThreshold = cfg.Raft.SnapshotThreshold
 	rc.TrailingLogs = cfg.Raft.TrailingLogs
 	if cfg.Raft.CommitTimeout > 0 {
