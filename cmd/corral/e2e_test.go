@@ -716,9 +716,11 @@ func TestDevSetmem(t *testing.T) {
 		"/bin/sh", "-c", `x=$(head -c 24000000 /dev/zero | tr '\0' a); sleep 1000`)
 	waitGuest(t, p, "hog", "ran", func(g *api.GuestView) bool { return g.Status == api.StatusRunning && g.PID > 0 })
 	hog := cgroupdriver.Guest{Kind: cgroupdriver.KindProcess, ID: "hog"}
+	// The string is 24,000,000 bytes, 22.9 MiB: the shell holds a little
+	// more, but 24 MiB was a coin toss on what else it keeps.
 	coordinator.WaitFor(t, waitTimeout, "the guest to hold its memory", func() bool {
 		st, err := cg.Stats(hog)
-		return err == nil && st.Memory.Usage > 24<<20
+		return err == nil && st.Memory.Usage > 22<<20
 	})
 	if r := p.corral("setmem", "hog", "16MiB"); r.code != 0 || !containsRow(r.stdout, "compliant", "false") {
 		t.Errorf("setmem hog 16MiB: exit %d, stdout\n%s\nstderr %q; want exit 0 and compliant false", r.code, r.stdout, r.stderr)
