@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -19,54 +18,48 @@ import (
 // gives (what `state --at` did before Replay), and every refused event to
 // be refused by both.
 func TestReplayMatchesApply(t *testing.T) {
-	files, _ := filepath.Glob("testdata/fsm/*.events")
-	if len(files) == 0 {
-		t.Fatal("no scenarios in testdata/fsm")
-	}
-	for _, in := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(in), ".events"), func(t *testing.T) {
-			evs := scenarioEvents(t, in)
-			live := NewState()
-			checkpoints := [][]byte{nil}
-			from := []int{0} // the event after each checkpoint
-			for i, e := range evs {
-				if _, err := live.Apply(e); err != nil {
-					continue
-				}
-				b, err := json.Marshal(live)
-				if err != nil {
+	eachFSMScenario(t, func(t *testing.T, in string) {
+		evs := scenarioEvents(t, in)
+		live := NewState()
+		checkpoints := [][]byte{nil}
+		from := []int{0} // the event after each checkpoint
+		for i, e := range evs {
+			if _, err := live.Apply(e); err != nil {
+				continue
+			}
+			b, err := json.Marshal(live)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkpoints = append(checkpoints, b)
+			from = append(from, i+1)
+		}
+		for k, cp := range checkpoints {
+			want := NewState()
+			if cp != nil {
+				var err error
+				if want, err = DecodeState(cp); err != nil {
 					t.Fatal(err)
 				}
-				checkpoints = append(checkpoints, b)
-				from = append(from, i+1)
 			}
-			for k, cp := range checkpoints {
-				want := NewState()
-				if cp != nil {
-					var err error
-					if want, err = DecodeState(cp); err != nil {
-						t.Fatal(err)
-					}
-				}
-				r, err := NewReplay(cp)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if r.Index() != want.Index {
-					t.Fatalf("checkpoint %d: replay starts at %d, want %d", k, r.Index(), want.Index)
-				}
-				for i, e := range evs[from[k]:] {
-					_, werr := want.Apply(e)
-					if gerr := r.Apply(e); (gerr == nil) != (werr == nil) {
-						t.Fatalf("checkpoint %d, event %d (%s): replay says %v, Apply %v", k, from[k]+i+1, e.Type, gerr, werr)
-					}
-				}
-				if got := r.State(); !reflect.DeepEqual(got, want) {
-					t.Errorf("checkpoint %d: the replayed state differs from the applied one:\n%#v\nwant\n%#v", k, got, want)
+			r, err := NewReplay(cp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Index() != want.Index {
+				t.Fatalf("checkpoint %d: replay starts at %d, want %d", k, r.Index(), want.Index)
+			}
+			for i, e := range evs[from[k]:] {
+				_, werr := want.Apply(e)
+				if gerr := r.Apply(e); (gerr == nil) != (werr == nil) {
+					t.Fatalf("checkpoint %d, event %d (%s): replay says %v, Apply %v", k, from[k]+i+1, e.Type, gerr, werr)
 				}
 			}
-		})
-	}
+			if got := r.State(); !reflect.DeepEqual(got, want) {
+				t.Errorf("checkpoint %d: the replayed state differs from the applied one:\n%#v\nwant\n%#v", k, got, want)
+			}
+		}
+	})
 }
 
 func scenarioEvents(t *testing.T, path string) []events.Event {

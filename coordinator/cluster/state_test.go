@@ -21,28 +21,22 @@ var update = flag.Bool("update", false, "rewrite golden files")
 // indexes left out) through State.Apply and compares, with the .golden file
 // beside it, what each event did and the final state.
 func TestFSMGolden(t *testing.T) {
-	files, _ := filepath.Glob("testdata/fsm/*.events")
-	if len(files) == 0 {
-		t.Fatal("no scenarios in testdata/fsm")
-	}
-	for _, in := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(in), ".events"), func(t *testing.T) {
-			got := replayScenario(t, in)
-			golden := strings.TrimSuffix(in, ".events") + ".golden"
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
+	eachFSMScenario(t, func(t *testing.T, in string) {
+		got := replayScenario(t, in)
+		golden := strings.TrimSuffix(in, ".events") + ".golden"
+		if *update {
+			if err := os.WriteFile(golden, got, 0o644); err != nil {
+				t.Fatal(err)
 			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./coordinator/cluster -run TestFSMGolden -update)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("%s differs from %s:\n%s", in, golden, got)
-			}
-		})
-	}
+		}
+		want, err := os.ReadFile(golden)
+		if err != nil {
+			t.Fatalf("%v (run go test ./coordinator/cluster -run TestFSMGolden -update)", err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s differs from %s:\n%s", in, golden, got)
+		}
+	})
 }
 
 func replayScenario(t *testing.T, path string) []byte {
@@ -96,5 +90,18 @@ func TestReplayDeterministic(t *testing.T) {
 		if !bytes.Equal(a, b) {
 			t.Errorf("%s: two replays differ", in)
 		}
+	}
+}
+
+// eachFSMScenario runs run on every testdata/fsm/*.events file, as a
+// subtest named after it.
+func eachFSMScenario(t *testing.T, run func(t *testing.T, in string)) {
+	t.Helper()
+	files, _ := filepath.Glob("testdata/fsm/*.events")
+	if len(files) == 0 {
+		t.Fatal("no scenarios in testdata/fsm")
+	}
+	for _, in := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(in), ".events"), func(t *testing.T) { run(t, in) })
 	}
 }
