@@ -236,15 +236,7 @@ func TestAgentLifecycle(t *testing.T) {
 
 	// Drift: someone writes cpu.shares by hand; the agent puts it back.
 	if h.cg.Report().Mode != cgroupdriver.ModeV2 {
-		var file string
-		for _, d := range st.Cgroups {
-			if _, err := os.Stat(filepath.Join(d, "cpu.shares")); err == nil {
-				file = filepath.Join(d, "cpu.shares")
-			}
-		}
-		if err := os.WriteFile(file, []byte("700"), 0); err != nil {
-			t.Fatal(err)
-		}
+		writeByHand(t, st.Cgroups, "cpu.shares", "700")
 		dr := waitReport[*events.GuestDrift](t, h.coord, "web", nil)
 		if dr.Knob != "cpu_shares" || dr.Found != "700" || dr.Expected != "500" || !dr.Corrected {
 			t.Errorf("drift %+v", dr)
@@ -473,15 +465,7 @@ func TestAgentDriftHealedByUsage(t *testing.T) {
 	h.coord.place(sleeper("web"))
 	st := waitReport[*events.GuestStarted](t, h.coord, "web", nil)
 	waitReport[*events.GuestTuningApplied](t, h.coord, "web", func(p *events.GuestTuningApplied) bool { return p.Knob == "cpu_shares" })
-	var file string
-	for _, d := range st.Cgroups {
-		if _, err := os.Stat(filepath.Join(d, "cpu.shares")); err == nil {
-			file = filepath.Join(d, "cpu.shares")
-		}
-	}
-	if err := os.WriteFile(file, []byte("700"), 0); err != nil {
-		t.Fatal(err)
-	}
+	writeByHand(t, st.Cgroups, "cpu.shares", "700")
 	dr := waitReport[*events.GuestDrift](t, h.coord, "web", nil)
 	if dr.Knob != "cpu_shares" || dr.Found != "700" || dr.Expected != "1024" || !dr.Corrected {
 		t.Errorf("drift %+v", dr)
@@ -536,4 +520,20 @@ func TestAgentOrphanScan(t *testing.T) {
 			t.Errorf("cleanup %+v", c)
 		}
 	})
+}
+
+// writeByHand writes value to the guest's file name in whichever of its
+// group directories has it, as an operator changing a knob by hand would.
+func writeByHand(t *testing.T, dirs []string, name, value string) {
+	t.Helper()
+	for _, d := range dirs {
+		file := filepath.Join(d, name)
+		if _, err := os.Stat(file); err == nil {
+			if err := os.WriteFile(file, []byte(value), 0); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	t.Fatalf("no group of %v has %s", dirs, name)
 }
