@@ -194,3 +194,28 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 	})
 }
+
+// TestTypeOf: the type is read from an event's envelope whatever its
+// payload, and an update without a readable event has none.
+func TestTypeOf(t *testing.T) {
+	usage := New(time.Now(), "node/n1", &NodeUsage{IntervalMs: 1000, Guests: []GuestUsage{{Guest: "web", Generation: 3}}})
+	raw, err := Marshal(usage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		raw  string
+		want Type
+	}{
+		{string(raw), TypeNodeUsage},
+		{`{"index":3,"payload":{"x":[1,2,{"type":"no"}]},"type":"node.down"}`, TypeNodeDown},
+		{`{"index":3}`, 0},
+		{``, 0},
+		{`[1]`, 0},
+		{`{"index":`, 0},
+	} {
+		if got := TypeOf([]byte(tc.raw)); got != tc.want {
+			t.Errorf("TypeOf(%s) = %v, want %v", tc.raw, got, tc.want)
+		}
+	}
+}

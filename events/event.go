@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -246,6 +247,38 @@ func Marshal(e Event) ([]byte, error) {
 // Unknown types, unknown fields, a missing payload and trailing data are
 // errors: it is for input from outside.
 func Unmarshal(b []byte) (Event, error) { return decode(b, strictDecode) }
+
+// TypeOf is the type of the encoded event raw, 0 when it has none. It
+// reads the envelope only as far as its type, which Marshal puts before
+// the payload, so a large event (a node's usage names every guest) is not
+// decoded whole to learn what it is.
+func TypeOf(raw []byte) Type {
+	if len(raw) == 0 {
+		return 0
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return 0
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return 0
+		}
+		if key == "type" {
+			var t Type
+			if dec.Decode(&t) != nil {
+				return 0
+			}
+			return t
+		}
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return 0
+		}
+	}
+	return 0
+}
 
 // Decode decodes an event from corral's own log: like Unmarshal, but fields
 // it does not know are ignored and it does half the work. The state machine

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/corral-dev/corral/coordinator/api"
 	"github.com/corral-dev/corral/events"
@@ -271,30 +270,5 @@ func TestFakeCoordinatorUpdates(t *testing.T) {
 	}
 	if d, _ := f.Desired(ctx, testNode); d.Index != us[2].Index || len(d.Guests) != 0 || !slices.Equal(f.lost, nil) {
 		t.Errorf("desired %+v", d)
-	}
-}
-
-// TestEventType: the type is read from an event's envelope whatever its
-// payload, and an update without a readable event has none.
-func TestEventType(t *testing.T) {
-	usage := events.New(time.Now(), "node/n1", &events.NodeUsage{IntervalMs: 1000, Guests: []events.GuestUsage{{Guest: "web", Generation: 3}}})
-	raw, err := events.Marshal(usage)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		raw  string
-		want events.Type
-	}{
-		{string(raw), events.TypeNodeUsage},
-		{`{"index":3,"payload":{"x":[1,2,{"type":"no"}]},"type":"node.down"}`, events.TypeNodeDown},
-		{`{"index":3}`, 0},
-		{``, 0},
-		{`[1]`, 0},
-		{`{"index":`, 0},
-	} {
-		if got := eventType([]byte(tc.raw)); got != tc.want {
-			t.Errorf("eventType(%s) = %v, want %v", tc.raw, got, tc.want)
-		}
 	}
 }

@@ -1,9 +1,7 @@
 package nodeagent
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 
 	"github.com/corral-dev/corral/coordinator/api"
@@ -98,7 +96,7 @@ func Fold(d Desired, u api.NodeUpdate) (Desired, bool) {
 		return d, false
 	}
 	out := Desired{Index: u.Index, NodeDown: d.NodeDown, Partitions: foldPartition(d.Partitions, u)}
-	switch eventType(u.Event) {
+	switch events.TypeOf(u.Event) {
 	case events.TypeNodeDown:
 		out.NodeDown = true
 	case events.TypeNodeUp, events.TypeNodeRegistered:
@@ -124,38 +122,6 @@ func Fold(d Desired, u api.NodeUpdate) (Desired, bool) {
 		out.Guests = append(out.Guests, *u.Guest)
 	}
 	return out, true
-}
-
-// eventType is the type of the encoded event raw, 0 when it has none. It
-// reads the envelope only as far as its type, which the encoding puts
-// before the payload: the node's usage event, which comes back every
-// interval, names every guest.
-func eventType(raw []byte) events.Type {
-	if len(raw) == 0 {
-		return 0
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return 0
-	}
-	for dec.More() {
-		key, err := dec.Token()
-		if err != nil {
-			return 0
-		}
-		if key == "type" {
-			var t events.Type
-			if dec.Decode(&t) != nil {
-				return 0
-			}
-			return t
-		}
-		var skip json.RawMessage
-		if dec.Decode(&skip) != nil {
-			return 0
-		}
-	}
-	return 0
 }
 
 // foldPartition returns ps with the update's partition replaced, added or
