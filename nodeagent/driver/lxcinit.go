@@ -39,6 +39,7 @@ func RunInitIfRequested() {
 	// filter are a thread's: the thread that sets them must be the one
 	// that execs.
 	runtime.LockOSThread()
+	pin := pinToOneCPU()
 	var req initRequest
 	fail := func(class string, err error) {
 		f := os.NewFile(uintptr(req.ErrFD), "corral-init-err")
@@ -84,6 +85,9 @@ func RunInitIfRequested() {
 	path, err := lookPathIn(req.Argv[0], req.Env)
 	if err != nil {
 		fail(initErrSpec, err)
+	}
+	if err := pin.restore(); err != nil {
+		fail(initErrStart, fmt.Errorf("give the command the init's CPU affinity back: %w", err))
 	}
 	if err := dropCapabilities(req.Caps); err != nil {
 		fail(initErrStart, err)
