@@ -17,7 +17,7 @@ import (
 // TestLXCInitPinned: a waiting spare init holds all its threads on one
 // CPU (its exec is then cheap), and the container's command it becomes
 // runs on the CPUs this process may use, as one started without a spare
-// does.
+// does, or on its cpuset's when it has one.
 func TestLXCInitPinned(t *testing.T) {
 	var mine unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &mine); err != nil {
@@ -61,6 +61,32 @@ func TestLXCInitPinned(t *testing.T) {
 	}
 	if got := cpusAllowed(t, strconv.Itoa(pid)); got != want {
 		t.Errorf("command of a spare may run on %q, want %q as this process", got, want)
+	}
+
+	// A guest pinned away from the CPU its spare holds runs where its
+	// cpuset says.
+	d.Prepare()
+	waitFor(t, "another spare init", 10*time.Second, func() bool { pid = driver.SparePID(d); return pid != 0 })
+	var held string
+	waitFor(t, "the spare on one CPU", 10*time.Second, func() bool {
+		held = cpusAllowed(t, strconv.Itoa(pid))
+		return !strings.ContainsAny(held, ",-")
+	})
+	other := -1
+	for c := range len(mine) * 64 {
+		if mine.IsSet(c) && strconv.Itoa(c) != held {
+			other = c
+			break
+		}
+	}
+	s := ct("pinned")
+	s.Resources.CpusetCPUs = strconv.Itoa(other)
+	pinned := start(t, d, s)
+	if pinned.PID() != pid {
+		t.Fatalf("the pinned container is pid %d, want the spare's %d", pinned.PID(), pid)
+	}
+	if got := cpusAllowed(t, strconv.Itoa(pid)); got != strconv.Itoa(other) {
+		t.Errorf("command of a spare held on CPU %s with cpuset %d may run on %q, want %d", held, other, got, other)
 	}
 }
 
