@@ -39,6 +39,7 @@ func RunInitIfRequested() {
 	// filter are a thread's: the thread that sets them must be the one
 	// that execs.
 	runtime.LockOSThread()
+	pin := pinToOneCPU()
 	var req initRequest
 	fail := func(class string, err error) {
 		f := os.NewFile(uintptr(req.ErrFD), "corral-init-err")
@@ -48,7 +49,12 @@ func RunInitIfRequested() {
 		fmt.Fprintf(f, "%s: container init: %v", class, err)
 		os.Exit(initExitCode)
 	}
+	loUp := false
 	if v == spareEnv {
+		// The spare's network namespace becomes the container's: its lo
+		// can come up before the container is known. Should that fail,
+		// the setup tries again and says why.
+		loUp = loopbackUp() == nil
 		if err := receiveSpareRequest(&req); err != nil {
 			fail(initErrStart, fmt.Errorf("spare init: %w", err))
 		}
@@ -61,7 +67,7 @@ func RunInitIfRequested() {
 	if len(req.Argv) == 0 {
 		fail(initErrSpec, errors.New("no command"))
 	}
-	if err := setupContainer(&req); err != nil {
+	if err := setupContainer(&req, loUp); err != nil {
 		fail(initErrStart, err)
 	}
 	if req.GoFD >= 3 {
@@ -85,6 +91,9 @@ func RunInitIfRequested() {
 	if err != nil {
 		fail(initErrSpec, err)
 	}
+	if err := pin.restore(); err != nil {
+		fail(initErrStart, fmt.Errorf("give the command the init's CPU affinity back: %w", err))
+	}
 	if err := dropCapabilities(req.Caps); err != nil {
 		fail(initErrStart, err)
 	}
@@ -99,9 +108,10 @@ func RunInitIfRequested() {
 	fail(class, fmt.Errorf("exec %s: %w", path, err))
 }
 
-// setupContainer builds the container's file system view and identity.
-// It runs in the new namespaces, as root of the host.
-func setupContainer(req *initRequest) error {
+// setupContainer builds the container's file system view and identity,
+// and brings lo up unless loUp says it is. It runs in the new namespaces,
+// as root of the host.
+func setupContainer(req *initRequest, loUp bool) error {
 	step := func(what string, err error) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)
@@ -158,6 +168,9 @@ func setupContainer(req *initRequest) error {
 	}
 	if err := unix.Chdir("/"); err != nil {
 		return step("chdir /", err)
+	}
+	if loUp {
+		return nil
 	}
 	return step("bring up lo", loopbackUp())
 }

@@ -42,13 +42,13 @@ func TestLXCSpareInit(t *testing.T) {
 	}
 
 	pid := waitSpare()
-	s := ct("spare", "/bin/sh", "-c", `echo "pid=$$ host=$(hostname) cg=$(grep memory /proc/self/cgroup)"; exec sleep 1000`)
+	s := ct("spare", "/bin/sh", "-c", `echo "lo=$(cat /sys/class/net/lo/operstate) pid=$$ host=$(hostname) cg=$(grep memory /proc/self/cgroup)"; exec sleep 1000`)
 	inst := start(t, d, s)
 	if inst.PID() != pid {
 		t.Errorf("the container is pid %d, want the spare's %d", inst.PID(), pid)
 	}
 	checkInGroups(t, inst, inst.PID())
-	waitLog(t, inst, "pid=1 host="+s.Guest.ID+" cg=", 10*time.Second)
+	waitLog(t, inst, "lo=unknown pid=1 host="+s.Guest.ID+" cg=", 10*time.Second) // lo is up: "unknown", not "down"
 	if log := readFile(t, inst.LogPath()); !strings.Contains(log, ":memory:/\n") {
 		t.Errorf("want the container's cgroup namespace rooted at its groups:\n%s", log)
 	}
