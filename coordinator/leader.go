@@ -461,7 +461,7 @@ func (s *Server) publishLoop(ctx context.Context) {
 // ends or the store fails writes.
 //
 // It runs once per batch the store takes, on every server, so it waits
-// in one select instead of starting goroutines as waitStore does.
+// in one select, as waitStore does.
 func (s *Server) waitPublishable(ctx context.Context, after uint64, wake <-chan raft.Observation) error {
 	faulted := s.fsm.faulted()
 	for s.storeBroken() == nil {
@@ -682,30 +682,30 @@ func (s *Server) WaitIndex(ctx context.Context, idx uint64) error {
 // after, or ctx ends, or the store fails a write: then it returns the
 // reason at once instead of letting the caller wait for what may never
 // come.
+//
+// The scheduling loop calls it after every batch the store takes, so it
+// waits in one select: a goroutine and a context per call woke the
+// scheduler up to three times per write, just as the write's reply
+// needed the CPU.
 func (s *Server) waitStore(ctx context.Context, after uint64) error {
-	if _, last := s.store.Bounds(); last > after {
-		return nil
-	}
-	if err := s.storeBroken(); err != nil {
-		return err
-	}
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	faulted := s.fsm.faulted()
-	go func() {
+	for {
+		// faulted first: a fault that begins after the check below
+		// closes this channel.
+		faulted := s.fsm.faulted()
+		last, appended := s.store.appended()
+		if last > after {
+			return nil
+		}
+		if err := s.storeBroken(); err != nil {
+			return err
+		}
 		select {
+		case <-appended:
 		case <-faulted:
-			cancel()
-		case <-wctx.Done():
-		}
-	}()
-	err := s.store.Wait(wctx, after)
-	if err != nil && ctx.Err() == nil {
-		if berr := s.storeBroken(); berr != nil {
-			return berr
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
-	return err
 }
 
 // AppliedIndex returns the index of the last event in this server's state.

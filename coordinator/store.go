@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -320,21 +319,6 @@ func (s *Store) Read(after uint64, max int) ([]Record, error) {
 		return nil
 	})
 	return out, err
-}
-
-// Wait blocks until an index greater than after is stored or ctx ends.
-func (s *Store) Wait(ctx context.Context, after uint64) error {
-	for {
-		last, ch := s.appended()
-		if last > after {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
 }
 
 // appended returns the last stored index and a channel closed when a
