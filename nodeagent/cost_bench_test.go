@@ -270,12 +270,12 @@ type procTotals struct {
 // schedstat, in nanoseconds, where /proc/PID/stat counts clock ticks) and
 // context switches, voluntary and not. A thread that exited is not
 // counted: a fencer at rest starts none.
-func procUsage(b *testing.B, pid int) procTotals {
-	b.Helper()
+func procUsage(tb testing.TB, pid int) procTotals {
+	tb.Helper()
 	task := fmt.Sprintf("/proc/%d/task", pid)
 	ents, err := os.ReadDir(task)
 	if err != nil {
-		b.Fatalf("the fencer (pid %d): %v", pid, err)
+		tb.Fatalf("the fencer (pid %d): %v", pid, err)
 	}
 	var t procTotals
 	for _, e := range ents {

@@ -92,7 +92,7 @@ func newFenceGuard(cfg Config, cg Cgroups, log *slog.Logger) (*fenceGuard, error
 		return nil, fmt.Errorf("corral: the fencer's directory: %w", err)
 	}
 	return &fenceGuard{
-		req:     fencerRequest{StateDir: cfg.StateDir, Dirs: dirs, Poll: cfg.Fencer.Poll},
+		req:     fencerRequest{StateDir: cfg.StateDir, Dirs: dirs, Poll: cfg.Fencer.Poll, Version: fencerVersion},
 		command: cfg.Fencer.Command, dir: dir, log: log.With("fence", dir),
 	}, nil
 }
@@ -205,8 +205,14 @@ func (f *fenceGuard) check() {
 // renew extends the lease to deadline (CLOCK_BOOTTIME nanoseconds). It
 // reports whether the lease had run out before: the agent may act again.
 func (f *fenceGuard) renew(deadline int64) bool {
-	expired, _ := leaseExpired(filepath.Join(f.dir, leaseFile))
+	prev, why := leaseDeadline(filepath.Join(f.dir, leaseFile))
+	expired := why != "" || prev <= now()
 	err := writeLease(f.req.StateDir, deadline)
+	if err == nil && !expired && deadline < prev {
+		// The fencer sleeps until the deadline it read last: an earlier
+		// one (a shorter fence timeout than the last agent's) must wake it.
+		wakeFencer(f.dir)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err != nil {
