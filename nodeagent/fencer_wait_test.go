@@ -139,3 +139,38 @@ func fencerSwitches(t *testing.T, pid int) int64 {
 	t.Helper()
 	return procUsage(t, pid).switches
 }
+
+// TestLeaseFormats: the lease is written as a symlink, or as a file for
+// an older fencer, over either, and read back in both forms; a symlink
+// left half-way by a dead agent is replaced.
+func TestLeaseFormats(t *testing.T) {
+	state := t.TempDir()
+	dir := filepath.Join(state, fenceDir)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, leaseFile)
+	if err := os.Symlink("1", path+".link"); err != nil {
+		t.Fatal(err)
+	}
+	for i, legacy := range []bool{false, true, false, false, true, true} {
+		want := int64(1_000_000_000 + i)
+		if err := writeLease(state, want, legacy); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Lstat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if link := st.Mode()&os.ModeSymlink != 0; link == legacy {
+			t.Errorf("write %d (legacy %v): the lease is a symlink: %v", i, legacy, link)
+		}
+		if got, why := leaseDeadline(path); got != want || why != "" {
+			t.Errorf("write %d (legacy %v): read %d (%s), want %d", i, legacy, got, why, want)
+		}
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) != 1 {
+		t.Errorf("the fence directory holds %v (%v), want the lease alone", ents, err)
+	}
+}
