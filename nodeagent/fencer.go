@@ -296,7 +296,10 @@ func writeLease(stateDir string, deadline int64, legacy bool) error {
 	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	if err := unix.Rename(tmp, path); err != nil {
+		return &os.LinkError{Op: "rename", Old: tmp, New: path, Err: err}
+	}
+	return nil
 }
 
 func writeAtomic(path string, b []byte) error {
@@ -410,16 +413,18 @@ func StopFencer(stateDir string, timeout time.Duration) error {
 	return nil
 }
 
-// fencerAlive reports whether a fencer holds the lock in dir.
+// fencerAlive reports whether a fencer holds the lock in dir. The
+// heartbeat asks every second: raw descriptors, not an *os.File, which
+// would try (and fail) to add a regular file to the poller each time.
 func fencerAlive(dir string) bool {
-	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDONLY, 0)
+	fd, err := unix.Open(filepath.Join(dir, lockFile), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false
 	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	defer unix.Close(fd)
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return errors.Is(err, unix.EWOULDBLOCK)
 	}
-	unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	unix.Flock(fd, unix.LOCK_UN)
 	return false
 }
