@@ -142,12 +142,15 @@ func runFencer(req fencerRequest) int {
 		return fencerBusy
 	}
 	// Before the lease is first read: what changes it afterwards wakes us.
+	// Without a waiter (no inotify instance left, say) the fencer polls,
+	// as it always did: better a busy fencer than none.
 	w, err := newLeaseWaiter(req.StateDir, dir)
 	if err != nil {
-		log.Error("setting up the wait for the lease", "err", err)
-		return 2
+		log.Warn("polling the lease: cannot sleep until its deadline", "err", err, "poll", req.Poll)
+		w = nil
+	} else {
+		defer w.Close()
 	}
-	defer w.Close()
 	req.PID = os.Getpid()
 	if b, err := json.Marshal(req); err == nil {
 		if err := writeAtomic(filepath.Join(dir, infoFile), b); err != nil {
@@ -161,7 +164,9 @@ func runFencer(req fencerRequest) int {
 	go func() {
 		<-stop
 		stopping.Store(true)
-		w.Stop()
+		if w != nil {
+			w.Stop()
+		}
 	}()
 	log.Info("guarding the lease", "dirs", req.Dirs, "poll", req.Poll)
 
@@ -203,7 +208,9 @@ func runFencer(req fencerRequest) int {
 			ready.Close()
 			ready = nil
 		}
-		if err := w.wait(next); err != nil {
+		if w == nil {
+			time.Sleep(req.Poll)
+		} else if err := w.wait(next); err != nil {
 			// Never sleep past a deadline on a broken waiter: poll.
 			if err.Error() != lastWaitErr {
 				lastWaitErr = err.Error()
