@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -44,9 +45,18 @@ func lonelyFencer(t *testing.T) (f *fenceGuard, freezer string) {
 	if err := f.ensure(); err != nil {
 		t.Fatal(err)
 	}
+	info, err := readFencerInfo(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		if err := StopFencer(state, 5*time.Second); err != nil {
 			t.Error(err)
+		}
+		// StopFencer finds no fencer once the directory is gone, and a
+		// failed test may have left this one running there.
+		if alive(info.PID) {
+			syscall.Kill(info.PID, syscall.SIGKILL)
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(dir, fencerLog))
