@@ -25,8 +25,8 @@ import (
 //	             the state directory moved
 //	SIGTERM      StopFencer
 //
-// The renewals themselves (a file written, then renamed over the lease)
-// raise none of the events watched, so a fencer at rest wakes once per
+// The renewals themselves (a symlink or a file made, then renamed over the
+// lease) raise none of the events watched, so a fencer at rest wakes once per
 // fence timeout less a heartbeat, not once per poll.
 const wakeFile = "wake"
 
