@@ -48,10 +48,12 @@ var idleProfile = flag.String("agentidle.profile", "", "write a CPU profile of B
 //     guest's counters with cgroupdriver.Stats and nothing else, the floor
 //     of one usage pass; and x-bare, the ratio of the two;
 //   - floor-us/guest/interval and floor-wakeups/s: the second reference,
-//     the test process over a window as long with the agent closed and
-//     its fencer stopped (the Go runtime and nats-server's once-a-second
-//     sampler, which every corral process carries, the fencer too);
-//     us/guest/interval includes it.
+//     the test process over a window as long with the agent closed (the
+//     Go runtime and nats-server's once-a-second sampler, which every
+//     corral process carries, the fencer too); us/guest/interval
+//     includes it. The fencer outlives the agent, as across a restart:
+//     the next agent adopts it (and lifts the fence it put up meanwhile,
+//     before its window starts).
 //
 // The coordinator is in-process, so its share (recording the reports) is
 // counted with the agent's; encoding for the real API is not.
@@ -225,18 +227,24 @@ func (h *benchHost) measureIdle(b *testing.B, n int, iv time.Duration) {
 	if err != nil {
 		b.Fatalf("no fencer runs: %v", err)
 	}
+	fencerLog := filepath.Join(h.state, fenceDir, fencerLog)
+	log0, _ := os.ReadFile(fencerLog)
 	r0, f0, t0 := rusage(b), procUsage(b, info.PID), time.Now()
 	for range reports {
 		next()
 	}
 	r1, f1, window := rusage(b), procUsage(b, info.PID), time.Since(t0)
+	if log1, _ := os.ReadFile(fencerLog); len(log1) > len(log0) {
+		// At rest the fencer has nothing to say: what it said is news.
+		b.Logf("the fencer logged during the window:\n%s", log1[len(log0):])
+	}
 	if *idleProfile != "" {
 		pprof.StopCPUProfile()
 	}
+	// The fencer stays, as across an agent's restart: the next agent
+	// adopts it, and the figures are a settled process's, not a young
+	// one's (its first seconds go to the runtime's start-up).
 	h.closeAgent()
-	if err := StopFencer(h.state, 5*time.Second); err != nil {
-		b.Fatal(err)
-	}
 
 	fcpu, fswitches := f1.cpu-f0.cpu, f1.switches-f0.switches
 	cpu := cpuOf(r1) - cpuOf(r0) + fcpu
