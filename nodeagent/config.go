@@ -113,9 +113,10 @@ type FencerConfig struct {
 	// calls [RunFencerIfRequested] first thing, normally the agent's own
 	// binary. Empty means no fencer: only a live agent then fences.
 	Command []string
-	// Poll is how often the fencer reads the lease, at most
-	// [MaxFencerPoll]. A guest runs at most FenceTimeout + Poll after the
-	// last heartbeat that succeeded.
+	// Poll is how often, at most [MaxFencerPoll], a fencer whose lease
+	// ran out reads it again and freezes again; at rest it sleeps until
+	// the lease's deadline. A guest runs at most FenceTimeout + Poll after
+	// the last heartbeat that succeeded.
 	Poll time.Duration
 }
 

@@ -28,7 +28,11 @@ type fenceGuard struct {
 	log     *slog.Logger
 
 	mu      sync.Mutex
-	adopted bool   // logged once
+	adopted bool // logged once
+	// current: a fencer of this version guards, which reads the lease
+	// written as a symlink (writeLease); until one is known to, the
+	// lease is written as a file, which every fencer reads.
+	current bool
 	valid   bool   // the last renewal found the lease still running
 	lastErr string // the last renewal error, logged once
 }
@@ -92,7 +96,7 @@ func newFenceGuard(cfg Config, cg Cgroups, log *slog.Logger) (*fenceGuard, error
 		return nil, fmt.Errorf("corral: the fencer's directory: %w", err)
 	}
 	return &fenceGuard{
-		req:     fencerRequest{StateDir: cfg.StateDir, Dirs: dirs, Poll: cfg.Fencer.Poll},
+		req:     fencerRequest{StateDir: cfg.StateDir, Dirs: dirs, Poll: cfg.Fencer.Poll, Version: fencerVersion},
 		command: cfg.Fencer.Command, dir: dir, log: log.With("fence", dir),
 	}, nil
 }
@@ -106,6 +110,7 @@ func (f *fenceGuard) ensure() error {
 	if fencerAlive(f.dir) {
 		info, err := readFencerInfo(f.dir)
 		if err == nil && info.same(f.req) {
+			f.current = true
 			if !f.adopted {
 				f.adopted = true
 				f.log.Info("a fencer guards the lease", "pid", info.PID)
@@ -173,7 +178,7 @@ func (f *fenceGuard) start() error {
 	buf := make([]byte, len(readyToken))
 	_, rerr := io.ReadFull(r, buf)
 	if rerr == nil && bytes.Equal(buf, []byte(readyToken)) {
-		f.adopted = true
+		f.adopted, f.current = true, true
 		f.log.Info("fencer started", "pid", cmd.Process.Pid, "poll", f.req.Poll)
 		return nil
 	}
@@ -205,8 +210,17 @@ func (f *fenceGuard) check() {
 // renew extends the lease to deadline (CLOCK_BOOTTIME nanoseconds). It
 // reports whether the lease had run out before: the agent may act again.
 func (f *fenceGuard) renew(deadline int64) bool {
-	expired, _ := leaseExpired(filepath.Join(f.dir, leaseFile))
-	err := writeLease(f.req.StateDir, deadline)
+	prev, why := leaseDeadline(filepath.Join(f.dir, leaseFile))
+	expired := why != "" || prev <= now()
+	f.mu.Lock()
+	legacy := !f.current
+	f.mu.Unlock()
+	err := writeLease(f.req.StateDir, deadline, legacy)
+	if err == nil && !expired && deadline < prev {
+		// The fencer sleeps until the deadline it read last: an earlier
+		// one (a shorter fence timeout than the last agent's) must wake it.
+		wakeFencer(f.dir)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err != nil {

@@ -162,6 +162,11 @@ func describeOrphan(act Action) string {
 // values written, and those the host refused (not to be tried again until
 // the log asks for another value).
 func appliedOrRefused(g *guest) map[string]string {
+	if len(g.refused) == 0 {
+		// Not a copy: Reconcile only reads it, before any action of the
+		// pass changes it, and every pass would copy every guest's.
+		return g.applied
+	}
 	out := maps.Clone(g.applied)
 	if len(g.refused) > 0 && out == nil {
 		out = map[string]string{}

@@ -260,10 +260,16 @@ func Fence(observed []Observed) []Action {
 // default.
 func changedKnobs(d DesiredGuest, applied map[string]string) map[string]string {
 	want := d.Resources.Knobs()
-	out := map[string]string{}
+	var out map[string]string // made on the first change: at rest there is none, for any guest
+	set := func(k, v string) {
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[k] = v
+	}
 	for k, v := range want {
 		if applied[k] != v {
-			out[k] = v
+			set(k, v)
 		}
 	}
 	for k, v := range applied {
@@ -271,11 +277,8 @@ func changedKnobs(d DesiredGuest, applied map[string]string) map[string]string {
 			continue
 		}
 		if def := knobDefault(k); def != "" && v != def {
-			out[k] = def
+			set(k, def)
 		}
-	}
-	if len(out) == 0 {
-		return nil
 	}
 	return out
 }
