@@ -516,10 +516,9 @@ func (h *Host) Guests() map[string]HostGuest {
 //
 // The interface assumed of the real watcher (nodeagent's fencer): after
 // every heartbeat that succeeded, RenewLease(sent + FenceTimeout), sent
-// being when the heartbeat was sent; the fencer notices expiry within its
-// poll interval (nodeagent.MaxFencerPoll at most), and freezes; once the
-// agent is
-// back in touch, LiftFence thaws, of what expiry froze, what a fresh list
+// being when the heartbeat was sent; the fencer, asleep until the lease's
+// deadline, notices expiry then (within nodeagent.MaxFencerPoll at most),
+// and freezes; once the agent is back in touch, LiftFence thaws, of what expiry froze, what a fresh list
 // of the node's desired state still wants running there. The real agent
 // does that itself (liftFence, then a pass on a fresh list); the simulated
 // agent runs without a fencer, so its link does it for it, after the
