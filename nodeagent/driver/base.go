@@ -52,9 +52,10 @@ type launched struct {
 type launchFunc func(ctx context.Context, spec *Spec, logf *os.File) (*launched, error)
 
 // createFunc makes a guest's groups in place of [cgroupdriver.Driver.Create]
-// (from a spare, say). abandon, when not nil, is called when the start
-// fails after it returned, before the groups are removed.
-type createFunc func(g cgroupdriver.Guest) (abandon func(), err error)
+// (from a spare, say); logf is the guest's output log. abandon, when not
+// nil, is called when the start fails after it returned, before the
+// groups are removed.
+type createFunc func(g cgroupdriver.Guest, logf *os.File) (abandon func(), err error)
 
 // start is the sequence of every Start: check, create (with create, when
 // not nil) and fill the groups, launch, record, watch. Any failure undoes
@@ -78,9 +79,14 @@ func (b *base) start(ctx context.Context, spec Spec, res cgroupdriver.Resources,
 		return nil, err
 	}
 	if create == nil {
-		create = func(g cgroupdriver.Guest) (func(), error) { return nil, cg.Create(g) }
+		create = func(g cgroupdriver.Guest, _ *os.File) (func(), error) { return nil, cg.Create(g) }
 	}
-	abandon, err := create(g)
+	logf, err := openLog(spec.logPath())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrStart, g, err)
+	}
+	defer logf.Close() // the guest holds its own descriptor
+	abandon, err := create(g, logf)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrStart, g, err)
 	}
@@ -104,12 +110,7 @@ func (b *base) start(ctx context.Context, spec Spec, res cgroupdriver.Resources,
 	if st, err := cg.Stats(g); err == nil {
 		oom0 = st.Memory.Events.OOMKill
 	}
-	logf, err := openLog(spec.logPath())
-	if err != nil {
-		return undo(fmt.Errorf("%w: %s: %w", ErrStart, g, err))
-	}
 	l, err := launch(ctx, &spec, logf)
-	logf.Close() // the guest holds its own descriptor
 	if err != nil {
 		return undo(err)
 	}

@@ -75,8 +75,8 @@ type initRequest struct {
 	// GoFD, when set, is a pipe the init reads one byte from once it has
 	// set the container up, before it makes its cgroup namespace and
 	// execs the command: the driver's go-ahead once the container's eth0
-	// is in place and the init is in every group of the container's (EOF
-	// means one could not be made).
+	// is in place and the init is in every group of the container's, its
+	// resources written (EOF means one could not be made).
 	GoFD int `json:"go_fd,omitempty"`
 }
 

@@ -72,7 +72,7 @@ func RunInitIfRequested() {
 	}
 	if req.GoFD >= 3 {
 		// The driver writes one byte once eth0 is in place and this
-		// process is in every group of the container's.
+		// process is in every group of the container's, filled.
 		f := os.NewFile(uintptr(req.GoFD), "corral-init-go")
 		var b [1]byte
 		if n, err := f.Read(b[:]); n != 1 {

@@ -29,16 +29,17 @@ import (
 //
 // A spare runs nothing of any guest's until it is told which: it sits in
 // groups of its own ([cgroupdriver.Driver.StartSpare]), joined before it
-// ran main, reading its socket. The driver makes those groups the guest's
-// ([cgroupdriver.Driver.ClaimSpare]: renamed on cgroup v1, so the spare
-// never moves there) and writes the guest's resources before it sends
-// the request, so the container's setup and command run inside them as
-// with the entry shim. Where a v2 hierarchy without controllers remains to
-// be joined (a hybrid host's), the move there overlaps the container's
-// setup, and the init waits for the driver's go-ahead before it makes its
-// cgroup namespace and execs the command. It gets the guest's log as its
-// output through the socket. A spare whose agent is gone reads EOF and
-// exits; its groups are orphans then.
+// ran main, reading its socket. The driver sends it the request first and
+// makes its groups the guest's ([cgroupdriver.Driver.ClaimSpare]: renamed
+// on cgroup v1, so the spare never moves there; on a hybrid host, the
+// move into the v2 group that holds no controller) and writes the guest's
+// resources while the spare sets the container up: the setup is the
+// init's own code, and the init waits for the driver's go-ahead, written
+// once the groups are the guest's and filled, before it makes its cgroup
+// namespace and execs the command, which so runs inside them from its
+// first instruction as with the entry shim. It gets the guest's log as
+// its output through the socket. A spare whose agent is gone reads EOF
+// and exits; its groups are orphans then.
 //
 // Spares serve the plain case: no user namespace, no network interface,
 // no launch memory policy, no cluster partition, a memory limit of at
@@ -191,6 +192,9 @@ type spareClaim struct {
 	// groups could not be the guest's, the container gets an init of its
 	// own.
 	created, fresh bool
+	// The error pipe and the go-ahead pipe of the container handed to
+	// the spare (the driver's ends).
+	errR, goW *os.File
 	// joined delivers what the move into the v2 group came to, when one
 	// is under way; joinErr reads it once.
 	joined   chan error
@@ -209,7 +213,7 @@ func (d *LXC) claimFor(spec *Spec, res cgroupdriver.Resources, req *initRequest)
 		(res.MemorySwapHardLimit != nil && *res.MemorySwapHardLimit < spareMinMemory) {
 		return nil
 	}
-	if enc, err := json.Marshal(spareRequest(req, true)); err != nil || len(enc) > maxSpareRequest {
+	if enc, err := json.Marshal(spareRequest(req)); err != nil || len(enc) > maxSpareRequest {
 		return nil
 	}
 	s := d.takeSpare()
@@ -219,31 +223,32 @@ func (d *LXC) claimFor(spec *Spec, res cgroupdriver.Resources, req *initRequest)
 	return &spareClaim{d: d, s: s, req: req}
 }
 
-// spareRequest is req as a spare gets it: the error pipe and, with
-// goAhead, the go-ahead pipe come with it (the spare takes them where
-// they arrive).
-func spareRequest(req *initRequest, goAhead bool) *initRequest {
+// spareRequest is req as a spare gets it: the error pipe and the
+// go-ahead pipe come with it (the spare takes them where they arrive).
+func spareRequest(req *initRequest) *initRequest {
 	r := *req
-	r.ErrFD, r.GoFD = 3, 0
-	if goAhead {
-		r.GoFD = 3
-	}
+	r.ErrFD, r.GoFD = 3, 3
 	return &r
 }
 
-// create makes the spare's groups the guest's and starts the move into
-// the v2 group if one is left. When the groups cannot be the guest's the
-// start goes on without the spare.
-func (c *spareClaim) create(g cgroupdriver.Guest) (func(), error) {
+// create hands the container to the spare, which sets it up meanwhile,
+// then makes the spare's groups the guest's and starts the move into the
+// v2 group if one is left; the spare execs the command only on the
+// go-ahead, once the groups are filled (launchSpare). When the groups
+// cannot be the guest's the spare is let go of and the start goes on
+// without it.
+func (c *spareClaim) create(g cgroupdriver.Guest, logf *os.File) (func(), error) {
 	c.created = true
-	cg := c.d.cfg.Cgroups
-	join, err := cg.ClaimSpare(c.s.groups, g)
-	if errors.Is(err, cgroupdriver.ErrFrozen) {
-		// The spare is as it was, and serves once the groups are thawed.
-		c.d.putBack(c.s)
+	if err := c.handOver(logf); err != nil {
+		c.d.discard(c.s)
 		return nil, err
 	}
+	cg := c.d.cfg.Cgroups
+	join, err := cg.ClaimSpare(c.s.groups, g)
 	if err != nil {
+		// The spare has the container already (a frozen one, too, once
+		// thawed): it cannot serve another.
+		c.closePipes()
 		c.d.discard(c.s)
 		if !errors.Is(err, cgroupdriver.ErrSpareUnusable) {
 			return nil, err
@@ -257,6 +262,43 @@ func (c *spareClaim) create(g cgroupdriver.Guest) (func(), error) {
 		go func() { c.joined <- join() }()
 	}
 	return c.abandon, nil
+}
+
+// handOver sends the spare the request, the guest's log as its output,
+// the error pipe and the go-ahead pipe.
+func (c *spareClaim) handOver(logf *os.File) error {
+	enc, err := json.Marshal(spareRequest(c.req))
+	if err != nil {
+		return err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer errW.Close()
+	goR, goW, err := os.Pipe()
+	if err != nil {
+		errR.Close()
+		return err
+	}
+	defer goR.Close()
+	err = unix.Sendmsg(int(c.s.sock.Fd()), enc, unix.UnixRights(int(logf.Fd()), int(errW.Fd()), int(goR.Fd())), nil, 0)
+	c.s.sock.Close()
+	if err != nil {
+		errR.Close()
+		goW.Close()
+		return fmt.Errorf("hand the container to a spare init: %w", err)
+	}
+	c.errR, c.goW = errR, goW
+	return nil
+}
+
+func (c *spareClaim) closePipes() {
+	for _, f := range []*os.File{c.errR, c.goW} {
+		if f != nil {
+			f.Close()
+		}
+	}
 }
 
 // joinErr waits for the move into the v2 group, if one is under way.
@@ -274,6 +316,7 @@ func (c *spareClaim) joinErr() error {
 // what is left of its groups removed.
 func (c *spareClaim) abandon() {
 	_ = c.joinErr()
+	c.closePipes()
 	c.d.discard(c.s)
 }
 
@@ -337,50 +380,18 @@ func b2i(b bool) int {
 	return 0
 }
 
-// launchSpare hands the container to the claimed spare: the request, the
-// guest's log as its output, the error pipe and, while the move into the
-// v2 group is under way, the go-ahead pipe, written once it is over.
+// launchSpare gives the spare that was handed the container the go-ahead
+// once the move into the v2 group, if any, is over, and waits for its
+// exec.
 func (d *LXC) launchSpare(ctx context.Context, spec *Spec, logf *os.File, c *spareClaim) (*launched, error) {
 	if c.fresh {
 		return d.launch(ctx, spec, logf, c.req)
 	}
-	g, s := spec.Guest, c.s
-	enc, err := json.Marshal(spareRequest(c.req, c.joined != nil))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrStart, g, err)
+	defer c.errR.Close()
+	goErr := c.joinErr()
+	if goErr == nil {
+		_, goErr = c.goW.Write([]byte{1})
 	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrStart, g, err)
-	}
-	defer pr.Close()
-	fds := []int{int(logf.Fd()), int(pw.Fd())}
-	var goW *os.File
-	if c.joined != nil {
-		goR, w, err := os.Pipe()
-		if err != nil {
-			pw.Close()
-			return nil, fmt.Errorf("%w: %s: %w", ErrStart, g, err)
-		}
-		defer goR.Close()
-		goW = w
-		fds = append(fds, int(goR.Fd()))
-	}
-	err = unix.Sendmsg(int(s.sock.Fd()), enc, unix.UnixRights(fds...), nil, 0)
-	s.sock.Close()
-	pw.Close()
-	if err != nil {
-		if goW != nil {
-			goW.Close()
-		}
-		return nil, fmt.Errorf("%w: %s: hand the container to a spare init: %w", ErrStart, g, err)
-	}
-	var goErr error
-	if goW != nil {
-		if goErr = c.joinErr(); goErr == nil {
-			_, goErr = goW.Write([]byte{1})
-		}
-		goW.Close()
-	}
-	return d.awaitInit(ctx, spec, s.cmd, pr, goErr)
+	c.goW.Close()
+	return d.awaitInit(ctx, spec, c.s.cmd, c.errR, goErr)
 }
