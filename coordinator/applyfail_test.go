@@ -158,6 +158,11 @@ func TestEventStoreWriteFailure(t *testing.T) {
 // sameStore fails the test unless a and b hold the same events.
 func sameStore(t *testing.T, a, b *Server) {
 	t.Helper()
+	for _, s := range []*Server{a, b} {
+		if err := s.waitStored(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	got, err := a.store.Read(0, 1<<20)
 	if err != nil {
 		t.Fatal(err)
