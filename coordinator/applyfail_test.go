@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/events"
 )
 
 // TestEventStoreWriteFailure breaks the leader's event store: the leader
@@ -157,6 +158,11 @@ func TestEventStoreWriteFailure(t *testing.T) {
 // sameStore fails the test unless a and b hold the same events.
 func sameStore(t *testing.T, a, b *Server) {
 	t.Helper()
+	for _, s := range []*Server{a, b} {
+		if err := s.waitStored(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	got, err := a.store.Read(0, 1<<20)
 	if err != nil {
 		t.Fatal(err)
@@ -171,6 +177,61 @@ func sameStore(t *testing.T, a, b *Server) {
 	for i := range got {
 		if got[i].Index != want[i].Index || !bytes.Equal(got[i].Data, want[i].Data) {
 			t.Fatalf("%s's store differs from %s's at index %d", a.ID(), b.ID(), want[i].Index)
+		}
+	}
+}
+
+// TestCrashWithStoreBehind stops a follower whose event store trails its
+// state, as a crash between the commit and the store writer's
+// transaction leaves it: raft replays the missing events into the store
+// at the restart, and the server's store and history match the others'.
+func TestCrashWithStoreBehind(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	li, leader := c.waitLeader()
+	fi := (li + 1) % 3
+	follower := c.servers[fi]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := api.NewClient(leader.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	create := func(name string) api.WriteResult {
+		t.Helper()
+		res, err := cl.CreateGuest(ctx, api.CreateGuest{Name: name, Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	create("before")
+	c.waitConverged()
+	_, stored := follower.store.Bounds()
+
+	follower.fsm.holdWrites.Store(true)
+	var last api.WriteResult
+	for i := range 5 {
+		last = create(fmt.Sprint("held-", i))
+	}
+	WaitFor(t, 10*time.Second, "the follower to apply what its store lacks", func() bool { return follower.AppliedIndex() >= last.Index })
+	if _, now := follower.store.Bounds(); now != stored {
+		t.Fatalf("the held store went on from %d to %d", stored, now)
+	}
+	c.stops[fi]() // the queued records are lost with the process
+	create("while-down")
+	c.start(fi)
+	c.waitConverged()
+	restarted := c.servers[fi]
+	sameStore(t, restarted, leader)
+	if _, got := restarted.store.Bounds(); got <= last.Index {
+		t.Fatalf("the restarted store ends at %d, before %d", got, last.Index)
+	}
+	rcl, _ := api.NewClient(restarted.HTTPAddr())
+	for i := range 5 {
+		n := 0
+		err := rcl.History(ctx, fmt.Sprint("held-", i), func(events.Event) error { n++; return nil })
+		if err != nil || n == 0 {
+			t.Fatalf("history of held-%d on the restarted server: %d events, %v", i, n, err)
 		}
 	}
 }

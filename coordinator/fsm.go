@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -91,24 +92,41 @@ type fsm struct {
 	routesMu sync.Mutex
 	routes   [routeRing]routedIndex
 
+	// The event store is written by its own goroutine (storeLoop), so
+	// that the state machine goroutine, and the write acknowledged after
+	// it, never wait for a store transaction: ApplyBatch queues the
+	// records in unstored, oldest first, and the writer appends all that
+	// is queued in one transaction. It writes at once when someone waits
+	// for the store (urgent: a read, the leader's publisher, a snapshot)
+	// or much is queued, else after storeLag, so that a follower nobody
+	// reads from pays for a transaction per storeLag, not per entry. A
+	// crash loses at most what was queued: the store is behind raft, and
+	// raft replays those entries into it at the restart.
+	//
 	// While the event store fails appends, fault says why, and unstored
-	// holds the records it has not taken, oldest first: every later
-	// append, and a retry every storeRetry, offers them again, so a store
-	// that failed for a while (a full disk) catches up by itself. Past
-	// unstoredLimit bytes they are dropped and the fault is final: a
-	// restart replays raft into the store. Meanwhile the state still
-	// follows raft, and the server refuses writes, reads and streams,
-	// refuses raft snapshots (so raft keeps the entries the store lacks)
-	// and hands leadership away. storeMu guards unstored and the appends.
+	// keeps what it has not taken: every later batch, and a retry every
+	// storeRetry, offers them again, so a store that failed for a while
+	// (a full disk) catches up by itself. Past unstoredLimit bytes they
+	// are dropped and the fault is final: a restart replays raft into the
+	// store. Meanwhile the state still follows raft, and the server
+	// refuses writes, reads and streams, refuses raft snapshots (so raft
+	// keeps the entries the store lacks) and hands leadership away.
+	// storeMu guards unstored, unstoredBytes and queued; writeMu is held
+	// by whoever writes the store (the writer, Restore).
 	storeMu       sync.Mutex
 	unstored      []Record
 	unstoredBytes int
 	unstoredLimit int
+	queued        uint64 // the last index handed to the writer
+	writeMu       sync.Mutex
+	kick          chan struct{} // records were queued
+	urge          chan struct{} // a waiter wants the store now
+	urgent        atomic.Int32  // how many wait for the store now
+	writerDone    chan struct{}
 	fault         atomic.Pointer[storeFault]
 	faultMu       sync.Mutex
 	faultCh       chan struct{} // closed while a fault lasts; replaced when it ends
 	closing       chan struct{}
-	retries       sync.WaitGroup
 
 	// onApply and onStored, when set (by the server's metrics, before
 	// raft starts), are told of each event applied to the state and of
@@ -122,11 +140,24 @@ type fsm struct {
 	// failAppends, when set (by tests only), makes every event-store
 	// append fail with it instead of writing.
 	failAppends atomic.Pointer[error]
+	// holdWrites, when set (by tests only), makes the store writer leave
+	// what is queued unwritten, close included, as a process that died
+	// before writing it would.
+	holdWrites atomic.Bool
 }
 
 // storeRetry is how often a failing event store is offered its unstored
 // records again.
 const storeRetry = 500 * time.Millisecond
+
+// storeLag is how long the store writer waits for more records when
+// nobody waits for the store; storeBatch and storeBatchBytes are how much
+// it writes at once without waiting.
+const (
+	storeLag        = 10 * time.Millisecond
+	storeBatch      = 1024
+	storeBatchBytes = 1 << 20
+)
 
 // defaultUnstoredLimit bounds the memory the records a failing store has
 // not taken may hold.
@@ -171,7 +202,10 @@ func newFSM(store *Store, every uint64, log *slog.Logger) *fsm {
 	f.unstoredLimit = defaultUnstoredLimit
 	f.faultCh = make(chan struct{})
 	f.closing = make(chan struct{})
+	f.kick, f.urge = make(chan struct{}, 1), make(chan struct{}, 1)
+	f.writerDone = make(chan struct{})
 	go f.checkpointLoop()
+	go f.storeLoop()
 	return f
 }
 
@@ -189,7 +223,7 @@ func (f *fsm) checkpointLoop() {
 }
 
 // close stops the checkpoint goroutine after it wrote what it was given,
-// and the store's retries.
+// and the store writer after it offered the store what is queued.
 func (f *fsm) close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -198,7 +232,7 @@ func (f *fsm) close() {
 		<-f.cpDone
 		f.checkpoints = nil
 		close(f.closing)
-		f.retries.Wait()
+		<-f.writerDone
 	}
 }
 
@@ -211,11 +245,11 @@ func (f *fsm) read(fn func(s *cluster.State)) {
 
 func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 
-// ApplyBatch applies a batch of committed entries and stores their events in
-// one event-store transaction. Decoding and encoding happen outside the
-// state lock, so readers and the leader's command validation wait only for
-// the state changes themselves. A reader may see the state up to one batch
-// ahead of the store; Server.WaitIndex waits for the store.
+// ApplyBatch applies a batch of committed entries and queues their events
+// for the store writer. Decoding and encoding happen outside the state
+// lock, so readers and the leader's command validation wait only for the
+// state changes themselves. A reader may see the state ahead of the
+// store; Server.WaitIndex waits for the store.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	props := make([][]decodedProposal, len(logs))
@@ -262,9 +296,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		f.routes[c.index%routeRing] = routedIndex{index: c.index, typ: c.typ, routes: c.routes}
 	}
 	f.routesMu.Unlock()
-	f.storeMu.Lock()
-	f.storeLocked(recs)
-	f.storeMu.Unlock()
+	f.queue(recs)
 	return out
 }
 
@@ -290,41 +322,146 @@ func (f *fsm) appendEvents(recs []Record) error {
 	return f.store.Append(recs)
 }
 
-// storeLocked appends what the store has not taken yet and then recs,
-// and keeps fault up to date. f.storeMu is held.
-func (f *fsm) storeLocked(recs []Record) {
-	cur := f.fault.Load()
-	if cur != nil && cur.final {
-		return
-	}
-	if len(f.unstored) > 0 {
-		recs = append(f.unstored, recs...)
-	}
+// queue hands recs to the store writer.
+func (f *fsm) queue(recs []Record) {
 	if len(recs) == 0 {
 		return
 	}
+	f.storeMu.Lock()
+	if b := f.fault.Load(); b != nil && b.final {
+		f.storeMu.Unlock()
+		return
+	}
+	f.unstored = append(f.unstored, recs...)
+	for _, r := range recs {
+		f.unstoredBytes += len(r.Data)
+	}
+	f.queued = recs[len(recs)-1].Index
+	f.storeMu.Unlock()
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// storeLoop is the event store's writer: it runs from newFSM to close,
+// and on close offers the store what is still queued.
+func (f *fsm) storeLoop() {
+	defer close(f.writerDone)
+	lag := time.NewTimer(storeLag)
+	lag.Stop()
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-f.kick:
+		case <-f.urge:
+		case <-retry:
+		case <-f.closing:
+			f.writeStore()
+			return
+		}
+		if !f.storeDue() {
+			lag.Reset(storeLag)
+			select {
+			case <-f.urge:
+			case <-lag.C:
+			case <-f.closing:
+			}
+			lag.Stop()
+		}
+		f.writeStore()
+		retry = nil
+		if b := f.fault.Load(); b != nil && !b.final {
+			retry = time.After(storeRetry)
+		}
+	}
+}
+
+// storeDue tells the writer to write without waiting for more.
+func (f *fsm) storeDue() bool {
+	if f.urgent.Load() > 0 {
+		return true
+	}
+	f.storeMu.Lock()
+	defer f.storeMu.Unlock()
+	return len(f.unstored) == 0 || len(f.unstored) >= storeBatch || f.unstoredBytes >= storeBatchBytes || f.fault.Load() != nil
+}
+
+// want tells the writer that someone waits for the store, until unwant.
+func (f *fsm) want() {
+	f.urgent.Add(1)
+	select {
+	case f.urge <- struct{}{}:
+	default:
+	}
+}
+
+func (f *fsm) unwant() { f.urgent.Add(-1) }
+
+// drainStore waits until the store holds every record queued so far, and
+// returns the store's fault instead when it has one.
+func (f *fsm) drainStore() error {
+	f.storeMu.Lock()
+	want := f.queued
+	f.storeMu.Unlock()
+	f.want()
+	defer f.unwant()
+	for {
+		faulted := f.faulted()
+		last, appended := f.store.appended()
+		if last >= want {
+			return nil
+		}
+		if b := f.broken(); b != nil {
+			return fmt.Errorf("corral: the event store could not take index %d: %w", b.index, b.err)
+		}
+		select {
+		case <-appended:
+		case <-faulted:
+		case <-f.writerDone:
+			return errors.New("corral: the event store writer has stopped")
+		}
+	}
+}
+
+// writeStore appends what is queued in one transaction and keeps fault
+// up to date. Records queued meanwhile wait for the next one.
+func (f *fsm) writeStore() {
+	if f.holdWrites.Load() {
+		return
+	}
+	f.writeMu.Lock()
+	defer f.writeMu.Unlock()
+	f.storeMu.Lock()
+	cur := f.fault.Load()
+	recs := f.unstored
+	f.storeMu.Unlock()
+	if len(recs) == 0 || cur != nil && cur.final {
+		return
+	}
 	err := f.appendEvents(recs)
+	f.storeMu.Lock()
+	defer f.storeMu.Unlock()
 	if err == nil {
 		if f.onStored != nil {
 			f.onStored(len(recs))
 		}
-		f.unstored, f.unstoredBytes = nil, 0
+		for _, r := range recs {
+			f.unstoredBytes -= len(r.Data)
+		}
+		// queue only appends, so what came meanwhile follows recs.
+		if rest := f.unstored[len(recs):]; len(rest) > 0 {
+			f.unstored = append([]Record(nil), rest...)
+		} else {
+			f.unstored, f.unstoredBytes = nil, 0
+		}
 		if cur != nil {
 			f.setFault(nil)
 			f.log.Info("event store writes work again: it holds the log; serving", "through", recs[len(recs)-1].Index)
 		}
 		return
 	}
-	if len(f.unstored) == 0 {
-		f.unstored = append([]Record(nil), recs...)
-	} else {
-		f.unstored = recs
-	}
-	f.unstoredBytes = 0
-	for _, r := range f.unstored {
-		f.unstoredBytes += len(r.Data)
-	}
-	next := &storeFault{index: f.unstored[0].Index, err: err}
+	next := &storeFault{index: recs[0].Index, err: err}
 	if f.unstoredBytes > f.unstoredLimit {
 		next.final = true
 		f.unstored, f.unstoredBytes = nil, 0
@@ -333,32 +470,6 @@ func (f *fsm) storeLocked(recs []Record) {
 		f.log.Error("event store write failed: this server stops serving and retries", "index", next.index, "err", err)
 	}
 	f.setFault(next)
-	if cur == nil && !next.final {
-		f.retries.Add(1)
-		go f.retryLoop()
-	}
-}
-
-// retryLoop offers the unstored records to the store every storeRetry
-// until it takes them, the fault is final or the fsm closes.
-func (f *fsm) retryLoop() {
-	defer f.retries.Done()
-	t := time.NewTicker(storeRetry)
-	defer t.Stop()
-	for {
-		select {
-		case <-f.closing:
-			return
-		case <-t.C:
-		}
-		f.storeMu.Lock()
-		f.storeLocked(nil)
-		b := f.fault.Load()
-		f.storeMu.Unlock()
-		if b == nil || b.final {
-			return
-		}
-	}
 }
 
 // setFault records the store's fault, nil when it ended, and wakes
@@ -490,6 +601,7 @@ func (f *fsm) applyProposal(p decodedProposal) (*cluster.Outcome, []committedEve
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	// The store must hold everything the snapshot covers before raft may
 	// compact the log entries it was built from.
+	f.drainStore()
 	if b := f.broken(); b != nil {
 		return nil, fmt.Errorf("corral: no snapshot while the event store is broken (it could not take index %d: %w): raft keeps its log so that a restart rebuilds the store", b.index, b.err)
 	}
@@ -512,14 +624,17 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("corral: decode snapshot: %w", err)
 	}
-	f.storeMu.Lock()
+	// What is queued goes first (the store may need no reset then);
+	// a broken store keeps it, and Append skips what the reset covers.
+	f.drainStore()
+	f.writeMu.Lock()
 	if _, last := f.store.Bounds(); last < s.Index {
 		if err := f.store.Reset(s.Index, data); err != nil {
-			f.storeMu.Unlock()
+			f.writeMu.Unlock()
 			return err
 		}
 	}
-	f.storeMu.Unlock()
+	f.writeMu.Unlock()
 	f.mu.Lock()
 	f.state = s
 	f.lastCheckpoint = s.Index

@@ -500,6 +500,15 @@ func (s *Server) streamFrom(w http.ResponseWriter, r *http.Request, since uint64
 		writeError(w, err)
 		return
 	}
+	// The store may trail the state by what its writer has queued: wait
+	// for it, so that the stream shows every write acknowledged here.
+	if err := s.waitStored(r.Context()); err != nil {
+		if s.storeBroken() == nil && r.Context().Err() == nil {
+			err = fmt.Errorf("%w: server %s's event store is still catching up with its state; retry", api.ErrUnavailable, s.cfg.ID)
+		}
+		writeError(w, err)
+		return
+	}
 	if c := callerOf(r); follow && !c.insecure && c.id.Role != pki.RoleServer {
 		done, err := s.limiter.openStream(c.key())
 		if err != nil {

@@ -167,7 +167,7 @@ func (s *Server) leaderDuties(ctx context.Context) {
 		began := time.Now()
 		s.schedule(ctx, &mark)
 		took := time.Since(began) // the pass alone, not the idle wait after it
-		if err := s.waitStore(ctx, seen); err != nil && (ctx.Err() != nil || !s.waitHealed(ctx)) {
+		if err := s.awaitStore(ctx, seen, false); err != nil && (ctx.Err() != nil || !s.waitHealed(ctx)) {
 			return
 		}
 		if wait := max(schedulePace, 2*took) - time.Since(began); wait > 0 {
@@ -410,7 +410,7 @@ func (s *Server) publishLoop(ctx context.Context) {
 				cursor = last
 				continue
 			}
-			if err := s.waitPublishable(ctx, cursor, wake); err != nil && (ctx.Err() != nil || !s.waitHealed(ctx)) {
+			if err := s.waitPublishable(ctx, cursor, wake, false); err != nil && (ctx.Err() != nil || !s.waitHealed(ctx)) {
 				return
 			}
 			continue
@@ -434,7 +434,7 @@ func (s *Server) publishLoop(ctx context.Context) {
 			continue
 		}
 		if len(recs) == 0 {
-			if err := s.waitPublishable(ctx, cursor, wake); err != nil && (ctx.Err() != nil || !s.waitHealed(ctx)) {
+			if err := s.waitPublishable(ctx, cursor, wake, true); err != nil && (ctx.Err() != nil || !s.waitHealed(ctx)) {
 				return
 			}
 			continue
@@ -462,8 +462,15 @@ func (s *Server) publishLoop(ctx context.Context) {
 //
 // It runs once per batch the store takes, on every server, so it waits
 // in one select, as waitStore does.
-func (s *Server) waitPublishable(ctx context.Context, after uint64, wake <-chan raft.Observation) error {
+//
+// The leader's publisher is urgent: the store writer writes at once while
+// it waits, so that events reach the bus without the writer's lag.
+func (s *Server) waitPublishable(ctx context.Context, after uint64, wake <-chan raft.Observation, urgent bool) error {
 	faulted := s.fsm.faulted()
+	if urgent {
+		s.fsm.want()
+		defer s.fsm.unwant()
+	}
 	for s.storeBroken() == nil {
 		last, appended := s.store.appended()
 		if last > after {
@@ -681,13 +688,25 @@ func (s *Server) WaitIndex(ctx context.Context, idx uint64) error {
 // waitStore blocks until the event store holds an index greater than
 // after, or ctx ends, or the store fails a write: then it returns the
 // reason at once instead of letting the caller wait for what may never
-// come.
+// come. The store writer writes at once while someone waits here.
+func (s *Server) waitStore(ctx context.Context, after uint64) error {
+	return s.awaitStore(ctx, after, true)
+}
+
+// awaitStore is waitStore; when urgent is false the store writer is not
+// hurried, and the wait may last up to storeLag longer.
 //
 // The scheduling loop calls it after every batch the store takes, so it
 // waits in one select: a goroutine and a context per call woke the
 // scheduler up to three times per write, just as the write's reply
 // needed the CPU.
-func (s *Server) waitStore(ctx context.Context, after uint64) error {
+func (s *Server) awaitStore(ctx context.Context, after uint64, urgent bool) error {
+	wanted := false
+	defer func() {
+		if wanted {
+			s.fsm.unwant()
+		}
+	}()
 	for {
 		// faulted first: a fault that begins after the check below
 		// closes this channel.
@@ -699,6 +718,10 @@ func (s *Server) waitStore(ctx context.Context, after uint64) error {
 		if err := s.storeBroken(); err != nil {
 			return err
 		}
+		if urgent && !wanted {
+			s.fsm.want()
+			wanted = true
+		}
 		select {
 		case <-appended:
 		case <-faulted:
@@ -706,6 +729,15 @@ func (s *Server) waitStore(ctx context.Context, after uint64) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// waitStored waits, up to readWait, until the event store holds every
+// event this server's state holds, so that a read of the store reflects
+// every write acknowledged before it began, as a read of the state does.
+func (s *Server) waitStored(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, readWait)
+	defer cancel()
+	return s.WaitIndex(ctx, s.AppliedIndex())
 }
 
 // AppliedIndex returns the index of the last event in this server's state.

@@ -80,6 +80,9 @@ func TestBatchEntryAppliesEachProposal(t *testing.T) {
 			t.Fatalf("state at %d with guests %v", st.Index, slices.Sorted(maps.Keys(st.Guests)))
 		}
 	})
+	if err := f.drainStore(); err != nil {
+		t.Fatal(err)
+	}
 	recs, _ := f.store.Read(0, 10)
 	if len(recs) != 2 || recs[0].Index != 1 || recs[1].Index != 2 {
 		t.Fatalf("stored %v", recs)

@@ -117,7 +117,7 @@ func (s *Server) waitMinIndex(w http.ResponseWriter, r *http.Request) bool {
 		writeError(w, badRequest(api.HeaderMinIndex, v, "give the log index of the client's last write or read, a decimal number, or leave it out"))
 		return false
 	}
-	if s.AppliedIndex() >= want {
+	if _, last := s.store.Bounds(); last >= want {
 		return true
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), readWait)

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 
@@ -17,6 +18,13 @@ import (
 // checkpoint and then applies what it is given.
 func (s *Server) StateAt(n uint64) (*cluster.State, error) {
 	first, last := s.store.Bounds()
+	if n > last && n <= s.AppliedIndex() {
+		// Committed, and still on its way to the store.
+		if err := s.waitStored(context.Background()); err != nil {
+			return nil, err
+		}
+		first, last = s.store.Bounds()
+	}
 	if n > last {
 		return nil, badRequest("at", strconv.FormatUint(n, 10), fmt.Sprintf("the last committed event is %d", last))
 	}

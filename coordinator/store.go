@@ -61,8 +61,8 @@ type Record struct {
 
 // Store keeps committed events by index on one server, independently of
 // raft's log compaction, plus state checkpoints from which the state at any
-// retained index is rebuilt. Writes come from the state machine goroutine
-// only; reads and waits from any goroutine.
+// retained index is rebuilt. Events are appended by the fsm's store writer
+// only; reads and waits come from any goroutine.
 //
 // Writes are not fsynced one by one: the raft log is the durable copy and
 // is replayed into the store after a crash. Sync is called before every raft

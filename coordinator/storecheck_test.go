@@ -97,6 +97,9 @@ func fillServer(t *testing.T, s *Server, n int) ([]Record, []*api.Guest) {
 
 func storeContents(t *testing.T, s *Server) []Record {
 	t.Helper()
+	if err := s.waitStored(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	first, last := s.store.Bounds()
 	recs, err := s.store.Read(first-1, int(last-first+1))
 	if err != nil {

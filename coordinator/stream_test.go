@@ -33,7 +33,7 @@ func TestStreamResumeOnAnotherServer(t *testing.T) {
 	li, _ := c.waitLeader()
 	cl, _ := api.NewClient(c.servers[li].HTTPAddr())
 	createGuests(t, cl, "g", 30)
-	_, last := c.servers[li].store.Bounds()
+	last := c.servers[li].AppliedIndex() // a stream waits for the store to hold it
 	other := c.servers[(li+1)%3]
 	WaitFor(t, 5*time.Second, "follower to catch up", func() bool { _, l := other.store.Bounds(); return l >= last })
 
