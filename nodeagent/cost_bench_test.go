@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -28,9 +29,10 @@ var idleProfile = flag.String("agentidle.profile", "", "write a CPU profile of B
 // and nothing changes, while the agent does what it does every interval
 // (usage report, log caps, heartbeats, the resync with its drift check).
 // It runs the agent with the production defaults except UsageInterval,
-// with its fencer as `corral agent` runs it (a process of its own: this
-// test binary re-executed, with the default poll), against the
-// in-memory coordinator. It measures the test process's own CPU
+// in a process tuned as `corral agent`'s (TuneProcess: one P, no
+// nats-server sampler), with its fencer as `corral agent` runs it (a
+// process of its own: this test binary re-executed, with the default
+// poll), against the in-memory coordinator. It measures the test process's own CPU
 // (getrusage: user + system, every thread) and context switches, and the
 // fencer's (every thread's run time and context switches from /proc),
 // over a window that starts just after one usage report and ends just
@@ -49,9 +51,7 @@ var idleProfile = flag.String("agentidle.profile", "", "write a CPU profile of B
 //     of one usage pass; and x-bare, the ratio of the two;
 //   - floor-us/guest/interval and floor-wakeups/s: the second reference,
 //     the test process over a window as long with the agent closed (the
-//     Go runtime and nats-server's once-a-second sampler, which every
-//     corral process carries, the fencer too); us/guest/interval
-//     includes it. The fencer outlives the agent, as across a restart:
+//     Go runtime's own wake-ups); us/guest/interval includes it. The fencer outlives the agent, as across a restart:
 //     the next agent adopts it (and lifts the fence it put up meanwhile,
 //     before its window starts).
 //
@@ -112,6 +112,9 @@ func newBenchHost(b *testing.B) *benchHost {
 	b.Helper()
 	rep := cgrouptest.RequireHost(b)
 	part := cgrouptest.NewPartition(b, rep)
+	// As `corral agent` runs (set GOMAXPROCS to keep its value).
+	procs := TuneProcess(os.Getenv)
+	b.Cleanup(func() { runtime.GOMAXPROCS(procs) })
 	dcfg := drivertest.ConfigOn(b, part)
 	dcfg.LogCheckInterval = driver.DefaultConfig().LogCheckInterval // as the agent runs them
 	set, err := driver.New(dcfg)
@@ -198,11 +201,13 @@ func (h *benchHost) startGuests(b *testing.B, n int) {
 
 // measureIdle (re)starts the agent with usage interval iv, which adopts
 // the running guests, and measures it over whole usage intervals, at
-// least 15 s and two intervals.
+// least a minute and two intervals, so that every window holds the
+// once-a-minute orphan search (shorter windows that held it or not gave
+// figures twice apart).
 func (h *benchHost) measureIdle(b *testing.B, n int, iv time.Duration) {
 	b.Helper()
 	h.runAgent(b, iv)
-	reports := max(2, int((15*time.Second+iv-1)/iv))
+	reports := max(2, int((60*time.Second+iv-1)/iv))
 	next := func() {
 		select {
 		case <-h.usage:

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/corral-dev/corral/coordinator/bus"
 )
 
 // The fencer is the half of fencing that does not need the agent alive
@@ -122,11 +124,31 @@ func RunFencerIfRequested() {
 	os.Exit(runFencer(req))
 }
 
+// TuneProcess tunes the runtime of a process that runs an agent and no
+// NATS server (`corral agent`): nats-server's once-a-second CPU sampler,
+// which every process linking nats-server carries, is stopped; and Go
+// code runs on one P unless the GOMAXPROCS variable is set (getenv), since
+// the agent's work is one pass at a time and a second P only adds a
+// spinning thread's wake-ups to each timer. System calls (cgroup files,
+// fork and exec of guests) still run beside it: a thread blocked in one
+// hands its P on. Call it before the agent starts. It returns the
+// GOMAXPROCS it found.
+func TuneProcess(getenv func(string) string) (procs int) {
+	bus.StopSampler()
+	procs = runtime.GOMAXPROCS(0)
+	if getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
+	return procs
+}
+
 func runFencer(req fencerRequest) int {
 	// One goroutine does the work: a second P only adds a spinning
-	// thread's wake-ups to each of the process's timers (nats-server's
-	// sampler, which this binary carries, fires every second).
+	// thread's wake-ups to each of the process's timers. The fencer
+	// serves no NATS, so nats-server's once-a-second sampler, which this
+	// binary carries, is stopped.
 	runtime.GOMAXPROCS(1)
+	bus.StopSampler()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("fencer", os.Getpid(), "state", req.StateDir)
 	dir := filepath.Join(req.StateDir, fenceDir)
 	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)

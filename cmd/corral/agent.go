@@ -277,6 +277,9 @@ command line wins over the file.`,
 			if err := events.ValidateID("node id", o.nodeID); err != nil {
 				return err
 			}
+			if a.process {
+				nodeagent.TuneProcess(a.getenv)
+			}
 			run, done, err := a.startAgent(cmd.Context(), o, addrs, natsURL, log)
 			if err != nil {
 				return err

@@ -39,6 +39,9 @@ type app struct {
 	// started is set when a command's RunE begins. An error before that
 	// came from parsing the command line and earns the usage text.
 	started bool
+	// process is set when the command runs as this binary's process
+	// (main), not in a test: a daemon may then tune the process's runtime.
+	process bool
 }
 
 // usageError is a command-line mistake found by our own checks: printed
@@ -55,20 +58,28 @@ func usagef(format string, args ...any) error {
 // run executes one command line and returns the process exit code: 0 on
 // success, 1 for usage and API errors. Ctrl-C and SIGTERM cancel the
 // command's context; a second signal gets the default behaviour (exit).
-func run(args []string, stdout, stderr io.Writer, getenv func(string) string) (code int) {
+func run(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	return runApp(&app{stdout: stdout, stderr: stderr, getenv: getenv, output: "table"}, args)
+}
+
+// runProcess is run for main: the command owns the process.
+func runProcess(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	return runApp(&app{stdout: stdout, stderr: stderr, getenv: getenv, output: "table", process: true}, args)
+}
+
+func runApp(a *app, args []string) (code int) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	context.AfterFunc(ctx, stop)
 
-	a := &app{stdout: stdout, stderr: stderr, getenv: getenv, output: "table"}
 	root := a.rootCommand()
 	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
 	defer func() {
 		// A bug must still end as one line on stderr, not a stack dump.
 		if p := recover(); p != nil {
-			fmt.Fprintf(stderr, "corral: internal error: %v (please report this)\n", p)
+			fmt.Fprintf(a.stderr, "corral: internal error: %v (please report this)\n", p)
 			code = 1
 		}
 	}()

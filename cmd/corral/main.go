@@ -19,5 +19,5 @@ func main() {
 	// freeze its guests when it runs out.
 	nodeagent.RunFencerIfRequested()
 
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
+	os.Exit(runProcess(os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
 }
