@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/cgroupdriver"
 	"github.com/corral-dev/corral/cgroupdriver/cgrouptest"
 )
 
@@ -67,6 +68,15 @@ func TestHostStatsKeepsFilesOpen(t *testing.T) {
 	}
 	if n := openBelow(t, dirs); n != kept {
 		t.Errorf("a second Stats opened more files: %d, then %d", kept, n)
+	}
+	// Usage reads the same counters but block I/O's: the guest's CPU
+	// stays what it was (it ended), its memory peak too.
+	u, err := d.Usage(g)
+	if err != nil {
+		t.Fatalf("Usage: %v", err)
+	}
+	if u.CPU.TotalNs != after.CPU.TotalNs || u.Memory.Peak != after.Memory.Peak || u.IO != (cgroupdriver.IOStats{}) {
+		t.Errorf("Usage = cpu %d ns, peak %d, io %+v; want Stats' cpu %d ns, peak %d and no I/O", u.CPU.TotalNs, u.Memory.Peak, u.IO, after.CPU.TotalNs, after.Memory.Peak)
 	}
 
 	// Behind the driver's back: the group goes and comes back empty.

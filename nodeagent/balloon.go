@@ -120,7 +120,7 @@ func (a *Agent) watchBalloons(ctx context.Context, w *balloonWatch, now time.Tim
 			st = &balloonState{gen: g.gen, target: d.Memory, setAt: now}
 			w.guests[name] = st
 		}
-		stats, err := a.deps.Cgroups.Stats(cg)
+		stats, err := a.deps.Cgroups.Usage(cg)
 		if err != nil {
 			log.Warn("reading a guest's memory usage for its balloon", "err", err)
 			continue

@@ -18,8 +18,8 @@ type Groups interface {
 	Apply(g cgroupdriver.Guest, r cgroupdriver.Resources) ([]cgroupdriver.Write, error)
 	// Observe reads back what r manages and says what drifted.
 	Observe(g cgroupdriver.Guest, r cgroupdriver.Resources) ([]cgroupdriver.Observation, error)
-	// Stats reads g's counters.
-	Stats(g cgroupdriver.Guest) (cgroupdriver.Stats, error)
+	// Usage reads g's counters, all but block I/O's.
+	Usage(g cgroupdriver.Guest) (cgroupdriver.Stats, error)
 }
 
 // Cleaner finds and removes groups the log does not name.

@@ -33,7 +33,7 @@ func (a *Agent) reportUsage(ctx context.Context) {
 		if _, ended := g.inst.Status(); ended {
 			continue
 		}
-		st, err := a.deps.Cgroups.Stats(g.cg())
+		st, err := a.deps.Cgroups.Usage(g.cg())
 		if err != nil {
 			a.log.Warn("reading a guest's counters", "guest", g.name, "err", err)
 			continue

@@ -171,8 +171,8 @@ func (h *Host) Observe(g cgroupdriver.Guest, r cgroupdriver.Resources) ([]cgroup
 	return out, nil
 }
 
-// Stats reports zero counters for a group that exists.
-func (h *Host) Stats(g cgroupdriver.Guest) (cgroupdriver.Stats, error) {
+// Usage reports zero counters for a group that exists.
+func (h *Host) Usage(g cgroupdriver.Guest) (cgroupdriver.Stats, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.groups[g] == nil {
