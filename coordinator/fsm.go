@@ -601,9 +601,14 @@ func (f *fsm) applyProposal(p decodedProposal) (*cluster.Outcome, []committedEve
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	// The store must hold everything the snapshot covers before raft may
 	// compact the log entries it was built from.
-	f.drainStore()
+	drained := f.drainStore()
 	if b := f.broken(); b != nil {
 		return nil, fmt.Errorf("corral: no snapshot while the event store is broken (it could not take index %d: %w): raft keeps its log so that a restart rebuilds the store", b.index, b.err)
+	}
+	if drained != nil {
+		// The writer stopped (the server is closing) before the store
+		// held what the snapshot would cover.
+		return nil, fmt.Errorf("corral: no snapshot: %w", drained)
 	}
 	if err := f.store.Sync(); err != nil {
 		return nil, err
