@@ -32,10 +32,10 @@ var idleProfile = flag.String("agentidle.profile", "", "write a CPU profile of B
 // in a process tuned as `corral agent`'s (TuneProcess: one P, no
 // nats-server sampler), with its fencer as `corral agent` runs it (a
 // process of its own: this test binary re-executed, with the default
-// poll), against the in-memory coordinator. It measures the test process's own CPU
-// (getrusage: user + system, every thread) and context switches, and the
-// fencer's (every thread's run time and context switches from /proc),
-// over a window that starts just after one usage report and ends just
+// poll), against the in-memory coordinator. It measures the test
+// process's own CPU (getrusage: user + system, every thread) and context
+// switches, and the fencer's (every thread's run time and context
+// switches from /proc), over a window that starts just after one usage report and ends just
 // after a whole number of further ones. It reports
 //
 //   - us/guest/interval: the CPU of both per guest per usage interval
@@ -51,9 +51,10 @@ var idleProfile = flag.String("agentidle.profile", "", "write a CPU profile of B
 //     of one usage pass; and x-bare, the ratio of the two;
 //   - floor-us/guest/interval and floor-wakeups/s: the second reference,
 //     the test process over a window as long with the agent closed (the
-//     Go runtime's own wake-ups); us/guest/interval includes it. The fencer outlives the agent, as across a restart:
-//     the next agent adopts it (and lifts the fence it put up meanwhile,
-//     before its window starts).
+//     Go runtime's own wake-ups); us/guest/interval includes it. The
+//     fencer outlives the agent, as across a restart: the next agent
+//     adopts it (and lifts the fence it put up meanwhile, before its
+//     window starts).
 //
 // The coordinator is in-process, so its share (recording the reports) is
 // counted with the agent's; encoding for the real API is not.
