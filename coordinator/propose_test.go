@@ -185,8 +185,12 @@ func TestProposerCoalesces(t *testing.T) {
 	p := newProposer(fa.apply)
 	p.maxInflight = 1
 	prop := func(reqID string) []byte { b, _ := encodeProposal(reqID, false, false, nil); return b }
-	first := p.propose(prop("1"))
-	if fa.count() != 1 || fa.entry(0)[0] != proposalV1 {
+	// A proposal raft takes at once is awaited by its caller: propose
+	// returns once the entry is applied.
+	firstc := make(chan (<-chan proposalResult), 1)
+	go func() { firstc <- p.propose(prop("1")) }()
+	WaitFor(t, 5*time.Second, "the first entry", func() bool { return fa.count() == 1 })
+	if fa.entry(0)[0] != proposalV1 {
 		t.Fatalf("a lone proposal: %d entries, want one version 1 entry", fa.count())
 	}
 	var waiting []<-chan proposalResult
@@ -197,7 +201,7 @@ func TestProposerCoalesces(t *testing.T) {
 		t.Fatalf("%d entries while the first is in flight, want 1", fa.count())
 	}
 	fa.release(0, nil)
-	if r := <-first; r.err != nil || !slices.Equal(r.outcome.Indexes, []uint64{1}) {
+	if r := <-<-firstc; r.err != nil || !slices.Equal(r.outcome.Indexes, []uint64{1}) {
 		t.Fatalf("first: %+v", r)
 	}
 	WaitFor(t, 5*time.Second, "the batch entry", func() bool { return fa.count() == 2 })
@@ -210,9 +214,12 @@ func TestProposerCoalesces(t *testing.T) {
 			t.Fatalf("proposal %d: %+v", i, r)
 		}
 	}
-	a, b := p.propose(prop("5")), p.propose(prop("6"))
+	ac := make(chan (<-chan proposalResult), 1)
+	go func() { ac <- p.propose(prop("5")) }()
+	WaitFor(t, 5*time.Second, "the third entry", func() bool { return fa.count() == 3 })
+	b := p.propose(prop("6"))
 	fa.release(2, nil)
-	<-a
+	<-<-ac
 	WaitFor(t, 5*time.Second, "the next entry", func() bool { return fa.count() == 4 })
 	fa.release(3, raft.ErrLeadershipLost)
 	if r := <-b; !errors.Is(r.err, raft.ErrLeadershipLost) {
