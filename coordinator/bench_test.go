@@ -34,6 +34,11 @@ type commitStats struct {
 
 // measure runs clients goroutines calling op until benchWindow passes.
 func measure(clients int, op func(n int64) error) (commitStats, error) {
+	return measureFor(clients, benchWindow, op)
+}
+
+// measureFor runs clients goroutines calling op until window passes.
+func measureFor(clients int, window time.Duration, op func(n int64) error) (commitStats, error) {
 	var (
 		mu   sync.Mutex
 		lats []time.Duration
@@ -42,7 +47,7 @@ func measure(clients int, op func(n int64) error) (commitStats, error) {
 		ferr atomic.Value
 	)
 	start := time.Now()
-	deadline := start.Add(benchWindow)
+	deadline := start.Add(window)
 	for range clients {
 		wg.Add(1)
 		go func() {
