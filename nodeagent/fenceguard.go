@@ -26,6 +26,11 @@ type fenceGuard struct {
 	command []string
 	dir     string // <StateDir>/fence
 	log     *slog.Logger
+	// lock answers whether a fencer is alive (any goroutine); frozen
+	// whether each of req.Dirs is set frozen (the Run goroutine), on
+	// kept descriptors (fenceprobe.go).
+	lock   lockProbe
+	frozen []freezeProbe
 
 	mu      sync.Mutex
 	adopted bool // logged once
@@ -101,13 +106,21 @@ func newFenceGuard(cfg Config, cg Cgroups, log *slog.Logger) (*fenceGuard, error
 	}, nil
 }
 
+// close closes the probes' descriptors, once Run's goroutines are done.
+func (f *fenceGuard) close() {
+	f.lock.close()
+	for i := range f.frozen {
+		f.frozen[i].close()
+	}
+}
+
 // ensure makes sure a fencer guards the lease: the one running (started
 // by this agent or a previous one) when it guards the same groups, else a
 // new one.
 func (f *fenceGuard) ensure() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if fencerAlive(f.dir) {
+	if f.lock.alive(f.dir) {
 		info, err := readFencerInfo(f.dir)
 		if err == nil && info.same(f.req) {
 			f.current = true
@@ -198,7 +211,7 @@ func (f *fenceGuard) start() error {
 
 // check starts a new fencer when none runs. The heartbeat calls it.
 func (f *fenceGuard) check() {
-	if fencerAlive(f.dir) {
+	if f.lock.alive(f.dir) {
 		return
 	}
 	f.log.Warn("no fencer guards the lease: starting one")
@@ -241,7 +254,7 @@ func (f *fenceGuard) renew(deadline int64) bool {
 // lease and the lease has not run out. Acting without it could thaw or
 // start a guest just as the fencer freezes, or while no one would.
 func (f *fenceGuard) mayAct() bool {
-	if !fencerAlive(f.dir) {
+	if !f.lock.alive(f.dir) {
 		return false
 	}
 	expired, _ := leaseExpired(filepath.Join(f.dir, leaseFile))
@@ -265,9 +278,12 @@ func (f *fenceGuard) mayRun(fenceTimeout time.Duration) bool {
 // whether the kind directories are thawed (a pass may start guests).
 func (a *Agent) liftFence() bool {
 	f := a.fence
+	if len(f.frozen) != len(f.req.Dirs) {
+		f.frozen = make([]freezeProbe, len(f.req.Dirs))
+	}
 	var up []FreezeDir
-	for _, d := range f.req.Dirs {
-		if frozen, err := selfFrozen(d); err == nil && frozen {
+	for i, d := range f.req.Dirs {
+		if frozen, err := f.frozen[i].frozen(d); err == nil && frozen {
 			up = append(up, d)
 		}
 	}

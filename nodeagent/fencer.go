@@ -383,15 +383,19 @@ func setFreeze(d FreezeDir, frozen bool) error {
 // selfFrozen reports whether the group itself is set frozen (not merely
 // frozen through a parent).
 func selfFrozen(d FreezeDir) (bool, error) {
-	file := "cgroup.freeze"
-	if d.Version == 1 {
-		file = "freezer.self_freezing"
-	}
-	b, err := os.ReadFile(filepath.Join(d.Path, file))
+	b, err := os.ReadFile(filepath.Join(d.Path, selfFreezeFile(d)))
 	if err != nil {
 		return false, err
 	}
 	return strings.TrimSpace(string(b)) == "1", nil
+}
+
+// selfFreezeFile is the file saying whether d itself is set frozen.
+func selfFreezeFile(d FreezeDir) string {
+	if d.Version == 1 {
+		return "freezer.self_freezing"
+	}
+	return "cgroup.freeze"
 }
 
 // populated reports whether the group or a group below it holds a task.
