@@ -27,16 +27,17 @@ type fenceGuard struct {
 	dir     string // <StateDir>/fence
 	log     *slog.Logger
 	// lock answers whether a fencer is alive (any goroutine); frozen
-	// whether each of req.Dirs is set frozen (the Run goroutine), on
-	// kept descriptors (fenceprobe.go).
+	// whether each of req.Dirs is set frozen (the Run goroutine); lease
+	// renews and reads the lease: on kept descriptors (fenceprobe.go).
 	lock   lockProbe
 	frozen []freezeProbe
+	lease  leaseProbe
 
 	mu      sync.Mutex
 	adopted bool // logged once
 	// current: a fencer of this version guards, which reads the lease
-	// written as a symlink (writeLease); until one is known to, the
-	// lease is written as a file, which every fencer reads.
+	// renewed in place (leaseProbe); until one is known to, the lease is
+	// written as a file of one number, which every fencer reads.
 	current bool
 	valid   bool   // the last renewal found the lease still running
 	lastErr string // the last renewal error, logged once
@@ -109,6 +110,7 @@ func newFenceGuard(cfg Config, cg Cgroups, log *slog.Logger) (*fenceGuard, error
 // close closes the probes' descriptors, once Run's goroutines are done.
 func (f *fenceGuard) close() {
 	f.lock.close()
+	f.lease.close()
 	for i := range f.frozen {
 		f.frozen[i].close()
 	}
@@ -223,12 +225,18 @@ func (f *fenceGuard) check() {
 // renew extends the lease to deadline (CLOCK_BOOTTIME nanoseconds). It
 // reports whether the lease had run out before: the agent may act again.
 func (f *fenceGuard) renew(deadline int64) bool {
-	prev, why := leaseDeadline(filepath.Join(f.dir, leaseFile))
+	prev, why := f.lease.deadline(filepath.Join(f.dir, leaseFile))
 	expired := why != "" || prev <= now()
 	f.mu.Lock()
 	legacy := !f.current
 	f.mu.Unlock()
-	err := writeLease(f.req.StateDir, deadline, legacy)
+	var err error
+	if legacy {
+		f.lease.close()
+		err = writeLease(f.req.StateDir, deadline, true)
+	} else {
+		err = f.lease.write(f.req.StateDir, deadline)
+	}
 	if err == nil && !expired && deadline < prev {
 		// The fencer sleeps until the deadline it read last: an earlier
 		// one (a shorter fence timeout than the last agent's) must wake it.
@@ -257,8 +265,8 @@ func (f *fenceGuard) mayAct() bool {
 	if !f.lock.alive(f.dir) {
 		return false
 	}
-	expired, _ := leaseExpired(filepath.Join(f.dir, leaseFile))
-	return !expired
+	d, why := f.lease.deadline(filepath.Join(f.dir, leaseFile))
+	return why == "" && d > now()
 }
 
 // mayRun reports whether the lease runs long enough for the agent to start
@@ -266,8 +274,8 @@ func (f *fenceGuard) mayAct() bool {
 // lease runs at least half of it). A guest started into a group the
 // fencer freezes meanwhile would block the start until someone thaws it.
 func (f *fenceGuard) mayRun(fenceTimeout time.Duration) bool {
-	left, _ := leaseLeft(filepath.Join(f.dir, leaseFile))
-	return left >= fenceTimeout/4
+	d, why := f.lease.deadline(filepath.Join(f.dir, leaseFile))
+	return why == "" && time.Duration(d-now()) >= fenceTimeout/4
 }
 
 // liftFence takes down the fence the fencer put up (the kind directories

@@ -113,3 +113,77 @@ func (p *freezeProbe) close() {
 		p.open = false
 	}
 }
+
+// leaseProbe renews the lease in place and reads it back on a kept
+// descriptor of the lease file, once a fencer of this version guards
+// (writeLease made the file). The descriptor is used only while it is
+// the file at the lease's path (same device and inode): a lease removed,
+// moved away or replaced is written afresh, as a fencer would find it
+// missing. Any goroutine may call it; the zero value is ready.
+type leaseProbe struct {
+	mu   sync.Mutex
+	fd   int
+	open bool
+}
+
+// write renews the lease to deadline: in place when the kept descriptor
+// is the lease's, else afresh (writeLease), keeping the new file's.
+func (l *leaseProbe) write(stateDir string, deadline int64) error {
+	path := filepath.Join(stateDir, fenceDir, leaseFile)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	line := leaseLine(deadline)
+	if l.isLease(path) {
+		if n, err := unix.Pwrite(l.fd, line, 0); err == nil && n == len(line) {
+			return nil
+		}
+	}
+	l.closeLocked()
+	if err := writeLease(stateDir, deadline, false); err != nil {
+		return err
+	}
+	if fd, err := unix.Open(path, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
+		l.fd, l.open = fd, true
+	}
+	return nil
+}
+
+// deadline is leaseDeadline(path), read on the kept descriptor when it is
+// the lease's.
+func (l *leaseProbe) deadline(path string) (int64, string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.isLease(path) {
+		var buf [64]byte
+		if n, err := unix.Pread(l.fd, buf[:], 0); err == nil {
+			return parseLease(buf[:n]) // whole: only write writes it, under mu
+		}
+	}
+	return leaseDeadline(path)
+}
+
+// isLease reports whether the kept descriptor is the file at path; mu is
+// held.
+func (l *leaseProbe) isLease(path string) bool {
+	if !l.open {
+		return false
+	}
+	var kept, at unix.Stat_t
+	if unix.Fstat(l.fd, &kept) != nil || unix.Lstat(path, &at) != nil {
+		return false
+	}
+	return kept.Dev == at.Dev && kept.Ino == at.Ino
+}
+
+func (l *leaseProbe) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closeLocked()
+}
+
+func (l *leaseProbe) closeLocked() {
+	if l.open {
+		unix.Close(l.fd)
+		l.open = false
+	}
+}
