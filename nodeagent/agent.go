@@ -289,6 +289,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.adopt(ctx)
 	if a.fence != nil {
+		defer a.fence.close() // after every goroutine started below is done
 		// Before anything else: the guests adopted may be running, and
 		// from now on only a lease this agent renews keeps them so.
 		if err := a.fence.ensure(); err != nil {
@@ -569,8 +570,15 @@ func (a *Agent) relist() {
 	a.poke()
 }
 
-// setNames records which guests concern the agent, for the watcher.
+// setNames records which guests concern the agent, for the watcher. At
+// rest the set is the one recorded: it is checked, not made again.
 func (a *Agent) setNames(d Desired) {
+	a.mu.Lock()
+	same := a.sameNames(d)
+	a.mu.Unlock()
+	if same {
+		return
+	}
 	names := make(map[string]bool, len(d.Guests)+len(a.guests))
 	for _, g := range d.Guests {
 		names[g.Name] = true
@@ -581,6 +589,26 @@ func (a *Agent) setNames(d Desired) {
 	a.mu.Lock()
 	a.names = names
 	a.mu.Unlock()
+}
+
+// sameNames reports whether a.names are d's guests and the held ones;
+// a.mu is held.
+func (a *Agent) sameNames(d Desired) bool {
+	n := 0
+	for _, g := range d.Guests {
+		if !a.names[g.Name] {
+			return false
+		}
+		if _, held := a.guests[g.Name]; !held {
+			n++
+		}
+	}
+	for name := range a.guests {
+		if !a.names[name] {
+			return false
+		}
+	}
+	return n+len(a.guests) == len(a.names)
 }
 
 func (a *Agent) concerns(guest string) bool {

@@ -80,26 +80,29 @@ func (a *Agent) watchBalloons(ctx context.Context, w *balloonWatch, now time.Tim
 	if w.guests == nil {
 		w.guests = map[string]*balloonState{}
 	}
-	want := map[string]DesiredGuest{}
-	for _, d := range desired.Guests {
-		want[d.Name] = d
+	want := make(map[string]*DesiredGuest, len(desired.Guests))
+	for i := range desired.Guests {
+		want[desired.Guests[i].Name] = &desired.Guests[i]
 	}
 	var items []Report
 	for _, name := range slices.Sorted(maps.Keys(a.guests)) {
 		g := a.guests[name]
-		d, ok := want[name]
+		dp, ok := want[name]
 		st := w.guests[name]
-		if !ok || g.phase != PhaseRunning || g.inst == nil || g.frozen || d.Generation != g.gen {
+		if !ok || g.phase != PhaseRunning || g.inst == nil || g.frozen || dp.Generation != g.gen {
 			if st != nil && (!ok || st.gen != g.gen) {
 				delete(w.guests, name)
 			}
 			continue
 		}
+		d := *dp
+		if d.Memory <= 0 && st == nil {
+			continue // no balloon, and none to lift: most guests, at every interval
+		}
 		if _, ended := g.inst.Status(); ended {
 			continue
 		}
 		cg := g.cg()
-		log := a.log.With("guest", name, "generation", g.gen)
 		if d.Memory <= 0 {
 			if st != nil {
 				// The target was lifted: the guest gets all its memory
@@ -120,6 +123,7 @@ func (a *Agent) watchBalloons(ctx context.Context, w *balloonWatch, now time.Tim
 			st = &balloonState{gen: g.gen, target: d.Memory, setAt: now}
 			w.guests[name] = st
 		}
+		log := a.log.With("guest", name, "generation", g.gen)
 		stats, err := a.deps.Cgroups.Usage(cg)
 		if err != nil {
 			log.Warn("reading a guest's memory usage for its balloon", "err", err)

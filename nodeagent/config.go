@@ -53,10 +53,10 @@ type Config struct {
 	// HeartbeatInterval is how often the agent tells the coordinator it
 	// is alive, and renews its lease. The default, 3 s, lets three
 	// heartbeats fail before the default fence timeout; each one wakes the
-	// agent and writes the lease, the largest fixed part of an idle
-	// agent's cost (BenchmarkAgentIdle: 100 guests at a 10 s usage
-	// interval cost about 170 µs per guest per interval with 1 s, 120 with
-	// 3 s).
+	// agent and renews the lease, a fixed part of an idle agent's cost
+	// (BenchmarkAgentIdle: 100 guests at a 10 s usage interval cost about
+	// 170 µs per guest per interval with 1 s, 120 with 3 s, when the lease
+	// was still a symlink made anew every heartbeat).
 	HeartbeatInterval time.Duration
 	// FenceTimeout is how long heartbeats may fail before the agent
 	// freezes its guests. It must be shorter than the coordinator's

@@ -26,12 +26,18 @@ type fenceGuard struct {
 	command []string
 	dir     string // <StateDir>/fence
 	log     *slog.Logger
+	// lock answers whether a fencer is alive (any goroutine); frozen
+	// whether each of req.Dirs is set frozen (the Run goroutine); lease
+	// renews and reads the lease: on kept descriptors (fenceprobe.go).
+	lock   lockProbe
+	frozen []freezeProbe
+	lease  leaseProbe
 
 	mu      sync.Mutex
 	adopted bool // logged once
 	// current: a fencer of this version guards, which reads the lease
-	// written as a symlink (writeLease); until one is known to, the
-	// lease is written as a file, which every fencer reads.
+	// renewed in place (leaseProbe); until one is known to, the lease is
+	// written as a file of one number, which every fencer reads.
 	current bool
 	valid   bool   // the last renewal found the lease still running
 	lastErr string // the last renewal error, logged once
@@ -101,13 +107,22 @@ func newFenceGuard(cfg Config, cg Cgroups, log *slog.Logger) (*fenceGuard, error
 	}, nil
 }
 
+// close closes the probes' descriptors, once Run's goroutines are done.
+func (f *fenceGuard) close() {
+	f.lock.close()
+	f.lease.close()
+	for i := range f.frozen {
+		f.frozen[i].close()
+	}
+}
+
 // ensure makes sure a fencer guards the lease: the one running (started
 // by this agent or a previous one) when it guards the same groups, else a
 // new one.
 func (f *fenceGuard) ensure() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if fencerAlive(f.dir) {
+	if f.lock.alive(f.dir) {
 		info, err := readFencerInfo(f.dir)
 		if err == nil && info.same(f.req) {
 			f.current = true
@@ -198,7 +213,7 @@ func (f *fenceGuard) start() error {
 
 // check starts a new fencer when none runs. The heartbeat calls it.
 func (f *fenceGuard) check() {
-	if fencerAlive(f.dir) {
+	if f.lock.alive(f.dir) {
 		return
 	}
 	f.log.Warn("no fencer guards the lease: starting one")
@@ -210,12 +225,18 @@ func (f *fenceGuard) check() {
 // renew extends the lease to deadline (CLOCK_BOOTTIME nanoseconds). It
 // reports whether the lease had run out before: the agent may act again.
 func (f *fenceGuard) renew(deadline int64) bool {
-	prev, why := leaseDeadline(filepath.Join(f.dir, leaseFile))
+	prev, why := f.lease.deadline(filepath.Join(f.dir, leaseFile))
 	expired := why != "" || prev <= now()
 	f.mu.Lock()
 	legacy := !f.current
 	f.mu.Unlock()
-	err := writeLease(f.req.StateDir, deadline, legacy)
+	var err error
+	if legacy {
+		f.lease.close()
+		err = writeLease(f.req.StateDir, deadline, true)
+	} else {
+		err = f.lease.write(f.req.StateDir, deadline)
+	}
 	if err == nil && !expired && deadline < prev {
 		// The fencer sleeps until the deadline it read last: an earlier
 		// one (a shorter fence timeout than the last agent's) must wake it.
@@ -241,11 +262,11 @@ func (f *fenceGuard) renew(deadline int64) bool {
 // lease and the lease has not run out. Acting without it could thaw or
 // start a guest just as the fencer freezes, or while no one would.
 func (f *fenceGuard) mayAct() bool {
-	if !fencerAlive(f.dir) {
+	if !f.lock.alive(f.dir) {
 		return false
 	}
-	expired, _ := leaseExpired(filepath.Join(f.dir, leaseFile))
-	return !expired
+	d, why := f.lease.deadline(filepath.Join(f.dir, leaseFile))
+	return why == "" && d > now()
 }
 
 // mayRun reports whether the lease runs long enough for the agent to start
@@ -253,8 +274,8 @@ func (f *fenceGuard) mayAct() bool {
 // lease runs at least half of it). A guest started into a group the
 // fencer freezes meanwhile would block the start until someone thaws it.
 func (f *fenceGuard) mayRun(fenceTimeout time.Duration) bool {
-	left, _ := leaseLeft(filepath.Join(f.dir, leaseFile))
-	return left >= fenceTimeout/4
+	d, why := f.lease.deadline(filepath.Join(f.dir, leaseFile))
+	return why == "" && time.Duration(d-now()) >= fenceTimeout/4
 }
 
 // liftFence takes down the fence the fencer put up (the kind directories
@@ -265,9 +286,12 @@ func (f *fenceGuard) mayRun(fenceTimeout time.Duration) bool {
 // whether the kind directories are thawed (a pass may start guests).
 func (a *Agent) liftFence() bool {
 	f := a.fence
+	if len(f.frozen) != len(f.req.Dirs) {
+		f.frozen = make([]freezeProbe, len(f.req.Dirs))
+	}
 	var up []FreezeDir
-	for _, d := range f.req.Dirs {
-		if frozen, err := selfFrozen(d); err == nil && frozen {
+	for i, d := range f.req.Dirs {
+		if frozen, err := f.frozen[i].frozen(d); err == nil && frozen {
 			up = append(up, d)
 		}
 	}

@@ -35,8 +35,9 @@ import (
 //
 // Everything lives in <StateDir>/fence:
 //
-//	lease        the deadline, CLOCK_BOOTTIME nanoseconds, written atomically:
-//	             a symlink's target (a file for a fencer older than this)
+//	lease        the deadline, CLOCK_BOOTTIME nanoseconds, twice (a read
+//	             that meets a renewal shows two numbers), renewed in place
+//	             (a file of one number for a fencer older than this)
 //	fencer.lock  flock'ed by the live fencer for its whole life
 //	fencer.json  the live fencer's pid and what it guards
 //	fencer.log   the fencer's own log (its standard error)
@@ -92,8 +93,9 @@ type fencerRequest struct {
 	Version int `json:"version,omitempty"`
 }
 
-// fencerVersion 2 sleeps until the lease's deadline (fencerwait.go).
-const fencerVersion = 2
+// fencerVersion 2 sleeps until the lease's deadline (fencerwait.go); 3
+// reads the lease renewed in place, its deadline twice (leaseLine).
+const fencerVersion = 3
 
 func (r fencerRequest) same(o fencerRequest) bool {
 	if r.StateDir != o.StateDir || r.Poll != o.Poll || r.Version != o.Version || len(r.Dirs) != len(o.Dirs) {
@@ -258,77 +260,78 @@ func now() int64 {
 	return ts.Nano()
 }
 
-// leaseExpired reports whether the lease at path has run out, and why.
-func leaseExpired(path string) (bool, string) {
-	left, why := leaseLeft(path)
-	return left <= 0, why
-}
-
-// leaseLeft returns how long the lease at path still runs (0 or less: it
-// ran out, and why).
-func leaseLeft(path string) (time.Duration, string) {
-	d, why := leaseDeadline(path)
-	if why != "" {
-		return 0, why
-	}
-	left := time.Duration(d - now())
-	if left <= 0 {
-		return left, fmt.Sprintf("deadline passed %v ago", -left)
-	}
-	return left, ""
-}
-
 // leaseDeadline returns the lease's deadline, CLOCK_BOOTTIME nanoseconds,
 // or why it has none (missing, unreadable).
 func leaseDeadline(path string) (int64, string) {
 	var buf [32]byte
 	n, err := unix.Readlink(path, buf[:])
-	var b []byte
 	switch {
 	case err == nil:
-		b = buf[:n]
-	case errors.Is(err, unix.EINVAL):
-		// A regular file: the lease of an older agent, or one written
-		// while an older fencer guarded.
-		if b, err = os.ReadFile(path); err != nil {
-			return 0, err.Error()
-		}
-	default:
+		// A symlink's target: the lease of an agent of fencer version 2.
+		return parseLease(buf[:n])
+	case !errors.Is(err, unix.EINVAL):
 		return 0, (&os.PathError{Op: "readlink", Path: path, Err: err}).Error()
 	}
-	d, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		return 0, fmt.Sprintf("unreadable lease %q", b)
+	for try := 0; ; try++ {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		d, why := parseLease(b)
+		if why != errTornLease || try == 2 {
+			return d, why
+		}
+		// Read while the agent wrote it: the next read is whole.
 	}
-	return d, ""
 }
 
-// writeLease renews the lease: the guests may run until deadline. The
-// deadline is a symlink's target, made under another name and renamed
-// over the lease: as atomic as a file written and renamed, but without a
-// data block, which ext4 writes out on every rename over a file
-// (auto_da_alloc): a disk write and ~150 µs of CPU every heartbeat. An
-// older fencer reads only a file: legacy writes one for it.
+// The lease file holds the deadline twice (leaseLine), so that a read
+// that met a renewal half-way, which a file rewritten in place allows,
+// shows as two different numbers instead of a third one.
+const errTornLease = "the lease was read half-renewed"
+
+// leaseLine is the lease file's content for deadline: the deadline twice,
+// each as 19 digits (any int64), so that every renewal writes the same
+// bytes' range over the last.
+func leaseLine(deadline int64) []byte {
+	return fmt.Appendf(nil, "%019d %019d\n", deadline, deadline)
+}
+
+// parseLease reads a lease's content: leaseLine's, or one number (a
+// symlink's target, or the file an older agent wrote).
+func parseLease(b []byte) (int64, string) {
+	f := strings.Fields(string(b))
+	var d [2]int64
+	for i, s := range f {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || i >= len(d) {
+			return 0, fmt.Sprintf("unreadable lease %q", b)
+		}
+		d[i] = v
+	}
+	switch {
+	case len(f) == 0:
+		return 0, fmt.Sprintf("unreadable lease %q", b)
+	case len(f) == 2 && d[0] != d[1]:
+		return 0, errTornLease
+	}
+	return d[0], ""
+}
+
+// writeLease writes the lease afresh: a file made under another name and
+// renamed over the lease, atomic. A fencer of this version reads
+// leaseLine's two numbers, and the agent then renews the file in place
+// (leaseProbe.write): a rename over a file costs ext4 a data block written
+// out (auto_da_alloc) and ~150 µs of CPU, a symlink made and renamed over
+// still ~150 µs in an idle agent, an in-place write a few. An older
+// fencer reads one number: legacy writes that.
 func writeLease(stateDir string, deadline int64, legacy bool) error {
 	path := filepath.Join(stateDir, fenceDir, leaseFile)
-	val := strconv.FormatInt(deadline, 10)
 	if legacy {
-		return writeAtomic(path, []byte(val+"\n"))
+		return writeAtomic(path, []byte(strconv.FormatInt(deadline, 10)+"\n"))
 	}
-	tmp := path + ".link" // not writeAtomic's name, which it would follow
-	err := os.Symlink(val, tmp)
-	if errors.Is(err, os.ErrExist) {
-		// Left by an agent that died between the two steps.
-		os.Remove(tmp)
-		err = os.Symlink(val, tmp)
-	}
-	if err != nil {
-		return err
-	}
-	if err := unix.Rename(tmp, path); err != nil {
-		return &os.LinkError{Op: "rename", Old: tmp, New: path, Err: err}
-	}
-	return nil
+	os.Remove(path + ".link") // left by a version 2 agent that died half-way
+	return writeAtomic(path, leaseLine(deadline))
 }
 
 func writeAtomic(path string, b []byte) error {
@@ -383,15 +386,19 @@ func setFreeze(d FreezeDir, frozen bool) error {
 // selfFrozen reports whether the group itself is set frozen (not merely
 // frozen through a parent).
 func selfFrozen(d FreezeDir) (bool, error) {
-	file := "cgroup.freeze"
-	if d.Version == 1 {
-		file = "freezer.self_freezing"
-	}
-	b, err := os.ReadFile(filepath.Join(d.Path, file))
+	b, err := os.ReadFile(filepath.Join(d.Path, selfFreezeFile(d)))
 	if err != nil {
 		return false, err
 	}
 	return strings.TrimSpace(string(b)) == "1", nil
+}
+
+// selfFreezeFile is the file saying whether d itself is set frozen.
+func selfFreezeFile(d FreezeDir) string {
+	if d.Version == 1 {
+		return "freezer.self_freezing"
+	}
+	return "cgroup.freeze"
 }
 
 // populated reports whether the group or a group below it holds a task.

@@ -150,9 +150,10 @@ func fencerSwitches(t *testing.T, pid int) int64 {
 	return procUsage(t, pid).switches
 }
 
-// TestLeaseFormats: the lease is written as a symlink, or as a file for
-// an older fencer, over either, and read back in both forms; a symlink
-// left half-way by a dead agent is replaced.
+// TestLeaseFormats: the lease is written afresh as a file holding the
+// deadline twice, or once for an older fencer, over either or over a
+// version 2 agent's symlink, and read back in every form; a symlink left
+// half-way by a dead version 2 agent is removed.
 func TestLeaseFormats(t *testing.T) {
 	state := t.TempDir()
 	dir := filepath.Join(state, fenceDir)
@@ -163,17 +164,23 @@ func TestLeaseFormats(t *testing.T) {
 	if err := os.Symlink("1", path+".link"); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Symlink("999", path); err != nil {
+		t.Fatal(err)
+	}
+	if got, why := leaseDeadline(path); got != 999 || why != "" {
+		t.Errorf("a symlink's lease: read %d (%s), want 999", got, why)
+	}
 	for i, legacy := range []bool{false, true, false, false, true, true} {
 		want := int64(1_000_000_000 + i)
 		if err := writeLease(state, want, legacy); err != nil {
 			t.Fatal(err)
 		}
-		st, err := os.Lstat(path)
+		b, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if link := st.Mode()&os.ModeSymlink != 0; link == legacy {
-			t.Errorf("write %d (legacy %v): the lease is a symlink: %v", i, legacy, link)
+		if twice := len(strings.Fields(string(b))) == 2; twice == legacy {
+			t.Errorf("write %d (legacy %v): the lease holds %q", i, legacy, b)
 		}
 		if got, why := leaseDeadline(path); got != want || why != "" {
 			t.Errorf("write %d (legacy %v): read %d (%s), want %d", i, legacy, got, why, want)
@@ -182,5 +189,86 @@ func TestLeaseFormats(t *testing.T) {
 	ents, err := os.ReadDir(dir)
 	if err != nil || len(ents) != 1 {
 		t.Errorf("the fence directory holds %v (%v), want the lease alone", ents, err)
+	}
+	for _, c := range []struct {
+		in   string
+		want int64
+		why  string
+	}{
+		{"0000000000000000042 0000000000000000042\n", 42, ""},
+		{"42\n", 42, ""},
+		{"0000000000000000043 0000000000000000042\n", 0, errTornLease}, // met a renewal half-way
+		{"0000000000000000042 0000000000000000042 7\n", 0, `unreadable lease "0000000000000000042 0000000000000000042 7\n"`},
+		{"", 0, `unreadable lease ""`},
+		{"x", 0, `unreadable lease "x"`},
+	} {
+		if got, why := parseLease([]byte(c.in)); got != c.want || why != c.why {
+			t.Errorf("parseLease(%q) = %d, %q; want %d, %q", c.in, got, why, c.want, c.why)
+		}
+	}
+}
+
+// TestLeaseRenewedInPlace: once a fencer of this version guards, the
+// agent renews the lease in place, on the file it made, and writes it
+// afresh when the lease was removed, moved away or replaced, as a fencer
+// would find it; every renewal reads back.
+func TestLeaseRenewedInPlace(t *testing.T) {
+	state := t.TempDir()
+	dir := filepath.Join(state, fenceDir)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, leaseFile)
+	var l leaseProbe
+	defer l.close()
+	inode := func() uint64 {
+		t.Helper()
+		var st syscall.Stat_t
+		if err := syscall.Lstat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	deadline := int64(1_000_000_000)
+	renew := func(what string) {
+		t.Helper()
+		deadline++
+		if err := l.write(state, deadline); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		for _, read := range []func(string) (int64, string){leaseDeadline, l.deadline} {
+			if got, why := read(path); got != deadline || why != "" {
+				t.Fatalf("%s: read %d (%s), want %d", what, got, why, deadline)
+			}
+		}
+	}
+	renew("the first renewal")
+	ino := inode()
+	renew("a renewal")
+	if inode() != ino {
+		t.Error("a renewal made a new file: want the lease written in place")
+	}
+	for _, c := range []struct {
+		what  string
+		do    func() error
+		fresh bool // the lease is made anew, not the kept file
+	}{
+		{"removed", func() error { return os.Remove(path) }, true},
+		{"moved away", func() error { return os.Rename(path, path+".old") }, true},
+		{"replaced by a symlink", func() error { os.Remove(path); return os.Symlink("5", path) }, true},
+		{"replaced by a file", func() error { return writeAtomic(path, []byte("5\n")) }, true},
+	} {
+		if err := c.do(); err != nil {
+			t.Fatal(err)
+		}
+		if got, why := l.deadline(path); why == "" && got == deadline {
+			t.Errorf("lease %s: the kept file still reads %d", c.what, got)
+		}
+		renew("a renewal after the lease was " + c.what)
+		ino = inode()
+		renew("the next renewal")
+		if inode() != ino {
+			t.Errorf("lease %s: the renewal after the fresh one made a new file", c.what)
+		}
 	}
 }

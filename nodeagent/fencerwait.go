@@ -25,9 +25,9 @@ import (
 //	             the state directory moved
 //	SIGTERM      StopFencer
 //
-// The renewals themselves (a symlink or a file made, then renamed over the
-// lease) raise none of the events watched, so a fencer at rest wakes once per
-// fence timeout less a heartbeat, not once per poll.
+// The renewals themselves (the lease written in place, or a file made,
+// then renamed over it) raise none of the events watched, so a fencer at
+// rest wakes once per fence timeout less a heartbeat, not once per poll.
 const wakeFile = "wake"
 
 // leaseWaiter is what the fencer sleeps on: a CLOCK_BOOTTIME timer set to

@@ -143,13 +143,13 @@ func (a Action) String() string {
 // Strays that the log does not name are removed.
 func Reconcile(desired Desired, observed []Observed) []Action {
 	want := make(map[string]*DesiredGuest, len(desired.Guests))
-	names := map[string]bool{}
+	names := make(map[string]bool, max(len(desired.Guests), len(observed)))
 	for i := range desired.Guests {
 		d := &desired.Guests[i]
 		want[d.Name] = d
 		names[d.Name] = true
 	}
-	held := map[string]*Observed{}
+	held := make(map[string]*Observed, len(observed))
 	var strays []*Observed
 	for i := range observed {
 		o := &observed[i]
