@@ -162,8 +162,10 @@ func (l *leaseProbe) deadline(path string) (int64, string) {
 	return leaseDeadline(path)
 }
 
-// isLease reports whether the kept descriptor is the file at path; mu is
-// held.
+// isLease reports whether the kept descriptor is the file at path and
+// holds one lease line's bytes and no more (a write in place never
+// shortens the file: anything added after the line would make every read
+// of it unreadable, so such a file is written afresh); mu is held.
 func (l *leaseProbe) isLease(path string) bool {
 	if !l.open {
 		return false
@@ -172,7 +174,7 @@ func (l *leaseProbe) isLease(path string) bool {
 	if unix.Fstat(l.fd, &kept) != nil || unix.Lstat(path, &at) != nil {
 		return false
 	}
-	return kept.Dev == at.Dev && kept.Ino == at.Ino
+	return kept.Dev == at.Dev && kept.Ino == at.Ino && kept.Size == int64(len(leaseLine(0)))
 }
 
 func (l *leaseProbe) close() {

@@ -257,6 +257,15 @@ func TestLeaseRenewedInPlace(t *testing.T) {
 		{"moved away", func() error { return os.Rename(path, path+".old") }, true},
 		{"replaced by a symlink", func() error { os.Remove(path); return os.Symlink("5", path) }, true},
 		{"replaced by a file", func() error { return writeAtomic(path, []byte("5\n")) }, true},
+		{"lengthened", func() error {
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = f.WriteString("7\n")
+			return err
+		}, true},
 	} {
 		if err := c.do(); err != nil {
 			t.Fatal(err)
