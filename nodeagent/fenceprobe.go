@@ -154,7 +154,7 @@ func (l *leaseProbe) deadline(path string) (int64, string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.isLease(path) {
-		var buf [64]byte
+		var buf [128]byte
 		if n, err := unix.Pread(l.fd, buf[:], 0); err == nil {
 			return parseLease(buf[:n]) // whole: only write writes it, under mu
 		}

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -36,7 +37,8 @@ import (
 // Everything lives in <StateDir>/fence:
 //
 //	lease        the deadline, CLOCK_BOOTTIME nanoseconds, twice (a read
-//	             that meets a renewal shows two numbers), renewed in place
+//	             that meets a renewal shows two numbers), and the boot's
+//	             ID (a lease of another boot has run out), renewed in place
 //	             (a file of one number for a fencer older than this)
 //	fencer.lock  flock'ed by the live fencer for its whole life
 //	fencer.json  the live fencer's pid and what it guards
@@ -292,15 +294,57 @@ const errTornLease = "the lease was read half-renewed"
 
 // leaseLine is the lease file's content for deadline: the deadline twice,
 // each as 19 digits (any int64), so that every renewal writes the same
-// bytes' range over the last.
+// bytes' range over the last, then this boot's ID. CLOCK_BOOTTIME starts
+// again at zero when the host boots, so a lease left by the last boot
+// could otherwise read as running for as long as that boot had lasted.
 func leaseLine(deadline int64) []byte {
+	if id := bootID(); id != "" {
+		return fmt.Appendf(nil, "%019d %019d %s\n", deadline, deadline, id)
+	}
 	return fmt.Appendf(nil, "%019d %019d\n", deadline, deadline)
 }
 
-// parseLease reads a lease's content: leaseLine's, or one number (a
-// symlink's target, or the file an older agent wrote).
+// bootID is the kernel's ID of this boot, or "" when it cannot be read
+// (then leases carry none and are taken as of this boot, as before).
+var bootID = sync.OnceValue(func() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if id := strings.TrimSpace(string(b)); err == nil && isBootID(id) {
+		return id
+	}
+	return ""
+})
+
+// isBootID reports whether s is written as a boot ID is: a UUID in
+// lower-case hex.
+func isBootID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range s {
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if c != '-' {
+				return false
+			}
+		case c < '0' || c > '9' && c < 'a' || c > 'f':
+			return false
+		}
+	}
+	return true
+}
+
+// parseLease reads a lease's content: leaseLine's (with or without a boot
+// ID), or one number (a symlink's target, or the file an older agent
+// wrote). A lease written in another boot has run out.
 func parseLease(b []byte) (int64, string) {
 	f := strings.Fields(string(b))
+	boot := ""
+	if len(f) == 3 {
+		if boot = f[2]; !isBootID(boot) {
+			return 0, fmt.Sprintf("unreadable lease %q", b)
+		}
+		f = f[:2]
+	}
 	var d [2]int64
 	for i, s := range f {
 		v, err := strconv.ParseInt(s, 10, 64)
@@ -314,6 +358,8 @@ func parseLease(b []byte) (int64, string) {
 		return 0, fmt.Sprintf("unreadable lease %q", b)
 	case len(f) == 2 && d[0] != d[1]:
 		return 0, errTornLease
+	case boot != "" && boot != bootID():
+		return 0, fmt.Sprintf("the lease was written in another boot (%s; this one is %s)", boot, bootID())
 	}
 	return d[0], ""
 }

@@ -179,7 +179,7 @@ func TestLeaseFormats(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if twice := len(strings.Fields(string(b))) == 2; twice == legacy {
+		if twice := len(strings.Fields(string(b))) >= 2; twice == legacy {
 			t.Errorf("write %d (legacy %v): the lease holds %q", i, legacy, b)
 		}
 		if got, why := leaseDeadline(path); got != want || why != "" {
@@ -190,6 +190,11 @@ func TestLeaseFormats(t *testing.T) {
 	if err != nil || len(ents) != 1 {
 		t.Errorf("the fence directory holds %v (%v), want the lease alone", ents, err)
 	}
+	if bootID() == "" {
+		t.Fatal("this host's boot ID is unreadable: /proc/sys/kernel/random/boot_id")
+	}
+	// Another boot's ID: this one's with its first digit changed.
+	other := string("0123456789abcdef"[(strings.IndexByte("0123456789abcdef", bootID()[0])+1)%16]) + bootID()[1:]
 	for _, c := range []struct {
 		in   string
 		want int64
@@ -199,6 +204,9 @@ func TestLeaseFormats(t *testing.T) {
 		{"42\n", 42, ""},
 		{"0000000000000000043 0000000000000000042\n", 0, errTornLease}, // met a renewal half-way
 		{"0000000000000000042 0000000000000000042 7\n", 0, `unreadable lease "0000000000000000042 0000000000000000042 7\n"`},
+		{"0000000000000000042 0000000000000000042 " + bootID() + "\n", 42, ""},
+		{"0000000000000000042 0000000000000000042 " + other + "\n", 0, "the lease was written in another boot (" + other + "; this one is " + bootID() + ")"},
+		{"0000000000000000043 0000000000000000042 " + bootID() + "\n", 0, errTornLease},
 		{"", 0, `unreadable lease ""`},
 		{"x", 0, `unreadable lease "x"`},
 	} {
