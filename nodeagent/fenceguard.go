@@ -154,7 +154,25 @@ const maxFencerLog = 1 << 20
 
 // start runs a new fencer in a session of its own and waits until it
 // holds the lock. f.mu is held.
+//
+// A fencer that finds the lock taken exits busy: another fencer got there
+// first, or a probe of the lock (lockHeld, on the Run goroutine) held it
+// for that moment. Only the first leaves one guarding; in the second it
+// tries again, at most three times in all.
 func (f *fenceGuard) start() error {
+	for try := 1; ; try++ {
+		err := f.startOnce()
+		if !errors.Is(err, errFencerLost) || try == 3 {
+			return err
+		}
+	}
+}
+
+// errFencerLost: the new fencer found the lock taken, and yet no fencer
+// holds it.
+var errFencerLost = errors.New("corral: the new fencer found the lock taken, but no fencer holds it")
+
+func (f *fenceGuard) startOnce() error {
 	env, err := json.Marshal(f.req)
 	if err != nil {
 		return err
@@ -206,7 +224,10 @@ func (f *fenceGuard) start() error {
 	}
 	var ee *exec.ExitError
 	if errors.As(werr, &ee) && ee.ExitCode() == fencerBusy {
-		return nil // another one got there first: it guards
+		if f.lock.alive(f.dir) {
+			return nil // another one got there first: it guards
+		}
+		return errFencerLost
 	}
 	return fmt.Errorf("corral: the fencer did not start (%v, %v): see %s", rerr, werr, logPath)
 }
