@@ -504,9 +504,6 @@ func fencerAlive(dir string) bool {
 		return false
 	}
 	defer unix.Close(fd)
-	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return errors.Is(err, unix.EWOULDBLOCK)
-	}
-	unix.Flock(fd, unix.LOCK_UN)
-	return false
+	held, err := lockHeld(fd)
+	return err == nil && held
 }

@@ -155,12 +155,7 @@ func fencerSwitches(t *testing.T, pid int) int64 {
 // version 2 agent's symlink, and read back in every form; a symlink left
 // half-way by a dead version 2 agent is removed.
 func TestLeaseFormats(t *testing.T) {
-	state := t.TempDir()
-	dir := filepath.Join(state, fenceDir)
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, leaseFile)
+	state, dir, path := leaseDir(t)
 	if err := os.Symlink("1", path+".link"); err != nil {
 		t.Fatal(err)
 	}
@@ -221,12 +216,7 @@ func TestLeaseFormats(t *testing.T) {
 // afresh when the lease was removed, moved away or replaced, as a fencer
 // would find it; every renewal reads back.
 func TestLeaseRenewedInPlace(t *testing.T) {
-	state := t.TempDir()
-	dir := filepath.Join(state, fenceDir)
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, leaseFile)
+	state, _, path := leaseDir(t)
 	var l leaseProbe
 	defer l.close()
 	inode := func() uint64 {
@@ -288,4 +278,16 @@ func TestLeaseRenewedInPlace(t *testing.T) {
 			t.Errorf("lease %s: the renewal after the fresh one made a new file", c.what)
 		}
 	}
+}
+
+// leaseDir makes a state directory with its fence directory, and names
+// the lease in it.
+func leaseDir(t *testing.T) (state, dir, path string) {
+	t.Helper()
+	state = t.TempDir()
+	dir = filepath.Join(state, fenceDir)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return state, dir, filepath.Join(dir, leaseFile)
 }
