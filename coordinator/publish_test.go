@@ -170,7 +170,8 @@ func TestPublishResumesAfterLeaderChange(t *testing.T) {
 	li, leader := nc.waitLeader()
 	sub := (li + 1) % 3 // the subscriber's NATS survives the leader
 	counter := watchIndexes(t, nc.nats[sub].ClientURL(), bus.EventPrefix+">")
-	_, from := leader.store.Bounds()
+	var from uint64
+	leader.fsm.read(func(st *cluster.State) { from = st.Index })
 	from++
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -218,10 +219,13 @@ func TestPublishResumesAfterLeaderChange(t *testing.T) {
 		t.Fatalf("a write failed: %v", err)
 	}
 	_, newLeader := nc.leader()
-	_, to := newLeader.store.Bounds()
-	if to < lastAcked.Load() {
-		t.Fatalf("the new leader's store ends at %d, before the last acknowledged write %d", to, lastAcked.Load())
-	}
+	// The store writer runs behind the state machine: wait for it to hold
+	// the last acknowledged write rather than read its end at once.
+	var to uint64
+	WaitFor(t, 10*time.Second, fmt.Sprintf("the new leader's store to hold the last acknowledged write %d", lastAcked.Load()), func() bool {
+		_, to = newLeader.store.Bounds()
+		return to >= lastAcked.Load()
+	})
 	WaitFor(t, 10*time.Second, fmt.Sprintf("the subscriber to have every index %d to %d", from, to), func() bool {
 		return len(counter.missing(from, to)) == 0
 	})
@@ -250,7 +254,8 @@ func TestPublishResumesNodeUpdates(t *testing.T) {
 	}
 	sub := (li + 1) % 3
 	updates := watchIndexes(t, nc.nats[sub].ClientURL(), bus.NodeSubject("n1"))
-	_, from := leader.store.Bounds()
+	var from uint64
+	leader.fsm.read(func(st *cluster.State) { from = st.Index })
 
 	nc.buses[li].lose.Store(true)
 	var last uint64
@@ -262,10 +267,14 @@ func TestPublishResumesNodeUpdates(t *testing.T) {
 		}
 		last = res.Index
 	}
-	// Wait until every guest is placed on n1, by the old leader.
+	// Wait until every guest is placed on n1, by the old leader. The
+	// routes come from the state machine, which may run ahead of the store
+	// the store writer fills, so the range ends at the state's own index.
+	var to uint64
 	WaitFor(t, 10*time.Second, "the guests to be placed on n1", func() bool {
 		placed := 0
 		leader.fsm.read(func(st *cluster.State) {
+			to = st.Index
 			for _, g := range st.Guests {
 				if g.Node == "n1" {
 					placed++
@@ -275,7 +284,6 @@ func TestPublishResumesNodeUpdates(t *testing.T) {
 		return placed == guests
 	})
 	var want []uint64
-	_, to := leader.store.Bounds()
 	for idx := from + 1; idx <= to; idx++ {
 		if _, routes, ok := leader.fsm.routesAt(idx); ok && slices.ContainsFunc(routes, func(r cluster.Route) bool { return r.Node == "n1" }) {
 			want = append(want, idx)
