@@ -299,6 +299,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.register(ctx); err != nil {
 		return a.exitErr(ctx)
 	}
+	if p, ok := a.deps.Drivers.(preparer); ok {
+		// Once every goroutine below is done, and before the fencer
+		// goes: a spare init left to exit on its own outlives the agent
+		// as an orphan, its groups held until the host's init reaps it.
+		defer p.Unprepare()
+	}
 
 	var wg sync.WaitGroup
 	defer wg.Wait()

@@ -102,9 +102,16 @@ func (h HostDrivers) Versions() map[string]string { return h.Set.Versions() }
 // Prepare lets the drivers ready their next start ([driver.Set.Prepare]).
 func (h HostDrivers) Prepare() { h.Set.Prepare() }
 
+// Unprepare ends what Prepare readied ([driver.Set.Unprepare]).
+func (h HostDrivers) Unprepare() { h.Set.Unprepare() }
+
 // preparer is [Drivers] that ready their next start in the background
-// when asked; the agent asks once a pass is done.
-type preparer interface{ Prepare() }
+// when asked; the agent asks once a pass is done, and has them end what
+// they readied as it stops.
+type preparer interface {
+	Prepare()
+	Unprepare()
+}
 
 var (
 	_ Cgroups  = (*cgroupdriver.Driver)(nil)

@@ -38,7 +38,7 @@ func BenchmarkStart(b *testing.B) {
 	lxc := func(b *testing.B, cfg driver.Config) {
 		rootfs := drivertest.Rootfs(b)
 		d := driver.NewLXC(cfg)
-		b.Cleanup(d.CloseSpares)
+		b.Cleanup(d.Unprepare)
 		benchStart(b, d, cgroupdriver.KindLXC, func(s *driver.Spec) {
 			s.Rootfs, s.Command, s.MemoryBytes = rootfs, []string{"/bin/sleep", "1000"}, 64<<20
 		}, nil)

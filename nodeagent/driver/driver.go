@@ -161,6 +161,20 @@ func (s *Set) Prepare() {
 	}
 }
 
+// unpreparer is a driver that ends what it readied ahead of need.
+type unpreparer interface{ Unprepare() }
+
+// Unprepare ends what Prepare readied (the lxc driver's spare init, see
+// [LXC.Unprepare]) and waits, for a few seconds at most, until it is
+// gone. The agent calls it as it stops; no driver readies anything after.
+func (s *Set) Unprepare() {
+	for _, d := range s.drivers {
+		if p, ok := d.(unpreparer); ok {
+			p.Unprepare()
+		}
+	}
+}
+
 // Versions maps each available driver to its version, as the node
 // registration reports it: the kernel release for process and lxc, QEMU's
 // version and accelerator for qemu.

@@ -29,7 +29,7 @@ func TestLXCInitPinned(t *testing.T) {
 	want := cpusAllowed(t, "self")
 	rootfs := drivertest.Rootfs(t)
 	d := driver.NewLXC(drivertest.Config(t))
-	t.Cleanup(d.CloseSpares)
+	t.Cleanup(d.Unprepare)
 	ct := func(prefix string) driver.Spec {
 		s := spec(t, cgroupdriver.KindLXC, prefix)
 		s.Rootfs, s.MemoryBytes, s.Command = rootfs, 64<<20, []string{"/bin/sleep", "1000"}

@@ -69,7 +69,29 @@ type spares struct {
 	next    *spare
 	filling bool
 	wanted  bool // a container was started: spares are worth their keep
+	closed  bool // Unprepare was called: no more spares
+	// busy counts the fills and discards under way; drained, when
+	// Unprepare waits, is closed as busy falls to zero.
+	busy    int
+	drained chan struct{}
 }
+
+// begin counts one fill or discard under way; d.spares.mu is held.
+func (d *LXC) begin() { d.spares.busy++ }
+
+// end counts one fill or discard over; d.spares.mu is held.
+func (d *LXC) end() {
+	d.spares.busy--
+	if d.spares.busy == 0 && d.spares.drained != nil {
+		close(d.spares.drained)
+		d.spares.drained = nil
+	}
+}
+
+// spareReleaseWait bounds Unprepare's wait for the spares to be reaped and
+// their groups removed: a spare frozen with its kind directory (by the
+// fencer) cannot die until thawed.
+const spareReleaseWait = 5 * time.Second
 
 // takeSpare returns the waiting spare, if any.
 func (d *LXC) takeSpare() *spare {
@@ -88,7 +110,7 @@ func (d *LXC) takeSpare() *spare {
 // next start, or discards it when another waits already.
 func (d *LXC) putBack(s *spare) {
 	d.spares.mu.Lock()
-	if d.spares.next == nil {
+	if d.spares.next == nil && !d.spares.closed {
 		d.spares.next, s = s, nil
 	}
 	d.spares.mu.Unlock()
@@ -103,32 +125,56 @@ func (d *LXC) putBack(s *spare) {
 func (d *LXC) Prepare() {
 	d.spares.mu.Lock()
 	defer d.spares.mu.Unlock()
-	if !d.cfg.SpareInit || !d.spares.wanted || d.spares.next != nil || d.spares.filling {
+	if !d.cfg.SpareInit || !d.spares.wanted || d.spares.closed || d.spares.next != nil || d.spares.filling {
 		return
 	}
 	d.spares.filling = true
+	d.begin()
 	go func() {
 		s, err := d.startSpare()
 		d.spares.mu.Lock()
 		defer d.spares.mu.Unlock()
+		defer d.end()
 		d.spares.filling = false
 		if err != nil {
 			d.log.Warn("starting a spare container init; containers start without one", "err", err)
+			return
+		}
+		if d.spares.closed {
+			d.discardLocked(s)
 			return
 		}
 		d.spares.next = s
 	}()
 }
 
-// CloseSpares ends the waiting spare init, if any, and removes its
-// groups.
-func (d *LXC) CloseSpares() {
+// Unprepare ends the waiting spare init, if any, and one being started,
+// and waits, up to spareReleaseWait, until they are reaped and their
+// groups removed. The agent calls it as it stops: a spare left to exit
+// on its own outlives its parent, and a zombie that the host's init is
+// slow to reap keeps its groups busy. No spare is started after it.
+func (d *LXC) Unprepare() {
 	d.spares.mu.Lock()
 	s := d.spares.next
-	d.spares.next = nil
+	d.spares.next, d.spares.closed = nil, true
 	d.spares.mu.Unlock()
 	if s != nil {
 		d.discard(s)
+	}
+	d.spares.mu.Lock()
+	if d.spares.busy == 0 {
+		d.spares.mu.Unlock()
+		return
+	}
+	if d.spares.drained == nil {
+		d.spares.drained = make(chan struct{})
+	}
+	drained := d.spares.drained
+	d.spares.mu.Unlock()
+	select {
+	case <-drained:
+	case <-time.After(spareReleaseWait):
+		d.log.Warn("a spare container init is not gone yet; its groups are removed as orphans later", "waited", spareReleaseWait)
 	}
 }
 
@@ -163,9 +209,22 @@ func (d *LXC) startSpare() (*spare, error) {
 // background: a spare frozen with its kind directory (by the fencer) dies
 // only once thawed, and a start must not wait for that.
 func (d *LXC) discard(s *spare) {
+	d.spares.mu.Lock()
+	defer d.spares.mu.Unlock()
+	d.discardLocked(s)
+}
+
+// discardLocked is discard with d.spares.mu held.
+func (d *LXC) discardLocked(s *spare) {
 	s.sock.Close() // a spare still reading exits on EOF
 	_ = s.cmd.Process.Kill()
+	d.begin()
 	go func() {
+		defer func() {
+			d.spares.mu.Lock()
+			d.end()
+			d.spares.mu.Unlock()
+		}()
 		_ = s.cmd.Wait()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -19,7 +19,7 @@ func TestLXCSpareInit(t *testing.T) {
 	rootfs := drivertest.Rootfs(t)
 	cfg := drivertest.Config(t)
 	d := driver.NewLXC(cfg)
-	t.Cleanup(d.CloseSpares)
+	t.Cleanup(d.Unprepare)
 	waitSpare := func() int {
 		t.Helper()
 		d.Prepare() // as the agent does after each pass
@@ -61,7 +61,7 @@ func TestLXCSpareInit(t *testing.T) {
 	}
 
 	pid = waitSpare()
-	d.CloseSpares()
+	d.Unprepare()
 	waitFor(t, "the spare let go of to exit", 10*time.Second, func() bool {
 		st := procState(pid)
 		return st == "" || st == "Z"
