@@ -112,6 +112,10 @@ func TestAttacks(t *testing.T) {
 			t.Errorf("n2 is %s", n.Status)
 		}
 	})
+	// The store writer may run behind the state machine.
+	if err := leader.waitStored(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	recs, _ := leader.store.Read(indexBefore, 10000)
 	for _, r := range recs {
 		s := string(r.Data)

@@ -385,6 +385,10 @@ func TestActorIsTheAuthenticatedIdentity(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("create g2: %d", resp.StatusCode)
 	}
+	// The store writer may run behind the state machine.
+	if err := leader.waitStored(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	recs, _ := leader.store.Read(0, 10000)
 	found := false
 	for _, r := range recs {
@@ -591,6 +595,10 @@ func TestEnrollWithJoinToken(t *testing.T) {
 		t.Fatalf("n3 registered n1: %d %s", a.status, a.body)
 	}
 	// The log records the enrollment, and never the token's secret.
+	// The store writer may run behind the state machine.
+	if err := leader.waitStored(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	recs, _ := leader.store.Read(0, 10000)
 	enrolled := false
 	for _, r := range recs {
