@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/corral-dev/corral/coordinator/api"
+	"github.com/corral-dev/corral/coordinator/cluster"
 )
 
 // BenchmarkFollowerWrite is what a client pays for reaching a follower:
@@ -106,13 +107,20 @@ func BenchmarkFollowerWrite(b *testing.B) {
 // no-op FSM, the same number of clients each applying a payload of a
 // create's size).
 //
-// At each of 1, 16 and 256 clients both sides first warm up (one window
+// At each of 1, 16 and 256 clients every side first warms up (one window
 // each, not counted: connections, the first elections' leftovers, the
-// page cache), then run apiRounds rounds, each one window of corral and
+// page cache), then runs apiRounds rounds, each one window of corral and
 // one of bare raft, the order alternating from round to round, so that
 // the machine's noise (2 shared cores) falls on both alike. It prints each
 // round, then both sides' median rate and p50 and the median of the
 // rounds' ratios, which it reports as corral/raft-N.
+//
+// Each round also runs a third side, the same creates handed to the
+// leader's Server.Submit in this process: corral's whole write path but
+// the HTTP hop (client, connection, server, handler). What lies between
+// it and the HTTP side is the hop's cost; between it and bare raft, the
+// cost of the state machine, the event store, the publisher and the
+// scheduling loop.
 //
 //	go test ./coordinator -run '^$' -bench APIThroughput -benchtime 1x
 func BenchmarkAPIThroughput(b *testing.B) {
@@ -140,48 +148,59 @@ func BenchmarkAPIThroughput(b *testing.B) {
 		payload, _ := encodeProposal("", false, false, nil)
 		payload = append(payload, make([]byte, 300)...) // about a guest definition's size
 		var seq atomic.Int64
+		guest := func(prefix string) api.CreateGuest {
+			return api.CreateGuest{Name: fmt.Sprintf("%s%d", prefix, seq.Add(1)), Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true}
+		}
 		create := func(int64) error {
 			cl := <-clients
 			defer func() { clients <- cl }()
-			_, err := cl.CreateGuest(context.Background(), api.CreateGuest{Name: fmt.Sprintf("a%d", seq.Add(1)), Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true})
+			_, err := cl.CreateGuest(context.Background(), guest("a"))
+			return err
+		}
+		submit := func(int64) error {
+			o, err := leader.Submit(context.Background(), "", "bench", &cluster.CreateGuest{CreateGuest: guest("s")})
+			if err == nil && o.Err != nil {
+				err = o.Err
+			}
 			return err
 		}
 		bare := func(int64) error { return applyBare(rafts, payload) }
-		fmt.Fprintf(os.Stdout, "\n3 servers on loopback, fsync on, guest creates through the leader's HTTP API vs bare raft applies; per row a warm-up, then %d rounds of %v each side, alternating\n", apiRounds, window)
+		fmt.Fprintf(os.Stdout, "\n3 servers on loopback, fsync on, guest creates through the leader's HTTP API and through Server.Submit in-process vs bare raft applies; per row a warm-up, then %d rounds of %v each side, alternating\n", apiRounds, window)
 		for _, n := range []int{1, 16, 256} {
-			if _, err := measureFor(n, window, create); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := measureFor(n, window, bare); err != nil {
-				b.Fatal(err)
-			}
-			var cs, rs []commitStats
-			var ratios []float64
-			for round := range apiRounds {
-				var c, r commitStats
-				var err error
-				if round%2 == 0 {
-					if c, err = measureFor(n, window, create); err == nil {
-						r, err = measureFor(n, window, bare)
-					}
-				} else {
-					if r, err = measureFor(n, window, bare); err == nil {
-						c, err = measureFor(n, window, create)
-					}
-				}
-				if err != nil {
+			for _, op := range []func(int64) error{create, submit, bare} {
+				if _, err := measureFor(n, window, op); err != nil {
 					b.Fatal(err)
 				}
-				cs, rs, ratios = append(cs, c), append(rs, r), append(ratios, c.perSec/r.perSec)
-				fmt.Fprintf(os.Stdout, "  %3d clients, round %d: corral %7.0f ops/s p50 %9v   raft %7.0f ops/s p50 %9v   %.2f\n", n, round+1,
-					c.perSec, c.p50.Round(time.Microsecond), r.perSec, r.p50.Round(time.Microsecond), c.perSec/r.perSec)
 			}
-			mc, mr := medianStats(cs), medianStats(rs)
+			var cs, ss, rs []commitStats
+			var ratios, inRatios []float64
+			for round := range apiRounds {
+				var c, sub, r commitStats
+				order := []*commitStats{&c, &sub, &r}
+				ops := []func(int64) error{create, submit, bare}
+				if round%2 == 1 {
+					order, ops = []*commitStats{&r, &sub, &c}, []func(int64) error{bare, submit, create}
+				}
+				for i, op := range ops {
+					st, err := measureFor(n, window, op)
+					if err != nil {
+						b.Fatal(err)
+					}
+					*order[i] = st
+				}
+				cs, ss, rs = append(cs, c), append(ss, sub), append(rs, r)
+				ratios, inRatios = append(ratios, c.perSec/r.perSec), append(inRatios, sub.perSec/r.perSec)
+				fmt.Fprintf(os.Stdout, "  %3d clients, round %d: corral %7.0f ops/s p50 %9v   in-process %7.0f ops/s p50 %9v   raft %7.0f ops/s p50 %9v   %.2f\n", n, round+1,
+					c.perSec, c.p50.Round(time.Microsecond), sub.perSec, sub.p50.Round(time.Microsecond), r.perSec, r.p50.Round(time.Microsecond), c.perSec/r.perSec)
+			}
+			mc, ms, mr := medianStats(cs), medianStats(ss), medianStats(rs)
 			slices.Sort(ratios)
+			slices.Sort(inRatios)
 			ratio := ratios[len(ratios)/2]
-			fmt.Fprintf(os.Stdout, "%3d clients, median: corral %7.0f ops/s p50 %9v   raft %7.0f ops/s p50 %9v   corral/raft %.2f (rounds %.2f–%.2f)\n", n,
-				mc.perSec, mc.p50.Round(time.Microsecond), mr.perSec, mr.p50.Round(time.Microsecond), ratio, ratios[0], ratios[len(ratios)-1])
+			fmt.Fprintf(os.Stdout, "%3d clients, median: corral %7.0f ops/s p50 %9v   in-process %7.0f ops/s p50 %9v   raft %7.0f ops/s p50 %9v   corral/raft %.2f (rounds %.2f–%.2f), in-process/raft %.2f\n", n,
+				mc.perSec, mc.p50.Round(time.Microsecond), ms.perSec, ms.p50.Round(time.Microsecond), mr.perSec, mr.p50.Round(time.Microsecond), ratio, ratios[0], ratios[len(ratios)-1], inRatios[len(inRatios)/2])
 			b.ReportMetric(ratio, fmt.Sprintf("corral/raft-%d", n))
+			b.ReportMetric(inRatios[len(inRatios)/2], fmt.Sprintf("inprocess/raft-%d", n))
 		}
 	}
 }
