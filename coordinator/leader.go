@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -380,7 +381,7 @@ func (s *Server) publishLoop(ctx context.Context) {
 		seen.Store(mark.saved)
 		observed.Store(mark.saved)
 		defer mark.save(s, &observed, true)
-		s.goLoop(func() { s.watchPublished(ctx, w, &seen, &observed) })
+		s.goLoop(func() { s.watchPublished(ctx, w, &seen, &observed, mark) })
 	}
 	wake := make(chan raft.Observation, 1)
 	obs := raft.NewObserver(wake, false, func(o *raft.Observation) bool {
@@ -400,9 +401,6 @@ func (s *Server) publishLoop(ctx context.Context) {
 			cursor = from
 		}
 		leading = lead
-		if mark != nil {
-			mark.save(s, &observed, false)
-		}
 		if !lead {
 			// A follower publishes nothing: it follows its store's end
 			// without reading the events back.
@@ -495,10 +493,16 @@ func (s *Server) waitPublishable(ctx context.Context, after uint64, wake <-chan 
 // published on bus.PublishedSubject until ctx ends. Following the marks,
 // one small message per published batch, costs far less than following
 // every event.
-func (s *Server) watchPublished(ctx context.Context, w busWatcher, seen, observed *atomic.Uint64) {
+//
+// It saves the mark file as the marks come in (at most every
+// publishedSave), off the publisher's way: saved before a batch was
+// published, the file's write and rename held up the first event after a
+// pause by about half a millisecond.
+func (s *Server) watchPublished(ctx context.Context, w busWatcher, seen, observed *atomic.Uint64, mark *publishedMark) {
 	err := w.Watch(ctx, bus.PublishedSubject, nil, func(m bus.Msg) {
 		raiseTo(seen, m.Index)
 		raiseTo(observed, m.Index)
+		mark.save(s, observed, false)
 	})
 	if err != nil && ctx.Err() == nil {
 		s.log.Warn("watch published events: a new leader will publish from its own store", "err", err)
@@ -516,10 +520,13 @@ const publishedFile = "published"
 const publishedSave = 200 * time.Millisecond
 
 type publishedMark struct {
+	mu     sync.Mutex // save runs on the watcher's goroutine, a timer's, and once more as the loop ends
 	path   string
 	saved  uint64
 	at     time.Time
-	failed bool // the last save failed and was logged
+	failed bool        // the last save failed and was logged
+	later  *time.Timer // a save put off by publishedSave
+	closed bool        // the final save is done
 }
 
 // loadPublished reads the mark file. Without one (a new data dir, or one
@@ -541,11 +548,36 @@ func (s *Server) loadPublished(storeLast uint64) *publishedMark {
 }
 
 // save writes observed to the mark file when it rose and the last write
-// is publishedSave old, or now when final.
+// is publishedSave old, or now when final; a save put off meanwhile comes
+// when publishedSave has passed, so the file lags the marks by no more.
+// After the final save there is none.
 func (m *publishedMark) save(s *Server, observed *atomic.Uint64, final bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	if final {
+		m.closed = true
+		if m.later != nil {
+			m.later.Stop()
+			m.later = nil
+		}
+	}
 	v := observed.Load()
 	now := time.Now()
-	if v <= m.saved || !final && now.Sub(m.at) < publishedSave {
+	if v <= m.saved {
+		return
+	}
+	if since := now.Sub(m.at); !final && since < publishedSave {
+		if m.later == nil {
+			m.later = time.AfterFunc(publishedSave-since, func() {
+				m.mu.Lock()
+				m.later = nil
+				m.mu.Unlock()
+				m.save(s, observed, false)
+			})
+		}
 		return
 	}
 	tmp := m.path + ".tmp"

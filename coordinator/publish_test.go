@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -447,4 +451,36 @@ func TestPublishResumesAfterRestart(t *testing.T) {
 	WaitFor(t, 10*time.Second, fmt.Sprintf("every index %d to %d after the restart", first, to), func() bool {
 		return len(counter.missing(first, to)) == 0
 	})
+}
+
+// TestPublishedMarkFollows: every server's mark file catches up with the
+// last batch the leader published within about publishedSave, even when
+// the marks came faster than it saves and then stopped.
+func TestPublishedMarkFollows(t *testing.T) {
+	nc := newNATSCluster(t, nil)
+	nc.waitLeader()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := api.NewClient(nc.addrs(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for i := range 5 {
+		res, err := cl.CreateGuest(ctx, api.CreateGuest{Name: fmt.Sprintf("m%d", i), Driver: "process", Memory: "16MiB", Command: []string{"/bin/true"}, NoStart: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = res.Index
+	}
+	for i, cfg := range nc.cfgs {
+		path := filepath.Join(cfg.DataDir, publishedFile)
+		var got string
+		WaitFor(t, 10*time.Second, fmt.Sprintf("server %d's mark file to reach %d", i+1, last), func() bool {
+			b, _ := os.ReadFile(path)
+			got = strings.TrimSpace(string(b))
+			n, err := strconv.ParseUint(got, 10, 64)
+			return err == nil && n >= last
+		})
+	}
 }
