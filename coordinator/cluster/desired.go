@@ -62,8 +62,17 @@ func DesiredGuest(g *Guest) api.DesiredGuest {
 	if m := g.MaxMemory(); m != def.MemoryBytes && m > 0 {
 		def.MemoryBytes = m // QEMU's -m and the drivers' hard limit follow setmaxmem
 	}
+	desired := g.Desired
+	if g.StartAfterStop {
+		// A start overtook a stop whose exit has not come yet: the node
+		// stops this run first. Had it been told "running", an agent that
+		// got the stop and the start in one pass would keep the run and
+		// the exit the start waits for would never come; the exit makes
+		// the guest placed again, and that update starts it.
+		desired = DesiredStopped
+	}
 	d := api.DesiredGuest{
-		Name: g.Name, Generation: g.Generation, Desired: g.Desired, Status: g.Status, Paused: g.Paused,
+		Name: g.Name, Generation: g.Generation, Desired: desired, Status: g.Status, Paused: g.Paused,
 		Definition: def, Resources: Resources(g), Restart: g.Restarts.Run,
 	}
 	// The balloon target (setmem): 0 leaves the guest all its memory.

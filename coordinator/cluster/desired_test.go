@@ -552,3 +552,33 @@ func TestView(t *testing.T) {
 		t.Error("View shares its servers with the state")
 	}
 }
+
+// TestDesiredGuestStopFirst: a start asked while a stop is on its way to
+// the node leaves the guest stopped in the node's view until the stop's
+// exit comes, so that an agent that sees the stop and the start together
+// still ends the run; the exit then has the node start it again.
+func TestDesiredGuestStopFirst(t *testing.T) {
+	st := NewState()
+	mustApply(t, st, ev(testNode("n1"), "", "n1"))
+	commit(t, st, &CreateGuest{api.CreateGuest{Name: "web", Driver: "process", Memory: "256MiB", Command: []string{"/bin/sleep", "100"}}})
+	g := st.Guests["web"]
+	gen := g.Generation
+	mustApply(t, st, ev(&events.GuestStarted{Node: "n1", Generation: gen, PID: 11}, "web", "n1"))
+	commit(t, st, &GuestAction{api.GuestAction{Name: "web", Action: "stop"}})
+	if d := DesiredGuest(st.Guests["web"]); d.Desired != DesiredStopped {
+		t.Fatalf("after the stop the node's view is %s", d.Desired)
+	}
+	commit(t, st, &GuestAction{api.GuestAction{Name: "web", Action: "start"}})
+	g = st.Guests["web"]
+	if !g.StartAfterStop || g.Desired != DesiredRunning {
+		t.Fatalf("start after stop: StartAfterStop %v, desired %s", g.StartAfterStop, g.Desired)
+	}
+	if d := DesiredGuest(g); d.Desired != DesiredStopped || d.Status != StatusRunning {
+		t.Fatalf("with the stop's exit to come the node's view is %s/%s, want stopped/running", d.Desired, d.Status)
+	}
+	mustApply(t, st, ev(&events.GuestExited{Node: "n1", Generation: gen, Code: -1, Signal: "SIGTERM"}, "web", "n1"))
+	g = st.Guests["web"]
+	if d := DesiredGuest(g); d.Desired != DesiredRunning || d.Status != StatusPlaced || g.StartAfterStop {
+		t.Fatalf("after the exit the node's view is %s/%s (StartAfterStop %v), want running/placed", d.Desired, d.Status, g.StartAfterStop)
+	}
+}
